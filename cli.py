@@ -1,0 +1,211 @@
+"""werne: provision and check a town's laptops and school iPads.
+
+This module is the only place that knows about click. It parses, calls one library function,
+and prints. Library errors (core.errors.WerneError) become `Error: ...` and a documented exit
+code here, at the one error boundary; anything else is a bug and keeps its traceback.
+
+Exit codes: 0 ok, 1 findings or failed hosts, 2 bad input or config, 3 could not run, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from core.config import Config, load_config
+from core.errors import EXIT_INTERRUPTED, WerneError
+
+CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+class AppContext:
+    """Lazily loaded config, database and inventory, shared by the commands of one invocation."""
+
+    def __init__(self, config_path: str | None, state_dir: str | None):
+        self._config_path = config_path
+        self._state_dir = state_dir
+        self._config: Config | None = None
+        self._db: Any = None
+        self._inventory: Any = None
+
+    @property
+    def config(self) -> Config:
+        if self._config is None:
+            self._config = load_config(self._config_path, self._state_dir)
+        return self._config
+
+    @property
+    def db(self):  # type: ignore[no-untyped-def]
+        if self._db is None:
+            from core.db import Database
+
+            self._db = Database(self.config.database_url)
+        return self._db
+
+    @property
+    def inventory(self):  # type: ignore[no-untyped-def]
+        if self._inventory is None:
+            from core.inventory import load_inventory
+
+            self._inventory = load_inventory(self.config.inventory_dir)
+        return self._inventory
+
+
+pass_app = click.make_pass_decorator(AppContext)
+
+
+def echo_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, sort_keys=True, default=str))
+
+
+def fail(message: str, code: int) -> None:
+    """Print `Error: message` on stderr and exit with `code`."""
+    click.echo(f"Error: {message}", err=True)
+    sys.exit(code)
+
+
+def error_boundary(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn project errors into one line and an exit code; let real bugs keep their traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except WerneError as e:
+            problems = getattr(e, "problems", None)
+            if problems and len(problems) > 1:
+                for p in problems:
+                    click.echo(f"Error: {p}", err=True)
+                sys.exit(e.exit_code)
+            fail(str(e), e.exit_code)
+        except KeyboardInterrupt:
+            fail("interrupted", EXIT_INTERRUPTED)
+
+    return wrapper
+
+
+class WerneGroup(click.Group):
+    """A click group whose commands all run inside the error boundary."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        return error_boundary(super().invoke)(ctx)
+
+
+@click.group(cls=WerneGroup, context_settings=CONTEXT_SETTINGS)
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), envvar="WERNE_CONFIG",
+              help="Site config file (TOML). Default: $WERNE_CONFIG, ./werne.toml, or built-in demo defaults.")
+@click.option("--state-dir", type=click.Path(file_okay=False), envvar="WERNE_STATE_DIR",
+              help="State directory (database, known_hosts, artifacts). Default: ~/.local/state/werne.")
+@click.version_option(package_name="werne")
+@click.pass_context
+def main(ctx: click.Context, config_path: str | None, state_dir: str | None) -> None:
+    """Provision and check the city's laptops and school iPads.
+
+    Example:
+
+        werne inventory check
+    """
+    ctx.obj = AppContext(config_path, state_dir)
+
+
+# ---------------------------------------------------------------- inventory ----------------
+
+@main.group(cls=WerneGroup)
+def inventory() -> None:
+    """Validate and show the site inventory.
+
+    Example:
+
+        werne inventory check
+    """
+
+
+@inventory.command("check")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@pass_app
+def inventory_check(app: AppContext, as_json: bool) -> None:
+    """Validate hosts.yml, schools.yml and ipads.csv; print every problem with file and line.
+
+    Example:
+
+        werne --config werne.toml inventory check
+    """
+    from core.errors import InventoryError
+    from core.inventory import load_inventory
+
+    try:
+        inv = load_inventory(app.config.inventory_dir)
+    except InventoryError as e:
+        if as_json:
+            echo_json({"ok": False, "problems": e.problems})
+        for p in e.problems:
+            click.echo(f"Error: {p}", err=True)
+        sys.exit(e.exit_code)
+    summary = {"ok": True, "inventory": str(inv.root), "laptops": len(inv.laptops),
+               "vpn_gateways": len(inv.gateways), "schools": len(inv.schools), "ipads": len(inv.ipads)}
+    if as_json:
+        echo_json(summary)
+    else:
+        click.echo(f"{inv.root}: ok: {len(inv.laptops)} laptops, {len(inv.gateways)} VPN gateway(s), "
+                   f"{len(inv.schools)} schools, {len(inv.ipads)} iPads")
+
+
+# ---------------------------------------------------------------- lab ----------------------
+# (owned by the lab work: `werne lab up|down|status`)
+
+# ---------------------------------------------------------------- laptop -------------------
+# (owned by the provisioning work: `werne laptop preflight|provision`)
+
+# ---------------------------------------------------------------- vpn ----------------------
+# (owned by the VPN work)
+
+# ---------------------------------------------------------------- mdm / ipad ---------------
+# (owned by the MDM work)
+
+# ---------------------------------------------------------------- compliance / report ------
+# (owned by the compliance work)
+
+# ---------------------------------------------------------------- enrol / user / web -------
+# (owned by the enrolment work)
+
+# ---------------------------------------------------------------- audit --------------------
+
+@main.command("audit")
+@click.option("--since", type=click.DateTime(), help="Only events at or after this time (UTC).")
+@click.option("--json", "as_json", is_flag=True, help="Print the events as JSON.")
+@pass_app
+def audit_cmd(app: AppContext, since: Any, as_json: bool) -> None:
+    """Show the audit trail: who did what, to which devices, when.
+
+    Example:
+
+        werne audit --since 2026-11-01
+    """
+    from datetime import UTC
+
+    from core.audit import list_events
+
+    if since is not None and since.tzinfo is None:
+        since = since.replace(tzinfo=UTC)
+    events = list_events(app.db, since)
+    rows = [{"at": e.at.isoformat(), "actor": e.actor, "action": e.action, "target": e.target,
+             "detail": e.detail} for e in events]
+    if as_json:
+        echo_json(rows)
+        return
+    for r in rows:
+        click.echo(f"{r['at']}  {r['actor']:<12} {r['action']:<24} {r['target']}  {json.dumps(r['detail'], sort_keys=True)}")
+
+
+# ---------------------------------------------------------------- demo ---------------------
+# (the README's first command: grows with each capability)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,196 @@
+"""Site configuration: one TOML file (werne.toml) with defaults that work with no file at all.
+
+Lookup order for the file: `--config PATH`, then `$WERNE_CONFIG`, then `./werne.toml` if present,
+else built-in defaults (the demo inventory and a state dir under the user's home). `--state-dir`
+overrides the state directory. Secrets are never settings: settings name a file or an environment
+variable that holds them (see core.secrets).
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from core.errors import ConfigError
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_INVENTORY = REPO_ROOT / "inventories" / "demo"
+CONFIG_ENV = "WERNE_CONFIG"
+STATE_DIR_ENV = "WERNE_STATE_DIR"
+
+
+def default_state_dir() -> Path:
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "werne"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SiteConfig(_Section):
+    name: str = "demo"
+    inventory: Path = DEFAULT_INVENTORY
+    state_dir: Path = Field(default_factory=default_state_dir)
+    # Empty means sqlite:///<state_dir>/werne.db
+    database_url: str = ""
+
+
+class SSHConfig(_Section):
+    user: str = "admin"
+    # Empty means <state_dir>/lab/id_ed25519, the key `werne lab up` makes.
+    private_key_file: Path | None = None
+    connect_timeout: float = 10.0
+    min_free_disk_mb: int = 500
+    supported_os: list[str] = ["debian 12", "debian 13", "ubuntu 22.04", "ubuntu 24.04"]
+
+
+class ProvisioningConfig(_Section):
+    forks: int = 20
+    pipelining: bool = True
+    admin_networks: list[str] = ["10.200.0.0/16", "10.77.0.0/16"]
+
+
+class LabConfig(_Section):
+    # Where the cached Debian base image lives, shared by every state dir on the machine.
+    cache_dir: Path = Path("/var/cache/werne-lab")
+    suite: str = "bookworm"
+
+
+class MDMConfig(_Section):
+    url: str = "http://127.0.0.1:9000"
+    api_key_file: Path | None = None
+    api_key_env: str = "WERNE_MDM_API_KEY"
+    webhook_hmac_key_file: Path | None = None
+    webhook_hmac_key_env: str = "WERNE_WEBHOOK_HMAC_KEY"
+    webhook_listen: str = "127.0.0.1:9080"
+    timeout: float = 10.0
+    blast_radius: int = 25
+    wifi_secret_file: Path | None = None
+    signing_cert_file: Path | None = None
+    signing_key_file: Path | None = None
+
+
+class VPNConfig(_Section):
+    interface: str = "wg0"
+    pool_v4: str = "10.77.0.0/24"
+    pool_v6: str | None = None
+    gateway_endpoint: str = "vpn.example-city.invalid:51820"
+    listen_port: int = 51820
+    dns: list[str] = ["10.77.0.1"]
+    handshake_max_age_s: int = 3 * 3600
+    key_max_age_days: int = 90
+    killswitch_allow: list[str] = []
+
+
+class ComplianceConfig(_Section):
+    min_ipados: str = "17.0"
+    contact_max_days: int = 14
+    query_deadline_s: float = 60.0
+    waivers_file: Path | None = None
+
+
+class DEPConfig(_Section):
+    url: str = "http://127.0.0.1:9001"
+    name: str = "werne"
+    api_key_file: Path | None = None
+    api_key_env: str = "WERNE_DEP_API_KEY"
+    timeout: float = 15.0
+
+
+class WebConfig(_Section):
+    listen: str = "127.0.0.1:8080"
+    secret_key_file: Path | None = None
+    secret_key_env: str = "WERNE_WEB_SECRET"
+    secure_cookies: bool = True
+
+
+class Config(_Section):
+    site: SiteConfig = SiteConfig()
+    ssh: SSHConfig = SSHConfig()
+    provisioning: ProvisioningConfig = ProvisioningConfig()
+    lab: LabConfig = LabConfig()
+    mdm: MDMConfig = MDMConfig()
+    vpn: VPNConfig = VPNConfig()
+    compliance: ComplianceConfig = ComplianceConfig()
+    dep: DEPConfig = DEPConfig()
+    web: WebConfig = WebConfig()
+    # Where this config came from, for messages; not a setting.
+    source: str = Field(default="built-in defaults", exclude=True)
+
+    @property
+    def state_dir(self) -> Path:
+        return self.site.state_dir
+
+    @property
+    def database_url(self) -> str:
+        return self.site.database_url or f"sqlite:///{self.state_dir / 'werne.db'}"
+
+    @property
+    def inventory_dir(self) -> Path:
+        return self.site.inventory
+
+    @property
+    def ssh_key_file(self) -> Path:
+        return self.ssh.private_key_file or (self.state_dir / "lab" / "id_ed25519")
+
+
+def _resolve_paths(cfg: Config, base: Path) -> None:
+    """Relative paths in a config file are relative to that file's folder."""
+    for section in (cfg.site, cfg.ssh, cfg.lab, cfg.mdm, cfg.compliance, cfg.dep, cfg.web):
+        for name in type(section).model_fields:
+            value = getattr(section, name)
+            if isinstance(value, Path):
+                value = value.expanduser()
+                if not value.is_absolute():
+                    value = base / value
+                setattr(section, name, value)
+
+
+def _format_validation(e: ValidationError, source: str) -> str:
+    err = e.errors()[0]
+    loc = ".".join(str(p) for p in err["loc"])
+    msg = err["msg"]
+    if err["type"] == "extra_forbidden":
+        msg = "unknown setting"
+    more = f" (and {len(e.errors()) - 1} more)" if len(e.errors()) > 1 else ""
+    return f"{source}: {loc}: {msg}{more}"
+
+
+def load_config(path: str | Path | None = None, state_dir: str | Path | None = None) -> Config:
+    """Load the site configuration. Raises ConfigError with a one-line reason."""
+    explicit = path or os.environ.get(CONFIG_ENV)
+    data: dict[str, Any] = {}
+    source = "built-in defaults"
+    base = Path.cwd()
+    if explicit:
+        p = Path(explicit).expanduser()
+        if not p.is_file():
+            raise ConfigError(f"config file {p} does not exist")
+    else:
+        p = Path("werne.toml")
+        if not p.is_file():
+            p = None  # type: ignore[assignment]
+    if p is not None:
+        try:
+            data = tomllib.loads(p.read_text(encoding="utf-8"))
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"{p}: not valid TOML: {e}") from None
+        except (OSError, UnicodeDecodeError) as e:
+            raise ConfigError(f"{p}: cannot read: {e.__class__.__name__}") from None
+        source = str(p)
+        base = p.resolve().parent
+    try:
+        cfg = Config.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(_format_validation(e, source)) from None
+    cfg.source = source
+    _resolve_paths(cfg, base)
+    override = state_dir or os.environ.get(STATE_DIR_ENV)
+    if override:
+        cfg.site.state_dir = Path(override).expanduser().resolve()
+    return cfg

@@ -1,0 +1,69 @@
+"""Reading secrets from files or environment variables, never from argv, and keeping them out of output.
+
+A `Secret` prints as `***` in repr, str and f-strings, so it cannot leak through a log line or an
+exception message by accident; call `reveal()` at the one place the value is needed.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from core.errors import SecretError
+
+
+class Secret:
+    """A secret value that never shows itself in str(), repr() or format()."""
+
+    __slots__ = ("_value", "source")
+
+    def __init__(self, value: str, source: str):
+        self._value = value
+        self.source = source
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return f"Secret(***, source={self.source!r})"
+
+    __str__ = __format__ = lambda self, *_: "***"  # noqa: E731
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+def read_secret(*, file: str | Path | None = None, env: str | None = None, what: str) -> Secret:
+    """Read a secret from the environment variable `env` if set, else from `file`.
+
+    Raises SecretError naming where it looked, never the value.
+    """
+    if env and os.environ.get(env):
+        return Secret(os.environ[env].strip(), source=f"${env}")
+    if file:
+        path = Path(file).expanduser()
+        try:
+            value = path.read_text(encoding="utf-8").strip()
+        except FileNotFoundError:
+            raise SecretError(f"{what}: secret file {path} does not exist") from None
+        except PermissionError:
+            raise SecretError(f"{what}: secret file {path} is not readable") from None
+        except (OSError, UnicodeDecodeError) as e:
+            raise SecretError(f"{what}: cannot read secret file {path}: {e.__class__.__name__}") from None
+        if not value:
+            raise SecretError(f"{what}: secret file {path} is empty")
+        return Secret(value, source=str(path))
+    where = f"${env}" if env else "no file configured"
+    raise SecretError(f"{what}: no secret found ({where})")
+
+
+def redact(text: str, secrets: list[Secret]) -> str:
+    """Replace every secret's value in text by ***; for output of tools we do not control."""
+    for s in secrets:
+        v = s.reveal()
+        if v:
+            text = text.replace(v, "***")
+    return text

@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# Installs everything werne needs on a Debian/Ubuntu machine, idempotently:
+# Debian packages (lab, VPN, browser), the Python venv, and the Go tools
+# (NanoMDM, NanoDEP, wireguard-go) into .tools/bin. Safe to run again.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+STAMP_DIR="$ROOT/.venv/.stamps"
+
+log() { printf 'setup: %s\n' "$*" >&2; }
+
+# --- Debian packages -------------------------------------------------------
+APT_PACKAGES=(
+  systemd-container debootstrap   # the lab of laptops (systemd-nspawn)
+  openssh-client                  # ssh-keygen for lab keys; ansible's ssh
+  wireguard-tools nftables iproute2  # VPN tests: wg, netns, veth
+  chromium                        # real browser for the web page and report tests
+  sqlite3 procps psmisc git make
+)
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  if [ "$(id -u)" != 0 ]; then
+    log "missing Debian packages: ${missing[*]} (run as root, or install them)"; exit 2
+  fi
+  log "installing Debian packages: ${missing[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# --- Python venv -----------------------------------------------------------
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  log "creating .venv"
+  "$PY" -m venv .venv
+fi
+mkdir -p "$STAMP_DIR"
+req_hash=$(sha256sum pyproject.toml | cut -c1-16)
+if [ ! -f "$STAMP_DIR/pip-$req_hash" ]; then
+  log "installing Python packages"
+  .venv/bin/python -m pip install -q --upgrade pip >/dev/null
+  .venv/bin/python -m pip install -q -e ".[dev,postgres]"
+  rm -f "$STAMP_DIR"/pip-*; touch "$STAMP_DIR/pip-$req_hash"
+fi
+
+# --- Go tools --------------------------------------------------------------
+# Versions are pinned here and nowhere else.
+GO_TOOLS=(
+  "nanomdm github.com/micromdm/nanomdm/cmd/nanomdm@v0.9.0"
+  "depserver github.com/micromdm/nanodep/cmd/depserver@v0.7.0"
+  "wireguard golang.zx2c4.com/wireguard@v0.0.0-20260522210424-ecfc5a8d5446"
+)
+mkdir -p .tools/bin
+for entry in "${GO_TOOLS[@]}"; do
+  name=${entry%% *}; mod=${entry#* }
+  stamp=".tools/bin/.$name-$(printf %s "$mod" | sha256sum | cut -c1-12)"
+  if [ ! -x ".tools/bin/$name" ] || [ ! -f "$stamp" ]; then
+    command -v go >/dev/null || { log "Go is required for $name"; exit 2; }
+    log "go install $mod"
+    GOBIN="$ROOT/.tools/bin" GOFLAGS=-mod=mod go install "$mod"
+    rm -f ".tools/bin/.$name-"*; touch "$stamp"
+  fi
+done
+# wireguard-go's module builds a binary called "wireguard"; wg-quick looks for wireguard-go.
+ln -sf wireguard .tools/bin/wireguard-go
+log "ready"
