@@ -44,3 +44,14 @@ def run_cli(state_dir: Path):
         return CliRunner().invoke(main, [*argv, *args], input=input, env=env, catch_exceptions=False)
 
     return invoke
+
+
+# Each area keeps its fixtures in its own module, so parallel work does not collide here.
+pytest_plugins = [
+    "tests.fixtures_lab",
+    "tests.fixtures_provisioning",
+    "tests.fixtures_vpn",
+    "tests.fixtures_mdm",
+    "tests.fixtures_compliance",
+    "tests.fixtures_enrolment",
+]

@@ -1,0 +1,1 @@
+"""Pytest fixtures for the compliance tests (registered in tests/conftest.py)."""

@@ -1,0 +1,1 @@
+"""Pytest fixtures for the enrolment tests (registered in tests/conftest.py)."""

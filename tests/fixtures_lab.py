@@ -1,0 +1,1 @@
+"""Pytest fixtures for the lab tests (registered in tests/conftest.py)."""

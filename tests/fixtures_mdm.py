@@ -1,0 +1,1 @@
+"""Pytest fixtures for the mdm tests (registered in tests/conftest.py)."""

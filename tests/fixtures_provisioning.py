@@ -1,0 +1,1 @@
+"""Pytest fixtures for the provisioning tests (registered in tests/conftest.py)."""

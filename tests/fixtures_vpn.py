@@ -1,0 +1,1 @@
+"""Pytest fixtures for the vpn tests (registered in tests/conftest.py)."""
