@@ -1,0 +1,270 @@
+"""Checks commands, profiles and device answers against Apple's schema (data/apple-mdm-schema.json).
+
+The JSON is derived from github.com/apple/device-management by tools/derive_apple_schema.py (see
+there for the node format). Every check returns a list of one-line problems, empty when valid:
+unknown keys, missing required keys, wrong types, values outside a range or value list, and keys
+Apple does not support on iOS (werne manages iPads only; pass platform=None to skip that check).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import plistlib
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from core.config import REPO_ROOT
+from mdm_client.errors import SchemaError
+
+SCHEMA_FILE = REPO_ROOT / "data" / "apple-mdm-schema.json"
+WILDCARD = "ANY"
+# Keys of a device report that frame the answer rather than being a response key.
+REPORT_ENVELOPE = frozenset({"UDID", "CommandUUID", "Status", "ErrorChain", "EnrollmentID",
+                             "EnrollmentUserID", "UserID", "UserShortName", "UserLongName", "NotOnConsole",
+                             "RequestType"})
+Node = dict[str, Any]
+
+
+@functools.lru_cache(maxsize=4)
+def load_schema(path: Path = SCHEMA_FILE) -> dict[str, Any]:
+    """The derived schema; raises SchemaError if it is missing or not in the expected format."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise SchemaError(f"Apple schema {path} does not exist (run tools/derive_apple_schema.py)") from None
+    except (OSError, ValueError) as e:
+        raise SchemaError(f"Apple schema {path} is unreadable: {e.__class__.__name__}") from None
+    for key in ("commands", "profiles", "profile_top_level", "profile_common", "defs"):
+        if key not in data:
+            raise SchemaError(f"Apple schema {path}: missing section {key!r}")
+    return data
+
+
+def _plist_type(value: Any) -> str:
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int):
+        return "integer"
+    if isinstance(value, float):
+        return "real"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, bytes | bytearray):
+        return "data"
+    if isinstance(value, datetime):
+        return "date"
+    if isinstance(value, list | tuple):
+        return "array"
+    if isinstance(value, dict):
+        return "dictionary"
+    return type(value).__name__
+
+
+def _type_ok(expected: str, value: Any) -> bool:
+    actual = _plist_type(value)
+    if expected == "any":
+        return True
+    if expected == "real":
+        return actual in ("real", "integer")
+    return actual == expected
+
+
+class _Validator:
+    """Walks a value against schema nodes, collecting `path: problem` lines."""
+
+    def __init__(self, schema: dict[str, Any], platform: str | None):
+        self.defs: dict[str, list[Node]] = schema["defs"]
+        self.ios_only = platform == "iOS"
+        self.errors: list[str] = []
+
+    def _sub(self, node: Node) -> list[Node] | None:
+        if "ref" in node:
+            return self.defs.get(node["ref"])
+        return node.get("sub")
+
+    def value(self, value: Any, node: Node, path: str) -> None:
+        expected = node.get("type", "any")
+        if not _type_ok(expected, value):
+            self.errors.append(f"{path}: expected {expected}, got {_plist_type(value)}")
+            return
+        values = node.get("values")
+        if values is not None and expected not in ("array", "dictionary"):
+            if not any(value == v and _plist_type(value) == _plist_type(v) or
+                       (expected == "real" and value == v) for v in values):
+                shown = ", ".join(map(str, values[:10])) + (", ..." if len(values) > 10 else "")
+                self.errors.append(f"{path}: value {value!r} not allowed (allowed: {shown})")
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            if "min" in node and value < node["min"]:
+                self.errors.append(f"{path}: value {value} below minimum {node['min']}")
+            if "max" in node and value > node["max"]:
+                self.errors.append(f"{path}: value {value} above maximum {node['max']}")
+        sub = self._sub(node)
+        if expected == "dictionary" and sub:
+            self.dictionary(value, sub, path)
+        elif expected == "array":
+            for i, item in enumerate(value):
+                if values is not None and item not in values:
+                    self.errors.append(f"{path}[{i}]: value {item!r} not allowed")
+                if sub:
+                    self.element(item, sub, f"{path}[{i}]")
+        elif expected == "string" and sub:
+            # A string whose subkeys name its allowed values (DeviceInformation's query names).
+            names = {n["key"] for n in sub}
+            if WILDCARD not in names and value not in names:
+                self.errors.append(f"{path}: value {value!r} is not a known name")
+            elif self.ios_only and any(n["key"] == value and n.get("ios") is False for n in sub):
+                self.errors.append(f"{path}: {value!r} is not supported on iOS")
+
+    def element(self, item: Any, alternatives: list[Node], path: str) -> None:
+        """An array element must match one of the element nodes (Settings has one per Item kind)."""
+        if len(alternatives) == 1:
+            self.value(item, alternatives[0], path)
+            return
+        best: list[str] | None = None
+        for alt in alternatives:
+            trial = _Validator.__new__(_Validator)
+            trial.defs, trial.ios_only, trial.errors = self.defs, self.ios_only, []
+            trial.value(item, alt, path)
+            if not trial.errors:
+                return
+            if best is None or len(trial.errors) < len(best):
+                best = trial.errors
+        self.errors.extend(best or [])
+
+    def dictionary(self, value: dict[str, Any], keys: list[Node], path: str,
+                   ignore: frozenset[str] = frozenset()) -> None:
+        by_name = {n["key"]: n for n in keys}
+        wildcard = WILDCARD in by_name
+        prefix = f"{path}." if path else ""
+        for name, item in value.items():
+            if name in ignore:
+                continue
+            node = by_name.get(name)
+            if node is None:
+                if not wildcard:
+                    self.errors.append(f"{prefix}{name}: unknown key")
+                continue
+            if self.ios_only and node.get("ios") is False:
+                self.errors.append(f"{prefix}{name}: not supported on iOS")
+                continue
+            self.value(item, node, f"{prefix}{name}")
+        for node in keys:
+            if (node.get("req") and node["key"] != WILDCARD and node["key"] not in value
+                    and not (self.ios_only and node.get("ios") is False)):
+                self.errors.append(f"{prefix}{node['key']}: missing required key")
+
+
+def _as_dict(raw: bytes | dict[str, Any], what: str) -> tuple[dict[str, Any] | None, list[str]]:
+    if isinstance(raw, dict):
+        return raw, []
+    try:
+        data = plistlib.loads(bytes(raw))
+    except Exception as e:  # noqa: BLE001 - any parser failure means "not a plist"
+        return None, [f"{what}: not a valid plist ({e.__class__.__name__})"]
+    if not isinstance(data, dict):
+        return None, [f"{what}: the plist is a {_plist_type(data)}, not a dictionary"]
+    return data, []
+
+
+def validate_command(command: bytes | dict[str, Any], platform: str | None = "iOS",
+                     schema: dict[str, Any] | None = None) -> list[str]:
+    """Problems of a command plist {CommandUUID, Command: {RequestType, ...}}; empty when valid."""
+    schema = schema or load_schema()
+    data, errors = _as_dict(command, "command")
+    if data is None:
+        return errors
+    for key in data:
+        if key not in ("CommandUUID", "Command"):
+            errors.append(f"{key}: unknown key")
+    if not isinstance(data.get("CommandUUID"), str) or not data.get("CommandUUID"):
+        errors.append("CommandUUID: missing or not a string")
+    body = data.get("Command")
+    if not isinstance(body, dict):
+        return [*errors, "Command: missing or not a dictionary"]
+    request_type = body.get("RequestType")
+    entry = schema["commands"].get(request_type) if isinstance(request_type, str) else None
+    if entry is None:
+        return [*errors, f"Command.RequestType: unknown request type {request_type!r}"]
+    if platform == "iOS" and entry.get("ios") is False:
+        errors.append(f"Command.RequestType: {request_type} is not supported on iOS")
+    v = _Validator(schema, platform)
+    v.dictionary(body, entry["request"], "Command", ignore=frozenset({"RequestType"}))
+    return errors + v.errors
+
+
+def validate_profile(profile: bytes | dict[str, Any], platform: str | None = "iOS",
+                     schema: dict[str, Any] | None = None) -> list[str]:
+    """Problems of a .mobileconfig: the top level and every payload; empty when valid."""
+    schema = schema or load_schema()
+    data, errors = _as_dict(profile, "profile")
+    if data is None:
+        return errors
+    v = _Validator(schema, platform)
+    v.dictionary(data, schema["profile_top_level"], "")
+    errors += v.errors
+    content = data.get("PayloadContent")
+    if not isinstance(content, list):
+        return errors
+    for i, payload in enumerate(content):
+        if isinstance(payload, dict):
+            errors += validate_payload(payload, f"PayloadContent[{i}]", platform, schema)
+    return errors
+
+
+def validate_payload(payload: dict[str, Any], path: str = "payload", platform: str | None = "iOS",
+                     schema: dict[str, Any] | None = None) -> list[str]:
+    """Problems of one payload dictionary, checked against every schema file for its PayloadType."""
+    schema = schema or load_schema()
+    payload_type = payload.get("PayloadType")
+    variants = schema["profiles"].get(payload_type) if isinstance(payload_type, str) else None
+    if not variants:
+        return [f"{path}.PayloadType: unknown payload type {payload_type!r}"]
+    label = f"{path} ({payload_type})"
+    best: list[str] | None = None
+    for variant in variants:
+        # Payload files may restate common keys (PayloadIdentifier, ...); theirs take precedence.
+        own = {n["key"] for n in variant["keys"]}
+        keys = [*variant["keys"], *(n for n in schema["profile_common"] if n["key"] not in own)]
+        v = _Validator(schema, platform)
+        if platform == "iOS" and variant.get("ios") is False:
+            v.errors.append(f"{label}: payload type is not supported on iOS ({variant['file']})")
+        v.dictionary(payload, keys, label)
+        if not v.errors:
+            return []
+        if best is None or len(v.errors) < len(best):
+            best = v.errors
+    return best or []
+
+
+def validate_response(request_type: str, report: dict[str, Any], platform: str | None = "iOS",
+                      schema: dict[str, Any] | None = None) -> list[str]:
+    """Problems of a device's answer to `request_type` (its response keys); envelope keys are skipped."""
+    schema = schema or load_schema()
+    entry = schema["commands"].get(request_type)
+    if entry is None:
+        return [f"unknown request type {request_type!r}"]
+    v = _Validator(schema, platform)
+    v.dictionary(report, entry["response"], "", ignore=REPORT_ENVELOPE)
+    # A report with Status Error or NotNow carries no response keys; required-ness applies to answers.
+    if report.get("Status") != "Acknowledged":
+        v.errors = [e for e in v.errors if not e.endswith("missing required key")]
+    return v.errors
+
+
+def response_keys(request_type: str, schema: dict[str, Any] | None = None) -> list[Node]:
+    """Apple's response key nodes for a command (key, type, req, sub ...), for the iPad simulator."""
+    schema = schema or load_schema()
+    entry = schema["commands"].get(request_type)
+    if entry is None:
+        raise SchemaError(f"unknown request type {request_type!r}")
+    return entry["response"]
+
+
+def resolve(node: Node, schema: dict[str, Any] | None = None) -> list[Node] | None:
+    """The subkeys of a node, following a recursive reference ("ref") into the defs."""
+    schema = schema or load_schema()
+    if "ref" in node:
+        return schema["defs"][node["ref"]]
+    return node.get("sub")
