@@ -32,7 +32,9 @@ _REPORT_ENVELOPE = {"UDID", "CommandUUID", "Status", "ErrorChain", "EnrollmentID
 class _PlistModel(BaseModel):
     """Base for models read from Apple plists: fields carry Apple's key names as aliases."""
 
-    model_config = ConfigDict(populate_by_name=True, extra="ignore", frozen=True)
+    # Strict: a device sending the string "1" where Apple's schema says boolean is malformed,
+    # and must not be silently coerced into a compliance fact.
+    model_config = ConfigDict(populate_by_name=True, extra="ignore", frozen=True, strict=True)
 
 
 class ErrorChainItem(_PlistModel):
@@ -218,7 +220,7 @@ class _ResultView(_PlistModel):
 class QueryResponses(_PlistModel):
     """DeviceInformation's QueryResponses; the common queries typed, every other one kept in extras."""
 
-    model_config = ConfigDict(populate_by_name=True, extra="allow", frozen=True)
+    model_config = ConfigDict(populate_by_name=True, extra="allow", frozen=True, strict=True)
 
     udid: str | None = Field(default=None, alias="UDID")
     serial_number: str | None = Field(default=None, alias="SerialNumber")
