@@ -1,0 +1,835 @@
+"""The lab of laptops: systemd-nspawn containers with real systemd and sshd, one per laptop.
+
+Each laptop boots from the cached Debian base (lab.image) through its own overlay mount, so its
+writes land in `STATE/lab/hosts/NAME/upper` and the base stays shared and untouched. It has its
+own machine-id, ed25519 host key and network namespace, with a static address on a bridge that
+belongs to this lab only. Several labs (state dirs) run side by side: each gets its own bridge and
+/24 in 10.200.0.0/16 (inside the provisioning baseline's admin network, so SSH survives the
+firewall), and its machine, interface and cgroup names carry the lab's id.
+
+This machine's PID 1 is not systemd (no machined, no system bus), so nspawn runs with
+`--register=no --keep-unit`, each launcher in its own cgroup in the named `systemd` and the
+`unified` hierarchies, started in a new session. See ../shared notes "ssh-lab", approach A.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import ipaddress
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from lab.errors import LabBootError, LabError, LabInputError
+from lab.image import ADMIN_USER, ensure_base
+
+DEFAULT_CACHE_DIR = Path("/var/cache/werne-lab")
+DEMO_SUBNET = ipaddress.IPv4Network("10.200.0.0/24")
+# Every lab's /24 lies in here: it is inside the baseline firewall's admin network.
+LAB_SUPERNET = ipaddress.IPv4Network("10.200.0.0/16")
+GATEWAY_NAME = "vpngw"
+GATEWAY_HOST_OCTET = 2
+FIRST_LAPTOP_OCTET = 11
+MAX_LAPTOPS = 254 - FIRST_LAPTOP_OCTET + 1
+CGROUP_ROOTS = (Path("/sys/fs/cgroup/systemd"), Path("/sys/fs/cgroup/unified"))
+CGROUP_PARENT = "werne-lab"
+NSPAWN_RUN = Path("/run/systemd/nspawn")
+GLOBAL_LOCK = Path("/run/werne-lab/alloc.lock")
+STOP_TIMEOUT_S = 20.0
+# Fixed launcher: join this laptop's cgroups, then become systemd-nspawn. The cgroup paths and the
+# nspawn argv arrive as positional arguments; nothing is interpolated into the script.
+LAUNCHER = 'echo $$ > "$1/cgroup.procs" && echo $$ > "$2/cgroup.procs" && shift 2 && exec "$@"'
+INOTIFY_MIN = {"fs/inotify/max_user_instances": 8192, "fs/inotify/max_user_watches": 1048576}
+SAFE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+@dataclass
+class LabHost:
+    """One lab machine as it is now: its name, address, and container PID 1 if it runs."""
+
+    name: str
+    address: str
+    pid: int | None
+    netns_path: str | None
+    running: bool
+    machine: str = ""
+    role: str = "laptop"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class _HostRecord:
+    name: str
+    machine: str
+    address: str
+    role: str
+    nspawn_pid: int | None = None
+    nspawn_start: int | None = None
+
+
+@dataclass
+class _LabState:
+    labid: str = ""
+    bridge: str = ""
+    subnet: str = ""
+    base: str = ""
+    hosts: dict[str, _HostRecord] = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        data = asdict(self)
+        return json.dumps(data, indent=2, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> _LabState:
+        data = json.loads(text)
+        hosts = {k: _HostRecord(**v) for k, v in data.pop("hosts", {}).items()}
+        return cls(hosts=hosts, **data)
+
+
+# ---------------------------------------------------------------- small system helpers ----
+
+
+def _run(argv: list[str], what: str, timeout: float = 30, check: bool = True,
+         input: str | None = None) -> subprocess.CompletedProcess[str]:
+    try:
+        p = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, input=input,
+                           env={**os.environ, "PATH": SAFE_PATH + ":" + os.environ.get("PATH", "")})
+    except FileNotFoundError:
+        raise LabError(f"{what}: {argv[0]} is not installed (run scripts/setup.sh as root)") from None
+    except subprocess.TimeoutExpired:
+        raise LabError(f"{what}: timed out after {timeout:.0f} s") from None
+    if check and p.returncode != 0:
+        msg = (p.stderr or p.stdout).strip().splitlines()
+        raise LabError(f"{what} failed (exit {p.returncode}): {msg[-1] if msg else 'no output'}")
+    return p
+
+
+def _proc_stat(pid: int) -> tuple[str, int] | None:
+    """(state letter, start time in clock ticks) of a process, or None if it is gone."""
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return None
+    rest = raw.rsplit(")", 1)[1].split()
+    return rest[0], int(rest[19])
+
+
+def _alive(pid: int | None, start: int | None) -> bool:
+    # Zombies count as dead: this machine's PID 1 may leave them unreaped for minutes.
+    if not pid:
+        return False
+    st = _proc_stat(pid)
+    return st is not None and st[0] not in ("Z", "X") and (start is None or st[1] == start)
+
+
+def _mounted_paths() -> set[str]:
+    out = set()
+    for line in Path("/proc/self/mounts").read_text().splitlines():
+        parts = line.split()
+        if len(parts) > 1:
+            out.add(parts[1].replace("\\040", " "))
+    return out
+
+
+def _link_names() -> set[str]:
+    return {p.name for p in Path("/sys/class/net").iterdir()}
+
+
+def _host_addresses() -> list[tuple[str, ipaddress.IPv4Interface]]:
+    p = _run(["ip", "-j", "-4", "addr", "show"], "list addresses")
+    result = []
+    for link in json.loads(p.stdout or "[]"):
+        for a in link.get("addr_info", []):
+            result.append((link["ifname"], ipaddress.IPv4Interface(f"{a['local']}/{a['prefixlen']}")))
+    return result
+
+
+def _cgroup_dirs(machine: str) -> list[Path]:
+    return [root / CGROUP_PARENT / machine for root in CGROUP_ROOTS]
+
+
+def _cgroup_pids(d: Path) -> list[int]:
+    pids: list[int] = []
+    if not d.is_dir():
+        return pids
+    for procs in d.rglob("cgroup.procs"):
+        with contextlib.suppress(OSError):
+            pids += [int(x) for x in procs.read_text().split()]
+    return pids
+
+
+def _remove_cgroup_tree(d: Path) -> None:
+    if not d.is_dir():
+        return
+    # Depth first: a cgroup dir can only go once its children are gone.
+    for sub in sorted((p for p in d.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True):
+        with contextlib.suppress(OSError):
+            sub.rmdir()
+    with contextlib.suppress(OSError):
+        d.rmdir()
+
+
+def _raise_inotify_limits() -> None:
+    # Dozens of systemd instances exhaust the default inotify limits: one laptop then hangs at boot.
+    for key, minimum in INOTIFY_MIN.items():
+        p = Path("/proc/sys") / key
+        with contextlib.suppress(OSError, ValueError):
+            if int(p.read_text()) < minimum:
+                p.write_text(str(minimum))
+
+
+def ssh_banner(address: str, port: int = 22, timeout: float = 2.0) -> str | None:
+    """The SSH server's identification line, or None if nothing SSH answers."""
+    try:
+        with socket.create_connection((address, port), timeout=timeout) as s:
+            s.settimeout(timeout)
+            data = s.recv(256)
+    except OSError:
+        return None
+    line = data.split(b"\r\n", 1)[0].decode("ascii", "replace")
+    return line if line.startswith("SSH-") else None
+
+
+@contextlib.contextmanager
+def _flock(path: Path, timeout: float = 600) -> Iterator[None]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as fh:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise LabError(f"timed out waiting for the lock {path}") from None
+                time.sleep(0.2)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def laptop_names(n: int) -> list[str]:
+    width = 2 if n < 100 else 3
+    return [f"lap{i:0{width}d}" for i in range(1, n + 1)]
+
+
+def _is_default_state_dir(state_dir: Path) -> bool:
+    from core.config import default_state_dir
+
+    return state_dir.resolve() == default_state_dir().resolve()
+
+
+# ---------------------------------------------------------------- the lab ----------------
+
+
+class Lab:
+    """One lab per state dir: up() boots laptops (and the VPN gateway), down() removes every trace."""
+
+    def __init__(self, state_dir: Path, *, cache_dir: Path = DEFAULT_CACHE_DIR, suite: str = "bookworm",
+                 demo: bool | None = None, boot_timeout_s: float | None = None):
+        self.state_dir = Path(state_dir).resolve()
+        self.cache_dir = Path(cache_dir)
+        self.suite = suite
+        # The default state dir is the demo's lab: it takes the demo inventory's fixed addresses.
+        self.demo = _is_default_state_dir(self.state_dir) if demo is None else demo
+        self.boot_timeout_s = boot_timeout_s
+        self.lab_dir = self.state_dir / "lab"
+        self.hosts_dir = self.lab_dir / "hosts"
+        self._state_file = self.lab_dir / "lab.json"
+        self._lock_file = self.lab_dir / ".lock"
+        self._procs: dict[str, subprocess.Popen[bytes]] = {}
+
+    # ---- public paths
+    @property
+    def key_file(self) -> Path:
+        return self.lab_dir / "id_ed25519"
+
+    @property
+    def inventory_dir(self) -> Path:
+        return self.lab_dir / "inventory"
+
+    # ---- state
+    def _load(self) -> _LabState:
+        if not self._state_file.is_file():
+            return _LabState()
+        try:
+            return _LabState.from_json(self._state_file.read_text(encoding="utf-8"))
+        except (ValueError, TypeError, KeyError) as e:
+            raise LabError(f"{self._state_file}: unreadable lab state ({e.__class__.__name__}); "
+                           "remove it after checking that no laptop of this lab runs") from None
+
+    def _save(self, st: _LabState) -> None:
+        self.lab_dir.mkdir(parents=True, exist_ok=True)
+        tmp = self._state_file.with_suffix(".tmp")
+        tmp.write_text(st.to_json(), encoding="utf-8")
+        tmp.replace(self._state_file)
+
+    @staticmethod
+    def _require_root() -> None:
+        if os.geteuid() != 0:
+            raise LabError("the lab needs root (systemd-nspawn, overlay mounts, bridges)")
+        for tool in ("systemd-nspawn", "nsenter", "ip", "ssh-keygen", "mount", "umount"):
+            if shutil.which(tool, path=SAFE_PATH) is None:
+                raise LabError(f"{tool} is not installed (run scripts/setup.sh as root)")
+
+    # ---- network allocation
+    def _allocate_network(self, st: _LabState) -> None:
+        """Pick (or re-check) this lab's id, bridge and /24; called under the global lock."""
+        addrs = _host_addresses()
+        links = _link_names()
+
+        def subnet_taken(net: ipaddress.IPv4Network, bridge: str) -> bool:
+            return any(ifname != bridge and iface.network.overlaps(net) for ifname, iface in addrs)
+
+        def labid_taken(labid: str) -> bool:
+            bridge = f"wl-{labid}"
+            if bridge in links:
+                return True
+            return any(p.name.startswith(f"w{labid}-")
+                       for root in CGROUP_ROOTS for p in (root / CGROUP_PARENT).glob("*"))
+
+        if st.labid and st.bridge and st.subnet:
+            if st.bridge in links:  # already up: it is ours, as the state says
+                return
+            if not labid_taken(st.labid) and not subnet_taken(ipaddress.IPv4Network(st.subnet), st.bridge):
+                return
+        seed = hashlib.sha256(str(self.state_dir).encode()).hexdigest()
+        labid = ""
+        for attempt in range(4096):
+            cand = hashlib.sha256(f"{seed}:{attempt}".encode()).hexdigest()[:4]
+            if not labid_taken(cand):
+                labid = cand
+                break
+        if not labid:
+            raise LabError("no free lab id: too many labs on this machine")
+        bridge = f"wl-{labid}"
+        if self.demo:
+            if subnet_taken(DEMO_SUBNET, bridge):
+                owner = next(i for i, a in addrs if a.network.overlaps(DEMO_SUBNET))
+                raise LabError(f"the demo lab's network {DEMO_SUBNET} is already in use (on {owner}); "
+                               "run `werne lab down` for the lab that holds it")
+            subnet = DEMO_SUBNET
+        else:
+            start = int(seed[:8], 16) % 254 + 1
+            subnet = None
+            for k in range(254):
+                third = (start + k - 1) % 254 + 1
+                cand_net = ipaddress.IPv4Network(f"10.200.{third}.0/24")
+                if not subnet_taken(cand_net, bridge):
+                    subnet = cand_net
+                    break
+            if subnet is None:
+                raise LabError(f"no free /24 left in {LAB_SUPERNET} for another lab")
+        st.labid, st.bridge, st.subnet = labid, bridge, str(subnet)
+
+    def _host_ip(self, st: _LabState, octet: int) -> str:
+        return str(ipaddress.IPv4Network(st.subnet).network_address + octet)
+
+    def _ensure_bridge(self, st: _LabState) -> None:
+        if st.bridge in _link_names():
+            return
+        net = ipaddress.IPv4Network(st.subnet)
+        _run(["ip", "link", "add", "name", st.bridge, "type", "bridge"], f"create bridge {st.bridge}")
+        with contextlib.suppress(OSError):
+            Path(f"/proc/sys/net/ipv6/conf/{st.bridge}/disable_ipv6").write_text("1")
+        _run(["ip", "addr", "add", f"{self._host_ip(st, 1)}/{net.prefixlen}", "dev", st.bridge],
+             f"address bridge {st.bridge}")
+        _run(["ip", "link", "set", st.bridge, "up"], f"bring up bridge {st.bridge}")
+
+    def _delete_bridge(self, st: _LabState) -> None:
+        if st.bridge and st.bridge in _link_names():
+            _run(["ip", "link", "delete", st.bridge], f"delete bridge {st.bridge}", check=False)
+        # Host ends of veths normally vanish with the container's namespace; sweep any stragglers.
+        for link in _link_names():
+            if st.labid and link.startswith(f"vb-w{st.labid}-"):
+                _run(["ip", "link", "delete", link], f"delete {link}", check=False)
+
+    # ---- keys and files
+    def _ensure_controller_key(self) -> None:
+        if self.key_file.is_file() and self.key_file.with_suffix(".pub").is_file():
+            return
+        self.lab_dir.mkdir(parents=True, exist_ok=True)
+        for p in (self.key_file, self.key_file.with_suffix(".pub")):
+            p.unlink(missing_ok=True)
+        _run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"werne-lab@{self.state_dir.name}",
+              "-f", str(self.key_file)], "make the controller key")
+        self.key_file.chmod(0o600)
+
+    def _paths(self, name: str) -> tuple[Path, Path, Path]:
+        d = self.hosts_dir / name
+        return d / "upper", d / "work", d / "root"
+
+    def _mount(self, name: str, base: Path) -> Path:
+        upper, work, root = self._paths(name)
+        for p in (upper, work, root):
+            p.mkdir(parents=True, exist_ok=True)
+        if str(root) not in _mounted_paths():
+            _run(["mount", "-t", "overlay", "overlay", "-o",
+                  f"lowerdir={base},upperdir={upper},workdir={work}", str(root)],
+                 f"overlay mount for {name}")
+        return root
+
+    def _unmount(self, name: str) -> None:
+        root = self._paths(name)[2]
+        if str(root) in _mounted_paths():
+            p = _run(["umount", str(root)], f"unmount {name}", check=False)
+            if p.returncode != 0:
+                time.sleep(0.5)
+                _run(["umount", "--lazy", str(root)], f"unmount {name}")
+
+    def _prepare_root(self, st: _LabState, rec: _HostRecord, root: Path) -> None:
+        """Write this laptop's identity into its upper layer (through the overlay, so copy-up keeps
+        the base's owners and modes): machine-id, host key, controller key, static network."""
+        mid = root / "etc/machine-id"
+        if not mid.read_text(encoding="utf-8").strip():
+            mid.write_text(uuid.uuid4().hex + "\n", encoding="utf-8")
+        if not (root / "etc/ssh/ssh_host_ed25519_key").is_file():
+            self._write_host_key(rec.name, root)
+        home = root / "home" / ADMIN_USER / ".ssh"
+        auth = home / "authorized_keys"
+        auth.write_text(self.key_file.with_suffix(".pub").read_text(encoding="utf-8"), encoding="utf-8")
+        stat = home.stat()
+        os.chown(auth, stat.st_uid, stat.st_gid)
+        auth.chmod(0o600)
+        # No DNS in the lab: name lookups must fail fast (sudo resolves its own host name), so the
+        # laptop knows itself and the gateway from /etc/hosts and has no reachable resolver.
+        hosts = f"127.0.0.1\tlocalhost\n127.0.1.1\t{rec.name}\n::1\tlocalhost ip6-localhost ip6-loopback\n"
+        gw = st.hosts.get(GATEWAY_NAME)
+        if gw is not None and gw.name != rec.name:
+            hosts += f"{gw.address}\t{gw.name}\n"
+        (root / "etc/hosts").write_text(hosts, encoding="utf-8")
+        resolv = root / "etc/resolv.conf"
+        if resolv.is_symlink():
+            resolv.unlink()
+        resolv.write_text("# werne lab: no name server in the lab\noptions timeout:1 attempts:1\n",
+                          encoding="utf-8")
+        net = ipaddress.IPv4Network(st.subnet)
+        (root / "etc/systemd/network/10-werne-lab.network").write_text(
+            "# werne lab: static address on the lab bridge (written by `werne lab up`).\n"
+            f"[Match]\nName=host0\n\n[Network]\nAddress={rec.address}/{net.prefixlen}\n"
+            f"Gateway={self._host_ip(st, 1)}\nLinkLocalAddressing=no\nIPv6AcceptRA=no\n",
+            encoding="utf-8")
+
+    def _write_host_key(self, name: str, root: Path) -> str:
+        key = root / "etc/ssh/ssh_host_ed25519_key"
+        for p in (key, key.with_name(key.name + ".pub")):
+            p.unlink(missing_ok=True)
+        _run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"root@{name}", "-f", str(key)],
+             f"make the host key of {name}")
+        return key.with_name(key.name + ".pub").read_text(encoding="utf-8").strip()
+
+    # ---- one laptop's runtime
+    def _container_pid(self, rec: _HostRecord) -> int | None:
+        """Host PID of the container's PID 1 (systemd), found in the laptop's cgroup tree."""
+        if not _alive(rec.nspawn_pid, rec.nspawn_start):
+            return None
+        for pid in _cgroup_pids(_cgroup_dirs(rec.machine)[0]):
+            try:
+                status = Path(f"/proc/{pid}/status").read_text()
+            except OSError:
+                continue
+            for line in status.splitlines():
+                if line.startswith("NSpid:"):
+                    ids = line.split()[1:]
+                    if len(ids) > 1 and ids[-1] == "1":
+                        return pid
+        return None
+
+    def _launch(self, st: _LabState, rec: _HostRecord, base: Path) -> None:
+        root = self._mount(rec.name, base)
+        self._prepare_root(st, rec, root)
+        cgroups = _cgroup_dirs(rec.machine)
+        for d in cgroups:
+            d.mkdir(parents=True, exist_ok=True)
+        argv = ["systemd-nspawn", "--quiet", "--boot", "--register=no", "--keep-unit",
+                "-D", str(root), "-M", rec.machine, f"--hostname={rec.name}",
+                f"--network-bridge={st.bridge}", "--console=read-only", "--link-journal=no",
+                "--resolv-conf=off", "--timezone=off", "--suppress-sync=yes"]
+        if Path("/dev/net/tun").exists():
+            # wireguard-go needs /dev/net/tun inside; no device cgroup is set up (unregistered,
+            # kept unit), so binding the node is enough.
+            argv.append("--bind=/dev/net/tun")
+        log = open(self.hosts_dir / rec.name / "console.log", "ab")  # noqa: SIM115 - child inherits it
+        try:
+            proc = subprocess.Popen(["/bin/sh", "-c", LAUNCHER, "werne-lab-launch", str(cgroups[0]),
+                                     str(cgroups[1]), *argv],
+                                    stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                    start_new_session=True,
+                                    env={"PATH": SAFE_PATH, "LANG": "C.UTF-8",
+                                         "SYSTEMD_NSPAWN_TMPFS_TMP": "1"})
+        finally:
+            log.close()
+        self._procs[rec.name] = proc
+        rec.nspawn_pid = proc.pid
+        st_ = _proc_stat(proc.pid)
+        rec.nspawn_start = st_[1] if st_ else None
+
+    def _signal_host(self, rec: _HostRecord, sig: int) -> None:
+        if _alive(rec.nspawn_pid, rec.nspawn_start):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(rec.nspawn_pid, sig)  # type: ignore[arg-type]
+
+    def _reap(self, name: str) -> None:
+        proc = self._procs.pop(name, None)
+        if proc is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=1)
+
+    def _wait_gone(self, recs: list[_HostRecord], timeout: float) -> list[_HostRecord]:
+        deadline = time.monotonic() + timeout
+        pending = list(recs)
+        while pending and time.monotonic() < deadline:
+            for r in list(pending):
+                proc = self._procs.get(r.name)
+                if proc is not None:
+                    proc.poll()
+                if not _alive(r.nspawn_pid, r.nspawn_start):
+                    pending.remove(r)
+            if pending:
+                time.sleep(0.1)
+        return pending
+
+    def _cleanup_host(self, rec: _HostRecord) -> None:
+        """Make sure nothing of this laptop runs, is mounted, or is left in cgroups or /run."""
+        for _ in range(50):
+            pids = [p for d in _cgroup_dirs(rec.machine) for p in _cgroup_pids(d)]
+            if not pids:
+                break
+            for p in pids:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(p, signal.SIGKILL)
+            time.sleep(0.1)
+        self._reap(rec.name)
+        self._unmount(rec.name)
+        for d in _cgroup_dirs(rec.machine):
+            _remove_cgroup_tree(d)
+        for sub in ("propagate", "unix-export", "incoming"):
+            p = NSPAWN_RUN / sub / rec.machine
+            if p.is_dir():
+                shutil.rmtree(p, ignore_errors=True)
+            elif p.exists() or p.is_symlink():
+                p.unlink(missing_ok=True)
+        rec.nspawn_pid = rec.nspawn_start = None
+
+    def _stop(self, recs: list[_HostRecord]) -> None:
+        # SIGTERM makes nspawn power the container off cleanly; SIGKILL is the fallback.
+        for r in recs:
+            self._signal_host(r, signal.SIGTERM)
+        left = self._wait_gone(recs, STOP_TIMEOUT_S)
+        for r in left:
+            self._signal_host(r, signal.SIGKILL)
+        self._wait_gone(left, 5)
+        for r in recs:
+            self._cleanup_host(r)
+
+    def _wait_ready(self, recs: list[_HostRecord]) -> None:
+        if not recs:
+            return
+        timeout = self.boot_timeout_s or max(90.0, 2.0 * len(recs))
+        deadline = time.monotonic() + timeout
+
+        def wait_one(r: _HostRecord) -> str | None:
+            while time.monotonic() < deadline:
+                proc = self._procs.get(r.name)
+                if proc is not None and proc.poll() is not None or not _alive(r.nspawn_pid, r.nspawn_start):
+                    log = self.hosts_dir / r.name / "console.log"
+                    tail = log.read_text(errors="replace").strip().splitlines()[-1:] if log.exists() else []
+                    return f"{r.name}: systemd-nspawn exited during boot ({' '.join(tail) or 'no output'})"
+                if ssh_banner(r.address, timeout=1.0):
+                    return None
+                time.sleep(0.25)
+            return f"{r.name}: sshd at {r.address}:22 did not answer within {timeout:.0f} s"
+
+        with ThreadPoolExecutor(max_workers=min(32, len(recs))) as pool:
+            errors = [e for e in pool.map(wait_one, recs) if e]
+        if errors:
+            more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+            raise LabBootError(f"{errors[0]}{more}; console logs in {self.hosts_dir}/NAME/console.log")
+
+    def _wanted(self, st: _LabState, laptops: int, gateway: bool) -> dict[str, _HostRecord]:
+        wanted: dict[str, _HostRecord] = {}
+        for i, name in enumerate(laptop_names(laptops)):
+            wanted[name] = _HostRecord(name=name, machine=f"w{st.labid}-l{i + 1:02d}",
+                                       address=self._host_ip(st, FIRST_LAPTOP_OCTET + i), role="laptop")
+        if gateway:
+            wanted[GATEWAY_NAME] = _HostRecord(name=GATEWAY_NAME, machine=f"w{st.labid}-gw",
+                                               address=self._host_ip(st, GATEWAY_HOST_OCTET), role="gateway")
+        return wanted
+
+    # ---- public API
+    def up(self, laptops: int = 3, gateway: bool = True) -> list[LabHost]:
+        """Boot `laptops` laptops lap01.. (and the gateway vpngw) and wait for their sshd.
+
+        Idempotent: running hosts stay as they are, missing ones boot, hosts beyond the requested
+        set stop. Leftovers of a killed earlier run are cleaned up first.
+        """
+        if not 0 <= laptops <= MAX_LAPTOPS:
+            raise LabInputError(f"--laptops must be between 0 and {MAX_LAPTOPS}, not {laptops}")
+        self._require_root()
+        base = ensure_base(self.cache_dir, self.suite)
+        with _flock(self._lock_file):
+            st = self._load()
+            # A killed `up` or a crashed machine leaves records whose laptops no longer run.
+            for rec in st.hosts.values():
+                if not _alive(rec.nspawn_pid, rec.nspawn_start):
+                    self._cleanup_host(rec)
+            with _flock(GLOBAL_LOCK):
+                self._allocate_network(st)
+                self._ensure_bridge(st)
+            st.base = str(base)
+            self._save(st)
+            self._ensure_controller_key()
+            wanted = self._wanted(st, laptops, gateway)
+            extra = [r for n, r in st.hosts.items() if n not in wanted]
+            self._stop(extra)
+            for r in extra:
+                del st.hosts[r.name]
+            _raise_inotify_limits()
+            starting: list[_HostRecord] = []
+            for name, want in wanted.items():
+                have = st.hosts.get(name)
+                if have and _alive(have.nspawn_pid, have.nspawn_start) and have.address == want.address:
+                    continue
+                if have:
+                    self._stop([have])
+                st.hosts[name] = want
+                starting.append(want)
+            try:
+                for rec in starting:
+                    self._launch(st, rec, base)
+                    self._save(st)
+                self._wait_ready(starting)
+            finally:
+                self._save(st)
+            self._write_inventory(st)
+            return self._status(st)
+
+    def down(self, purge: bool = False) -> None:
+        """Stop every host of this lab and remove its mounts, cgroups, bridge and veths.
+
+        The laptops' disks (upper layers, host keys) stay unless `purge`, so the next `up` boots
+        the same laptops again; `purge` also removes them and the inventory.
+        """
+        self._require_root()
+        with _flock(self._lock_file):
+            st = self._load()
+            self._stop(list(st.hosts.values()))
+            self._sweep(st)
+            with _flock(GLOBAL_LOCK):
+                self._delete_bridge(st)
+            for rec in st.hosts.values():
+                rec.nspawn_pid = rec.nspawn_start = None
+            if purge:
+                # Never remove a state dir while an overlay on it is still mounted.
+                if any(m.startswith(str(self.hosts_dir) + "/") for m in _mounted_paths()):
+                    raise LabError(f"{self.hosts_dir}: an overlay is still mounted; not removing it")
+                shutil.rmtree(self.hosts_dir, ignore_errors=True)
+                shutil.rmtree(self.inventory_dir, ignore_errors=True)
+                st.hosts.clear()
+            self._save(st)
+
+    def _sweep(self, st: _LabState) -> None:
+        """Remove what a lost state file would not name: mounts under hosts/, this lab's cgroups."""
+        prefix = str(self.hosts_dir) + "/"
+        for m in sorted(_mounted_paths(), reverse=True):
+            if m.startswith(prefix):
+                _run(["umount", "--lazy", m], f"unmount {m}", check=False)
+        if st.labid:
+            for root in CGROUP_ROOTS:
+                for d in (root / CGROUP_PARENT).glob(f"w{st.labid}-*"):
+                    for p in _cgroup_pids(d):
+                        with contextlib.suppress(ProcessLookupError):
+                            os.kill(p, signal.SIGKILL)
+            time.sleep(0.2)
+            for root in CGROUP_ROOTS:
+                for d in (root / CGROUP_PARENT).glob(f"w{st.labid}-*"):
+                    _remove_cgroup_tree(d)
+
+    def _status(self, st: _LabState) -> list[LabHost]:
+        out = []
+        for rec in sorted(st.hosts.values(), key=lambda r: (r.role != "laptop", r.name)):
+            pid = self._container_pid(rec)
+            out.append(LabHost(name=rec.name, address=rec.address, pid=pid,
+                               netns_path=f"/proc/{pid}/ns/net" if pid else None,
+                               running=pid is not None, machine=rec.machine, role=rec.role))
+        return out
+
+    def status(self) -> list[LabHost]:
+        """Every host this lab knows, running or not."""
+        return self._status(self._load())
+
+    def network(self) -> dict[str, str]:
+        """This lab's bridge, subnet and the host's address on it."""
+        st = self._load()
+        if not st.subnet:
+            return {}
+        return {"bridge": st.bridge, "subnet": st.subnet, "host_address": self._host_ip(st, 1),
+                "labid": st.labid}
+
+    def _record(self, name: str) -> tuple[_LabState, _HostRecord]:
+        st = self._load()
+        if name not in st.hosts:
+            known = ", ".join(sorted(st.hosts)) or "none"
+            raise LabInputError(f"unknown lab host '{name}' (known: {known})")
+        return st, st.hosts[name]
+
+    def host(self, name: str) -> LabHost:
+        st, rec = self._record(name)
+        return next(h for h in self._status(st) if h.name == name)
+
+    def stop_host(self, name: str) -> None:
+        """Power one host off (it becomes unreachable); its disk stays for start_host()."""
+        self._require_root()
+        with _flock(self._lock_file):
+            st, rec = self._record(name)
+            self._stop([rec])
+            self._save(st)
+
+    def start_host(self, name: str) -> LabHost:
+        """Boot a stopped host again, with the same disk and host key; waits for its sshd."""
+        self._require_root()
+        with _flock(self._lock_file):
+            st, rec = self._record(name)
+            if not _alive(rec.nspawn_pid, rec.nspawn_start):
+                self._cleanup_host(rec)
+                with _flock(GLOBAL_LOCK):
+                    self._ensure_bridge(st)
+                try:
+                    self._launch(st, rec, Path(st.base))
+                    self._wait_ready([rec])
+                finally:
+                    self._save(st)
+            return next(h for h in self._status(st) if h.name == name)
+
+    def exec(self, name: str, argv: list[str], timeout: float = 60,
+             input: str | None = None) -> subprocess.CompletedProcess[str]:
+        """Run argv inside a running host (all its namespaces, as root), for test setup and readback."""
+        st, rec = self._record(name)
+        pid = self._container_pid(rec)
+        if pid is None:
+            raise LabError(f"lab host '{name}' is not running")
+        try:
+            return subprocess.run(["nsenter", "-t", str(pid), "-a", "--", *argv], capture_output=True,
+                                  text=True, timeout=timeout, input=input,
+                                  env={"PATH": SAFE_PATH, "LANG": "C.UTF-8", "HOME": "/root", "TERM": "dumb"})
+        except subprocess.TimeoutExpired:
+            raise LabError(f"command in '{name}' timed out after {timeout:.0f} s: {argv[0]}") from None
+
+    def host_public_key(self, name: str) -> str:
+        """The host's current SSH host key as an OpenSSH line: "ssh-ed25519 AAAA... root@NAME"."""
+        self._record(name)
+        pub = self._paths(name)[0] / "etc/ssh/ssh_host_ed25519_key.pub"
+        if not pub.is_file():
+            raise LabError(f"lab host '{name}' has no host key yet (never booted)")
+        return pub.read_text(encoding="utf-8").strip()
+
+    def regenerate_host_key(self, name: str) -> str:
+        """Give a host a new SSH host key and restart its sshd, as an interceptor would look.
+
+        Returns the new public key line. Pinned known_hosts entries no longer match afterwards.
+        """
+        self._require_root()
+        with _flock(self._lock_file):
+            st, rec = self._record(name)
+            if self._container_pid(rec) is None:
+                raise LabError(f"lab host '{name}' is not running")
+            root = self._paths(name)[2]
+            new = self._write_host_key(name, root)
+        p = self.exec(name, ["systemctl", "restart", "ssh.service"], timeout=60)
+        if p.returncode != 0:
+            raise LabError(f"restarting sshd on '{name}' failed: {(p.stderr or p.stdout).strip()[-200:]}")
+        self._wait_ready([rec])
+        return new
+
+    # ---- inventory
+    def _write_inventory(self, st: _LabState) -> None:
+        """hosts.yml with this lab's connection details, plus the demo's schools.yml and ipads.csv."""
+        from core.config import DEFAULT_INVENTORY
+
+        demo_vars: dict[str, dict[str, Any]] = {}
+        demo_hosts = DEFAULT_INVENTORY / "hosts.yml"
+        if demo_hosts.is_file():
+            data = yaml.safe_load(demo_hosts.read_text(encoding="utf-8")) or {}
+            for group in (data.get("all", {}).get("children") or {}).values():
+                for hname, hvars in ((group or {}).get("hosts") or {}).items():
+                    demo_vars[hname] = dict(hvars or {})
+        laptops: dict[str, dict[str, Any]] = {}
+        gateways: dict[str, dict[str, Any]] = {}
+        vpn_base = ipaddress.IPv4Address("10.77.0.10")
+        for rec in sorted(st.hosts.values(), key=lambda r: r.name):
+            hv = {k: v for k, v in demo_vars.get(rec.name, {}).items()
+                  if k not in ("ansible_host", "ansible_port")}
+            hv["ansible_host"] = rec.address
+            if rec.role == "laptop":
+                idx = int(rec.name[3:])
+                hv.setdefault("owner", f"Lab User {idx:02d}")
+                hv.setdefault("vpn_address", str(vpn_base + idx))
+                hv.setdefault("asset_tag", f"LAB-NB-{idx:04d}")
+                laptops[rec.name] = hv
+            else:
+                gateways[rec.name] = hv
+        children: dict[str, Any] = {"laptops": {"hosts": laptops}}
+        if gateways:
+            children["vpn_gateway"] = {"hosts": gateways}
+        inv = {"all": {"vars": {"ansible_user": ADMIN_USER,
+                                "ansible_python_interpreter": "/usr/bin/python3",
+                                "ansible_ssh_private_key_file": str(self.key_file)},
+                       "children": children}}
+        self.inventory_dir.mkdir(parents=True, exist_ok=True)
+        header = ("# Written by `werne lab up` for the lab in "
+                  f"{self.state_dir} (bridge {st.bridge}, {st.subnet}). Do not edit.\n")
+        (self.inventory_dir / "hosts.yml").write_text(
+            header + yaml.safe_dump(inv, sort_keys=False, default_flow_style=False), encoding="utf-8")
+        for extra in ("schools.yml", "ipads.csv"):
+            src = DEFAULT_INVENTORY / extra
+            if src.is_file():
+                shutil.copyfile(src, self.inventory_dir / extra)
+
+
+# ---------------------------------------------------------------- the CLI's one call -----
+
+
+@dataclass
+class LabUpResult:
+    """What `werne lab up` reports: the hosts, where the inventory and key are, and the iPads."""
+
+    hosts: list[LabHost]
+    inventory: Path
+    key_file: Path
+    ipads: Any = None
+
+
+def lab_up(lab: Lab, laptops: int = 3, gateway: bool = True, ipads: int = 0) -> LabUpResult:
+    """Boot the laptops, then (if asked) the simulated iPads of the MDM part of the lab (lab.mdm)."""
+    import importlib.util
+
+    if ipads < 0:
+        raise LabInputError(f"--ipads must be 0 or more, not {ipads}")
+    if ipads > 0 and importlib.util.find_spec("lab.mdm") is None:
+        raise LabInputError("--ipads needs the MDM part of the lab (lab/mdm.py), which this "
+                            "installation does not have yet")
+    hosts = lab.up(laptops=laptops, gateway=gateway)
+    ipad_result = None
+    if ipads > 0:
+        from lab import mdm  # type: ignore[attr-defined]
+
+        ipad_result = mdm.up(lab.state_dir, ipads)
+    return LabUpResult(hosts=hosts, inventory=lab.inventory_dir / "hosts.yml", key_file=lab.key_file,
+                       ipads=ipad_result)

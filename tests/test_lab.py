@@ -1,0 +1,310 @@
+"""The lab of laptops: real systemd-nspawn containers with real sshd, reached with paramiko."""
+
+from __future__ import annotations
+
+import base64
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import paramiko
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from lab import image
+from lab.errors import LabInputError
+from lab.laptops import CGROUP_PARENT, CGROUP_ROOTS, Lab, laptop_names, ssh_banner
+from tests.fixtures_lab import require_root
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+# ---------------------------------------------------------------- without root -----------
+
+
+def test_mirror_is_read_from_deb822_sources(tmp_path, monkeypatch):
+    src = tmp_path / "debian.sources"
+    src.write_text("Types: deb\nURIs: http://mirror.invalid/debian-security\nSuites: bookworm-security\n"
+                   "Components: main\n\n"
+                   "Types: deb-src\nURIs: http://src.invalid/debian\nSuites: bookworm\n\n"
+                   "Types: deb\n# a comment\nURIs: http://mirror.invalid/debian\n"
+                   "Suites: bookworm bookworm-updates\nComponents: main\n")
+    monkeypatch.setattr(image, "_sources_files", lambda: [src])
+    assert image.find_mirror("bookworm") == "http://mirror.invalid/debian"
+
+
+def test_mirror_is_read_from_one_line_sources(tmp_path, monkeypatch):
+    src = tmp_path / "sources.list"
+    src.write_text("# deb http://commented.invalid/debian bookworm main\n"
+                   "deb [signed-by=/x.gpg arch=amd64] http://one.invalid/debian bookworm main\n")
+    monkeypatch.setattr(image, "_sources_files", lambda: [src])
+    assert image.find_mirror("bookworm") == "http://one.invalid/debian"
+
+
+def test_no_mirror_is_a_clear_error(tmp_path, monkeypatch):
+    src = tmp_path / "sources.list"
+    src.write_text("deb http://one.invalid/debian trixie main\n")
+    monkeypatch.setattr(image, "_sources_files", lambda: [src])
+    with pytest.raises(image.ImageBuildError, match="no APT source for 'bookworm'"):
+        image.find_mirror("bookworm")
+
+
+def test_recipe_hash_changes_with_the_recipe(monkeypatch):
+    before = image.recipe_hash("bookworm")
+    assert image.recipe_hash("trixie") != before
+    monkeypatch.setattr(image, "PACKAGES", (*image.PACKAGES, "curl"))
+    assert image.recipe_hash("bookworm") != before
+
+
+def test_laptop_names():
+    assert laptop_names(3) == ["lap01", "lap02", "lap03"]
+    assert laptop_names(70)[-1] == "lap70"
+    assert laptop_names(120)[0] == "lap001"
+
+
+def test_laptop_count_is_checked(tmp_path):
+    with pytest.raises(LabInputError, match="between 0 and"):
+        Lab(tmp_path).up(laptops=500)
+
+
+def test_ipads_without_mdm_lab_is_a_clear_error(tmp_path):
+    if importlib.util.find_spec("lab.mdm") is not None:
+        pytest.skip("lab.mdm exists: --ipads is handled by the MDM part of the lab")
+    from cli import main
+
+    r = CliRunner().invoke(main, ["--state-dir", str(tmp_path), "lab", "up", "--ipads", "2"])
+    assert r.exit_code == 2
+    assert r.output.strip() == ("Error: --ipads needs the MDM part of the lab (lab/mdm.py), "
+                                "which this installation does not have yet")
+    assert not (tmp_path / "lab" / "lab.json").exists()  # failed before touching anything
+
+
+# ---------------------------------------------------------------- with the real lab -----
+
+@pytest.fixture(scope="module")
+def lab(lab_factory) -> Lab:
+    return lab_factory(2, gateway=True)
+
+
+def connect(lab: Lab, name: str, pinned_key: str | None = None) -> paramiko.SSHClient:
+    """Key login as admin, accepting only the host key the lab says the host has (or `pinned_key`)."""
+    host = lab.host(name)
+    keyline = pinned_key or lab.host_public_key(name)
+    ktype, b64 = keyline.split()[:2]
+    client = paramiko.SSHClient()
+    client.get_host_keys().add(host.address, ktype,
+                               paramiko.PKey.from_type_string(ktype, base64.b64decode(b64)))
+    client.set_missing_host_key_policy(paramiko.RejectPolicy())
+    client.connect(host.address, username="admin", key_filename=str(lab.key_file), timeout=10,
+                   banner_timeout=10, auth_timeout=10, allow_agent=False, look_for_keys=False)
+    return client
+
+
+def run(client: paramiko.SSHClient, command: str) -> tuple[int, str]:
+    _, out, err = client.exec_command(command, timeout=30)
+    text = out.read().decode()
+    return out.channel.recv_exit_status(), text.strip()
+
+
+@pytest.mark.lab
+def test_up_boots_laptops_and_gateway_and_writes_inventory(lab):
+    from core.inventory import load_inventory
+
+    hosts = {h.name: h for h in lab.status()}
+    assert sorted(hosts) == ["lap01", "lap02", "vpngw"]
+    assert all(h.running and h.pid and Path(h.netns_path).exists() for h in hosts.values())
+    inv = load_inventory(lab.inventory_dir)  # validates: groups, owners, VPN addresses, asset tags
+    assert {lap.name: lap.ansible_host for lap in inv.laptops.values()} == {
+        "lap01": hosts["lap01"].address, "lap02": hosts["lap02"].address}
+    assert list(inv.gateways) == ["vpngw"]
+    raw = yaml.safe_load((lab.inventory_dir / "hosts.yml").read_text())
+    assert raw["all"]["vars"]["ansible_ssh_private_key_file"] == str(lab.key_file)
+    assert raw["all"]["vars"]["ansible_user"] == "admin"
+
+
+@pytest.mark.lab
+def test_admin_logs_in_with_the_key_and_has_passwordless_sudo(lab):
+    for name in ("lap01", "lap02", "vpngw"):
+        with connect(lab, name) as c:
+            assert run(c, "id -un") == (0, "admin")
+            assert run(c, "hostname") == (0, name)
+            assert run(c, "sudo -n true && echo sudo-ok") == (0, "sudo-ok")
+
+
+@pytest.mark.lab
+def test_each_host_has_its_own_host_key_and_machine_id(lab):
+    presented, machine_ids = set(), set()
+    for name in ("lap01", "lap02", "vpngw"):
+        with connect(lab, name) as c:  # RejectPolicy: the presented key is the one the lab reports
+            key = c.get_transport().get_remote_server_key()
+            presented.add(key.get_base64())
+            machine_ids.add(run(c, "cat /etc/machine-id")[1])
+    assert len(presented) == 3
+    assert len(machine_ids) == 3 and "" not in machine_ids
+
+
+@pytest.mark.lab
+def test_systemd_is_pid1_and_the_system_is_running(lab):
+    for name in ("lap01", "vpngw"):
+        with connect(lab, name) as c:
+            assert run(c, "cat /proc/1/comm") == (0, "systemd")
+            state = run(c, "systemctl is-system-running")[1]
+            assert state in ("running", "degraded"), state
+            assert run(c, "systemctl is-active ssh.service") == (0, "active")
+        p = lab.exec(name, ["systemctl", "is-active", "systemd-networkd.service"])
+        assert p.stdout.strip() == "active"
+
+
+@pytest.mark.lab
+def test_tun_device_is_usable_inside(lab):
+    code = "import os; os.close(os.open('/dev/net/tun', os.O_RDWR)); print('ok')"
+    p = lab.exec("lap01", ["python3", "-c", code])
+    assert (p.returncode, p.stdout.strip()) == (0, "ok"), p.stderr
+
+
+@pytest.mark.lab
+def test_writes_stay_in_the_laptops_own_layer(lab):
+    with connect(lab, "lap01") as c:
+        cmd = "echo marked | sudo -n tee /etc/werne-lab-test >/dev/null && cat /etc/werne-lab-test"
+        assert run(c, cmd) == (0, "marked")
+    assert lab.exec("lap02", ["test", "-e", "/etc/werne-lab-test"]).returncode == 1
+    assert (lab.hosts_dir / "lap01" / "upper" / "etc" / "werne-lab-test").read_text() == "marked\n"
+    base = Path(json.loads((lab.lab_dir / "lab.json").read_text())["base"])
+    assert not (base / "etc" / "werne-lab-test").exists()
+
+
+@pytest.mark.lab
+def test_regenerated_host_key_is_refused_by_the_old_pin(lab):
+    old = lab.host_public_key("lap02")
+    new = lab.regenerate_host_key("lap02")
+    assert new.split()[1] != old.split()[1]
+    assert lab.host_public_key("lap02") == new
+    with pytest.raises(paramiko.BadHostKeyException):
+        connect(lab, "lap02", pinned_key=old)
+    with connect(lab, "lap02", pinned_key=new) as c:
+        assert run(c, "hostname") == (0, "lap02")
+
+
+@pytest.mark.lab
+def test_stopped_host_is_unreachable_until_started_again(lab):
+    key = lab.host_public_key("lap02")
+    lab.stop_host("lap02")
+    try:
+        host = lab.host("lap02")
+        assert not host.running and host.pid is None
+        assert ssh_banner(host.address, timeout=2) is None
+        with pytest.raises((OSError, paramiko.SSHException)):
+            connect(lab, "lap02")
+        with connect(lab, "lap01") as c:  # the others are not affected
+            assert run(c, "hostname") == (0, "lap01")
+    finally:
+        lab.start_host("lap02")
+    assert lab.host("lap02").running
+    assert lab.host_public_key("lap02") == key  # same disk, same laptop
+    with connect(lab, "lap02") as c:
+        assert run(c, "hostname") == (0, "lap02")
+
+
+@pytest.mark.lab
+def test_up_again_is_idempotent(lab):
+    before = {h.name: h.pid for h in lab.status()}
+    after = {h.name: h.pid for h in lab.up(laptops=2, gateway=True)}
+    assert after == before
+
+
+@pytest.mark.lab
+def test_cli_status_json_lists_the_hosts(lab):
+    from cli import main
+
+    r = CliRunner().invoke(main, ["--state-dir", str(lab.state_dir), "lab", "status", "--json"],
+                           catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    rows = json.loads(r.output)
+    assert [(h["name"], h["running"]) for h in rows] == [("lap01", True), ("lap02", True), ("vpngw", True)]
+
+
+def leftovers(lab: Lab, labid: str, bridge: str, pids: list[int]) -> list[str]:
+    found = []
+    mounts = Path("/proc/mounts").read_text()
+    if str(lab.state_dir) in mounts:
+        found.append("mount")
+    links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True, check=True).stdout
+    if bridge in links or f"vb-w{labid}-" in links:
+        found.append("link")
+    for root in CGROUP_ROOTS:
+        if list((root / CGROUP_PARENT).glob(f"w{labid}-*")):
+            found.append(f"cgroup {root}")
+    for pid in pids:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except FileNotFoundError:
+            continue
+        if state != "Z":
+            found.append(f"pid {pid}")
+    for sub in ("propagate", "unix-export"):
+        if list(Path("/run/systemd/nspawn", sub).glob(f"w{labid}-*")):
+            found.append(sub)
+    return found
+
+
+def lab_pids(lab: Lab) -> list[int]:
+    state = json.loads((lab.lab_dir / "lab.json").read_text())
+    pids = [h["nspawn_pid"] for h in state["hosts"].values() if h["nspawn_pid"]]
+    return pids + [h.pid for h in lab.status() if h.pid]
+
+
+@pytest.mark.lab
+def test_a_second_lab_is_isolated_and_down_leaves_nothing(lab, lab_factory):
+    other = lab_factory(1, gateway=False)
+    net, other_net = lab.network(), other.network()
+    assert net["bridge"] != other_net["bridge"] and net["subnet"] != other_net["subnet"]
+    assert other.host("lap01").address != lab.host("lap01").address
+    pids = lab_pids(other)
+    assert pids
+    other.down()
+    assert leftovers(other, other_net["labid"], other_net["bridge"], pids) == []
+    assert [h.running for h in other.status()] == [False]
+    with connect(lab, "lap01") as c:  # the first lab is untouched
+        assert run(c, "hostname") == (0, "lap01")
+    other.down()  # down twice is fine
+
+
+@pytest.mark.lab
+def test_a_killed_up_is_cleaned_up_by_the_next_down(tmp_path):
+    require_root()
+    state = tmp_path / "killed"
+    code = ("import sys; from pathlib import Path; from lab.laptops import Lab; "
+            "Lab(Path(sys.argv[1]), demo=False).up(laptops=2, gateway=False)")
+    proc = subprocess.Popen([sys.executable, "-c", code, str(state)], cwd=REPO)
+    lab_json = state / "lab" / "lab.json"
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and proc.poll() is None:
+            if lab_json.exists() and any(h.get("nspawn_pid") for h in json.loads(
+                    lab_json.read_text() or "{}").get("hosts", {}).values()):
+                break
+            time.sleep(0.05)
+        proc.kill()
+        proc.wait()
+        killed = Lab(state, demo=False)
+        net = killed.network()
+        pids = lab_pids(killed)
+        killed.down(purge=True)
+        assert leftovers(killed, net["labid"], net["bridge"], pids) == []
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        if lab_json.exists():
+            Lab(state, demo=False).down(purge=True)
+
+
+def test_lab_needs_root_message():
+    if os.geteuid() == 0:
+        pytest.skip("running as root")
+    with pytest.raises(Exception, match="needs root"):
+        Lab(Path("/tmp/never")).down()
