@@ -159,6 +159,83 @@ def inventory_check(app: AppContext, as_json: bool) -> None:
 # ---------------------------------------------------------------- lab ----------------------
 # (owned by the lab work: `werne lab up|down|status`)
 
+def _lab(app: AppContext):  # type: ignore[no-untyped-def]
+    from lab.laptops import Lab
+
+    cfg = app.config
+    return Lab(cfg.state_dir, cache_dir=cfg.lab.cache_dir, suite=cfg.lab.suite)
+
+
+@main.group(cls=WerneGroup)
+def lab() -> None:
+    """Start and stop the lab: real Linux laptops (systemd-nspawn) on this machine. Needs root.
+
+    Example:
+
+        werne lab up --laptops 3
+    """
+
+
+@lab.command("up")
+@click.option("--laptops", type=click.IntRange(0, 244), default=3, show_default=True,
+              help="How many laptops (lap01, lap02, ...) to boot.")
+@click.option("--no-gateway", is_flag=True, help="Do not boot the VPN gateway host (vpngw).")
+@click.option("--ipads", type=click.IntRange(0, None), default=0, show_default=True,
+              help="How many simulated iPads to enrol (needs the MDM part of the lab).")
+@pass_app
+def lab_up(app: AppContext, laptops: int, no_gateway: bool, ipads: int) -> None:
+    """Boot the lab's laptops (and gateway) and wait until each one's sshd answers; idempotent.
+
+    Writes the lab's Ansible inventory (hosts.yml) with each host's address and the controller key.
+
+    Example:
+
+        werne lab up --laptops 3
+    """
+    from lab.laptops import lab_up as run_lab_up
+
+    result = run_lab_up(_lab(app), laptops=laptops, gateway=not no_gateway, ipads=ipads)
+    for h in result.hosts:
+        click.echo(f"{h.name:<8} {h.address:<15} {'running' if h.running else 'stopped'}")
+    click.echo(f"inventory: {result.inventory}")
+    click.echo(f"key: {result.key_file}")
+
+
+@lab.command("down")
+@click.option("--purge", is_flag=True, help="Also delete the laptops' disks, host keys and inventory.")
+@pass_app
+def lab_down(app: AppContext, purge: bool) -> None:
+    """Stop every lab host; nothing stays running, mounted, or in cgroups and network devices.
+
+    Example:
+
+        werne lab down
+    """
+    _lab(app).down(purge=purge)
+    click.echo("lab is down")
+
+
+@lab.command("status")
+@click.option("--json", "as_json", is_flag=True, help="Print the hosts as JSON.")
+@pass_app
+def lab_status(app: AppContext, as_json: bool) -> None:
+    """Show each lab host: name, address, running or stopped.
+
+    Example:
+
+        werne lab status --json
+    """
+    hosts = _lab(app).status()
+    if as_json:
+        echo_json([h.to_dict() for h in hosts])
+        return
+    if not hosts:
+        click.echo("the lab has no hosts (run `werne lab up`)")
+    for h in hosts:
+        click.echo(f"{h.name:<8} {h.address:<15} {'running' if h.running else 'stopped'}")
+
+
+
 # ---------------------------------------------------------------- laptop -------------------
 # (owned by the provisioning work: `werne laptop preflight|provision`)
 
