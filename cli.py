@@ -251,6 +251,266 @@ def lab_status(app: AppContext, as_json: bool) -> None:
 # ---------------------------------------------------------------- enrol / user / web -------
 # (owned by the enrolment work)
 
+def _read_new_password(from_stdin: bool) -> str:
+    """A new password from one line of stdin, or an interactive hidden prompt; never from argv."""
+    if from_stdin:
+        return sys.stdin.readline().rstrip("\r\n")
+    return str(click.prompt("Password", hide_input=True, confirmation_prompt=True))
+
+
+@main.group(cls=WerneGroup)
+def user() -> None:
+    """Manage web accounts: IT admins and school coordinators.
+
+    Example:
+
+        werne user add anna.schmidt --role coordinator --school gs-demo
+    """
+
+
+@user.command("add")
+@click.argument("username")
+@click.option("--role", type=click.Choice(["admin", "coordinator"]), required=True, help="admin or coordinator.")
+@click.option("--school", "schools", multiple=True, help="School id the coordinator may see (repeatable).")
+@click.option("--password-stdin", is_flag=True, help="Read the password from one line of stdin.")
+@pass_app
+def user_add(app: AppContext, username: str, role: str, schools: tuple[str, ...], password_stdin: bool) -> None:
+    """Create a local web account; the password is prompted for (or read from stdin), never an argument.
+
+    Example:
+
+        printf '%s\\n' "$PW" | werne user add anna.schmidt --role coordinator --school gs-demo --password-stdin
+    """
+    from core.audit import current_actor
+    from enrolment.accounts import add_user
+
+    password = _read_new_password(password_stdin)
+    p = add_user(app.db, username, password, role, list(schools), set(app.inventory.schools), current_actor())
+    click.echo(f"user {p.username} added ({p.role}{': ' + ', '.join(sorted(p.schools)) if p.schools else ''})")
+
+
+@user.command("disable")
+@click.argument("username")
+@pass_app
+def user_disable(app: AppContext, username: str) -> None:
+    """Disable an account; its sessions stop working at their next request.
+
+    Example:
+
+        werne user disable anna.schmidt
+    """
+    from core.audit import current_actor
+    from enrolment.accounts import set_active
+
+    set_active(app.db, username, False, current_actor())
+    click.echo(f"user {username} disabled")
+
+
+@user.command("reset-password")
+@click.argument("username")
+@click.option("--password-stdin", is_flag=True, help="Read the password from one line of stdin.")
+@pass_app
+def user_reset_password(app: AppContext, username: str, password_stdin: bool) -> None:
+    """Set a new password (prompted, or from stdin) and clear failed-login counters.
+
+    Example:
+
+        werne user reset-password anna.schmidt
+    """
+    from core.audit import current_actor
+    from enrolment.accounts import reset_password
+
+    reset_password(app.db, username, _read_new_password(password_stdin), current_actor())
+    click.echo(f"password of {username} reset")
+
+
+@user.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print the users as JSON.")
+@pass_app
+def user_list(app: AppContext, as_json: bool) -> None:
+    """List web accounts with role and schools.
+
+    Example:
+
+        werne user list
+    """
+    from enrolment.accounts import list_users
+
+    users = list_users(app.db)
+    if as_json:
+        echo_json(users)
+        return
+    for u in users:
+        click.echo(f"{u['username']:<24} {u['role']:<12} {'active' if u['active'] else 'disabled':<9} "
+                   f"{', '.join(u['schools'])}")  # type: ignore[arg-type]
+
+
+@main.group(cls=WerneGroup)
+def enrol() -> None:
+    """Enrolment requests from schools: list, show, approve (DEP assignment), reject, close.
+
+    Example:
+
+        werne enrol list
+    """
+
+
+def _print_request(view: Any) -> None:
+    click.echo(f"request {view.id}: {view.school_id} {view.group} '{view.purpose}' {view.status} "
+               f"({view.enrolled} of {view.total} enrolled, {view.configured} configured) by {view.created_by}")
+    if view.reason:
+        click.echo(f"  reason: {view.reason}")
+    for s in view.serials:
+        click.echo(f"  {s.serial:<13} {s.status:<11} {s.reason or ''}".rstrip())
+
+
+@enrol.command("list")
+@click.option("--status", help="Only requests in this state (submitted, approved, ...).")
+@click.option("--json", "as_json", is_flag=True, help="Print the requests as JSON.")
+@pass_app
+def enrol_list(app: AppContext, status: str | None, as_json: bool) -> None:
+    """List enrolment requests of every school, newest first.
+
+    Example:
+
+        werne enrol list --status submitted
+    """
+    from core.audit import current_actor
+    from enrolment.accounts import cli_principal
+    from enrolment.requests import list_requests
+
+    items = list_requests(app.db, cli_principal(current_actor()), status=status)
+    if as_json:
+        echo_json([i.as_dict() for i in items])
+        return
+    for v in items:
+        click.echo(f"{v.id:>5}  {v.status:<10} {v.school_id:<12} {v.group:<8} {v.enrolled}/{v.total}  {v.purpose}")
+
+
+@enrol.command("show")
+@click.argument("request_id", type=int)
+@click.option("--json", "as_json", is_flag=True, help="Print the request as JSON.")
+@pass_app
+def enrol_show(app: AppContext, request_id: int, as_json: bool) -> None:
+    """Show one request with the status of each serial.
+
+    Example:
+
+        werne enrol show 12
+    """
+    from core.audit import current_actor
+    from enrolment.accounts import cli_principal
+    from enrolment.requests import get_request
+
+    view = get_request(app.db, cli_principal(current_actor()), request_id)
+    if as_json:
+        echo_json(view.as_dict())
+    else:
+        _print_request(view)
+
+
+@enrol.command("approve")
+@click.argument("request_id", type=int)
+@pass_app
+def enrol_approve(app: AppContext, request_id: int) -> None:
+    """Approve a request: assign its serials to the school's DEP profile through NanoDEP.
+
+    Run it again to retry serials Apple answered THROTTLED. Exit 1 if any serial failed.
+
+    Example:
+
+        werne enrol approve 12
+    """
+    from core.audit import current_actor
+    from enrolment.accounts import cli_principal
+    from enrolment.requests import approve_request
+
+    view = approve_request(app.db, app.config, app.inventory, cli_principal(current_actor()), request_id)
+    _print_request(view)
+    if any(s.status in ("failed", "requested") for s in view.serials):
+        sys.exit(1)
+
+
+@enrol.command("reject")
+@click.argument("request_id", type=int)
+@click.option("--reason", required=True, help="Why; the coordinator sees it.")
+@pass_app
+def enrol_reject(app: AppContext, request_id: int, reason: str) -> None:
+    """Reject a submitted request, with a reason the coordinator sees.
+
+    Example:
+
+        werne enrol reject 12 --reason "Geräte gehören nicht der Stadt"
+    """
+    from core.audit import current_actor
+    from enrolment.accounts import cli_principal
+    from enrolment.requests import reject_request
+
+    _print_request(reject_request(app.db, cli_principal(current_actor()), request_id, reason))
+
+
+@enrol.command("close")
+@click.argument("request_id", type=int)
+@pass_app
+def enrol_close(app: AppContext, request_id: int) -> None:
+    """Mark a configured request done.
+
+    Example:
+
+        werne enrol close 12
+    """
+    from core.audit import current_actor
+    from enrolment.accounts import cli_principal
+    from enrolment.requests import close_request
+
+    _print_request(close_request(app.db, cli_principal(current_actor()), request_id))
+
+
+@enrol.command("sync")
+@pass_app
+def enrol_sync(app: AppContext) -> None:
+    """Install profiles on newly enrolled iPads of approved requests, and record acknowledgements.
+
+    `werne web serve` does this every few seconds; this runs one sweep.
+
+    Example:
+
+        werne enrol sync
+    """
+    from enrolment.arrival import process_arrivals
+
+    r = process_arrivals(app.db, app.config)
+    click.echo(f"enrolled {len(r.enrolled)}, configured {len(r.configured)}, failed {len(r.failed)}, "
+               f"commands sent {r.commands_sent}")
+    for serial, why in r.failed.items():
+        click.echo(f"  {serial}: {why}")
+
+
+@main.group(cls=WerneGroup)
+def web() -> None:
+    """The coordinators' web page.
+
+    Example:
+
+        werne web serve
+    """
+
+
+@web.command("serve")
+@click.option("--host", help="Listen address (default: web.listen).")
+@click.option("--port", type=int, help="Listen port (default: web.listen).")
+@pass_app
+def web_serve(app: AppContext, host: str | None, port: int | None) -> None:
+    """Serve the web page and sweep for arriving iPads until interrupted.
+
+    Example:
+
+        werne web serve --port 8080
+    """
+    from enrolment.web.app import serve
+
+    serve(app.config, host, port)
+
 # ---------------------------------------------------------------- audit --------------------
 
 @main.command("audit")

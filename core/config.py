@@ -100,13 +100,25 @@ class DEPConfig(_Section):
     api_key_file: Path | None = None
     api_key_env: str = "WERNE_DEP_API_KEY"
     timeout: float = 15.0
+    # The DEP profile data file (default: enrolment/dep_profile.yaml) and, if set, the MDM
+    # enrolment URL that overrides the file's `url`.
+    profile_file: Path | None = None
+    enrol_url: str = ""
+    # THROTTLED serials: at most this many assignment calls, waiting Apple's retry_after_seconds
+    # but never longer than max_retry_wait_s at a time (longer: left for a later approval run).
+    max_assign_attempts: int = Field(default=3, ge=1, le=10)
+    max_retry_wait_s: float = Field(default=30.0, ge=0, le=600)
 
 
 class WebConfig(_Section):
     listen: str = "127.0.0.1:8080"
     secret_key_file: Path | None = None
     secret_key_env: str = "WERNE_WEB_SECRET"
+    # Secure cookies need HTTPS in front (deploy/); only a test over plain http sets this false.
     secure_cookies: bool = True
+    session_max_age_s: int = Field(default=8 * 3600, ge=60)
+    # Uploads larger than this are refused while they stream in, before they are parsed.
+    max_upload_bytes: int = Field(default=2 * 1024 * 1024, ge=1024)
 
 
 class Config(_Section):

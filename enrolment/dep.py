@@ -1,0 +1,246 @@
+"""NanoDEP client and the city's DEP enrolment profile.
+
+All Apple DEP calls go through NanoDEP's transparently-authenticating proxy
+(`/proxy/{name}/<endpoint>`), so Apple's OAuth tokens live only in NanoDEP. Configuration calls
+(`PUT /v1/config/{name}`, `PUT /v1/tokens/{name}`) use the same API key (HTTP Basic, user
+`depserver`). Per-serial outcomes of an assignment are SUCCESS, NOT_ACCESSIBLE, FAILED or
+THROTTLED; THROTTLED serials are retried after Apple's `retry_after_seconds`, bounded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import requests
+import yaml
+
+from core.config import REPO_ROOT, Config
+from core.inventory import School
+from core.secrets import Secret, read_secret
+from enrolment.errors import DEPProfileError, DEPUnavailable
+
+DEFAULT_PROFILE_FILE = Path(__file__).resolve().parent / "dep_profile.yaml"
+SKIP_KEYS_FILE = REPO_ROOT / "data" / "dep-skip-keys.json"
+DEP_STATUSES = ("SUCCESS", "NOT_ACCESSIBLE", "FAILED", "THROTTLED")
+
+# Keys of Apple's profile JSON (godep ProfileJson) that the data file may set.
+PROFILE_KEYS = {
+    "profile_name": str, "url": str, "is_supervised": bool, "is_mandatory": bool, "is_mdm_removable": bool,
+    "is_multi_user": bool, "await_device_configured": bool, "auto_advance_setup": bool, "allow_pairing": bool,
+    "skip_setup_items": list, "department": str, "support_phone_number": str, "support_email_address": str,
+    "language": str, "region": str, "org_magic": str, "anchor_certs": list, "supervising_host_certs": list,
+    "configuration_web_url": str,
+}
+REQUIRED_PROFILE_KEYS = ("profile_name", "url", "is_mdm_removable")
+
+# What an Apple error code in a DEP answer means for the admin.
+APPLE_ERRORS = {
+    "T_C_NOT_SIGNED": "new terms and conditions must be accepted in Apple School Manager",
+    "FORBIDDEN": "the DEP token has expired or does not match; renew it in Apple School Manager",
+    "USER_AGENT_INVALID": "Apple rejected the client's user agent",
+    "PROFILE_NOT_FOUND": "Apple does not know the enrolment profile",
+}
+
+
+def ios_skip_keys() -> set[str]:
+    """Skip keys that iOS/iPadOS knows, from the derived Apple schema."""
+    try:
+        data = json.loads(SKIP_KEYS_FILE.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise DEPProfileError(f"{SKIP_KEYS_FILE}: cannot read the derived skip keys: {e.__class__.__name__}") from None
+    return {k for k, v in data["keys"].items() if v.get("iOS", {}).get("introduced", "n/a") != "n/a"}
+
+
+def load_profile_template(path: Path | None = None) -> dict[str, Any]:
+    """Read and validate the DEP profile data file; raises DEPProfileError with the first problem."""
+    path = path or DEFAULT_PROFILE_FILE
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise DEPProfileError(f"{path}: file does not exist") from None
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
+        raise DEPProfileError(f"{path}: cannot read: {e.__class__.__name__}") from None
+    if not isinstance(data, dict):
+        raise DEPProfileError(f"{path}: must be a mapping of profile keys")
+    for key, value in data.items():
+        if key not in PROFILE_KEYS:
+            raise DEPProfileError(f"{path}: unknown profile key '{key}'")
+        if not isinstance(value, PROFILE_KEYS[key]):
+            raise DEPProfileError(f"{path}: {key}: must be a {PROFILE_KEYS[key].__name__}")
+    for key in REQUIRED_PROFILE_KEYS:
+        if key not in data:
+            raise DEPProfileError(f"{path}: missing required key '{key}'")
+    if data.get("is_mdm_removable") is False and data.get("is_supervised") is not True:
+        raise DEPProfileError(f"{path}: is_mdm_removable can only be false when is_supervised is true")
+    known = ios_skip_keys()
+    unknown = [k for k in data.get("skip_setup_items", []) if k not in known]
+    if unknown:
+        raise DEPProfileError(f"{path}: skip_setup_items: unknown skip key(s) for iPadOS: {', '.join(map(str, unknown))}")
+    return data
+
+
+def build_profile(template: dict[str, Any], school: School, enrol_url: str = "") -> dict[str, Any]:
+    """The profile JSON for one school: the template plus its department and support contact."""
+    body = dict(template)
+    if enrol_url:
+        body["url"] = enrol_url
+    body["department"] = school.department or school.name
+    if school.support_phone:
+        body["support_phone_number"] = school.support_phone
+    if school.support_email:
+        body["support_email_address"] = school.support_email
+    return body
+
+
+def profile_digest(body: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+
+
+@dataclass
+class SerialOutcome:
+    """The DEP answer for one serial after bounded retries."""
+
+    serial: str
+    status: str
+    retry_after_seconds: int | None = None
+
+    @property
+    def reason(self) -> str | None:
+        return {
+            "SUCCESS": None,
+            "NOT_ACCESSIBLE": "NOT_ACCESSIBLE: this serial is not assigned to the city's MDM server in "
+                              "Apple School Manager",
+            "FAILED": "FAILED: Apple could not assign the enrolment profile",
+            "THROTTLED": f"THROTTLED: Apple asks to retry after {self.retry_after_seconds or '?'} s; "
+                         "approve again later",
+        }.get(self.status, f"unexpected DEP status {self.status}")
+
+
+@dataclass
+class AssignResult:
+    """Per-serial outcomes of assigning a profile, and how many calls that took."""
+
+    profile_uuid: str
+    outcomes: dict[str, SerialOutcome] = field(default_factory=dict)
+    calls: int = 0
+
+
+class NanoDEPClient:
+    """One requests.Session to NanoDEP's API and DEP proxy; every call has a timeout."""
+
+    def __init__(self, url: str, name: str, api_key: Secret, timeout: float = 15.0,
+                 session: requests.Session | None = None):
+        self.url = url.rstrip("/")
+        self.name = name
+        self.timeout = timeout
+        self.session = session or requests.Session()
+        self.session.auth = ("depserver", api_key.reveal())
+
+    @classmethod
+    def from_config(cls, cfg: Config) -> NanoDEPClient:
+        key = read_secret(file=cfg.dep.api_key_file, env=cfg.dep.api_key_env, what="NanoDEP API key")
+        return cls(cfg.dep.url, cfg.dep.name, key, cfg.dep.timeout)
+
+    def _call(self, method: str, path: str, body: Any = None, params: dict[str, str] | None = None) -> Any:
+        url = f"{self.url}{path}"
+        try:
+            r = self.session.request(method, url, json=body, params=params, timeout=self.timeout)
+        except requests.RequestException as e:
+            raise DEPUnavailable(f"NanoDEP at {self.url} is not reachable ({e.__class__.__name__}); "
+                                 "nothing was changed") from None
+        if r.status_code == 401 and not path.startswith("/proxy/"):
+            raise DEPUnavailable(f"{method} {url}: NanoDEP refused the API key (HTTP 401)")
+        if r.status_code >= 400:
+            text = r.text.strip()[:200]
+            hint = next((v for k, v in APPLE_ERRORS.items() if k in text), "")
+            what = f"{method} {url}: HTTP {r.status_code}: {text or r.reason}"
+            raise DEPUnavailable(f"{what} ({hint})" if hint else what)
+        if not r.content:
+            return None
+        try:
+            return r.json()
+        except ValueError:
+            raise DEPUnavailable(f"{method} {url}: answer is not JSON") from None
+
+    # -- NanoDEP configuration --------------------------------------------------------------
+    def version(self) -> str:
+        return str((self._call("GET", "/version") or {}).get("version", ""))
+
+    def set_base_url(self, base_url: str) -> None:
+        """Point this DEP name at another DEP server (a simulator in tests)."""
+        self._call("PUT", f"/v1/config/{self.name}", {"base_url": base_url})
+
+    def set_tokens(self, tokens: dict[str, str]) -> None:
+        """Store raw OAuth1 tokens (consumer_key, consumer_secret, access_token, access_secret, expiry)."""
+        self._call("PUT", f"/v1/tokens/{self.name}", tokens)
+
+    # -- Apple DEP, through the proxy ---------------------------------------------------------
+    def _proxy(self, method: str, endpoint: str, body: Any = None, params: dict[str, str] | None = None) -> Any:
+        return self._call(method, f"/proxy/{self.name}{endpoint}", body, params)
+
+    def account(self) -> dict[str, Any]:
+        return self._proxy("GET", "/account") or {}
+
+    def define_profile(self, profile: dict[str, Any]) -> str:
+        answer = self._proxy("POST", "/profile", profile) or {}
+        uuid = answer.get("profile_uuid")
+        if not uuid:
+            raise DEPUnavailable("POST /profile: Apple's answer has no profile_uuid")
+        return str(uuid)
+
+    def get_profile(self, profile_uuid: str) -> dict[str, Any]:
+        return self._proxy("GET", "/profile", params={"profile_uuid": profile_uuid}) or {}
+
+    def assign_profile(self, profile_uuid: str, serials: list[str]) -> dict[str, Any]:
+        return self._proxy("PUT", "/profile/devices", {"profile_uuid": profile_uuid, "devices": serials}) or {}
+
+    def fetch_devices(self, limit: int = 1000) -> list[dict[str, Any]]:
+        """Every device assigned to this MDM server (follows the cursor)."""
+        out: list[dict[str, Any]] = []
+        cursor: str | None = None
+        for _ in range(10_000):
+            body: dict[str, Any] = {"limit": limit}
+            if cursor:
+                body["cursor"] = cursor
+            page = self._proxy("POST", "/server/devices", body) or {}
+            out.extend(page.get("devices") or [])
+            cursor = page.get("cursor")
+            if not page.get("more_to_follow"):
+                break
+        return out
+
+
+def assign_with_retries(client: NanoDEPClient, profile_uuid: str, serials: list[str], max_attempts: int = 3,
+                        max_wait_s: float = 30.0, sleep: Callable[[float], None] = time.sleep) -> AssignResult:
+    """Assign serials; retry only THROTTLED ones after `retry_after_seconds` (capped at max_wait_s),
+    at most `max_attempts` calls. Serials still THROTTLED at the end stay THROTTLED."""
+    result = AssignResult(profile_uuid)
+    todo = list(serials)
+    for attempt in range(max_attempts):
+        answer = client.assign_profile(profile_uuid, todo)
+        result.calls += 1
+        devices = answer.get("devices") or {}
+        retry_after = answer.get("retry_after_seconds")
+        retry_after = int(retry_after) if isinstance(retry_after, int | float | str) and str(retry_after).isdigit() else None
+        throttled = []
+        for s in todo:
+            status = str(devices.get(s, "FAILED"))
+            if status not in DEP_STATUSES:
+                status = "FAILED"
+            result.outcomes[s] = SerialOutcome(s, status, retry_after if status == "THROTTLED" else None)
+            if status == "THROTTLED":
+                throttled.append(s)
+        if not throttled or attempt == max_attempts - 1:
+            break
+        wait = retry_after if retry_after is not None else 1
+        if wait > max_wait_s:
+            break  # Apple asks for longer than we may block; leave them THROTTLED for a later run
+        sleep(float(wait))
+        todo = throttled
+    return result

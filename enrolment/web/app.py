@@ -1,0 +1,369 @@
+"""The Starlette application behind `werne web serve`.
+
+Security: every POST carries the session's CSRF token; the session cookie is signed, HttpOnly,
+SameSite=Lax and Secure (unless web.secure_cookies is false, for plain-http tests); logins are
+rate-limited per user and address; a request id of another school answers exactly like an id
+that does not exist (404), so no page, URL or error tells anything about other schools.
+Uploads are refused while they stream in once they pass web.max_upload_bytes.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import secrets
+from collections.abc import Awaitable, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.middleware.sessions import SessionMiddleware
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, RedirectResponse, Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from core.config import Config
+from core.db import Database
+from core.errors import WerneError
+from core.inventory import IPAD_GROUPS, Inventory, load_inventory
+from core.secrets import read_secret
+from enrolment import accounts
+from enrolment import requests as reqs
+from enrolment.accounts import Authenticator, LocalAuthenticator, Principal
+from enrolment.errors import (
+    AuthError,
+    DEPProfileError,
+    DEPUnavailable,
+    InvalidTransition,
+    NotAllowed,
+    NotFound,
+    RateLimited,
+    RequestInputError,
+)
+from enrolment.web.i18n import GROUP_DE, STATUS_DE, serial_reason_de, translate
+
+log = logging.getLogger("werne.enrolment.web")
+TEMPLATES = Path(__file__).resolve().parent / "templates"
+CSS = (TEMPLATES / "style.css").read_text(encoding="utf-8")
+
+SECURITY_HEADERS = [
+    (b"content-security-policy",
+     b"default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; "
+     b"base-uri 'none'"),
+    (b"x-content-type-options", b"nosniff"),
+    (b"x-frame-options", b"DENY"),
+    (b"referrer-policy", b"same-origin"),
+    (b"cache-control", b"no-store"),
+]
+
+
+class SecurityHeaders:
+    """Adds the security headers to every response."""
+
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message.setdefault("headers", [])
+                names = {k.lower() for k, _ in message["headers"]}
+                message["headers"] += [(k, v) for k, v in SECURITY_HEADERS if k not in names]
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+class UploadTooLarge(Exception):
+    """The request body passed the upload limit while it streamed in."""
+
+
+async def read_bounded_body(request: Request, limit: int) -> bytes:
+    """The body, refusing it as soon as it is known to be larger than `limit` bytes."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise UploadTooLarge
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise UploadTooLarge
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+class WebApp:
+    """The endpoints, sharing the config, database, inventory and authenticator."""
+
+    def __init__(self, cfg: Config, db: Database, inventory: Inventory | None = None,
+                 authenticator: Authenticator | None = None, dep_client: Any = None):
+        self.cfg = cfg
+        self.db = db
+        self._inventory = inventory
+        self.authenticator = authenticator or LocalAuthenticator(db)
+        self.dep_client = dep_client
+        self.env = Environment(loader=FileSystemLoader(str(TEMPLATES)), undefined=StrictUndefined,
+                               autoescape=select_autoescape(["html"]))
+        self.env.globals.update(STATUS_DE=STATUS_DE, GROUP_DE=GROUP_DE, serial_reason_de=serial_reason_de)
+
+    @property
+    def inventory(self) -> Inventory:
+        if self._inventory is None:
+            self._inventory = load_inventory(self.cfg.inventory_dir)
+        return self._inventory
+
+    # -- helpers ---------------------------------------------------------------------------
+    def csrf_token(self, request: Request) -> str:
+        token = request.session.get("csrf")
+        if not token:
+            token = secrets.token_urlsafe(32)
+            request.session["csrf"] = token
+        return str(token)
+
+    def check_csrf(self, request: Request, form: Any) -> None:
+        sent = str(form.get("csrf_token") or "")
+        expected = str(request.session.get("csrf") or "")
+        if not expected or not hmac.compare_digest(sent, expected):
+            raise HTTPException(403, "csrf")
+
+    def render(self, request: Request, template: str, status: int = 200, **ctx: Any) -> HTMLResponse:
+        principal = ctx.pop("principal", None)
+        flash = request.session.pop("flash", None) if "session" in request.scope else None
+        schools = {k: v.name for k, v in self.inventory.schools.items()}
+        visible = {k: v for k, v in schools.items() if principal is not None and principal.may_see_school(k)}
+        html = self.env.get_template(template).render(
+            csrf=self.csrf_token(request), user=principal, flash=flash, school_names=visible, **ctx)
+        return HTMLResponse(html, status_code=status)
+
+    async def principal(self, request: Request) -> Principal | None:
+        name = request.session.get("user")
+        if not name:
+            return None
+        p = await run_in_threadpool(accounts.principal_for, self.db, str(name))
+        if p is None:
+            request.session.clear()
+        return p
+
+    async def require(self, request: Request) -> Principal:
+        p = await self.principal(request)
+        if p is None:
+            raise HTTPException(303, "login")
+        return p
+
+    # -- endpoints -------------------------------------------------------------------------
+    async def index(self, request: Request) -> Response:
+        return RedirectResponse("/requests", status_code=303)
+
+    async def login_form(self, request: Request) -> Response:
+        return self.render(request, "login.html", error=None, username="")
+
+    async def login(self, request: Request) -> Response:
+        form = await request.form()
+        self.check_csrf(request, form)
+        username = str(form.get("username") or "")[:64]
+        password = str(form.get("password") or "")
+        address = request.client.host if request.client else "unknown"
+        try:
+            p = await run_in_threadpool(accounts.login, self.db, self.authenticator, username, password, address)
+        except RateLimited:
+            return self.render(request, "login.html", 429, username=username,
+                               error="Zu viele fehlgeschlagene Anmeldungen. Bitte in 15 Minuten erneut versuchen.")
+        except AuthError:
+            return self.render(request, "login.html", 401, username=username,
+                               error="Benutzername oder Passwort ist falsch.")
+        request.session.clear()  # a fresh session (and CSRF token) after login
+        request.session["user"] = p.username
+        return RedirectResponse("/requests", status_code=303)
+
+    async def logout(self, request: Request) -> Response:
+        form = await request.form()
+        self.check_csrf(request, form)
+        request.session.clear()
+        return RedirectResponse("/login", status_code=303)
+
+    async def list_requests(self, request: Request) -> Response:
+        p = await self.require(request)
+        items = await run_in_threadpool(reqs.list_requests, self.db, p)
+        return self.render(request, "requests.html", principal=p, items=items)
+
+    async def new_form(self, request: Request) -> Response:
+        p = await self.require(request)
+        return self.render(request, "request_new.html", principal=p, errors=[], values={}, groups=IPAD_GROUPS)
+
+    async def create(self, request: Request) -> Response:
+        p = await self.require(request)
+        try:
+            body = await read_bounded_body(request, self.cfg.web.max_upload_bytes)
+        except UploadTooLarge:
+            limit_mb = self.cfg.web.max_upload_bytes / (1024 * 1024)
+            return self.render(request, "request_new.html", 413, principal=p, values={}, groups=IPAD_GROUPS,
+                               errors=[f"Die Datei ist zu groß (höchstens {limit_mb:g} MB). "
+                                       "Eine Apple-School-Manager-Liste ist viel kleiner – richtige Datei?"])
+        request._body = body  # starlette's form parser reads the cached body
+        form = await request.form(max_files=1, max_fields=20)
+        self.check_csrf(request, form)
+        values = {k: str(form.get(k) or "") for k in ("school", "group", "purpose", "serials")}
+        upload, upload_name = None, ""
+        f = form.get("csv_file")
+        if isinstance(f, UploadFile) and (f.filename or f.size):
+            upload, upload_name = await f.read(), f.filename or "upload.csv"
+        try:
+            view = await run_in_threadpool(
+                reqs.create_request, self.db, self.inventory, p, values["school"], values["group"],
+                values["purpose"], values["serials"], upload, upload_name, self._managed_serials())
+        except (RequestInputError, NotFound) as e:
+            problems = getattr(e, "problems", None) or [str(e)]
+            return self.render(request, "request_new.html", 400, principal=p, values=values, groups=IPAD_GROUPS,
+                               errors=[translate(x) for x in problems])
+        request.session["flash"] = f"Antrag Nr. {view.id} wurde eingereicht."
+        return RedirectResponse(f"/requests/{view.id}", status_code=303)
+
+    def _managed_serials(self) -> set[str]:
+        """Serials the MDM registry knows as enrolled (empty if that table is not there yet)."""
+        try:
+            from sqlalchemy import select
+
+            from mdm_client.models import MDMDevice
+        except ImportError:
+            return set()
+        try:
+            with self.db.session() as s:
+                return {x for x in s.scalars(select(MDMDevice.serial).where(MDMDevice.state == "enrolled")) if x}
+        except WerneError:
+            return set()
+
+    async def detail(self, request: Request) -> Response:
+        p = await self.require(request)
+        rid = int(request.path_params["rid"])
+        try:
+            view = await run_in_threadpool(reqs.get_request, self.db, p, rid)
+        except NotFound:
+            raise HTTPException(404) from None
+        return self.render(request, "request_detail.html", principal=p, r=view)
+
+    async def export_csv(self, request: Request) -> Response:
+        p = await self.require(request)
+        rid = int(request.path_params["rid"])
+        try:
+            text = await run_in_threadpool(reqs.export_request_csv, self.db, p, rid)
+        except NotFound:
+            raise HTTPException(404) from None
+        return Response(text.encode("utf-8"), media_type="text/csv; charset=utf-8",
+                        headers={"content-disposition": f'attachment; filename="antrag-{rid}.csv"'})
+
+    async def decide(self, request: Request) -> Response:
+        p = await self.require(request)
+        form = await request.form()
+        self.check_csrf(request, form)
+        rid = int(request.path_params["rid"])
+        action = request.path_params["action"]
+        try:
+            if action == "approve":
+                view = await run_in_threadpool(reqs.approve_request, self.db, self.cfg, self.inventory, p, rid,
+                                               self.dep_client)
+                request.session["flash"] = (f"Antrag Nr. {rid} genehmigt: {view.status}; "
+                                            f"{sum(1 for s in view.serials if s.status == 'assigned')} von "
+                                            f"{view.total} bei Apple zugewiesen.")
+            else:
+                await run_in_threadpool(reqs.reject_request, self.db, p, rid, str(form.get("reason") or ""))
+                request.session["flash"] = f"Antrag Nr. {rid} abgelehnt."
+        except NotAllowed:
+            raise HTTPException(403) from None
+        except NotFound:
+            raise HTTPException(404) from None
+        except (DEPUnavailable, DEPProfileError, InvalidTransition, RequestInputError, WerneError) as e:
+            # Admin-only path: the English one-line reason is what IT staff need.
+            request.session["flash"] = f"Nicht ausgeführt: {e}"
+        return RedirectResponse(f"/requests/{rid}", status_code=303)
+
+    async def css(self, request: Request) -> Response:
+        return Response(CSS, media_type="text/css")
+
+    async def healthz(self, request: Request) -> Response:
+        return Response("ok", media_type="text/plain")
+
+    async def http_error(self, request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        if exc.status_code == 303:
+            return RedirectResponse("/login", status_code=303)
+        p = await self.principal(request) if "session" in request.scope else None
+        messages = {
+            403: ("Nicht erlaubt", "Diese Aktion ist nur für die IT möglich, oder das Formular ist abgelaufen "
+                                   "– bitte die Seite neu laden."),
+            404: ("Nicht gefunden", "Diese Seite gibt es nicht."),
+            405: ("Nicht erlaubt", "Diese Aktion ist hier nicht möglich."),
+        }
+        title, text = messages.get(exc.status_code, ("Fehler", "Die Anfrage konnte nicht bearbeitet werden."))
+        return self.render(request, "error.html", exc.status_code, principal=p, title=title, text=text)
+
+
+def create_app(cfg: Config, db: Database | None = None, inventory: Inventory | None = None,
+               authenticator: Authenticator | None = None, dep_client: Any = None,
+               on_startup: Callable[[], Awaitable[None] | None] | None = None,
+               on_shutdown: Callable[[], None] | None = None) -> Starlette:
+    """The web application. Raises SecretError if the session key is not configured."""
+    key = read_secret(file=cfg.web.secret_key_file, env=cfg.web.secret_key_env, what="web session key")
+    db = db or Database(cfg.database_url)
+    import enrolment.models  # noqa: F401  (tables on Base)
+
+    web = WebApp(cfg, db, inventory, authenticator, dep_client)
+    routes = [
+        Route("/", web.index),
+        Route("/login", web.login_form, methods=["GET"]),
+        Route("/login", web.login, methods=["POST"]),
+        Route("/logout", web.logout, methods=["POST"]),
+        Route("/requests", web.list_requests, methods=["GET"]),
+        Route("/requests/new", web.new_form, methods=["GET"]),
+        Route("/requests/new", web.create, methods=["POST"]),
+        Route("/requests/{rid:int}", web.detail, methods=["GET"]),
+        Route("/requests/{rid:int}/export.csv", web.export_csv, methods=["GET"]),
+        Route("/requests/{rid:int}/{action:str}", web.decide, methods=["POST"]),
+        Route("/static/style.css", web.css),
+        Route("/healthz", web.healthz),
+    ]
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette):  # type: ignore[no-untyped-def]
+        if on_startup:
+            on_startup()
+        yield
+        if on_shutdown:
+            on_shutdown()
+
+    app = Starlette(
+        routes=routes,
+        middleware=[
+            Middleware(SecurityHeaders),
+            Middleware(SessionMiddleware, secret_key=key.reveal(), session_cookie="werne_session",
+                       max_age=cfg.web.session_max_age_s, same_site="lax", https_only=cfg.web.secure_cookies),
+        ],
+        exception_handlers={HTTPException: web.http_error},
+        lifespan=lifespan,
+    )
+    app.state.web = web
+    return app
+
+
+def serve(cfg: Config, host: str | None = None, port: int | None = None, watch_interval: float = 5.0) -> None:
+    """Run the web app under uvicorn, with the arrival sweep in a background thread."""
+    import uvicorn
+
+    from enrolment.arrival import ArrivalWatcher
+
+    listen_host, _, listen_port = cfg.web.listen.rpartition(":")
+    db = Database(cfg.database_url)
+    watcher = ArrivalWatcher(db, cfg, interval=watch_interval)
+    app = create_app(cfg, db, on_startup=watcher.start, on_shutdown=watcher.stop)
+    uvicorn.run(app, host=host or listen_host or "127.0.0.1", port=port or int(listen_port),
+                log_level="warning", proxy_headers=True, server_header=False)
