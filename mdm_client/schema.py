@@ -85,6 +85,9 @@ class _Validator:
         return node.get("sub")
 
     def value(self, value: Any, node: Node, path: str) -> None:
+        if "any_of" in node:
+            self.one_of(value, node["any_of"], path)
+            return
         expected = node.get("type", "any")
         if not _type_ok(expected, value):
             self.errors.append(f"{path}: expected {expected}, got {_plist_type(value)}")
@@ -108,7 +111,7 @@ class _Validator:
                 if values is not None and item not in values:
                     self.errors.append(f"{path}[{i}]: value {item!r} not allowed")
                 if sub:
-                    self.element(item, sub, f"{path}[{i}]")
+                    self.one_of(item, sub, f"{path}[{i}]")
         elif expected == "string" and sub:
             # A string whose subkeys name its allowed values (DeviceInformation's query names).
             names = {n["key"] for n in sub}
@@ -117,8 +120,8 @@ class _Validator:
             elif self.ios_only and any(n["key"] == value and n.get("ios") is False for n in sub):
                 self.errors.append(f"{path}: {value!r} is not supported on iOS")
 
-    def element(self, item: Any, alternatives: list[Node], path: str) -> None:
-        """An array element must match one of the element nodes (Settings has one per Item kind)."""
+    def one_of(self, item: Any, alternatives: list[Node], path: str) -> None:
+        """The value must match one of the nodes (array elements: Settings has one per Item kind)."""
         if len(alternatives) == 1:
             self.value(item, alternatives[0], path)
             return
@@ -215,27 +218,64 @@ def validate_profile(profile: bytes | dict[str, Any], platform: str | None = "iO
 
 def validate_payload(payload: dict[str, Any], path: str = "payload", platform: str | None = "iOS",
                      schema: dict[str, Any] | None = None) -> list[str]:
-    """Problems of one payload dictionary, checked against every schema file for its PayloadType."""
+    """Problems of one payload dictionary, checked against every schema file for its PayloadType.
+
+    Several files may define one PayloadType. Some are alternatives (com.apple.extensiblesso: one
+    per SSO type), some are parts of one domain (com.apple.MCX: FileVault, energy saver, ...). A
+    payload is valid if it matches one file, or the union of the files: every key known to one of
+    them and valid against one of its definitions, with the keys that all files using the
+    payload's keys require.
+    """
     schema = schema or load_schema()
     payload_type = payload.get("PayloadType")
     variants = schema["profiles"].get(payload_type) if isinstance(payload_type, str) else None
     if not variants:
         return [f"{path}.PayloadType: unknown payload type {payload_type!r}"]
     label = f"{path} ({payload_type})"
-    best: list[str] | None = None
+    common = schema["profile_common"]
+    candidates: list[list[str]] = []
     for variant in variants:
-        # Payload files may restate common keys (PayloadIdentifier, ...); theirs take precedence.
-        own = {n["key"] for n in variant["keys"]}
-        keys = [*variant["keys"], *(n for n in schema["profile_common"] if n["key"] not in own)]
-        v = _Validator(schema, platform)
-        if platform == "iOS" and variant.get("ios") is False:
-            v.errors.append(f"{label}: payload type is not supported on iOS ({variant['file']})")
-        v.dictionary(payload, keys, label)
-        if not v.errors:
+        candidates.append(_check_payload(payload, variant["keys"], common, variant.get("ios") is not False,
+                                         label, platform, schema))
+        if not candidates[-1]:
             return []
-        if best is None or len(v.errors) < len(best):
-            best = v.errors
-    return best or []
+    if len(variants) > 1:
+        union = _union_keys(payload, variants, common)
+        ios = any(v.get("ios") is not False for v in variants)
+        candidates.append(_check_payload(payload, union, common, ios, label, platform, schema))
+        if not candidates[-1]:
+            return []
+    return min(candidates, key=len)
+
+
+def _check_payload(payload: dict[str, Any], keys: list[Node], common: list[Node], on_ios: bool, label: str,
+                   platform: str | None, schema: dict[str, Any]) -> list[str]:
+    # Payload files may restate common keys (PayloadIdentifier, ...); theirs take precedence.
+    own = {n["key"] for n in keys}
+    v = _Validator(schema, platform)
+    if platform == "iOS" and not on_ios:
+        v.errors.append(f"{label}: payload type is not supported on iOS")
+    v.dictionary(payload, [*keys, *(n for n in common if n["key"] not in own)], label)
+    return v.errors
+
+
+def _union_keys(payload: dict[str, Any], variants: list[dict[str, Any]], common: list[Node]) -> list[Node]:
+    common_names = {n["key"] for n in common}
+    specific = set(payload) - common_names
+    used = [v for v in variants if specific & {n["key"] for n in v["keys"]}] or variants
+    required = set.intersection(*({n["key"] for n in v["keys"] if n.get("req")} for v in used))
+    merged: dict[str, list[Node]] = {}
+    for variant in variants:
+        for node in variant["keys"]:
+            plain = {k: val for k, val in node.items() if k != "req"}
+            alternatives = merged.setdefault(node["key"], [])
+            if plain not in alternatives:
+                alternatives.append(plain)
+    out: list[Node] = []
+    for name, alternatives in merged.items():
+        node = alternatives[0] if len(alternatives) == 1 else {"key": name, "any_of": alternatives}
+        out.append({**node, "req": True} if name in required else node)
+    return out
 
 
 def validate_response(request_type: str, report: dict[str, Any], platform: str | None = "iOS",
