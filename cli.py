@@ -248,6 +248,132 @@ def lab_status(app: AppContext, as_json: bool) -> None:
 # ---------------------------------------------------------------- compliance / report ------
 # (owned by the compliance work)
 
+@main.group(cls=WerneGroup)
+def compliance() -> None:
+    """Run the compliance checks, verify the stored history, compare runs.
+
+    Example:
+
+        werne compliance run --all
+    """
+
+
+@compliance.command("run")
+@click.option("--laptops", "fleet", flag_value="laptops", help="Check the laptops (and the VPN) only.")
+@click.option("--ipads", "fleet", flag_value="ipads", help="Check the iPads only.")
+@click.option("--all", "fleet", flag_value="all", default=True, help="Check both fleets (the default).")
+@click.option("--json", "as_json", is_flag=True, help="Print the run summary as JSON.")
+@pass_app
+def compliance_run(app: AppContext, fleet: str, as_json: bool) -> None:
+    """Collect facts, evaluate the baselines, apply waivers and store the run.
+
+    Exit codes: 0 every device compliant, 1 findings (fail, error or unreachable),
+    2 bad input or configuration, 3 could not run (e.g. another run holds the lock).
+
+    Example:
+
+        werne compliance run --laptops
+    """
+    from compliance.run import FLEETS, run_compliance
+
+    fleets = FLEETS if fleet == "all" else (fleet,)
+    stderr = click.get_text_stream("stderr")
+    live = stderr.isatty() and not as_json
+
+    def progress(p: Any) -> None:
+        if live:
+            stderr.write(f"\r{p.fleet}: {p.done}/{p.total} {p.device} {p.status} {p.message}".ljust(78)[:78])
+            stderr.flush()
+
+    summary = run_compliance(app.config, app.db, app.inventory, fleets, progress=progress)
+    if live:
+        stderr.write("\n")
+    data = {"run": summary.run_id, "scope": summary.scope, "devices": summary.devices,
+            "compliant_devices": summary.compliant_devices, "pass_rate": summary.pass_rate,
+            "counts": summary.counts, "record_hash": summary.record_hash,
+            "report": str(summary.report_path) if summary.report_path else None}
+    if as_json:
+        echo_json(data)
+    else:
+        if summary.recovered_stale_lock:
+            click.echo("note: recovered a stale lock left by a run that died", err=True)
+        c = summary.counts
+        click.echo(f"run {summary.run_id}: {summary.compliant_devices}/{summary.devices} devices compliant, "
+                   f"pass rate {summary.pass_rate * 100:.1f} %; pass {c['pass']}, fail {c['fail']}, "
+                   f"error {c['error']}, unreachable {c['unreachable']}, waived {c['waived']}, "
+                   f"not applicable {c['not_applicable']}")
+        if summary.report_path:
+            click.echo(f"report: {summary.report_path}")
+    sys.exit(summary.exit_code)
+
+
+@compliance.command("verify")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@pass_app
+def compliance_verify(app: AppContext, as_json: bool) -> None:
+    """Check the hash chain of every stored run, offline; exit 1 if any record was altered.
+
+    Example:
+
+        werne compliance verify
+    """
+    from compliance.history import verify_chain
+
+    rep = verify_chain(app.db)
+    if as_json:
+        echo_json({"ok": rep.ok, "runs": rep.runs_checked, "head": rep.head, "problems": rep.problems})
+    elif rep.ok:
+        click.echo(f"ok: {rep.runs_checked} run(s), chain head {rep.head or 'none'}")
+    for p in rep.problems if not as_json else []:
+        click.echo(f"Error: {p}", err=True)
+    sys.exit(0 if rep.ok else 1)
+
+
+@compliance.command("diff")
+@click.argument("run_a", type=int)
+@click.argument("run_b", type=int)
+@click.option("--json", "as_json", is_flag=True, help="Print the changes as JSON.")
+@pass_app
+def compliance_diff(app: AppContext, run_a: int, run_b: int, as_json: bool) -> None:
+    """Print what changed between two runs: newly failing first, then fixed, then still failing.
+
+    Example:
+
+        werne compliance diff 41 42
+    """
+    from compliance.diff import diff_stored
+
+    d = diff_stored(app.db, run_a, run_b)
+    sections = [("newly failing", d.newly_failing), ("fixed", d.fixed), ("still failing", d.still_failing),
+                ("other changes", d.changed)]
+    if as_json:
+        echo_json({"run_a": d.run_a, "run_b": d.run_b,
+                   **{k.replace(" ", "_"): [c.as_dict() for c in v] for k, v in sections}})
+        return
+    for title, changes in sections:
+        click.echo(f"{title} ({len(changes)}):")
+        for c in changes:
+            click.echo(f"  {c.device:<14} {c.rule_id:<26} {c.before or '-'} -> {c.after or '-'}  {c.evidence}")
+
+
+@main.command("report")
+@click.option("--run", "run_id", type=int, help="Run id (default: the latest complete run).")
+@click.option("--format", "fmt", type=click.Choice(["html", "csv", "json", "junit"]), default="html",
+              show_default=True, help="Report format.")
+@click.option("--out", "out_path", type=click.Path(dir_okay=False), required=True, help="Output file.")
+@pass_app
+def report_cmd(app: AppContext, run_id: int | None, fmt: str, out_path: str) -> None:
+    """Write the report of a compliance run: HTML, CSV (German Excel), JSON or JUnit XML.
+
+    Example:
+
+        werne report --format html --out compliance.html
+    """
+    from compliance.reports import write_report
+
+    path = write_report(app.db, run_id, fmt, out_path)
+    click.echo(str(path))
+
 # ---------------------------------------------------------------- enrol / user / web -------
 # (owned by the enrolment work)
 

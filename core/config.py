@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -89,9 +89,19 @@ class VPNConfig(_Section):
 
 class ComplianceConfig(_Section):
     min_ipados: str = "17.0"
-    contact_max_days: int = 14
-    query_deadline_s: float = 60.0
+    # BSI Mindeststandard MDM, MDM.2.8.03: an iPad not seen for longer is "out of contact".
+    contact_max_days: int = Field(default=14, ge=1)
+    # The MDM query sweep waits this long for answers; devices silent by then are "unreachable".
+    query_deadline_s: float = Field(default=60.0, gt=0)
     waivers_file: Path | None = None
+    # Empty means the baselines shipped in compliance/baselines/.
+    baselines_dir: Path | None = None
+    # A laptop without LUKS: "fail", or "not_applicable" where disks are encrypted otherwise
+    # (the lab's containers have no disks of their own).
+    luks_missing: Literal["fail", "not_applicable"] = "fail"
+    # When set, every run also writes compliance-<run>.html and latest.html here.
+    report_dir: Path | None = None
+    forks: int = Field(default=20, ge=1)
 
 
 class DEPConfig(_Section):

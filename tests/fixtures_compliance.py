@@ -1,1 +1,153 @@
-"""Pytest fixtures for the compliance tests (registered in tests/conftest.py)."""
+"""Pytest fixtures for the compliance tests (registered in tests/conftest.py): synthetic but complete
+facts of a compliant laptop and iPad, a config, a state database, and stored runs built from them."""
+
+from __future__ import annotations
+
+import copy
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from compliance.engine import DeviceFacts, EvalContext, evaluate
+from compliance.rules import load_baselines
+from core.config import Config, load_config
+
+NOW = datetime(2026, 11, 20, 2, 0, tzinfo=UTC)
+GOOD_CIPHERS = ["chacha20-poly1305@openssh.com", "aes256-gcm@openssh.com", "aes128-gcm@openssh.com",
+                "aes256-ctr", "aes192-ctr", "aes128-ctr"]
+
+
+def laptop_facts(**overrides: Any) -> dict[str, Any]:
+    """Facts of a laptop that passes every rule (as werne_facts returns them)."""
+    facts: dict[str, Any] = {
+        "os": {"id": "debian", "version_id": "12"},
+        "virt": "none",
+        "sshd": {"permitrootlogin": "no", "passwordauthentication": "no", "kbdinteractiveauthentication": "no",
+                 "maxauthtries": "3", "ciphers": GOOD_CIPHERS,
+                 "macs": ["hmac-sha2-512-etm@openssh.com", "hmac-sha2-256-etm@openssh.com"],
+                 "kexalgorithms": ["sntrup761x25519-sha512@openssh.com", "curve25519-sha256"],
+                 "banner": "/etc/issue.net"},
+        "nft": {"available": True, "input_chains": [{"family": "inet", "table": "filter", "chain": "input",
+                                                    "policy": "drop", "priority": 0}], "service_enabled": True},
+        "sysctl": {"kernel.kptr_restrict": "2", "kernel.dmesg_restrict": "1", "kernel.sysrq": "0",
+                   "kernel.randomize_va_space": "2", "fs.protected_hardlinks": "1", "fs.protected_symlinks": "1",
+                   "net.ipv4.conf.all.accept_redirects": "0", "net.ipv4.conf.all.send_redirects": "0",
+                   "net.ipv4.conf.all.accept_source_route": "0", "net.ipv4.conf.all.rp_filter": "1",
+                   "net.ipv4.tcp_syncookies": "1"},
+        "pwquality": {"minlen": 12, "minclass": 3},
+        "pam": {"pwquality": True},
+        "usb_storage": {"blocked": True, "blacklisted": True, "by": ["/etc/modprobe.d/usb.conf: install usb-storage /bin/false"]},
+        "apt": {"periodic": {"APT::Periodic::Update-Package-Lists": "1", "APT::Periodic::Unattended-Upgrade": "1"},
+                "unattended_upgrades_installed": True},
+        "banner": {"present": True, "sshd_banner": "/etc/issue.net"},
+        "luks": {"present": True, "crypttab": ["nvme0n1p3_crypt"], "devices": ["nvme0n1p3"]},
+        "screen_lock": {"idle_delay_s": 600, "lock_enabled": True, "locked": True, "tmout_s": 900},
+        "accounts": {"admin": {"name": "admin", "exists": True, "sudo": True}},
+        "wg": {"installed": True, "config_present": True, "allowed_ips": ["0.0.0.0/0", "::/0"]},
+        "vpn": {"evidence": True, "peer": True, "handshake_age_s": 90, "key_age_days": 10.0},
+    }
+    for path, value in overrides.items():
+        node = facts
+        parts = path.split("__")
+        for p in parts[:-1]:
+            node = node[p]
+        node[parts[-1]] = value
+    return facts
+
+
+def ipad_facts(**overrides: Any) -> dict[str, Any]:
+    facts: dict[str, Any] = {
+        "device": {"os_version": "18.1", "is_supervised": True, "model": "iPad (10th generation)", "name": "x"},
+        "security": {"passcode_present": True, "passcode_compliant": True, "passcode_compliant_with_profiles": True,
+                     "hardware_encryption_caps": 3},
+        "profiles": {"identifiers": ["de.werne.ipad.passcode", "de.werne.ipad.restrictions", "de.werne.ipad.wifi",
+                                     "de.werne.ipad.webfilter"]},
+    }
+    for path, value in overrides.items():
+        node = facts
+        parts = path.split("__")
+        for p in parts[:-1]:
+            node = node[p]
+        node[parts[-1]] = value
+    return facts
+
+
+PUPIL_SET = {"de.werne.ipad.passcode", "de.werne.ipad.restrictions", "de.werne.ipad.wifi", "de.werne.ipad.webfilter"}
+
+
+def fleet(n_laptops: int = 3, n_ipads: int = 4, now: datetime = NOW) -> list[DeviceFacts]:
+    devs = [DeviceFacts(f"lap{i:02d}", "laptops", laptop_facts(), name=f"DEMO-NB-{i:04d}")
+            for i in range(1, n_laptops + 1)]
+    schools = ["gs-demo", "gym-demo"]
+    for i in range(n_ipads):
+        devs.append(DeviceFacts(f"ZDTEST{i:05d}", "ipads", ipad_facts(), school=schools[i % 2], group="pupil",
+                                name=f"ipad-{i:02d}", last_seen=now - timedelta(hours=1)))
+    return devs
+
+
+def make_ctx(config: Config, now: datetime = NOW) -> EvalContext:
+    return EvalContext(config=config, now=now, profile_set_for=lambda d: set(PUPIL_SET))
+
+
+def evaluate_fleet(config: Config, devices: list[DeviceFacts], now: datetime = NOW):  # type: ignore[no-untyped-def]
+    b = load_baselines()
+    ctx = make_ctx(config, now)
+    out = []
+    for f in ("laptops", "ipads"):
+        out += evaluate(b.for_fleet(f), [d for d in devices if d.fleet == f], ctx)
+    return out
+
+
+def store_run(db, config: Config, devices: list[DeviceFacts], now: datetime = NOW, waivers=None):  # type: ignore[no-untyped-def]
+    """Evaluate and store one complete run at time `now`; returns its id."""
+    from compliance import history
+    from compliance.run import rules_snapshot
+
+    b = load_baselines()
+    results = evaluate_fleet(config, devices, now)
+    by_id = {d.device: d for d in devices}
+    if waivers is not None:
+        results = waivers.apply(results, by_id, now)
+    run_id = history.begin_run(db, "all", "tester", "inv-hash", b.digest(), "waiver-hash", now=now)
+    history.complete_run(db, run_id, results, by_id, rules_snapshot(b, ("laptops", "ipads")),
+                         now=now + timedelta(seconds=42))
+    return run_id
+
+
+@pytest.fixture
+def compliance_config(tmp_path: Path, state_dir: Path) -> Config:
+    cfg_file = tmp_path / "werne.toml"
+    cfg_file.write_text(f'[site]\nstate_dir = "{state_dir}"\n', encoding="utf-8")
+    return load_config(cfg_file)
+
+
+@pytest.fixture
+def compliance_db(compliance_config: Config):  # type: ignore[no-untyped-def]
+    from core.db import Database
+
+    db = Database(compliance_config.database_url)
+    yield db
+    db.dispose()
+
+
+@pytest.fixture
+def two_runs(compliance_db, compliance_config):  # type: ignore[no-untyped-def]
+    """Run 1: all good except lap03's banner. Run 2 (a day later): lap02 drifted (root login),
+    lap03 fixed its banner, one iPad lost its passcode, one is unreachable."""
+    devs = fleet()
+    devs[2].facts = laptop_facts(banner__present=False)
+    r1 = store_run(compliance_db, compliance_config, devs)
+    devs2 = fleet(now=NOW + timedelta(days=1))
+    devs2[1].facts = laptop_facts(sshd__permitrootlogin="yes")
+    devs2[3].facts = ipad_facts(security__passcode_present=False, security__passcode_compliant=False)
+    devs2[4].reachable = False
+    devs2[4].reason = "no answer within 60s; last seen 2026-11-20 01:00 UTC"
+    devs2[4].facts = {}
+    r2 = store_run(compliance_db, compliance_config, devs2, now=NOW + timedelta(days=1))
+    return r1, r2
+
+
+def deep(d: dict[str, Any]) -> dict[str, Any]:
+    return copy.deepcopy(d)
