@@ -82,6 +82,11 @@ def profile_list() -> Command:
     return _command("ProfileList")
 
 
+def certificate_list(managed_only: bool | None = None) -> Command:
+    """CertificateList: the device's certificates (to read the identity certificate's expiry)."""
+    return _command("CertificateList", ManagedOnly=managed_only)
+
+
 def installed_application_list(managed_apps_only: bool | None = None) -> Command:
     """InstalledApplicationList, optionally only managed apps."""
     return _command("InstalledApplicationList", ManagedAppsOnly=managed_apps_only)
@@ -161,6 +166,8 @@ ALL_BUILDERS: dict[str, Callable[[], Command]] = {
     "device_information_one": lambda: device_information(["SerialNumber"]),
     "security_info": security_info,
     "profile_list": profile_list,
+    "certificate_list": lambda: certificate_list(),
+    "certificate_list_managed": lambda: certificate_list(managed_only=True),
     "installed_application_list": lambda: installed_application_list(),
     "installed_application_list_managed": lambda: installed_application_list(managed_apps_only=True),
     "install_profile": lambda: install_profile(plistlib.dumps({"PayloadType": "Configuration"})),

@@ -342,6 +342,16 @@ def profile_set_for(group: str, config: Config, profiles_dir: Path = PROFILES_DI
             for n in assignment.groups[group]]
 
 
+def profile_identifiers_for(group: str, config: Config | None = None,
+                            profiles_dir: Path = PROFILES_DIR) -> list[str]:
+    """The PayloadIdentifiers a device of `group` must have, without building (so without secrets)."""
+    assignment = load_group_assignment(config, profiles_dir)
+    if group not in assignment.groups:
+        known = ", ".join(sorted(assignment.groups))
+        raise ProfileError(f"unknown iPad group {group!r} (known: {known})")
+    return [f"{assignment.identifier_prefix}.{n}" for n in assignment.groups[group]]
+
+
 # --- CMS signing ------------------------------------------------------------------------------
 
 def sign_profile(profile_bytes: bytes, cert: Any, key: Any) -> bytes:

@@ -82,6 +82,7 @@ _RESPONSE_KEY_TO_REQUEST_TYPE = {
     "ProfileList": "ProfileList",
     "InstalledApplicationList": "InstalledApplicationList",
     "OSUpdateStatus": "OSUpdateStatus",
+    "CertificateList": "CertificateList",
     "UpdateResults": "ScheduleOSUpdate",
     "AvailableOSUpdates": "AvailableOSUpdates",
 }
@@ -382,9 +383,44 @@ class OSUpdateStatusResult(_ResultView):
         return cls._view(result, {"updates": cls._response(result, [])})
 
 
+class InstalledCertificate(_PlistModel):
+    """One entry of CertificateList."""
+
+    common_name: str = Field(alias="CommonName")
+    is_identity: bool = Field(alias="IsIdentity")
+    data: bytes = Field(alias="Data", repr=False)
+
+    def not_valid_after(self) -> datetime | None:
+        """The certificate's expiry (UTC), or None when the DER data cannot be read."""
+        from cryptography import x509
+
+        try:
+            return x509.load_der_x509_certificate(self.data).not_valid_after_utc
+        except ValueError:
+            return None
+
+
+class CertificateListResult(_ResultView):
+    """The answer to CertificateList."""
+
+    request_type: ClassVar[str] = "CertificateList"
+    response_key: ClassVar[str] = "CertificateList"
+
+    certificates: list[InstalledCertificate] = Field(default_factory=list)
+
+    @classmethod
+    def from_result(cls, result: CommandResult) -> CertificateListResult:
+        return cls._view(result, {"certificates": cls._response(result, [])})
+
+    def identity_expiry(self) -> datetime | None:
+        """The soonest expiry among identity certificates (the MDM identity expires after ~1 year)."""
+        dates = [d for c in self.certificates if c.is_identity and (d := c.not_valid_after()) is not None]
+        return min(dates) if dates else None
+
+
 TYPED_VIEWS: dict[str, type[_ResultView]] = {
     v.request_type: v for v in (DeviceInformationResult, SecurityInfoResult, ProfileListResult,
-                                InstalledApplicationListResult, OSUpdateStatusResult)
+                                InstalledApplicationListResult, OSUpdateStatusResult, CertificateListResult)
 }
 
 

@@ -257,3 +257,33 @@ def test_malformed_checkins(raw, reason):
     with pytest.raises(MalformedReport) as e:
         parse_checkin(raw)
     assert reason in str(e.value) and "\n" not in str(e.value)
+
+
+def test_certificate_list_view_reads_identity_expiry():
+    import datetime as dt
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    from mdm_client.results import CertificateListResult
+
+    def cert(cn: str, days: int) -> bytes:
+        key = ec.generate_private_key(ec.SECP256R1())
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+        start = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+        return (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+                .serial_number(1).not_valid_before(start).not_valid_after(start + dt.timedelta(days=days))
+                .sign(key, hashes.SHA256()).public_bytes(serialization.Encoding.DER))
+
+    raw = report(CommandUUID="C", Status="Acknowledged", CertificateList=[
+        {"CommonName": "Werne Lab CA", "IsIdentity": False, "Data": cert("ca", 3650)},
+        {"CommonName": "device", "IsIdentity": True, "Data": cert("device", 365)},
+        {"CommonName": "broken", "IsIdentity": True, "Data": b"\x00not der"}])
+    result = parse_report(raw)
+    assert result.request_type == "CertificateList"
+    view = typed_view(result)
+    assert isinstance(view, CertificateListResult)
+    assert view.identity_expiry() == dt.datetime(2027, 1, 1, tzinfo=dt.UTC)
+    assert commands.certificate_list().request_type == "CertificateList"

@@ -205,6 +205,14 @@ def test_group_profile_sets(config):
     assert all(p.content["PayloadOrganization"] == "Stadt Werne" for p in teacher)
 
 
+def test_profile_identifiers_need_no_secret(config):
+    config.mdm.wifi_secret_file = None
+    assert profiles.profile_identifiers_for("teacher", config) == [
+        "de.werne.ipad.passcode", "de.werne.ipad.restrictions", "de.werne.ipad.wifi", "de.werne.ipad.vpn"]
+    with pytest.raises(ProfileError, match="unknown iPad group"):
+        profiles.profile_identifiers_for("visitor", config)
+
+
 def test_unknown_group(config):
     with pytest.raises(ProfileError, match=r"unknown iPad group 'guest' \(known: pupil, shared, teacher\)"):
         profiles.profile_set_for("guest", config)
