@@ -160,6 +160,15 @@ def available_os_updates() -> Command:
     return _command("AvailableOSUpdates")
 
 
+def _sample_profile() -> bytes:
+    # A real profile (the passcode policy needs no secret), so the schema test also checks the
+    # profile embedded in InstallProfile. Imported here to keep commands free of profile code.
+    from core.config import Config
+    from mdm_client.profiles import build_named_profile
+
+    return build_named_profile("passcode", Config()).to_bytes()
+
+
 # One sample call of every builder, so the schema test covers every command werne can emit.
 ALL_BUILDERS: dict[str, Callable[[], Command]] = {
     "device_information": lambda: device_information(),
@@ -170,7 +179,7 @@ ALL_BUILDERS: dict[str, Callable[[], Command]] = {
     "certificate_list_managed": lambda: certificate_list(managed_only=True),
     "installed_application_list": lambda: installed_application_list(),
     "installed_application_list_managed": lambda: installed_application_list(managed_apps_only=True),
-    "install_profile": lambda: install_profile(plistlib.dumps({"PayloadType": "Configuration"})),
+    "install_profile": lambda: install_profile(_sample_profile()),
     "remove_profile": lambda: remove_profile("de.werne.ipad.wifi"),
     "device_lock": lambda: device_lock("Bitte im Sekretariat abgeben", "+49 2389 0000"),
     "device_lock_plain": lambda: device_lock(),

@@ -4,6 +4,7 @@ The JSON is derived from github.com/apple/device-management by tools/derive_appl
 there for the node format). Every check returns a list of one-line problems, empty when valid:
 unknown keys, missing required keys, wrong types, values outside a range or value list, and keys
 Apple does not support on iOS (werne manages iPads only; pass platform=None to skip that check).
+School iPads use device enrolment, so keys that iOS sends only under User Enrollment are not required.
 """
 
 from __future__ import annotations
@@ -155,7 +156,7 @@ class _Validator:
             self.value(item, node, f"{prefix}{name}")
         for node in keys:
             if (node.get("req") and node["key"] != WILDCARD and node["key"] not in value
-                    and not (self.ios_only and node.get("ios") is False)):
+                    and not (self.ios_only and (node.get("ios") is False or node.get("ue")))):
                 self.errors.append(f"{prefix}{node['key']}: missing required key")
 
 
@@ -194,7 +195,29 @@ def validate_command(command: bytes | dict[str, Any], platform: str | None = "iO
         errors.append(f"Command.RequestType: {request_type} is not supported on iOS")
     v = _Validator(schema, platform)
     v.dictionary(body, entry["request"], "Command", ignore=frozenset({"RequestType"}))
-    return errors + v.errors
+    errors += v.errors
+    embedded = body.get("Payload")
+    if request_type == "InstallProfile" and isinstance(embedded, bytes) and embedded.lstrip()[:6] in (
+            b"<?xml ", b"bplist"):
+        # An unsigned profile can be checked too; a CMS-signed one was checked before signing.
+        errors += [f"Command.Payload: {e}" for e in validate_profile(embedded, platform, schema)]
+    return errors
+
+
+def validate_checkin(message: bytes | dict[str, Any], platform: str | None = "iOS",
+                     schema: dict[str, Any] | None = None) -> list[str]:
+    """Problems of a check-in message (Authenticate, TokenUpdate, ...), e.g. from the iPad simulator."""
+    schema = schema or load_schema()
+    data, errors = _as_dict(message, "check-in message")
+    if data is None:
+        return errors
+    message_type = data.get("MessageType")
+    entry = schema.get("checkin", {}).get(message_type) if isinstance(message_type, str) else None
+    if entry is None:
+        return [f"MessageType: unknown check-in message type {message_type!r}"]
+    v = _Validator(schema, platform)
+    v.dictionary(data, entry["keys"], "")
+    return v.errors
 
 
 def validate_profile(profile: bytes | dict[str, Any], platform: str | None = "iOS",

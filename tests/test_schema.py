@@ -384,3 +384,31 @@ def test_response_validation_and_keys():
     keys = {n["key"]: n["type"] for n in schema.response_keys("DeviceInformation")}
     assert keys == {"QueryResponses": "dictionary"}
     assert plistlib.dumps(good)  # a realistic answer is a valid plist
+
+
+def test_install_profile_validates_the_embedded_unsigned_profile(config):
+    good = commands.install_profile(profiles.build_named_profile("wifi", config).to_bytes())
+    assert schema.validate_command(good.to_dict()) == []
+    bad = commands.install_profile(plistlib.dumps({"PayloadType": "Configuration", "PayloadVersion": 1,
+                                                   "PayloadIdentifier": "x", "PayloadUUID": "u",
+                                                   "PayloadContent": [{"PayloadType": "com.example.x"}]}))
+    assert schema.validate_command(bad.to_dict()) == [
+        "Command.Payload: PayloadContent[0].PayloadType: unknown payload type 'com.example.x'"]
+    # A CMS-signed blob is opaque here (it was checked before signing).
+    assert schema.validate_command(commands.install_profile(b"\x30\x82\x01\x00signed").to_dict()) == []
+
+
+def test_checkin_messages_as_an_ipad_sends_them():
+    auth = {"MessageType": "Authenticate", "UDID": "u", "Topic": "com.apple.mgmt.X", "SerialNumber": "X",
+            "OSVersion": "17.5", "BuildVersion": "21F79", "ProductName": "iPad13,18"}
+    assert schema.validate_checkin(auth) == []
+    assert schema.validate_checkin(plistlib.dumps(auth)) == []
+    # DeviceName is in macOS's Authenticate only; EnrollmentID only with User Enrollment.
+    assert schema.validate_checkin({**auth, "DeviceName": "iPad"}) == ["DeviceName: not supported on iOS"]
+    token = {"MessageType": "TokenUpdate", "UDID": "u", "Topic": "t", "Token": b"\x01", "PushMagic": "p"}
+    assert schema.validate_checkin(token) == []
+    assert schema.validate_checkin({**token, "Token": "AQ=="}) == ["Token: expected data, got string"]
+    assert schema.validate_checkin({"MessageType": "TokenUpdate", "UDID": "u"}) == [
+        "Topic: missing required key", "Token: missing required key", "PushMagic: missing required key"]
+    assert schema.validate_checkin({"MessageType": "Hello"}) == [
+        "MessageType: unknown check-in message type 'Hello'"]

@@ -14,7 +14,8 @@ the two traps of the data:
     variant, and mdm_client.schema validates a payload against each variant (union).
 
 Node format: {"key", "type", "req": true (only when required), "values": [rangelist],
-"min"/"max" (range), "sub": [nodes] | "ref": NAME, "ios": false (only when not on iOS)}.
+"min"/"max" (range), "sub": [nodes] | "ref": NAME, "ios": false (only when not on iOS),
+"ue": true (on iOS only with User Enrollment, so not required for school iPads)}.
 """
 
 from __future__ import annotations
@@ -64,6 +65,8 @@ class _Compiler:
         ios = _on_ios(item.get("supportedOS"), parent_ios)
         if not ios and parent_ios:
             out["ios"] = False
+        if _user_enrollment_only(item.get("supportedOS")):
+            out["ue"] = True
         subkeys = item.get("subkeys")
         if isinstance(subkeys, list) and subkeys:
             ident = id(subkeys)
@@ -89,6 +92,14 @@ def _on_ios(supported: Any, inherited: bool) -> bool:
         return inherited
     ios = supported.get("iOS") or {}
     return str(ios.get("introduced", "")) != "n/a" and "removed" not in ios
+
+
+def _user_enrollment_only(supported: Any) -> bool:
+    """True when Apple says the key exists on iOS only with User Enrollment (e.g. EnrollmentID)."""
+    if not isinstance(supported, dict):
+        return False
+    ios = supported.get("iOS") or {}
+    return isinstance(ios, dict) and (ios.get("userenrollment") or {}).get("mode") == "required"
 
 
 def _load(path: Path) -> dict[str, Any]:
