@@ -18,7 +18,7 @@ from cryptography.x509.oid import NameOID
 from pydantic import ValidationError
 
 from core.config import Config
-from core.errors import EXIT_INPUT
+from core.errors import EXIT_INPUT, InputError
 from mdm_client import profiles
 from mdm_client.errors import ProfileError
 from vpn.ikev2 import IKEv2Profile
@@ -155,7 +155,7 @@ def test_no_wifi_secret_configured_is_a_clear_profile_error(config):
         profiles.profile_set_for("pupil", config)
     assert str(e.value) == ("profile wifi: no Wi-Fi password configured "
                             "(set mdm.wifi_secret_file to a file holding it)")
-    assert e.value.exit_code == EXIT_INPUT
+    assert e.value.exit_code == EXIT_INPUT and isinstance(e.value, InputError)
 
 
 def test_missing_or_empty_secret_file(config, tmp_path):
