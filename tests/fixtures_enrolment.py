@@ -248,3 +248,26 @@ class Browserless:
         if csrf:
             data["csrf_token"] = self.csrf("/requests/new")
         return self.s.post(self.base + path, data=data, files=files, timeout=30, allow_redirects=False, **kw)
+
+
+class InThreadServer:
+    """A Starlette app under real uvicorn in a thread (for configs a subprocess test does not need)."""
+
+    def __init__(self, app: Any):
+        import threading
+
+        import uvicorn
+
+        port = free_port()
+        self.url = f"http://127.0.0.1:{port}"
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> InThreadServer:
+        self.thread.start()
+        wait_http(self.url + "/healthz")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)

@@ -212,12 +212,15 @@ class WebApp:
                                        "Eine Apple-School-Manager-Liste ist viel kleiner – richtige Datei?"])
         request._body = body  # starlette's form parser reads the cached body
         form = await request.form(max_files=1, max_fields=20)
-        self.check_csrf(request, form)
-        values = {k: str(form.get(k) or "") for k in ("school", "group", "purpose", "serials")}
-        upload, upload_name = None, ""
-        f = form.get("csv_file")
-        if isinstance(f, UploadFile) and (f.filename or f.size):
-            upload, upload_name = await f.read(), f.filename or "upload.csv"
+        try:
+            self.check_csrf(request, form)
+            values = {k: str(form.get(k) or "") for k in ("school", "group", "purpose", "serials")}
+            upload, upload_name = None, ""
+            f = form.get("csv_file")
+            if isinstance(f, UploadFile) and (f.filename or f.size):
+                upload, upload_name = await f.read(), f.filename or "upload.csv"
+        finally:
+            await form.close()
         try:
             view = await run_in_threadpool(
                 reqs.create_request, self.db, self.inventory, p, values["school"], values["group"],
