@@ -49,10 +49,14 @@ CGROUP_ROOTS = (Path("/sys/fs/cgroup/systemd"), Path("/sys/fs/cgroup/unified"))
 CGROUP_PARENT = "werne-lab"
 NSPAWN_RUN = Path("/run/systemd/nspawn")
 GLOBAL_LOCK = Path("/run/werne-lab/alloc.lock")
+# One file per lab that is (or was being) brought up: its id, state dir and owning process, so a
+# lab whose state dir vanished or whose owner (a test run) was killed can be found and removed.
+REGISTRY_DIR = Path("/run/werne-lab/labs")
 STOP_TIMEOUT_S = 20.0
 # Fixed launcher: join this laptop's cgroups, then become systemd-nspawn. The cgroup paths and the
 # nspawn argv arrive as positional arguments; nothing is interpolated into the script.
-LAUNCHER = 'echo $$ > "$1/cgroup.procs" && echo $$ > "$2/cgroup.procs" && shift 2 && exec "$@"'
+LAUNCHER = ('echo $$ > "$1/cgroup.procs" && echo $$ > "$2/cgroup.procs" && echo $$ > "$3" '
+            '&& shift 3 && exec "$@"')
 INOTIFY_MIN = {"fs/inotify/max_user_instances": 8192, "fs/inotify/max_user_watches": 1048576}
 SAFE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -165,24 +169,19 @@ def _cgroup_dirs(machine: str) -> list[Path]:
 
 
 def _cgroup_pids(d: Path) -> list[int]:
+    # os.walk, not rglob: cgroup dirs vanish while we look (a container powering off).
     pids: list[int] = []
-    if not d.is_dir():
-        return pids
-    for procs in d.rglob("cgroup.procs"):
-        with contextlib.suppress(OSError):
-            pids += [int(x) for x in procs.read_text().split()]
+    for dirpath, _dirs, _files in os.walk(d):
+        with contextlib.suppress(OSError, ValueError):
+            pids += [int(x) for x in Path(dirpath, "cgroup.procs").read_text().split()]
     return pids
 
 
 def _remove_cgroup_tree(d: Path) -> None:
-    if not d.is_dir():
-        return
     # Depth first: a cgroup dir can only go once its children are gone.
-    for sub in sorted((p for p in d.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True):
+    for dirpath, _dirs, _files in os.walk(d, topdown=False):
         with contextlib.suppress(OSError):
-            sub.rmdir()
-    with contextlib.suppress(OSError):
-        d.rmdir()
+            os.rmdir(dirpath)
 
 
 def _raise_inotify_limits() -> None:
@@ -236,6 +235,93 @@ def _is_default_state_dir(state_dir: Path) -> bool:
     return state_dir.resolve() == default_state_dir().resolve()
 
 
+def _registry() -> list[dict[str, Any]]:
+    entries = []
+    for f in sorted(REGISTRY_DIR.glob("*.json")) if REGISTRY_DIR.is_dir() else []:
+        with contextlib.suppress(OSError, ValueError):
+            entries.append(json.loads(f.read_text(encoding="utf-8")))
+    return entries
+
+
+def _register(labid: str, state_dir: Path, owner_pid: int | None) -> None:
+    st = _proc_stat(owner_pid) if owner_pid else None
+    REGISTRY_DIR.mkdir(parents=True, exist_ok=True)
+    entry = {"labid": labid, "state_dir": str(state_dir), "owner_pid": owner_pid,
+             "owner_start": st[1] if st else None}
+    (REGISTRY_DIR / f"{labid}.json").write_text(json.dumps(entry), encoding="utf-8")
+
+
+def _unregister(labid: str, state_dir: Path) -> None:
+    f = REGISTRY_DIR / f"{labid}.json"
+    with contextlib.suppress(OSError, ValueError):
+        if json.loads(f.read_text(encoding="utf-8")).get("state_dir") == str(state_dir):
+            f.unlink()
+
+
+def _orphaned(entry: dict[str, Any]) -> str | None:
+    state_dir = Path(entry.get("state_dir", ""))
+    state_file = state_dir / "lab" / "lab.json"
+    if not state_file.is_file():
+        return f"its state dir {state_dir} is gone"
+    with contextlib.suppress(OSError, ValueError):
+        if json.loads(state_file.read_text(encoding="utf-8")).get("labid") != entry.get("labid"):
+            return f"{state_dir} now belongs to another lab id"
+    owner = entry.get("owner_pid")
+    if owner and not _alive(owner, entry.get("owner_start")):
+        return f"its owner process {owner} has ended"
+    return None
+
+
+def sweep_orphans() -> list[str]:
+    """Take down labs whose state dir vanished or whose owner process (a test run) died.
+
+    Labs that are still owned, or belong to no process (the CLI's), are left alone. Returns one
+    line per lab removed.
+    """
+    removed = []
+    for entry in _registry():
+        reason = _orphaned(entry)
+        if reason is None:
+            continue
+        labid, state_dir = entry["labid"], Path(entry["state_dir"])
+        try:
+            if (state_dir / "lab" / "lab.json").is_file() and "another lab" not in reason:
+                Lab(state_dir, demo=False).down()
+            else:
+                _teardown_by_id(labid, state_dir, own_mounts="another lab" not in reason)
+        except (LabError, OSError) as e:  # one stuck orphan must not stop the sweep of the others
+            removed.append(f"lab {labid} ({state_dir}): {reason}; removal failed: {e}")
+            continue
+        removed.append(f"lab {labid} ({state_dir}): {reason}")
+    return removed
+
+
+def _teardown_by_id(labid: str, state_dir: Path, own_mounts: bool = True) -> None:
+    """Remove a lab known only by its id: its processes, mounts, cgroups, /run files and bridge."""
+    dirs = [d for root in CGROUP_ROOTS for d in (root / CGROUP_PARENT).glob(f"w{labid}-*")]
+    for _ in range(50):
+        pids = [p for d in dirs for p in _cgroup_pids(d)]
+        if not pids:
+            break
+        for p in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(p, signal.SIGKILL)
+        time.sleep(0.1)
+    prefix = str(state_dir / "lab" / "hosts") + "/"
+    for m in sorted(_mounted_paths(), reverse=True) if own_mounts else []:
+        if m.startswith(prefix):
+            _run(["umount", "--lazy", m], f"unmount {m}", check=False)
+    for d in dirs:
+        _remove_cgroup_tree(d)
+        for sub in ("propagate", "unix-export", "incoming"):
+            shutil.rmtree(NSPAWN_RUN / sub / d.name, ignore_errors=True)
+    with _flock(GLOBAL_LOCK):
+        for link in _link_names():
+            if link == f"wl-{labid}" or link.startswith(f"vb-w{labid}-"):
+                _run(["ip", "link", "delete", link], f"delete {link}", check=False)
+        (REGISTRY_DIR / f"{labid}.json").unlink(missing_ok=True)
+
+
 # ---------------------------------------------------------------- the lab ----------------
 
 
@@ -243,7 +329,8 @@ class Lab:
     """One lab per state dir: up() boots laptops (and the VPN gateway), down() removes every trace."""
 
     def __init__(self, state_dir: Path, *, cache_dir: Path = DEFAULT_CACHE_DIR, suite: str = "bookworm",
-                 demo: bool | None = None, boot_timeout_s: float | None = None):
+                 demo: bool | None = None, boot_timeout_s: float | None = None,
+                 owner_pid: int | None = None):
         self.state_dir = Path(state_dir).resolve()
         self.cache_dir = Path(cache_dir)
         self.suite = suite
@@ -254,7 +341,8 @@ class Lab:
         self.hosts_dir = self.lab_dir / "hosts"
         self._state_file = self.lab_dir / "lab.json"
         self._lock_file = self.lab_dir / ".lock"
-        self._procs: dict[str, subprocess.Popen[bytes]] = {}
+        # A lab tied to a process (a test run) counts as orphaned once that process is gone.
+        self.owner_pid = owner_pid
 
     # ---- public paths
     @property
@@ -268,6 +356,10 @@ class Lab:
     # ---- state
     def _load(self) -> _LabState:
         if not self._state_file.is_file():
+            # The state file is gone but the lab may not be: the registry still knows its id.
+            for entry in _registry():
+                if entry.get("state_dir") == str(self.state_dir):
+                    return _LabState(labid=entry["labid"], bridge=f"wl-{entry['labid']}")
             return _LabState()
         try:
             return _LabState.from_json(self._state_file.read_text(encoding="utf-8"))
@@ -466,19 +558,29 @@ class Lab:
             # wireguard-go needs /dev/net/tun inside; no device cgroup is set up (unregistered,
             # kept unit), so binding the node is enough.
             argv.append("--bind=/dev/net/tun")
-        log = open(self.hosts_dir / rec.name / "console.log", "ab")  # noqa: SIM115 - child inherits it
-        try:
-            proc = subprocess.Popen(["/bin/sh", "-c", LAUNCHER, "werne-lab-launch", str(cgroups[0]),
-                                     str(cgroups[1]), *argv],
-                                    stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                    start_new_session=True,
-                                    env={"PATH": SAFE_PATH, "LANG": "C.UTF-8",
-                                         "SYSTEMD_NSPAWN_TMPFS_TMP": "1"})
-        finally:
-            log.close()
-        self._procs[rec.name] = proc
-        rec.nspawn_pid = proc.pid
-        st_ = _proc_stat(proc.pid)
+        pidfile = self.hosts_dir / rec.name / "nspawn.pid"
+        pidfile.unlink(missing_ok=True)
+        # `setsid --fork`: nspawn runs in its own session and is not our child, so it outlives
+        # this process (the CLI's `lab up` returns) and no Popen object is left to wait for it.
+        with open(self.hosts_dir / rec.name / "console.log", "ab") as log:
+            _launch = subprocess.run(
+                ["setsid", "--fork", "/bin/sh", "-c", LAUNCHER, "werne-lab-launch", str(cgroups[0]),
+                 str(cgroups[1]), str(pidfile), *argv],
+                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, timeout=30,
+                env={"PATH": SAFE_PATH, "LANG": "C.UTF-8"})
+        if _launch.returncode != 0:
+            raise LabBootError(f"{rec.name}: could not start systemd-nspawn "
+                               f"(setsid exit {_launch.returncode})")
+        deadline = time.monotonic() + 10
+        while True:
+            with contextlib.suppress(OSError, ValueError):
+                rec.nspawn_pid = int(pidfile.read_text())
+                break
+            if time.monotonic() > deadline:
+                raise LabBootError(f"{rec.name}: the launcher did not start "
+                                   f"(see {pidfile.parent}/console.log)")
+            time.sleep(0.01)
+        st_ = _proc_stat(rec.nspawn_pid)
         rec.nspawn_start = st_[1] if st_ else None
 
     def _signal_host(self, rec: _HostRecord, sig: int) -> None:
@@ -486,20 +588,19 @@ class Lab:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(rec.nspawn_pid, sig)  # type: ignore[arg-type]
 
-    def _reap(self, name: str) -> None:
-        proc = self._procs.pop(name, None)
-        if proc is not None:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(timeout=1)
-
-    def _wait_gone(self, recs: list[_HostRecord], timeout: float) -> list[_HostRecord]:
+    def _wait_gone(self, recs: list[_HostRecord], timeout: float,
+                   resend: int | None = None) -> list[_HostRecord]:
         deadline = time.monotonic() + timeout
+        next_resend = time.monotonic() + 1.0
         pending = list(recs)
         while pending and time.monotonic() < deadline:
+            if resend is not None and time.monotonic() > next_resend:
+                # A container that is still early in its boot has no handler for the power-off
+                # signal nspawn forwards, and the kernel drops it: ask again until it listens.
+                for r in pending:
+                    self._signal_host(r, resend)
+                next_resend = time.monotonic() + 1.0
             for r in list(pending):
-                proc = self._procs.get(r.name)
-                if proc is not None:
-                    proc.poll()
                 if not _alive(r.nspawn_pid, r.nspawn_start):
                     pending.remove(r)
             if pending:
@@ -516,7 +617,6 @@ class Lab:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(p, signal.SIGKILL)
             time.sleep(0.1)
-        self._reap(rec.name)
         self._unmount(rec.name)
         for d in _cgroup_dirs(rec.machine):
             _remove_cgroup_tree(d)
@@ -532,7 +632,7 @@ class Lab:
         # SIGTERM makes nspawn power the container off cleanly; SIGKILL is the fallback.
         for r in recs:
             self._signal_host(r, signal.SIGTERM)
-        left = self._wait_gone(recs, STOP_TIMEOUT_S)
+        left = self._wait_gone(recs, STOP_TIMEOUT_S, resend=signal.SIGTERM)
         for r in left:
             self._signal_host(r, signal.SIGKILL)
         self._wait_gone(left, 5)
@@ -547,8 +647,7 @@ class Lab:
 
         def wait_one(r: _HostRecord) -> str | None:
             while time.monotonic() < deadline:
-                proc = self._procs.get(r.name)
-                if proc is not None and proc.poll() is not None or not _alive(r.nspawn_pid, r.nspawn_start):
+                if not _alive(r.nspawn_pid, r.nspawn_start):
                     log = self.hosts_dir / r.name / "console.log"
                     tail = log.read_text(errors="replace").strip().splitlines()[-1:] if log.exists() else []
                     return f"{r.name}: systemd-nspawn exited during boot ({' '.join(tail) or 'no output'})"
@@ -592,9 +691,10 @@ class Lab:
                     self._cleanup_host(rec)
             with _flock(GLOBAL_LOCK):
                 self._allocate_network(st)
+                st.base = str(base)
+                self._save(st)
+                _register(st.labid, self.state_dir, self.owner_pid)
                 self._ensure_bridge(st)
-            st.base = str(base)
-            self._save(st)
             self._ensure_controller_key()
             wanted = self._wanted(st, laptops, gateway)
             extra = [r for n, r in st.hosts.items() if n not in wanted]
@@ -634,6 +734,7 @@ class Lab:
             self._sweep(st)
             with _flock(GLOBAL_LOCK):
                 self._delete_bridge(st)
+                _unregister(st.labid, self.state_dir)
             for rec in st.hosts.values():
                 rec.nspawn_pid = rec.nspawn_start = None
             if purge:
@@ -661,6 +762,9 @@ class Lab:
             for root in CGROUP_ROOTS:
                 for d in (root / CGROUP_PARENT).glob(f"w{st.labid}-*"):
                     _remove_cgroup_tree(d)
+            for sub in ("propagate", "unix-export", "incoming"):
+                for d in (NSPAWN_RUN / sub).glob(f"w{st.labid}-*"):
+                    shutil.rmtree(d, ignore_errors=True)
 
     def _status(self, st: _LabState) -> list[LabHost]:
         out = []

@@ -29,12 +29,16 @@ def lab_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[.
     """Boot labs on demand; every lab made here is taken down at the end of the module, even when
     a test (or the boot itself) failed."""
     require_root()
-    from lab.laptops import Lab
+    from lab.laptops import Lab, sweep_orphans
 
+    # Labs of earlier test runs that were killed before their teardown would hold on to memory
+    # and addresses for ever; only labs whose owner process is gone are removed here.
+    sweep_orphans()
     labs: list[Lab] = []
 
     def make(n_laptops: int = 2, gateway: bool = True) -> Lab:
-        lab = Lab(tmp_path_factory.mktemp("lab-state"), cache_dir=LabConfig().cache_dir, demo=False)
+        lab = Lab(tmp_path_factory.mktemp("lab-state"), cache_dir=LabConfig().cache_dir, demo=False,
+                  owner_pid=os.getpid())
         labs.append(lab)  # before up(): a half-booted lab is torn down too
         lab.up(laptops=n_laptops, gateway=gateway)
         return lab

@@ -91,7 +91,7 @@ def lab(lab_factory) -> Lab:
     return lab_factory(2, gateway=True)
 
 
-def connect(lab: Lab, name: str, pinned_key: str | None = None) -> paramiko.SSHClient:
+def connect(lab: Lab, name: str, pinned_key: str | None = None, timeout: float = 10) -> paramiko.SSHClient:
     """Key login as admin, accepting only the host key the lab says the host has (or `pinned_key`)."""
     host = lab.host(name)
     keyline = pinned_key or lab.host_public_key(name)
@@ -100,8 +100,8 @@ def connect(lab: Lab, name: str, pinned_key: str | None = None) -> paramiko.SSHC
     client.get_host_keys().add(host.address, ktype,
                                paramiko.PKey.from_type_string(ktype, base64.b64decode(b64)))
     client.set_missing_host_key_policy(paramiko.RejectPolicy())
-    client.connect(host.address, username="admin", key_filename=str(lab.key_file), timeout=10,
-                   banner_timeout=10, auth_timeout=10, allow_agent=False, look_for_keys=False)
+    client.connect(host.address, username="admin", key_filename=str(lab.key_file), timeout=timeout,
+                   banner_timeout=timeout, auth_timeout=timeout, allow_agent=False, look_for_keys=False)
     return client
 
 
@@ -199,7 +199,7 @@ def test_stopped_host_is_unreachable_until_started_again(lab):
         assert not host.running and host.pid is None
         assert ssh_banner(host.address, timeout=2) is None
         with pytest.raises((OSError, paramiko.SSHException)):
-            connect(lab, "lap02")
+            connect(lab, "lap02", timeout=2)
         with connect(lab, "lap01") as c:  # the others are not affected
             assert run(c, "hostname") == (0, "lap01")
     finally:
@@ -308,3 +308,28 @@ def test_lab_needs_root_message():
         pytest.skip("running as root")
     with pytest.raises(Exception, match="needs root"):
         Lab(Path("/tmp/never")).down()
+
+
+@pytest.mark.lab
+def test_a_lab_whose_owner_died_is_swept_and_a_lost_state_file_is_recovered(tmp_path):
+    require_root()
+    from lab.laptops import sweep_orphans
+
+    state = tmp_path / "orphan"
+    code = ("import os, sys; from pathlib import Path; from lab.laptops import Lab; "
+            "Lab(Path(sys.argv[1]), demo=False, owner_pid=os.getpid()).up(laptops=1, gateway=False)")
+    subprocess.run([sys.executable, "-c", code, str(state)], cwd=REPO, check=True, timeout=300)
+    orphan = Lab(state, demo=False)
+    assert [h.running for h in orphan.status()] == [True]  # outlives the process that booted it
+    net, pids = orphan.network(), lab_pids(orphan)
+    removed = sweep_orphans()
+    assert any(net["labid"] in line and "owner process" in line for line in removed), removed
+    assert leftovers(orphan, net["labid"], net["bridge"], pids) == []
+    assert not any(net["labid"] in line for line in sweep_orphans())  # gone for good
+
+    # The state file lost while the lab runs: down still finds the lab through the registry.
+    orphan.up(laptops=1, gateway=False)
+    net, pids = orphan.network(), lab_pids(orphan)
+    (orphan.lab_dir / "lab.json").unlink()
+    orphan.down(purge=True)
+    assert leftovers(orphan, net["labid"], net["bridge"], pids) == []
