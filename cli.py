@@ -277,7 +277,7 @@ def compliance_run(app: AppContext, fleet: str, as_json: bool) -> None:
     from compliance.run import FLEETS, run_compliance
 
     fleets = FLEETS if fleet == "all" else (fleet,)
-    stderr = click.get_text_stream("stderr")
+    stderr = sys.stderr
     live = stderr.isatty() and not as_json
 
     def progress(p: Any) -> None:

@@ -144,6 +144,9 @@ def pwquality_facts():
     for k, v in list(conf.items()):
         if isinstance(v, str) and re.fullmatch(r"-?\d+", v):
             conf[k] = int(v)
+    # libpwquality's built-in defaults apply to what no file sets (pwquality.conf(5)).
+    for k, v in (("minlen", 8), ("minclass", 0), ("maxrepeat", 0)):
+        conf.setdefault(k, v)
     pam = read("/etc/pam.d/common-password") or read("/etc/pam.d/system-auth") or ""
     enabled = any(re.match(r"^\s*password\s+\S+.*pam_pwquality\.so", ln) for ln in pam.splitlines())
     return conf, {"pwquality": enabled}

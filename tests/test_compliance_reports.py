@@ -1,0 +1,144 @@
+"""Reports: golden CSV, JSON and JUnit files; the JSON against its schema; JUnit through an XML parser.
+
+Set UPDATE_GOLDEN=1 to rewrite the golden files after an intended change (then review the diff).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+from compliance.reports import render, write_report
+from compliance.reports.schema_check import SCHEMA_FILE, validate
+
+GOLDEN = Path(__file__).parent / "golden" / "compliance"
+# Hashes change with every edit of a baseline file and the tool version with every release;
+# the history tests check them. Everything else in the files is compared byte for byte.
+VOLATILE_RUN_KEYS = ("baselines_hash", "record_hash", "prev_hash", "tool_version")
+
+
+def _normalise_json(data: bytes) -> str:
+    doc = json.loads(data)
+    for k in VOLATILE_RUN_KEYS:
+        if doc["run"].get(k) is not None:
+            doc["run"][k] = f"<{k}>"
+    return json.dumps(doc, indent=1, ensure_ascii=False, sort_keys=True) + "\n"
+
+
+def _golden(name: str, actual: bytes) -> None:
+    path = GOLDEN / name
+    if os.environ.get("UPDATE_GOLDEN"):
+        path.write_bytes(actual)
+    assert actual == path.read_bytes(), f"{name} differs from the golden file"
+
+
+def test_csv_golden_and_german_excel(compliance_db, two_runs):
+    data = render(compliance_db, two_runs[1], "csv")
+    _golden("report.csv", data)
+    text = data.decode("utf-8")
+    assert text.startswith("\ufeffrun;device;name;fleet;school")
+    lines = text.splitlines()
+    assert len(lines) == 1 + 3 * 16 + 4 * 6  # one row per device and rule
+    assert all(line.count(";") >= 15 for line in lines[:5])
+
+
+def test_csv_neutralises_formula_cells(compliance_db, compliance_config):
+    from tests.fixtures_compliance import fleet, store_run
+
+    devs = fleet(1, 0)
+    devs[0].name = "=HYPERLINK(\"http://x\")"
+    rid = store_run(compliance_db, compliance_config, devs)
+    import csv
+    import io
+
+    rows = list(csv.reader(io.StringIO(render(compliance_db, rid, "csv").decode("utf-8-sig")), delimiter=";"))
+    assert {r[2] for r in rows[1:]} == {"'=HYPERLINK(\"http://x\")"}
+
+
+def test_json_golden_and_schema(compliance_db, two_runs):
+    data = render(compliance_db, two_runs[1], "json")
+    doc = json.loads(data)
+    assert validate(doc) == []
+    _golden("report.json", _normalise_json(data).encode())
+    # Newly failing, most severe first, then by rule and device.
+    assert [c["device"] + "/" + c["rule"] for c in doc["changes"]["newly_failing"]] == [
+        "ZDTEST00001/ios-hardware-encryption", "ZDTEST00001/ios-os-version", "ZDTEST00000/ios-passcode",
+        "ZDTEST00001/ios-passcode", "ZDTEST00001/ios-profiles", "ZDTEST00001/ios-supervised",
+        "lap02/lx-ssh-no-root-login"]
+    assert [c["device"] + "/" + c["rule"] for c in doc["changes"]["fixed"]] == ["lap03/lx-login-banner"]
+    assert [t["run"] for t in doc["trend"]] == list(two_runs)
+
+
+def test_schema_checker_finds_violations(compliance_db, two_runs):
+    doc = json.loads(render(compliance_db, two_runs[1], "json"))
+    doc["summary"]["counts"]["fail"] = -1
+    doc["devices"][0]["results"][0]["status"] = "okay"
+    del doc["trend"]
+    assert validate(doc) == ["$: missing 'trend'",
+                             "$.devices[0].results[0].status: 'okay' not one of "
+                             "['pass', 'fail', 'error', 'not_applicable', 'unreachable', 'waived']",
+                             "$.summary.counts.fail: below 0"]
+
+
+def test_schema_file_agrees_with_jsonschema_if_installed(compliance_db, two_runs):
+    jsonschema = pytest.importorskip("jsonschema")
+    doc = json.loads(render(compliance_db, two_runs[1], "json"))
+    jsonschema.validate(doc, json.loads(SCHEMA_FILE.read_text()))
+
+
+def test_junit_golden_and_structure(compliance_db, two_runs):
+    data = render(compliance_db, two_runs[1], "junit")
+    _golden("report.junit.xml", data)
+    root = ET.fromstring(data)
+    assert root.tag == "testsuites"
+    suites = root.findall("testsuite")
+    assert len(suites) == 7
+    cases = root.findall("./testsuite/testcase")
+    assert len(cases) == int(root.get("tests")) == 3 * 16 + 4 * 6
+    fails = [(c.get("classname"), c.get("name").split(":")[0]) for c in cases if c.find("failure") is not None]
+    errors = [c.find("error").get("type") for c in cases if c.find("error") is not None]
+    assert sorted(fails) == [("ipads.ZDTEST00000", "ios-passcode"), ("laptops.lap02", "lx-ssh-no-root-login")]
+    assert errors == ["unreachable"] * 5
+    assert root.get("failures") == "2" and root.get("errors") == "5" and root.get("skipped") == "0"
+    for s in suites:
+        assert int(s.get("tests")) == len(s.findall("testcase"))
+
+
+def test_unknown_run_and_format_are_input_errors(compliance_db, two_runs, tmp_path):
+    from compliance.errors import ReportFormatError, RunNotFoundError
+
+    with pytest.raises(RunNotFoundError, match="no complete compliance run with id 99"):
+        write_report(compliance_db, 99, "csv", tmp_path / "x.csv")
+    with pytest.raises(ReportFormatError):
+        render(compliance_db, None, "pdf")
+    assert not (tmp_path / "x.csv").exists()
+
+
+def test_report_cli_writes_file(run_cli, compliance_db, two_runs, compliance_config, tmp_path):
+    from tests.conftest import write_config
+
+    cfg = write_config(tmp_path / "w.toml", compliance_config.inventory_dir, compliance_config.state_dir)
+    out = tmp_path / "r.xml"
+    res = run_cli("report", "--format", "junit", "--out", str(out), config=cfg)
+    assert res.exit_code == 0, res.output
+    assert out.read_bytes() == render(compliance_db, two_runs[1], "junit")
+    res = run_cli("report", "--run", "77", "--format", "csv", "--out", str(tmp_path / "y.csv"), config=cfg)
+    assert (res.exit_code, res.stderr) == (2, "Error: no complete compliance run with id 77\n")
+
+
+def test_diff_cli(run_cli, compliance_db, two_runs, compliance_config, tmp_path):
+    from tests.conftest import write_config
+
+    cfg = write_config(tmp_path / "w.toml", compliance_config.inventory_dir, compliance_config.state_dir)
+    res = run_cli("compliance", "diff", str(two_runs[0]), str(two_runs[1]), "--json", config=cfg)
+    assert res.exit_code == 0, res.output
+    d = json.loads(res.output)
+    assert d["fixed"] == [{"device": "lap03", "rule": "lx-login-banner", "before": "fail", "after": "pass",
+                           "evidence": "banner.present=True; sshd.banner=/etc/issue.net"}]
+    assert len(d["newly_failing"]) == 7 and d["still_failing"] == []
+    res = run_cli("compliance", "diff", str(two_runs[0]), str(two_runs[1]), config=cfg)
+    assert res.output.splitlines()[0] == "newly failing (7):"
