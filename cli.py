@@ -607,9 +607,11 @@ def enrol_sync(app: AppContext) -> None:
 
     r = process_arrivals(app.db, app.config)
     click.echo(f"enrolled {len(r.enrolled)}, configured {len(r.configured)}, failed {len(r.failed)}, "
-               f"commands sent {r.commands_sent}")
-    for serial, why in r.failed.items():
+               f"deferred {len(r.deferred)}, commands sent {r.commands_sent}")
+    for serial, why in {**r.failed, **r.deferred}.items():
         click.echo(f"  {serial}: {why}")
+    if r.failed or r.deferred:
+        sys.exit(1)
 
 
 @main.group(cls=WerneGroup)

@@ -40,17 +40,25 @@ class ArrivalReport:
     enrolled: list[str] = field(default_factory=list)
     configured: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
+    # Serials whose profiles could not be sent for a reason outside the iPad; retried next sweep.
+    deferred: dict[str, str] = field(default_factory=dict)
     commands_sent: int = 0
 
 
-def _mdm_models() -> tuple[Any, Any]:
-    from mdm_client.models import MDMCommand, MDMDevice
+def _registry(db: Database) -> Any:
+    try:
+        from mdm_client.registry import Registry
+    except ImportError as e:  # the MDM package is part of the same install; this is a broken install
+        raise ArrivalError(f"the MDM registry is not available: {e}") from None
+    return Registry(db)
 
-    return MDMDevice, MDMCommand
 
+def _default_installer(cfg: Config, db: Database) -> Any:
+    """Returns install(group, enrollment_id, request_id) -> list of (command_uuid, profile identifier).
 
-def _default_installer(cfg: Config) -> Any:
-    """Returns install(group, enrollment_id) -> list of (command_uuid, profile identifier)."""
+    Each InstallProfile is recorded in the MDM registry as planned *before* it is enqueued, so
+    its acknowledgement cannot arrive first, and is marked not queued if NanoMDM refuses it.
+    """
     from core.secrets import read_secret
     from mdm_client.client import NanoMDMClient
     from mdm_client.commands import install_profile
@@ -58,13 +66,17 @@ def _default_installer(cfg: Config) -> Any:
 
     key = read_secret(file=cfg.mdm.api_key_file, env=cfg.mdm.api_key_env, what="NanoMDM API key")
     client = NanoMDMClient(cfg.mdm.url, key, timeout=cfg.mdm.timeout)
+    registry = _registry(db)
 
-    def install(group: str, enrollment_id: str) -> list[tuple[str, str]]:
+    def install(group: str, enrollment_id: str, request_id: int) -> list[tuple[str, str]]:
         sent = []
         for profile in profile_set_for(group, cfg):
             cmd = install_profile(profile_payload_for_install(profile, cfg))
+            registry.record_planned(cmd.uuid, cmd.request_type, [enrollment_id], ARRIVAL_ACTOR,
+                                    {"profile": profile.identifier, "enrolment_request": request_id})
             result = client.enqueue(cmd, [enrollment_id])
             if enrollment_id in result.failed:
+                registry.mark_not_queued(cmd.uuid, result.failed)
                 raise ArrivalError(f"InstallProfile {profile.identifier}: {result.failed[enrollment_id]}")
             sent.append((cmd.uuid, profile.identifier))
         return sent
@@ -79,32 +91,39 @@ def process_arrivals(db: Database, cfg: Config, installer: Any = None) -> Arriva
 
 
 def _sweep(db: Database, cfg: Config, installer: Any) -> ArrivalReport:
-    mdm_device, mdm_command = _mdm_models()
+    registry = _registry(db)
     report = ArrivalReport()
     now = datetime.now(UTC)
     active = ("approved", "assigned", "enrolled")
     with db.session() as s:
         rows = s.execute(
-            select(RequestSerial.id, RequestSerial.serial, RequestSerial.status, EnrolmentRequest.device_group)
+            select(RequestSerial.id, RequestSerial.serial, RequestSerial.status, RequestSerial.request_id,
+                   EnrolmentRequest.device_group)
             .join(EnrolmentRequest, RequestSerial.request_id == EnrolmentRequest.id)
             .where(EnrolmentRequest.status.in_(active), RequestSerial.status.in_(("assigned", "enrolled")))).all()
-        serials = [r.serial for r in rows]
-        devices = {}
-        if serials:
-            for d in s.scalars(select(mdm_device).where(mdm_device.serial.in_(serials),
-                                                        mdm_device.state == "enrolled")):
-                devices[d.serial] = d.enrollment_id
+    if not rows:
+        return report
+    # Enrolled = Authenticate and TokenUpdate stored by the webhook (state "enrolled").
+    wanted = {r.serial for r in rows if r.status == "assigned"}
+    devices = {serial: d.enrollment_id for serial, d in registry.devices_by_serial().items()
+               if serial in wanted and d.state == "enrolled"}
     # 1. Newly enrolled: send the group's profiles (outside any transaction: network).
     for r in rows:
         if r.status != "assigned" or r.serial not in devices:
             continue
         enrollment_id = devices[r.serial]
-        installer = installer or _default_installer(cfg)
+        installer = installer or _default_installer(cfg, db)
         try:
-            sent = installer(r.device_group, enrollment_id)
+            sent = installer(r.device_group, enrollment_id, r.request_id)
             error = None
-        except WerneError as e:
+        except ArrivalError as e:  # NanoMDM refused the command for this device: a per-serial failure
             sent, error = [], str(e)
+        except WerneError as e:
+            # NanoMDM unreachable, a missing secret, a broken profile file: a site problem, not
+            # this iPad's. Leave it "assigned" so the next sweep retries, and say why.
+            report.deferred[r.serial] = str(e)
+            log.warning("arrival of %s deferred: %s", r.serial, e)
+            continue
         with db.session() as s:
             x = s.get(RequestSerial, r.id)
             if x is None or x.status != "assigned":
@@ -135,8 +154,8 @@ def _sweep(db: Database, cfg: Config, installer: Any) -> ArrivalReport:
             waiting = list(x.pending_commands or [])
             if not waiting or not x.enrollment_id:
                 continue
-            results = {c.command_uuid: c for c in s.scalars(select(mdm_command).where(
-                mdm_command.command_uuid.in_(waiting), mdm_command.enrollment_id == x.enrollment_id))}
+            results = {c.command_uuid: c for c in registry.command_statuses(waiting)
+                       if c.enrollment_id == x.enrollment_id}
             still = []
             for uuid in waiting:
                 c = results.get(uuid)
@@ -170,14 +189,19 @@ def _sweep(db: Database, cfg: Config, installer: Any) -> ArrivalReport:
     return report
 
 
-def on_mdm_event(db: Database, cfg: Config, topic: str = "", **_: Any) -> None:
-    """Hook for the webhook receiver: after Authenticate, TokenUpdate or an acknowledgement, sweep."""
-    if topic and topic not in ("mdm.Authenticate", "mdm.TokenUpdate", "mdm.Connect"):
-        return
-    try:
-        process_arrivals(db, cfg)
-    except WerneError as e:  # never break the webhook; the periodic sweep retries
-        log.warning("arrival sweep failed: %s", e)
+def enrolment_hook(db: Database, cfg: Config) -> Any:
+    """A callback for mdm_client.webhook.on_enrolled: sweep right after a TokenUpdate is stored,
+    when the webhook receiver runs in this process. Never raises into the webhook."""
+
+    def hook(event: Any) -> None:
+        if getattr(event, "topic", "") != "mdm.TokenUpdate":
+            return
+        try:
+            process_arrivals(db, cfg)
+        except WerneError as e:  # the periodic sweep retries
+            log.warning("arrival sweep after %s failed: %s", getattr(event, "serial", "?"), e)
+
+    return hook
 
 
 class ArrivalWatcher:
@@ -198,6 +222,8 @@ class ArrivalWatcher:
                 process_arrivals(self.db, self.cfg, self.installer)
             except WerneError as e:
                 log.warning("arrival sweep failed: %s", e)
+            except Exception:  # a bug: log it with its traceback, keep the web page serving
+                log.exception("arrival sweep crashed")
             self._stop.wait(self.interval)
 
     def stop(self) -> None:
