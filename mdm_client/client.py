@@ -1,0 +1,252 @@
+"""The NanoMDM API client: enqueue commands and send pushes, with per-device results.
+
+One `requests.Session` (injected or made here) carries every call, with a timeout and bounded
+retries: connection errors and 502/503/504 only. NanoMDM answers 500 when every *push* failed,
+which is normal without an APNs certificate (the lab), so 500 is parsed, not retried. Enqueue is
+a PUT that NanoMDM deduplicates by CommandUUID, so a retried enqueue that had already arrived comes
+back as "command already exists" for that UUID, and is counted as queued.
+
+    MDMError
+    └── NanoMDMError           NanoMDM unreachable or answered with an error   (exit 3)
+        └── NanoMDMAuthError   NanoMDM refused the API key                     (exit 2)
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import quote
+
+import requests
+from requests.adapters import HTTPAdapter
+from urllib3.util.retry import Retry
+
+from core.errors import EXIT_INPUT
+from core.secrets import Secret
+from mdm_client.commands import Command
+from mdm_client.errors import MDMError
+
+API_USER = "nanomdm"
+PUSH_PENDING = "will be picked up at next check-in"
+# NanoMDM's per-id push_error when it has no push token for an id: the id never completed
+# enrolment (or does not exist), so a queued command would never be fetched.
+NO_PUSH_DATA = "push data missing for id"
+
+
+class NanoMDMError(MDMError):
+    """NanoMDM could not be reached, or answered with an error we cannot read per device."""
+
+    def __init__(self, message: str, partial: EnqueueResult | None = None):
+        super().__init__(message)
+        # What was queued before the failure, so callers can record it (no state is lost).
+        self.partial = partial
+
+
+class NanoMDMAuthError(NanoMDMError):
+    """NanoMDM refused the API key (HTTP 401): check mdm.api_key_file or its variable."""
+
+    exit_code = EXIT_INPUT
+
+
+@dataclass
+class EnqueueResult:
+    """Per-device outcome of one enqueue (possibly split over several requests)."""
+
+    command_uuid: str
+    request_type: str
+    # Ids with the command in their queue.
+    queued: list[str] = field(default_factory=list)
+    # Queued, but the push failed: the device picks the command up at its next check-in.
+    push_pending: dict[str, str] = field(default_factory=dict)
+    # Not queued (or queued where it can never be fetched), with the reason.
+    failed: dict[str, str] = field(default_factory=dict)
+
+    def merge(self, other: EnqueueResult) -> None:
+        self.queued.extend(other.queued)
+        self.push_pending.update(other.push_pending)
+        self.failed.update(other.failed)
+
+
+@dataclass
+class PushResult:
+    """Per-device outcome of a push request."""
+
+    pushed: dict[str, str] = field(default_factory=dict)  # id -> APNs push id
+    pending: dict[str, str] = field(default_factory=dict)  # id -> reason; picked up at next check-in
+
+
+def _one_line(text: str, limit: int = 300) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+class NanoMDMClient:
+    """Client for NanoMDM's API (`/v1/enqueue`, `/v1/push`, `/version`)."""
+
+    def __init__(
+        self,
+        url: str,
+        api_key: Secret,
+        session: requests.Session | None = None,
+        timeout: float = 10.0,
+        retries: int = 2,
+        max_url_length: int = 2000,
+    ):
+        self.url = url.rstrip("/")
+        self._auth = (API_USER, api_key.reveal())
+        self.timeout = timeout
+        self.max_url_length = max_url_length
+        self.session = session or requests.Session()
+        retry = Retry(
+            total=retries,
+            connect=retries,
+            read=retries,
+            status=retries,
+            status_forcelist=(502, 503, 504),
+            allowed_methods=frozenset({"GET", "PUT"}),
+            backoff_factor=0.2,
+            raise_on_status=False,
+            respect_retry_after_header=False,
+        )
+        adapter = HTTPAdapter(max_retries=retry, pool_maxsize=8)
+        self.session.mount(self.url + "/", adapter)
+
+    # -- plumbing --------------------------------------------------------------------------
+
+    def _describe(self, method: str, path: str, n_ids: int | None = None) -> str:
+        if n_ids is not None and n_ids > 3:
+            path = path.split("/v1/")[0] + "/v1/" + path.split("/v1/")[1].split("/")[0] + f"/<{n_ids} ids>"
+        return f"{method} {self.url}{path}"
+
+    def _request(
+        self,
+        method: str,
+        path: str,
+        body: bytes | None = None,
+        n_ids: int | None = None,
+        params: dict[str, str] | None = None,
+        auth: bool = True,
+    ) -> requests.Response:
+        what = self._describe(method, path, n_ids)
+        try:
+            resp = self.session.request(
+                method,
+                self.url + path,
+                data=body,
+                params=params,
+                auth=self._auth if auth else None,
+                timeout=(min(3.05, self.timeout), self.timeout),
+                headers={"Content-Type": "application/xml"} if body else None,
+            )
+        except requests.ConnectionError as e:
+            reason = "connection refused" if "refused" in str(e).lower() else e.__class__.__name__
+            raise NanoMDMError(
+                f"{what}: cannot connect ({reason}); is NanoMDM running at {self.url}?"
+            ) from None
+        except requests.Timeout:
+            raise NanoMDMError(f"{what}: no answer within {self.timeout:g} s") from None
+        except requests.RequestException as e:
+            raise NanoMDMError(f"{what}: {e.__class__.__name__}") from None
+        if resp.status_code == 401:
+            raise NanoMDMAuthError(f"{what}: 401 Unauthorized: NanoMDM refused the API key")
+        return resp
+
+    def _json(self, resp: requests.Response, what: str) -> dict[str, Any]:
+        try:
+            data = resp.json()
+        except (ValueError, json.JSONDecodeError):
+            data = None
+        if not isinstance(data, dict):
+            raise NanoMDMError(f"{what}: {resp.status_code}: {_one_line(resp.text) or 'empty answer'}")
+        return data
+
+    # -- API -------------------------------------------------------------------------------
+
+    def version(self) -> str:
+        """NanoMDM's version string; also a cheap reachability check."""
+        resp = self._request("GET", "/version", auth=False)
+        data = self._json(resp, self._describe("GET", "/version"))
+        return str(data.get("version", ""))
+
+    def split_ids(self, prefix: str, ids: list[str]) -> Iterator[list[str]]:
+        """Chunks of ids whose comma-joined, escaped path keeps the URL within max_url_length."""
+        budget = self.max_url_length - len(self.url) - len(prefix) - len("?nopush=1")
+        chunk: list[str] = []
+        size = 0
+        for i in ids:
+            n = len(quote(i, safe="")) + (1 if chunk else 0)
+            if chunk and size + n > budget:
+                yield chunk
+                chunk, size = [], 0
+                n -= 1
+            chunk.append(i)
+            size += n
+        if chunk:
+            yield chunk
+
+    def enqueue(self, command: Command, ids: Iterable[str], push: bool = True) -> EnqueueResult:
+        """Queue `command` for every id; per-id results. Raises NanoMDMError (with `.partial`)."""
+        ids = list(dict.fromkeys(ids))
+        total = EnqueueResult(command.uuid, command.request_type)
+        body = command.to_plist()
+        for chunk in self.split_ids("/v1/enqueue/", ids):
+            path = "/v1/enqueue/" + ",".join(quote(i, safe="") for i in chunk)
+            what = self._describe("PUT", path, len(chunk))
+            try:
+                resp = self._request(
+                    "PUT", path, body, n_ids=len(chunk), params=None if push else {"nopush": "1"}
+                )
+                if resp.status_code not in (200, 207, 500):
+                    raise NanoMDMError(f"{what}: {resp.status_code}: {_one_line(resp.text) or resp.reason}")
+                total.merge(self._parse_enqueue(command, chunk, self._json(resp, what), what))
+            except NanoMDMError as e:
+                raise type(e)(str(e), partial=total) from None
+        return total
+
+    @staticmethod
+    def _parse_enqueue(command: Command, chunk: list[str], data: dict[str, Any], what: str) -> EnqueueResult:  # noqa: ARG004
+        out = EnqueueResult(command.uuid, command.request_type)
+        status = data.get("status") or {}
+        top_cmd_error = str(data.get("command_error") or "")
+        top_push_error = str(data.get("push_error") or "")
+        # A retried PUT whose first attempt arrived: the command is already in the queues.
+        if top_cmd_error.startswith("command already exists"):
+            top_cmd_error = ""
+        for i in chunk:
+            per = status.get(i) or {}
+            cmd_error = str(per.get("command_error") or "") or top_cmd_error
+            push_error = str(per.get("push_error") or "")
+            if cmd_error:
+                out.failed[i] = f"not queued: {_one_line(cmd_error, 200)}"
+            elif push_error == NO_PUSH_DATA:
+                out.failed[i] = "not enrolled in NanoMDM (no push token): the device would never fetch it"
+            else:
+                out.queued.append(i)
+                if push_error or (top_push_error and not per.get("push_result")):
+                    out.push_pending[i] = PUSH_PENDING
+        if data.get("no_push"):
+            for i in out.queued:
+                out.push_pending.setdefault(i, PUSH_PENDING)
+        return out
+
+    def push(self, ids: Iterable[str]) -> PushResult:
+        """Ask APNs to wake the devices; failures mean "picked up at next check-in"."""
+        out = PushResult()
+        for chunk in self.split_ids("/v1/push/", list(dict.fromkeys(ids))):
+            path = "/v1/push/" + ",".join(quote(i, safe="") for i in chunk)
+            what = self._describe("GET", path, len(chunk))
+            resp = self._request("GET", path, n_ids=len(chunk))
+            if resp.status_code not in (200, 207, 500):
+                raise NanoMDMError(f"{what}: {resp.status_code}: {_one_line(resp.text) or resp.reason}")
+            data = self._json(resp, what)
+            status = data.get("status") or {}
+            for i in chunk:
+                per = status.get(i) or {}
+                if per.get("push_result"):
+                    out.pushed[i] = str(per["push_result"])
+                else:
+                    err = per.get("push_error") or data.get("push_error") or "no push result"
+                    out.pending[i] = f"{PUSH_PENDING} (push failed: {_one_line(str(err), 120)})"
+        return out

@@ -1,0 +1,98 @@
+"""Tables of the mdm_client package: the iPad registry, per-device command results, webhook events.
+
+The webhook receiver is the only writer of `mdm_webhook_events`; its unique `event_id` is what makes
+storing idempotent. `mdm_commands` has one row per (CommandUUID, enrollment id), because one bulk
+enqueue sends the same CommandUUID to many devices.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import Mapped, mapped_column
+
+from core.db import Base
+from core.models import utcnow
+
+
+class MDMDevice(Base):
+    """One MDM enrolment (an iPad's device channel), keyed by NanoMDM's enrollment id."""
+
+    __tablename__ = "mdm_devices"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    enrollment_id: Mapped[str] = mapped_column(String(255), unique=True)
+    udid: Mapped[str] = mapped_column(String(255), index=True)
+    serial: Mapped[str | None] = mapped_column(String(32), index=True, nullable=True)
+    school: Mapped[str | None] = mapped_column(String(64), index=True, nullable=True)
+    group: Mapped[str | None] = mapped_column("ipad_group", String(16), nullable=True)
+    model: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    os_version: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    build_version: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    device_name: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    topic: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    # enrolled | authenticated (no TokenUpdate yet) | checked_out
+    state: Mapped[str] = mapped_column(String(16), default="authenticated")
+    enrolled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    checked_out_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    last_seen_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    token_update_tally: Mapped[int] = mapped_column(Integer, default=0)
+    awaiting_configuration: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
+    # Sent by the device in TokenUpdate; needed for ClearPasscode. Never shown or logged.
+    unlock_token: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    identity_cert_not_after: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    # The newest answers, by request type (DeviceInformation, SecurityInfo, ProfileList, ...).
+    facts: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class MDMCommand(Base):
+    """One command sent to one device, and what the device answered."""
+
+    __tablename__ = "mdm_commands"
+    __table_args__ = (UniqueConstraint("command_uuid", "enrollment_id", name="uq_mdm_commands_uuid_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    command_uuid: Mapped[str] = mapped_column(String(64), index=True)
+    enrollment_id: Mapped[str] = mapped_column(String(255), index=True)
+    request_type: Mapped[str] = mapped_column(String(64), default="")
+    # queued | Acknowledged | Error | CommandFormatError | NotNow | enqueue_failed
+    status: Mapped[str] = mapped_column(String(32), default="queued")
+    actor: Mapped[str] = mapped_column(String(128), default="")
+    # What the command was for, e.g. {"profile": "de.werne.ipad.wifi"}.
+    detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    enqueued_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    not_now_count: Mapped[int] = mapped_column(Integer, default=0)
+    error_chain: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    # The response keys, JSON-safe (data blobs summarised), for reports and compliance.
+    result: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class MDMWebhookEvent(Base):
+    """One webhook event as received: the idempotency key and what it was about.
+
+    Other packages may poll this table (e.g. new `mdm.TokenUpdate` rows with id > last seen).
+    """
+
+    __tablename__ = "mdm_webhook_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    event_id: Mapped[str] = mapped_column(String(128), unique=True)
+    topic: Mapped[str] = mapped_column(String(64), index=True)
+    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_at: Mapped[str] = mapped_column(String(64), default="")
+    enrollment_id: Mapped[str] = mapped_column(String(255), default="", index=True)
+    command_uuid: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    status: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    message: Mapped[str | None] = mapped_column(Text, nullable=True)

@@ -1,0 +1,555 @@
+"""The iPad registry and stored command results, in the state database.
+
+The webhook receiver feeds it (`apply_events`, one transaction per batch); the ipad commands read
+it (`list_devices`, `devices_by_serial`, `command_statuses`) and record what they enqueue
+(`record_planned`, `mark_not_queued`). UDID <-> serial <-> enrollment id <-> school come from the
+check-ins and the inventory's ipads.csv.
+
+Idempotency: each webhook event is stored once, by its `event_id` (unique). A batch first looks
+up which of its event ids are known, skips those (and repeats inside the batch), and applies the
+rest in the same transaction. Idle polls (`mdm.Connect` without a CommandUUID) only move
+`last_seen_at` forward, which is idempotent by itself, so they are not kept as event rows.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import insert, select, update
+
+from core.db import Database
+from core.errors import InputError
+from core.models import utcnow
+from mdm_client.errors import MDMError
+from mdm_client.models import MDMCommand, MDMDevice, MDMWebhookEvent
+
+log = logging.getLogger("werne.mdm.registry")
+
+FINAL = frozenset({"Acknowledged", "Error", "CommandFormatError"})
+PENDING = frozenset({"queued", "NotNow"})
+# Answers kept on the device row as its newest facts (others stay only in mdm_commands).
+FACT_TYPES = ("DeviceInformation", "SecurityInfo", "ProfileList", "CertificateList")
+
+
+class UnknownDevicesError(MDMError, InputError):
+    """Serials or ids that are not in the registry or the inventory."""
+
+    exit_code = 2
+
+    def __init__(self, message: str, unknown: list[str]):
+        super().__init__(message)
+        self.unknown = unknown
+
+
+@dataclass
+class ParsedEvent:
+    """A validated webhook event, ready to store."""
+
+    event_id: str
+    topic: str
+    created_at: str
+    enrollment_id: str
+    udid: str
+    message_type: str | None = None  # check-ins: Authenticate, TokenUpdate, CheckOut, ...
+    status: str | None = None  # reports: Acknowledged, Error, NotNow, Idle, ...
+    command_uuid: str | None = None
+    request_type: str | None = None
+    token_update_tally: int | None = None
+    payload: dict[str, Any] = field(default_factory=dict)  # check-in keys or the response keys
+    error_chain: list[dict[str, Any]] = field(default_factory=list)
+    serial: str | None = None
+
+    @property
+    def is_idle(self) -> bool:
+        return self.status == "Idle" and not self.command_uuid
+
+
+@dataclass(frozen=True)
+class EnrolmentEvent:
+    """What enrolment hooks receive after an Authenticate or TokenUpdate is stored."""
+
+    topic: str
+    enrollment_id: str
+    udid: str
+    serial: str | None
+    school: str | None
+    token_update_tally: int | None
+
+
+def json_safe(value: Any, depth: int = 0) -> Any:
+    """Plist values as JSON: data blobs become a short summary, dates ISO strings."""
+    if depth > 20:
+        return None
+    if isinstance(value, dict):
+        return {str(k): json_safe(v, depth + 1) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v, depth + 1) for v in value]
+    if isinstance(value, bytes | bytearray):
+        return f"<{len(value)} bytes>"
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, str | int | float | bool) or value is None:
+        return value
+    return str(value)
+
+
+def _identity_cert_not_after(cert_list: Any) -> datetime | None:
+    """The soonest expiry of the identity certificates in a CertificateList answer."""
+    from cryptography import x509
+
+    soonest: datetime | None = None
+    for item in cert_list if isinstance(cert_list, list) else []:
+        if (
+            not isinstance(item, dict)
+            or not item.get("IsIdentity")
+            or not isinstance(item.get("Data"), bytes)
+        ):
+            continue
+        try:
+            not_after = x509.load_der_x509_certificate(item["Data"]).not_valid_after_utc
+        except ValueError:
+            continue
+        soonest = not_after if soonest is None or not_after < soonest else soonest
+    return soonest
+
+
+def _facts_entry(ev: ParsedEvent, at: datetime) -> Any:
+    resp = ev.payload
+    if ev.request_type == "DeviceInformation":
+        body = json_safe(resp.get("QueryResponses", {}))
+    elif ev.request_type == "SecurityInfo":
+        body = json_safe(resp.get("SecurityInfo", {}))
+    elif ev.request_type == "ProfileList":
+        body = [
+            {
+                k: p.get(k)
+                for k in (
+                    "PayloadIdentifier",
+                    "PayloadUUID",
+                    "PayloadDisplayName",
+                    "PayloadVersion",
+                    "IsManaged",
+                )
+            }
+            for p in resp.get("ProfileList", [])
+            if isinstance(p, dict)
+        ]
+    elif ev.request_type == "CertificateList":
+        body = [
+            {k: json_safe(c.get(k)) for k in ("CommonName", "IsIdentity")}
+            for c in resp.get("CertificateList", [])
+            if isinstance(c, dict)
+        ]
+    else:
+        return None
+    return {"at": at.isoformat(), "command_uuid": ev.command_uuid, "value": body}
+
+
+def _ts_key(created_at: str) -> str:
+    """NanoMDM's RFC 3339 created_at as a sortable string (fraction padded to 9 digits)."""
+    t = created_at.rstrip("Z")
+    base, _, frac = t.partition(".")
+    return f"{base}.{frac[:9]:0<9}"
+
+
+def _as_utc(dt: datetime | None) -> datetime | None:
+    if dt is None:
+        return None
+    return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
+
+
+EnrolmentHook = Callable[[EnrolmentEvent], None]
+
+
+class Registry:
+    """The iPad registry over one state database."""
+
+    def __init__(self, db: Database, school_of: Callable[[str], tuple[str, str] | None] | None = None):
+        self.db = db
+        # serial -> (school, group) from the inventory; None when the serial is not in it.
+        self.school_of = school_of or (lambda _serial: None)
+
+    # -- writing (webhook) -----------------------------------------------------------------
+
+    def apply_events(self, events: list[ParsedEvent]) -> tuple[list[bool], list[EnrolmentEvent]]:
+        """Store a batch in one transaction. Returns (stored? per event, enrolment events)."""
+        now = utcnow()
+        stored = [False] * len(events)
+        hooks: list[EnrolmentEvent] = []
+        with self.db.session() as s:
+            conn = s.connection()
+            keyed = [i for i, e in enumerate(events) if not e.is_idle]
+            ids = list({events[i].event_id for i in keyed})
+            known: set[str] = set()
+            for start in range(0, len(ids), 500):
+                known.update(
+                    conn.execute(
+                        select(MDMWebhookEvent.event_id).where(
+                            MDMWebhookEvent.event_id.in_(ids[start : start + 500])
+                        )
+                    ).scalars()
+                )
+            fresh: list[int] = []
+            for i, e in enumerate(events):
+                if e.is_idle:
+                    fresh.append(i)
+                elif e.event_id not in known:
+                    known.add(e.event_id)
+                    fresh.append(i)
+            if not fresh:
+                return stored, hooks
+            rows = [
+                {
+                    "event_id": events[i].event_id,
+                    "topic": events[i].topic,
+                    "received_at": now,
+                    "created_at": events[i].created_at[:64],
+                    "enrollment_id": events[i].enrollment_id,
+                    "command_uuid": events[i].command_uuid,
+                    "status": events[i].status or events[i].message_type,
+                }
+                for i in fresh
+                if not events[i].is_idle
+            ]
+            if rows:
+                conn.execute(insert(MDMWebhookEvent), rows)
+            eids = list({events[i].enrollment_id for i in fresh})
+            devices: dict[str, dict[str, Any]] = {}
+            for start in range(0, len(eids), 500):
+                for row in conn.execute(
+                    select(MDMDevice.__table__).where(MDMDevice.enrollment_id.in_(eids[start : start + 500]))
+                ).mappings():
+                    devices[row["enrollment_id"]] = dict(row)
+            changes: dict[str, dict[str, Any]] = {}
+            new_devices: dict[str, dict[str, Any]] = {}
+
+            def device(e: ParsedEvent) -> dict[str, Any]:
+                if e.enrollment_id in new_devices:
+                    return new_devices[e.enrollment_id]
+                ch = changes.setdefault(e.enrollment_id, {})
+                if e.enrollment_id not in devices:
+                    # First sight (e.g. the receiver started after the device enrolled).
+                    d = {
+                        "enrollment_id": e.enrollment_id,
+                        "udid": e.udid or e.enrollment_id,
+                        "state": "enrolled",
+                        "token_update_tally": 0,
+                        "facts": {},
+                    }
+                    new_devices[e.enrollment_id] = d
+                    changes.pop(e.enrollment_id, None)
+                    return d
+                return ch
+
+            def current(e: ParsedEvent, key: str) -> Any:
+                if e.enrollment_id in new_devices:
+                    return new_devices[e.enrollment_id].get(key)
+                ch = changes.get(e.enrollment_id, {})
+                return ch[key] if key in ch else devices[e.enrollment_id].get(key)
+
+            cmd_events: list[ParsedEvent] = []
+            # NanoMDM posts events concurrently, so a TokenUpdate can arrive before its Authenticate:
+            # apply in NanoMDM's created_at order, and keep each check-in's time to compare across batches.
+            for i in sorted(fresh, key=lambda j: _ts_key(events[j].created_at)):
+                e = events[i]
+                stored[i] = True
+                d = device(e)
+                d["last_seen_at"] = now
+                if e.message_type in ("Authenticate", "TokenUpdate", "CheckOut"):
+                    facts = dict(current(e, "facts") or {})
+                    times = dict(facts.get("_checkins") or {})
+                    times[e.message_type] = _ts_key(e.created_at)
+                    facts["_checkins"] = times
+                    d["facts"] = facts
+                if e.message_type == "Authenticate":
+                    serial = e.serial
+                    later = max(times.get("TokenUpdate", ""), times.get("CheckOut", ""))
+                    d.update(
+                        udid=e.udid or e.enrollment_id,
+                        serial=serial,
+                        state="authenticated" if later < times["Authenticate"] else current(e, "state"),
+                        model=e.payload.get("ProductName") or e.payload.get("Model"),
+                        os_version=e.payload.get("OSVersion"),
+                        build_version=e.payload.get("BuildVersion"),
+                        device_name=e.payload.get("DeviceName"),
+                        topic=e.payload.get("Topic"),
+                        checked_out_at=None,
+                    )
+                    place = self.school_of(serial) if serial else None
+                    if place:
+                        d["school"], d["group"] = place
+                    hooks.append(
+                        EnrolmentEvent(
+                            e.topic,
+                            e.enrollment_id,
+                            e.udid,
+                            serial,
+                            place[0] if place else current(e, "school"),
+                            None,
+                        )
+                    )
+                elif e.message_type == "TokenUpdate":
+                    if times.get("CheckOut", "") < times["TokenUpdate"]:
+                        d["state"] = "enrolled"
+                    if current(e, "enrolled_at") is None:
+                        d["enrolled_at"] = now
+                    tally = e.token_update_tally
+                    d["token_update_tally"] = (
+                        tally if tally is not None else (current(e, "token_update_tally") or 0) + 1
+                    )
+                    if isinstance(e.payload.get("UnlockToken"), bytes):
+                        d["unlock_token"] = e.payload["UnlockToken"]
+                    if "AwaitingConfiguration" in e.payload:
+                        d["awaiting_configuration"] = bool(e.payload["AwaitingConfiguration"])
+                    hooks.append(
+                        EnrolmentEvent(
+                            e.topic,
+                            e.enrollment_id,
+                            e.udid,
+                            current(e, "serial"),
+                            current(e, "school"),
+                            d["token_update_tally"],
+                        )
+                    )
+                elif e.message_type == "CheckOut":
+                    if max(times.get("TokenUpdate", ""), times.get("Authenticate", "")) < times["CheckOut"]:
+                        d.update(state="checked_out", checked_out_at=now)
+                elif e.command_uuid and e.status:
+                    cmd_events.append(e)
+                    if e.status == "Acknowledged":
+                        entry = _facts_entry(e, now)
+                        if entry is not None:
+                            facts = dict(current(e, "facts") or {})
+                            facts[e.request_type or ""] = entry
+                            d["facts"] = facts
+                        qr = (
+                            e.payload.get("QueryResponses") if e.request_type == "DeviceInformation" else None
+                        )
+                        if isinstance(qr, dict):
+                            for col, key in (
+                                ("os_version", "OSVersion"),
+                                ("build_version", "BuildVersion"),
+                                ("device_name", "DeviceName"),
+                                ("model", "ProductName"),
+                            ):
+                                if isinstance(qr.get(key), str):
+                                    d[col] = qr[key]
+                            if isinstance(qr.get("AwaitingConfiguration"), bool):
+                                d["awaiting_configuration"] = qr["AwaitingConfiguration"]
+                            if isinstance(qr.get("SerialNumber"), str) and not current(e, "serial"):
+                                d["serial"] = qr["SerialNumber"]
+                        if e.request_type == "CertificateList":
+                            na = _identity_cert_not_after(e.payload.get("CertificateList"))
+                            if na is not None:
+                                d["identity_cert_not_after"] = na
+            if new_devices:
+                # executemany needs the same keys in every row.
+                blank = {a.key: None for a in MDMDevice.__mapper__.column_attrs if a.key != "id"}
+                conn.execute(
+                    insert(MDMDevice),
+                    [{**blank, "token_update_tally": 0, "facts": {}, **d} for d in new_devices.values()],
+                )
+            for eid, ch in changes.items():
+                if ch:
+                    conn.execute(update(MDMDevice).where(MDMDevice.enrollment_id == eid).values(**ch))
+            if cmd_events:
+                self._apply_command_results(conn, cmd_events, now)
+        return stored, hooks
+
+    @staticmethod
+    def _apply_command_results(conn: Any, evs: list[ParsedEvent], now: datetime) -> None:
+        keys = list({(e.command_uuid, e.enrollment_id) for e in evs})
+        uuids = list({k[0] for k in keys})
+        existing: dict[tuple[str, str], dict[str, Any]] = {}
+        for start in range(0, len(uuids), 500):
+            for row in conn.execute(
+                select(
+                    MDMCommand.id,
+                    MDMCommand.command_uuid,
+                    MDMCommand.enrollment_id,
+                    MDMCommand.not_now_count,
+                    MDMCommand.request_type,
+                ).where(MDMCommand.command_uuid.in_(uuids[start : start + 500]))
+            ).mappings():
+                existing[(row["command_uuid"], row["enrollment_id"])] = dict(row)
+        for e in evs:
+            key = (e.command_uuid or "", e.enrollment_id)
+            values: dict[str, Any] = {"status": e.status, "updated_at": now}
+            if e.status == "NotNow":
+                pass
+            else:
+                values["error_chain"] = e.error_chain
+                values["result"] = json_safe(e.payload)
+            row = existing.get(key)
+            if row is None:
+                row = {
+                    "command_uuid": key[0],
+                    "enrollment_id": key[1],
+                    "request_type": e.request_type or "",
+                    "actor": "",
+                    "detail": {},
+                    "enqueued_at": None,
+                    "not_now_count": 0,
+                    "error_chain": [],
+                    "result": {},
+                    **values,
+                }
+                if e.status == "NotNow":
+                    row["not_now_count"] = 1
+                conn.execute(insert(MDMCommand), [row])
+                existing[key] = {"id": None, **row}
+                continue
+            if e.status == "NotNow":
+                row["not_now_count"] = (row.get("not_now_count") or 0) + 1
+                values["not_now_count"] = row["not_now_count"]
+            if e.request_type and not row.get("request_type"):
+                values["request_type"] = e.request_type
+            conn.execute(
+                update(MDMCommand)
+                .where(MDMCommand.command_uuid == key[0], MDMCommand.enrollment_id == key[1])
+                .values(**values)
+            )
+
+    # -- writing (ipad commands) -----------------------------------------------------------
+
+    def record_planned(
+        self,
+        command_uuid: str,
+        request_type: str,
+        enrollment_ids: Iterable[str],
+        actor: str,
+        detail: dict[str, Any] | None = None,
+    ) -> None:
+        """Store a command as queued for each id *before* it is enqueued, so no answer can arrive first."""
+        now = utcnow()
+        rows = [
+            {
+                "command_uuid": command_uuid,
+                "enrollment_id": eid,
+                "request_type": request_type,
+                "status": "queued",
+                "actor": actor,
+                "detail": detail or {},
+                "enqueued_at": now,
+                "updated_at": now,
+                "not_now_count": 0,
+                "error_chain": [],
+                "result": {},
+            }
+            for eid in enrollment_ids
+        ]
+        if rows:
+            with self.db.session() as s:
+                s.connection().execute(insert(MDMCommand), rows)
+
+    def mark_not_queued(self, command_uuid: str, reasons: dict[str, str]) -> None:
+        """Ids the enqueue did not reach (NanoMDM said no, or was unreachable): status enqueue_failed."""
+        if not reasons:
+            return
+        now = utcnow()
+        with self.db.session() as s:
+            conn = s.connection()
+            for eid, reason in reasons.items():
+                conn.execute(
+                    update(MDMCommand)
+                    .where(
+                        MDMCommand.command_uuid == command_uuid,
+                        MDMCommand.enrollment_id == eid,
+                        MDMCommand.status == "queued",
+                    )
+                    .values(status="enqueue_failed", updated_at=now, result={"reason": reason})
+                )
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def list_devices(self, school: str | None = None) -> list[MDMDevice]:
+        with self.db.session() as s:
+            q = select(MDMDevice).order_by(MDMDevice.school, MDMDevice.serial, MDMDevice.enrollment_id)
+            if school is not None:
+                q = q.where(MDMDevice.school == school)
+            devs = list(s.scalars(q))
+        for d in devs:
+            d.last_seen_at = _as_utc(d.last_seen_at)
+            d.enrolled_at = _as_utc(d.enrolled_at)
+            d.checked_out_at = _as_utc(d.checked_out_at)
+            d.identity_cert_not_after = _as_utc(d.identity_cert_not_after)
+        return devs
+
+    def devices_by_serial(self) -> dict[str, MDMDevice]:
+        """The newest enrolment of each serial."""
+        out: dict[str, MDMDevice] = {}
+        for d in self.list_devices():
+            if d.serial and (
+                d.serial not in out
+                or (d.last_seen_at or datetime.min.replace(tzinfo=UTC))
+                >= (out[d.serial].last_seen_at or datetime.min.replace(tzinfo=UTC))
+            ):
+                out[d.serial] = d
+        return out
+
+    def command_statuses(self, command_uuids: Iterable[str]) -> list[MDMCommand]:
+        uuids = list(command_uuids)
+        out: list[MDMCommand] = []
+        with self.db.session() as s:
+            for start in range(0, len(uuids), 500):
+                out.extend(
+                    s.scalars(
+                        select(MDMCommand).where(MDMCommand.command_uuid.in_(uuids[start : start + 500]))
+                    )
+                )
+        return out
+
+    def pending_commands(self) -> dict[str, list[MDMCommand]]:
+        """Commands not yet answered for good, by enrollment id (queued or NotNow)."""
+        out: dict[str, list[MDMCommand]] = {}
+        with self.db.session() as s:
+            for c in s.scalars(select(MDMCommand).where(MDMCommand.status.in_(PENDING))):
+                c.enqueued_at = _as_utc(c.enqueued_at)
+                c.updated_at = _as_utc(c.updated_at)  # type: ignore[assignment]
+                out.setdefault(c.enrollment_id, []).append(c)
+        return out
+
+    def last_errors(self) -> dict[str, MDMCommand]:
+        """The newest failed command of each enrollment id (for the InstallProfile pain point)."""
+        out: dict[str, MDMCommand] = {}
+        with self.db.session() as s:
+            for c in s.scalars(
+                select(MDMCommand)
+                .where(MDMCommand.status.in_(("Error", "CommandFormatError")))
+                .order_by(MDMCommand.updated_at)
+            ):
+                out[c.enrollment_id] = c
+        return out
+
+    def events_since(
+        self, last_id: int, topics: Iterable[str] = ("mdm.Authenticate", "mdm.TokenUpdate"), limit: int = 1000
+    ) -> list[MDMWebhookEvent]:
+        """Stored events after `last_id` with the given topics: the polling form of the enrolment hook."""
+        with self.db.session() as s:
+            return list(
+                s.scalars(
+                    select(MDMWebhookEvent)
+                    .where(MDMWebhookEvent.id > last_id, MDMWebhookEvent.topic.in_(list(topics)))
+                    .order_by(MDMWebhookEvent.id)
+                    .limit(limit)
+                )
+            )
+
+    def counts(self) -> dict[str, int]:
+        """Row counts of the three tables (tests use them to prove nothing was stored)."""
+        from sqlalchemy import func
+
+        with self.db.session() as s:
+            return {
+                t.__tablename__: s.scalar(select(func.count()).select_from(t)) or 0
+                for t in (MDMDevice, MDMCommand, MDMWebhookEvent)
+            }
+
+
+def decode_b64(text: str) -> bytes:
+    return base64.b64decode(text, validate=True)

@@ -1,0 +1,392 @@
+"""The webhook receiver for NanoMDM (`werne mdm serve-webhook`): a Starlette app run by uvicorn.
+
+NanoMDM POSTs one JSON event per check-in or command report. Each request is checked in this
+order, and anything wrong is answered with a 4xx, one log line, and nothing stored:
+    body larger than mdm.webhook_max_body             -> 413
+    X-Hmac-Signature missing or wrong (key set)       -> 401  (base64 HMAC-SHA256 of the raw body)
+    not UTF-8, not JSON, not a NanoMDM event, bad
+    base64 or plist in raw_payload                     -> 400
+A good event goes to the single writer thread, which commits in batches (group commit: every
+mdm.webhook_batch_ms or webhook_batch_max events) and only then answers 200. So a 200 means
+"stored" (SQLite WAL, synchronous=NORMAL: survives a crash of this process; the newest batches
+can be lost on power failure). A repeated event_id is answered 200 and changes nothing.
+NanoMDM does not retry failed webhooks, so a receiver that is down loses those events; the next
+`werne ipad query` refreshes the answers.
+
+Enrolment hook: `on_enrolled(callback)` registers a function called (in the writer thread, after
+commit) with an `EnrolmentEvent` for every stored Authenticate and TokenUpdate. Another process
+can instead poll `Registry.events_since(last_id)`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import hashlib
+import hmac
+import json
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import PlainTextResponse
+from starlette.routing import Route
+
+from core.secrets import Secret
+from mdm_client.errors import MalformedReport, MDMError
+from mdm_client.registry import EnrolmentEvent, EnrolmentHook, ParsedEvent, Registry
+from mdm_client.results import parse_checkin, parse_report
+
+log = logging.getLogger("werne.mdm.webhook")
+
+WEBHOOK_PATH = "/webhook"
+CHECKIN_TOPICS = {
+    "mdm.Authenticate",
+    "mdm.TokenUpdate",
+    "mdm.CheckOut",
+    "mdm.UserAuthenticate",
+    "mdm.GetBootstrapToken",
+    "mdm.SetBootstrapToken",
+    "mdm.DeclarativeManagement",
+    "mdm.GetToken",
+}
+
+_hooks: list[EnrolmentHook] = []
+_hooks_lock = threading.Lock()
+
+
+class WebhookError(MDMError):
+    """The webhook receiver cannot start (bad listen address, port in use, unusable database)."""
+
+
+class BadEvent(ValueError):
+    """A request body that is not a storable NanoMDM webhook event; carries the HTTP status."""
+
+    def __init__(self, status: int, reason: str):
+        super().__init__(reason)
+        self.status = status
+
+
+def on_enrolled(callback: EnrolmentHook) -> Callable[[], None]:
+    """Call `callback(EnrolmentEvent)` after each stored Authenticate/TokenUpdate; returns an unregister.
+
+    Callbacks run in the writer thread after the commit; an exception in one is logged and ignored.
+    """
+    with _hooks_lock:
+        _hooks.append(callback)
+
+    def remove() -> None:
+        with _hooks_lock:
+            if callback in _hooks:
+                _hooks.remove(callback)
+
+    return remove
+
+
+def sign(body: bytes, key: str) -> str:
+    """The X-Hmac-Signature NanoMDM sends: base64 of HMAC-SHA256(key, body)."""
+    return base64.b64encode(hmac.new(key.encode(), body, hashlib.sha256).digest()).decode()
+
+
+def parse_event(body: bytes) -> ParsedEvent:
+    """Validate one webhook body. Raises BadEvent(400, reason)."""
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise BadEvent(400, "body is not UTF-8") from None
+    try:
+        data = json.loads(text)
+    except ValueError:
+        raise BadEvent(400, "body is not JSON") from None
+    if not isinstance(data, dict) or not isinstance(data.get("topic"), str):
+        raise BadEvent(400, "not a NanoMDM webhook event (no topic)")
+    topic = data["topic"]
+    ack, checkin = data.get("acknowledge_event"), data.get("checkin_event")
+    if (ack is None) == (checkin is None):
+        raise BadEvent(
+            400, "not a NanoMDM webhook event (needs exactly one of acknowledge_event, checkin_event)"
+        )
+    ev = ack if ack is not None else checkin
+    if not isinstance(ev, dict) or not isinstance(ev.get("raw_payload"), str):
+        raise BadEvent(400, "not a NanoMDM webhook event (no raw_payload)")
+    if ack is not None and topic != "mdm.Connect":
+        raise BadEvent(400, f"acknowledge_event with topic {topic[:40]!r}")
+    if checkin is not None and topic not in CHECKIN_TOPICS:
+        raise BadEvent(400, f"checkin_event with unknown topic {topic[:40]!r}")
+    event_id = data.get("event_id")
+    if event_id is None:
+        # NanoMDM before v0.8 sent no event_id; the body (with its nanosecond created_at) is unique.
+        event_id = "sha256:" + hashlib.sha256(body).hexdigest()[:32]
+    if not isinstance(event_id, str) or not 0 < len(event_id) <= 128:
+        raise BadEvent(400, "event_id must be a string of 1-128 characters")
+    try:
+        raw = base64.b64decode(ev["raw_payload"], validate=True)
+    except (binascii.Error, ValueError):
+        raise BadEvent(400, "raw_payload is not base64") from None
+    ids = ev.get("ids") if isinstance(ev.get("ids"), dict) else {}
+    try:
+        if ack is not None:
+            r = parse_report(raw)
+            udid = r.udid
+            enrollment_id = str(ids.get("id") or ev.get("enrollment_id") or r.enrollment_id or r.udid)
+            return ParsedEvent(
+                event_id=event_id,
+                topic=topic,
+                created_at=str(data.get("created_at", "")),
+                enrollment_id=enrollment_id,
+                udid=str(ev.get("udid") or udid),
+                status=r.status,
+                command_uuid=r.command_uuid,
+                request_type=r.request_type,
+                payload=r.response,
+                error_chain=[e.model_dump(by_alias=True, exclude_none=True) for e in r.error_chain],
+            )
+        m = parse_checkin(raw)
+    except MalformedReport as e:
+        raise BadEvent(400, f"raw_payload: {e}") from None
+    enrollment_id = str(ids.get("id") or ev.get("enrollment_id") or m.device_id)
+    tally = ev.get("token_update_tally")
+    payload: dict[str, Any] = {
+        "Model": m.model,
+        "ProductName": m.product_name,
+        "OSVersion": m.os_version,
+        "BuildVersion": m.build_version,
+        "DeviceName": m.device_name,
+        "Topic": m.topic,
+    }
+    if m.unlock_token is not None:
+        payload["UnlockToken"] = m.unlock_token
+    if m.awaiting_configuration is not None:
+        payload["AwaitingConfiguration"] = m.awaiting_configuration
+    return ParsedEvent(
+        event_id=event_id,
+        topic=topic,
+        created_at=str(data.get("created_at", "")),
+        enrollment_id=enrollment_id,
+        udid=str(ev.get("udid") or m.udid or enrollment_id),
+        message_type=m.message_type,
+        token_update_tally=tally if isinstance(tally, int) else None,
+        payload={k: v for k, v in payload.items() if v is not None},
+        serial=m.serial_number.strip().upper() if m.serial_number else None,
+    )
+
+
+@dataclass
+class _Item:
+    event: ParsedEvent
+    loop: asyncio.AbstractEventLoop
+    future: asyncio.Future[bool]
+
+
+class BatchWriter:
+    """One thread that stores events in batches and resolves each request's future after commit."""
+
+    def __init__(self, registry: Registry, batch_ms: int = 20, batch_max: int = 500):
+        self.registry = registry
+        self.batch_s = batch_ms / 1000
+        self.batch_max = batch_max
+        self._q: queue.Queue[_Item | None] = queue.Queue()
+        self._thread = threading.Thread(target=self._run, name="werne-webhook-writer", daemon=True)
+        self.batches = 0
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._q.put(None)
+        self._thread.join(timeout=30)
+
+    def submit(self, event: ParsedEvent) -> asyncio.Future[bool]:
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[bool] = loop.create_future()
+        self._q.put(_Item(event, loop, fut))
+        return fut
+
+    def _run(self) -> None:
+        stopping = False
+        while not stopping:
+            first = self._q.get()
+            if first is None:
+                break
+            batch = [first]
+            deadline = time.monotonic() + self.batch_s
+            while len(batch) < self.batch_max:
+                left = deadline - time.monotonic()
+                try:
+                    item = self._q.get(timeout=left) if left > 0 else self._q.get_nowait()
+                except queue.Empty:
+                    break
+                if item is None:
+                    stopping = True
+                    break
+                batch.append(item)
+            self._flush(batch)
+
+    def _flush(self, batch: list[_Item]) -> None:
+        try:
+            stored, hooks = self.registry.apply_events([i.event for i in batch])
+        except Exception as e:  # noqa: BLE001 - a failed batch must answer every waiting request
+            log.error("webhook: storing a batch of %d events failed: %s", len(batch), e)
+            for i in batch:
+                i.loop.call_soon_threadsafe(_set_exception, i.future, e)
+            return
+        self.batches += 1
+        for i, ok in zip(batch, stored, strict=True):
+            i.loop.call_soon_threadsafe(_set_result, i.future, ok)
+        for h in hooks:
+            _call_hooks(h)
+
+
+def _set_result(fut: asyncio.Future[bool], value: bool) -> None:
+    if not fut.done():
+        fut.set_result(value)
+
+
+def _set_exception(fut: asyncio.Future[bool], exc: BaseException) -> None:
+    if not fut.done():
+        fut.set_exception(exc)
+
+
+def _call_hooks(event: EnrolmentEvent) -> None:
+    with _hooks_lock:
+        hooks = list(_hooks)
+    for h in hooks:
+        try:
+            h(event)
+        except Exception as e:  # noqa: BLE001 - a broken hook must not stop ingestion
+            log.error("webhook: enrolment hook %s failed: %s", getattr(h, "__name__", h), e)
+
+
+def create_app(
+    registry: Registry,
+    hmac_key: Secret | None = None,
+    max_body: int = 1024 * 1024,
+    batch_ms: int = 20,
+    batch_max: int = 500,
+) -> Starlette:
+    """The receiver as an ASGI app; the writer thread runs for the app's lifespan."""
+    writer = BatchWriter(registry, batch_ms, batch_max)
+    key = hmac_key.reveal().encode() if hmac_key is not None else None
+
+    def reject(status: int, reason: str, request: Request) -> PlainTextResponse:
+        client = request.client.host if request.client else "?"
+        log.warning("webhook: %d from %s: %s", status, client, reason)
+        return PlainTextResponse(reason + "\n", status_code=status)
+
+    async def receive(request: Request) -> PlainTextResponse:
+        length = request.headers.get("content-length")
+        if length is not None and (not length.isdigit() or int(length) > max_body):
+            return reject(
+                413 if length.isdigit() else 400,
+                "body too large" if length.isdigit() else "bad Content-Length",
+                request,
+            )
+        chunks: list[bytes] = []
+        size = 0
+        try:
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > max_body:
+                    return reject(413, "body too large", request)
+                chunks.append(chunk)
+        except ClientDisconnect:
+            return PlainTextResponse("", status_code=400)
+        body = b"".join(chunks)
+        if key is not None:
+            got = request.headers.get("x-hmac-signature", "")
+            want = base64.b64encode(hmac.new(key, body, hashlib.sha256).digest()).decode()
+            if not got or not hmac.compare_digest(got.encode(), want.encode()):
+                return reject(401, "missing or wrong X-Hmac-Signature", request)
+        try:
+            event = parse_event(body)
+        except BadEvent as e:
+            return reject(e.status, str(e), request)
+        try:
+            stored = await writer.submit(event)
+        except Exception:  # noqa: BLE001 - logged by the writer; tell NanoMDM it failed
+            return PlainTextResponse("could not store the event\n", status_code=503)
+        return PlainTextResponse("ok\n" if stored else "duplicate\n")
+
+    async def health(_request: Request) -> PlainTextResponse:
+        return PlainTextResponse("ok\n")
+
+    from contextlib import asynccontextmanager
+
+    @asynccontextmanager
+    async def lifespan(_app: Starlette):  # type: ignore[no-untyped-def]
+        writer.start()
+        try:
+            yield
+        finally:
+            await asyncio.get_running_loop().run_in_executor(None, writer.stop)
+
+    app = Starlette(
+        routes=[Route(WEBHOOK_PATH, receive, methods=["POST"]), Route("/healthz", health, methods=["GET"])],
+        lifespan=lifespan,
+    )
+    app.state.writer = writer
+    return app
+
+
+def parse_listen(listen: str) -> tuple[str, int]:
+    host, _, port = listen.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise WebhookError(f"mdm.webhook_listen: expected HOST:PORT, got {listen!r}")
+    return host.strip("[]"), int(port)
+
+
+def serve(
+    registry: Registry,
+    listen: str,
+    hmac_key: Secret | None,
+    max_body: int = 1024 * 1024,
+    batch_ms: int = 20,
+    batch_max: int = 500,
+    log_level: str = "info",
+) -> None:
+    """Run the receiver in the foreground until interrupted (uvicorn, one process)."""
+    import socket
+
+    import uvicorn
+
+    host, port = parse_listen(listen)
+    try:
+        with socket.create_server((host, port), reuse_port=False):
+            pass
+    except OSError as e:
+        raise WebhookError(f"cannot listen on {listen}: {e.strerror}") from None
+    app = create_app(registry, hmac_key, max_body, batch_ms, batch_max)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    uvicorn.run(
+        app,
+        host=host,
+        port=port,
+        log_level=log_level,
+        access_log=False,
+        http=_http_impl(),
+        loop=_loop_impl(),
+        timeout_graceful_shutdown=5,
+    )
+
+
+def _http_impl() -> str:
+    try:
+        import httptools  # noqa: F401
+    except ImportError:
+        return "h11"
+    return "httptools"
+
+
+def _loop_impl() -> str:
+    try:
+        import uvloop  # noqa: F401
+    except ImportError:
+        return "asyncio"
+    return "uvloop"
