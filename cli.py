@@ -245,6 +245,249 @@ def lab_status(app: AppContext, as_json: bool) -> None:
 # ---------------------------------------------------------------- mdm / ipad ---------------
 # (owned by the MDM work)
 
+@main.group(cls=WerneGroup)
+def mdm() -> None:
+    """The NanoMDM side: the webhook receiver that stores device results.
+
+    Example:
+
+        werne mdm serve-webhook --listen 127.0.0.1:9080
+    """
+
+
+@mdm.command("serve-webhook")
+@click.option("--listen", default=None, help="HOST:PORT to listen on. Default: mdm.webhook_listen.")
+@click.option("--hmac-key-file", type=click.Path(dir_okay=False), default=None,
+              help="File with the webhook HMAC key (NanoMDM's -webhook-hmac-key). "
+                   "Default: mdm.webhook_hmac_key_file or $WERNE_WEBHOOK_HMAC_KEY; none: signatures not checked.")
+@pass_app
+def mdm_serve_webhook(app: AppContext, listen: str | None, hmac_key_file: str | None) -> None:
+    """Receive NanoMDM's webhook events and store check-ins and command results (runs until stopped).
+
+    Example:
+
+        werne mdm serve-webhook --listen 127.0.0.1:9080 --hmac-key-file /etc/werne/webhook_hmac_key
+    """
+    import os
+
+    from core.secrets import read_secret
+    from mdm_client.ipads import IPadContext
+    from mdm_client.webhook import serve
+
+    cfg = app.config.mdm
+    key = None
+    key_file = hmac_key_file or cfg.webhook_hmac_key_file
+    if key_file or os.environ.get(cfg.webhook_hmac_key_env):
+        key = read_secret(file=key_file, env=None if hmac_key_file else cfg.webhook_hmac_key_env,
+                          what="webhook HMAC key")
+    ctx = IPadContext(app.config, app.db, app.inventory)
+    serve(ctx.registry, listen or cfg.webhook_listen, key, cfg.webhook_max_body, cfg.webhook_batch_ms,
+          cfg.webhook_batch_max)
+
+
+@main.group(cls=WerneGroup)
+def ipad() -> None:
+    """School iPads through NanoMDM: list, query, configure, lock, lost mode, clear passcode, wipe.
+
+    Example:
+
+        werne ipad list --school gs-demo
+    """
+
+
+def _ipad_ctx(app: AppContext):  # type: ignore[no-untyped-def]
+    from mdm_client.ipads import IPadContext
+
+    return IPadContext(app.config, app.db, app.inventory)
+
+
+def _print_action(report: Any, as_json: bool) -> None:
+    if as_json:
+        echo_json(report.to_dict())
+    else:
+        if report.plan is not None:
+            for school, changes in sorted(report.plan.items()):
+                click.echo(f"{school}:")
+                for change, n in sorted(changes.items()):
+                    click.echo(f"  {n:4d} iPad{'s' if n != 1 else ' '}  {change}")
+            click.echo("Plan only: nothing was sent.")
+            return
+        for d in report.devices:
+            click.echo(f"{d.serial:<13} {d.school or '-':<12} {'ok' if d.ok else 'NOT OK':<7} {d.summary()}")
+        counts = report.counts()
+        click.echo(f"{report.action}: {counts.get('ok', 0)} ok, {counts.get('not ok', 0)} not ok"
+                   + (f"; no answer from: {', '.join(report.not_answered)}" if report.not_answered else ""))
+    sys.exit(report.exit_code)
+
+
+_deadline_opt = click.option("--deadline", "deadline", type=float, default=None,
+                             help="Seconds to wait for the iPads' answers (default: mdm.query_deadline_s; "
+                                  "30 for lock/lost-mode/clear-passcode/wipe).")
+_max_devices_opt = click.option("--max-devices", type=int, default=None,
+                                help="Confirm an action on more iPads than mdm.blast_radius (must cover the count).")
+_json_opt = click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+
+
+@ipad.command("list")
+@click.option("--school", default=None, help="Only this school's iPads.")
+@_json_opt
+@pass_app
+def ipad_list(app: AppContext, school: str | None, as_json: bool) -> None:
+    """List iPads: enrolment state, last seen, pending/NotNow commands, identity cert expiry, problems.
+
+    Example:
+
+        werne ipad list --school gs-demo --json
+    """
+    from mdm_client.ipads import list_ipads
+
+    rows = list_ipads(_ipad_ctx(app), school)
+    if as_json:
+        echo_json([r.to_dict() for r in rows])
+        return
+    click.echo(f"{'SERIAL':<13} {'SCHOOL':<12} {'GROUP':<8} {'STATE':<13} {'LAST SEEN':<17} {'OS':<8} "
+               f"{'PEND':>4} {'NOTNOW':>6} {'CERT UNTIL':<10}  PROBLEMS")
+    for r in rows:
+        seen = r.last_seen.strftime("%Y-%m-%d %H:%M") if r.last_seen else "-"
+        cert = r.identity_cert_not_after.strftime("%Y-%m-%d") if r.identity_cert_not_after else "-"
+        click.echo(f"{r.serial:<13} {r.school or '-':<12} {r.group or '-':<8} {r.state:<13} {seen:<17} "
+                   f"{r.os_version or '-':<8} {r.pending:>4} {r.not_now:>6} {cert:<10}  {'; '.join(r.problems)}")
+    click.echo(f"{len(rows)} iPads, {sum(1 for r in rows if r.problems)} with problems")
+
+
+@ipad.command("query")
+@click.option("--school", default=None, help="All iPads of this school.")
+@click.argument("serials", nargs=-1)
+@_deadline_opt
+@_json_opt
+@pass_app
+def ipad_query(app: AppContext, school: str | None, serials: tuple[str, ...], deadline: float | None,
+               as_json: bool) -> None:
+    """Ask iPads for device info, security info, profiles and certificates; store the answers.
+
+    Waits up to the deadline and names the iPads that did not answer (exit 1 if any).
+
+    Example:
+
+        werne ipad query --school gs-demo --deadline 60
+    """
+    from mdm_client.ipads import query
+
+    _print_action(query(_ipad_ctx(app), school, serials, deadline), as_json)
+
+
+@ipad.command("configure")
+@click.option("--school", default=None, help="All iPads of this school.")
+@click.argument("serials", nargs=-1)
+@click.option("--plan", is_flag=True, help="Only show per school how many iPads get which change.")
+@_max_devices_opt
+@_deadline_opt
+@_json_opt
+@pass_app
+def ipad_configure(app: AppContext, school: str | None, serials: tuple[str, ...], plan: bool,
+                   max_devices: int | None, deadline: float | None, as_json: bool) -> None:
+    """Install or remove profiles so each iPad has exactly its group's profile set.
+
+    Example:
+
+        werne ipad configure --school gs-demo --plan
+    """
+    from mdm_client.ipads import configure
+
+    _print_action(configure(_ipad_ctx(app), school, serials, plan, max_devices, deadline), as_json)
+
+
+@ipad.command("lock")
+@click.argument("serials", nargs=-1, required=True)
+@click.option("--message", default=None, help="Text on the lock screen.")
+@click.option("--phone", default=None, help="Phone number on the lock screen.")
+@_max_devices_opt
+@_deadline_opt
+@_json_opt
+@pass_app
+def ipad_lock(app: AppContext, serials: tuple[str, ...], message: str | None, phone: str | None,
+              max_devices: int | None, deadline: float | None, as_json: bool) -> None:
+    """Lock iPads now (DeviceLock).
+
+    Example:
+
+        werne ipad lock ZDWK1DEGZD --message "Bitte im Sekretariat abgeben"
+    """
+    from mdm_client.ipads import lock
+
+    _print_action(lock(_ipad_ctx(app), serials, message, phone, max_devices, deadline), as_json)
+
+
+@ipad.command("lost-mode")
+@click.argument("serials", nargs=-1, required=True)
+@click.option("--message", default=None, help="Lost-mode message (default: names the school).")
+@click.option("--phone", default=None, help="Phone number to call (default: the school's support phone).")
+@click.option("--footnote", default=None, help="Footnote on the lost-mode screen.")
+@click.option("--off", "disable", is_flag=True, help="Leave lost mode (DisableLostMode).")
+@_max_devices_opt
+@_deadline_opt
+@_json_opt
+@pass_app
+def ipad_lost_mode(app: AppContext, serials: tuple[str, ...], message: str | None, phone: str | None,
+                   footnote: str | None, disable: bool, max_devices: int | None, deadline: float | None,
+                   as_json: bool) -> None:
+    """Put supervised iPads into lost mode (or take them out with --off).
+
+    Example:
+
+        werne ipad lost-mode ZDWK1DEGZD --phone "+49 2389 0000"
+    """
+    from mdm_client.ipads import lost_mode
+
+    _print_action(lost_mode(_ipad_ctx(app), serials, message, phone, footnote, disable, max_devices, deadline),
+                  as_json)
+
+
+@ipad.command("clear-passcode")
+@click.argument("serials", nargs=-1, required=True)
+@_max_devices_opt
+@_deadline_opt
+@_json_opt
+@pass_app
+def ipad_clear_passcode(app: AppContext, serials: tuple[str, ...], max_devices: int | None,
+                        deadline: float | None, as_json: bool) -> None:
+    """Remove the passcode of iPads (ClearPasscode with the device's UnlockToken).
+
+    Example:
+
+        werne ipad clear-passcode ZDWK1DEGZD
+    """
+    from mdm_client.ipads import clear_passcode
+
+    _print_action(clear_passcode(_ipad_ctx(app), serials, max_devices, deadline), as_json)
+
+
+@ipad.command("wipe")
+@click.argument("serials", nargs=-1, required=True)
+@click.option("--yes", is_flag=True, help="Do not ask; needs --max-devices equal to the number of serials.")
+@_max_devices_opt
+@_deadline_opt
+@_json_opt
+@pass_app
+def ipad_wipe(app: AppContext, serials: tuple[str, ...], yes: bool, max_devices: int | None,
+              deadline: float | None, as_json: bool) -> None:
+    """Erase iPads (EraseDevice). Asks you to type the serials again, unless --yes --max-devices N.
+
+    Example:
+
+        werne ipad wipe ZDWK1DEGZD
+    """
+    from mdm_client.ipads import select_targets, wipe
+
+    ctx = _ipad_ctx(app)
+    typed = None
+    if not yes:
+        select_targets(ctx, serials=serials, require_serials=True)  # unknown serials: exit 2 before asking
+        typed = click.prompt(f"This ERASES {len(serials)} iPad(s). Type the serial(s) again to confirm",
+                             default="", show_default=False)
+    _print_action(wipe(ctx, serials, typed, yes, max_devices, deadline), as_json)
+
+
 # ---------------------------------------------------------------- compliance / report ------
 # (owned by the compliance work)
 

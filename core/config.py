@@ -70,6 +70,21 @@ class MDMConfig(_Section):
     webhook_listen: str = "127.0.0.1:9080"
     timeout: float = 10.0
     blast_radius: int = 25
+    # Device endpoint and header NanoMDM reads the identity cert from (-cert-header); simulator only.
+    cert_header: str = "X-Werne-Client-Cert"
+    # Webhook receiver: largest body accepted (NanoMDM's reports are a few KB; a ProfileList or
+    # InstalledApplicationList can reach a few hundred), and the group-commit window.
+    webhook_max_body: int = 1024 * 1024
+    webhook_batch_ms: int = 20
+    webhook_batch_max: int = 500
+    # `werne ipad query`: how long to wait for answers before reporting who did not answer.
+    query_deadline_s: float = 60.0
+    # Enqueue splits ids so that the URL stays below this length.
+    max_url_length: int = 2000
+    # A device not seen for this long is shown as "not seen" in `werne ipad list`.
+    stale_after_days: int = 14
+    # Identity certs expiring within this many days are shown as a problem.
+    cert_warn_days: int = 30
     wifi_secret_file: Path | None = None
     signing_cert_file: Path | None = None
     signing_key_file: Path | None = None
