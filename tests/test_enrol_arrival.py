@@ -1,0 +1,171 @@
+"""On arrival, against real NanoMDM, its webhook receiver and simulated iPads: profiles are sent when
+a requested serial enrols, a refused profile fails that serial with Apple's reason, NanoMDM down
+defers (nothing lost), unrequested iPads get nothing, and the webhook hook reacts to TokenUpdate."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from enrolment import requests as reqs
+from enrolment.accounts import Principal
+from enrolment.arrival import enrolment_hook, process_arrivals
+from tests.fake_dep import FakeDEP
+from tests.fixtures_enrolment import SCHOOL_A, EnrolSite, free_port, make_site
+
+pytestmark = [pytest.mark.mdm, pytest.mark.slow]
+
+A = Principal("anna", "coordinator", frozenset({SCHOOL_A}))
+ADMIN = Principal("it", "admin")
+
+
+@dataclass
+class World:
+    site: EnrolSite
+    db: Any
+    fake: FakeDEP
+    nanomdm: Any
+    ca: tuple[Path, Path]
+    sims: list[Any]
+
+    def approved_request(self, serials: list[str], group: str = "pupil") -> int:
+        from core.inventory import load_inventory
+
+        self.fake.add_devices(serials)
+        cfg = self.site.config()
+        inv = load_inventory(self.site.inventory)
+        rid = reqs.create_request(self.db, inv, A, SCHOOL_A, group, "5b", "\n".join(serials)).id
+        view = reqs.approve_request(self.db, cfg, inv, ADMIN, rid)
+        assert all(s.status == "assigned" for s in view.serials)
+        return rid
+
+    def ipads(self, serials: list[str], **faults: Any) -> list[Any]:
+        from lab.mdm import CERT_HEADER, issue_identities
+        from mdm_client.simulator import DeviceFaults, SimDevice, Simulator
+
+        devices = [SimDevice(serial=s, udid=u, cert_pem=pem, faults=DeviceFaults(**faults.get(s, {})))
+                   for s, u, pem in issue_identities(*self.ca, serials)]
+        sim = Simulator(self.nanomdm.url, devices, CERT_HEADER, poll_interval=0.3).start()
+        self.sims.append(sim)
+        assert sim.wait_enrolled(60)
+        return devices
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory, nanodep) -> Iterator[World]:  # type: ignore[no-untyped-def]
+    from core.db import Database
+    from core.secrets import Secret
+    from lab.mdm import CERT_HEADER, make_ca
+    from mdm_client.registry import Registry
+    from tests.fixtures_mdm import NanoMDMProcess, start_webhook
+
+    import enrolment.models  # noqa: F401
+
+    root = tmp_path_factory.mktemp("arrival") / "site"
+    (root / "state").mkdir(parents=True)
+    sec = root / "secrets"
+    sec.mkdir(mode=0o700)
+    api_key, hmac_key = "arrival-api-key-0123456789", "arrival-hmac-key-0123456789"
+    (sec / "mdm_api_key").write_text(api_key + "\n")
+    (sec / "wifi").write_text("schul-wlan-passwort\n")
+    db = Database(f"sqlite:///{root / 'state' / 'werne.db'}")
+    webhook = start_webhook(Registry(db), Secret(hmac_key, "test"))
+    ca = make_ca(root / "ca")
+    nanomdm = NanoMDMProcess(root, ca[0], webhook.url, api_key, hmac_key, CERT_HEADER)
+    fake = FakeDEP().start()
+    site = make_site(root, nanodep.url, nanodep.key_file, extra=(
+        f'\n[mdm]\nurl = "{nanomdm.url}"\napi_key_file = "{sec / "mdm_api_key"}"\n'
+        f'wifi_secret_file = "{sec / "wifi"}"\n'))
+    nanodep.configure(site.dep_name, fake)
+    w = World(site, db, fake, nanomdm, ca, [])
+    try:
+        yield w
+    finally:
+        for sim in w.sims:
+            sim.stop()
+        nanomdm.stop()
+        webhook.stop()
+        fake.stop()
+        db.dispose()
+
+
+def sweep_until(world: World, done: Callable[[], bool], cfg: Any = None, timeout: float = 90) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        process_arrivals(world.db, cfg or world.site.config())
+        if done():
+            return True
+        time.sleep(0.5)
+    return False
+
+
+def statuses(world: World, rid: int) -> dict[str, str]:
+    return {s.serial: s.status for s in reqs.get_request(world.db, ADMIN, rid).serials}
+
+
+def test_refused_profile_fails_that_serial_with_reason(world: World) -> None:
+    ok, bad = "ARRSER00001", "ARRSER00002"
+    rid = world.approved_request([ok, bad])
+    world.ipads([ok, bad], **{bad: {"refuse_profile": "webfilter"}})
+    assert sweep_until(world, lambda: set(statuses(world, rid).values()) <= {"configured", "failed"}
+                       and len(set(statuses(world, rid).values())) == 2)
+    view = reqs.get_request(world.db, ADMIN, rid)
+    by = {s.serial: s for s in view.serials}
+    assert by[ok].status == "configured"
+    assert by[bad].status == "failed" and by[bad].reason.startswith("InstallProfile failed: ")
+    assert view.status == "configured"  # every iPad that can be is configured; the failure is shown
+
+
+def test_nanomdm_down_defers_and_nothing_is_lost(world: World) -> None:
+    serial = "ARRSER00003"
+    rid = world.approved_request([serial], group="teacher")
+    devices = world.ipads([serial])
+    dead = world.site.config()
+    dead.mdm.url = f"http://127.0.0.1:{free_port()}"
+    from mdm_client.registry import Registry
+
+    deadline = time.monotonic() + 30  # the webhook stores TokenUpdate in its writer thread
+    while serial not in Registry(world.db).devices_by_serial() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    r = process_arrivals(world.db, dead)
+    assert serial in r.deferred and "cannot connect" in r.deferred[serial]
+    assert statuses(world, rid) == {serial: "assigned"}
+    assert sweep_until(world, lambda: statuses(world, rid) == {serial: "configured"})
+    from mdm_client.profiles import profile_set_for
+
+    assert {p.identifier for p in profile_set_for("teacher", world.site.config())} <= set(devices[0].profiles)
+
+
+def test_unrequested_ipad_gets_nothing(world: World) -> None:
+    from mdm_client.registry import Registry
+
+    (device,) = world.ipads(["ARRSER00009"])
+    registry = Registry(world.db)
+    assert "ARRSER00009" in registry.devices_by_serial()
+    r = process_arrivals(world.db, world.site.config())
+    assert "ARRSER00009" not in r.enrolled
+    mine = [c for cs in registry.pending_commands().values() for c in cs
+            if c.enrollment_id == registry.devices_by_serial()["ARRSER00009"].enrollment_id]
+    assert mine == [] and device.profiles == {}
+
+
+def test_webhook_hook_sends_profiles_on_token_update(world: World) -> None:
+    from mdm_client.webhook import on_enrolled
+
+    serial = "ARRSER00004"
+    rid = world.approved_request([serial])
+    remove = on_enrolled(enrolment_hook(world.db, world.site.config()))
+    try:
+        world.ipads([serial])
+        deadline = time.monotonic() + 60
+        while statuses(world, rid)[serial] == "assigned" and time.monotonic() < deadline:
+            time.sleep(0.2)
+    finally:
+        remove()
+    # No sweep was called by the test: the hook did it on TokenUpdate.
+    assert statuses(world, rid)[serial] in ("enrolled", "configured")
