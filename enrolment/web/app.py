@@ -224,7 +224,8 @@ class WebApp:
         try:
             view = await run_in_threadpool(
                 reqs.create_request, self.db, self.inventory, p, values["school"], values["group"],
-                values["purpose"], values["serials"], upload, upload_name, self._managed_serials())
+                values["purpose"], values["serials"], upload, upload_name,
+                await run_in_threadpool(self._managed_serials))
         except (RequestInputError, NotFound) as e:
             problems = getattr(e, "problems", None) or [str(e)]
             return self.render(request, "request_new.html", 400, principal=p, values=values, groups=IPAD_GROUPS,
@@ -233,18 +234,10 @@ class WebApp:
         return RedirectResponse(f"/requests/{view.id}", status_code=303)
 
     def _managed_serials(self) -> set[str]:
-        """Serials the MDM registry knows as enrolled (empty if that table is not there yet)."""
-        try:
-            from sqlalchemy import select
+        """Serials the MDM registry knows as enrolled: a new request for them is refused."""
+        from mdm_client.registry import Registry
 
-            from mdm_client.models import MDMDevice
-        except ImportError:
-            return set()
-        try:
-            with self.db.session() as s:
-                return {x for x in s.scalars(select(MDMDevice.serial).where(MDMDevice.state == "enrolled")) if x}
-        except WerneError:
-            return set()
+        return {serial for serial, d in Registry(self.db).devices_by_serial().items() if d.state == "enrolled"}
 
     async def detail(self, request: Request) -> Response:
         p = await self.require(request)
