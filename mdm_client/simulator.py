@@ -98,17 +98,15 @@ class SimDevice:
     # -- messages --------------------------------------------------------------------------
 
     def authenticate(self) -> dict[str, Any]:
+        # iOS sends no Model, ModelName or DeviceName here (Apple's checkin/authenticate.yaml).
         return {
             "MessageType": "Authenticate",
             "UDID": self.udid,
             "Topic": TOPIC,
             "SerialNumber": self.serial,
-            "Model": self.model,
-            "ModelName": "iPad",
             "ProductName": self.product_name,
             "OSVersion": self.os[0],
             "BuildVersion": self.os[1],
-            "DeviceName": self.name,
         }
 
     def token_update(self) -> dict[str, Any]:
@@ -187,12 +185,8 @@ class SimDevice:
                 "PasscodeCompliantWithProfiles": self.passcode_present,
                 "PasscodeLockGracePeriodEnforced": 0,
                 "AutoLockTime": 120,
-                "ManagementStatus": {
-                    "EnrolledViaDEP": True,
-                    "UserApprovedEnrollment": True,
-                    "IsUserEnrollment": False,
-                    "IsActivationLockManageable": True,
-                },
+                # On iOS, ManagementStatus has only IsUserEnrollment (Apple's responsekeys).
+                "ManagementStatus": {"IsUserEnrollment": False},
             },
         }
 
@@ -341,21 +335,19 @@ class SimDevice:
         return {"Status": "Acknowledged"}
 
     def _do_Settings(self, body: dict[str, Any]) -> dict[str, Any]:
-        results = []
+        # Apple's responsekeys: one Settings dictionary (Status, ErrorChain) for the whole command.
+        errors = []
         for item in body.get("Settings") or []:
             if item.get("Item") == "DeviceName" and self.supervised:
                 self.name = str(item.get("DeviceName", self.name))
-                results.append({"Status": "Acknowledged"})
             else:
-                results.append(
-                    {
-                        "Status": "Error",
-                        "ErrorChain": [
-                            _err("MCMDMErrorDomain", 12021, f"Setting {item.get('Item')} is not supported.")
-                        ],
-                    }
+                errors.append(
+                    _err("MCMDMErrorDomain", 12021, f"Setting {item.get('Item')} is not supported.")
                 )
-        return {"Status": "Acknowledged", "Settings": results}
+        result: dict[str, Any] = {"Status": "Error" if errors else "Acknowledged"}
+        if errors:
+            result["ErrorChain"] = errors
+        return {"Status": "Acknowledged", "Settings": result}
 
     def _do_ScheduleOSUpdate(self, body: dict[str, Any]) -> dict[str, Any]:
         updates = body.get("Updates") or [{"InstallAction": "Default"}]

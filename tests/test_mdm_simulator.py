@@ -1,0 +1,85 @@
+"""The simulated iPads answer with Apple's response keys and types, and keep their state."""
+
+from __future__ import annotations
+
+import plistlib
+
+import pytest
+
+from lab.mdm import issue_identities, make_ca
+from mdm_client import commands
+from mdm_client.ipads import certificate_list
+from mdm_client.schema import validate_checkin, validate_response
+from mdm_client.simulator import DeviceFaults, SimDevice
+
+
+@pytest.fixture(scope="module")
+def identity(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str, str]:
+    ca, key = make_ca(tmp_path_factory.mktemp("ca"))
+    return issue_identities(ca, key, ["ZDWK1DEGZD"])[0]
+
+
+def device(identity: tuple[str, str, str], **faults: object) -> SimDevice:
+    serial, udid, pem = identity
+    return SimDevice(serial=serial, udid=udid, cert_pem=pem, faults=DeviceFaults(**faults))  # type: ignore[arg-type]
+
+
+def run(dev: SimDevice, cmd: commands.Command) -> dict:
+    # Through plist bytes both ways, as over the wire.
+    report = dev.execute(plistlib.loads(cmd.to_plist()))
+    assert report is not None
+    return plistlib.loads(plistlib.dumps(report))
+
+
+@pytest.mark.parametrize("name", sorted(commands.ALL_BUILDERS))
+def test_every_answer_matches_apples_response_keys(identity, name: str) -> None:
+    cmd = commands.ALL_BUILDERS[name]()
+    report = run(device(identity), cmd)
+    assert report["Status"] in ("Acknowledged", "Error")
+    assert report["CommandUUID"] == cmd.uuid
+    assert validate_response(cmd.request_type, report) == []
+
+
+def test_certificate_list_and_checkins_match_the_schema(identity) -> None:
+    dev = device(identity)
+    report = run(dev, certificate_list())
+    assert validate_response("CertificateList", report) == []
+    assert report["CertificateList"][0]["IsIdentity"] is True
+    assert validate_checkin(dev.authenticate()) == []
+    assert validate_checkin(dev.token_update()) == []
+
+
+def test_profiles_really_change_and_faults_show(identity) -> None:
+    dev = device(identity, refuse_profile="webfilter", no_passcode=True, old_ipados=True, not_now_streak=1)
+    profile = {
+        "PayloadIdentifier": "de.werne.ipad.wifi",
+        "PayloadUUID": "U1",
+        "PayloadType": "Configuration",
+        "PayloadVersion": 1,
+        "PayloadContent": [],
+    }
+    first = run(dev, commands.install_profile(plistlib.dumps(profile)))
+    assert first["Status"] == "NotNow"  # the streak: as if locked before first unlock
+    assert run(dev, commands.install_profile(plistlib.dumps(profile)))["Status"] == "Acknowledged"
+    listed = {p["PayloadIdentifier"] for p in run(dev, commands.profile_list())["ProfileList"]}
+    assert "de.werne.ipad.wifi" in listed
+    refused = run(
+        dev,
+        commands.install_profile(plistlib.dumps({**profile, "PayloadIdentifier": "de.werne.ipad.webfilter"})),
+    )
+    assert refused["Status"] == "Error" and refused["ErrorChain"][0]["ErrorCode"] == 4001
+    assert run(dev, commands.remove_profile("de.werne.ipad.wifi"))["Status"] == "Acknowledged"
+    assert run(dev, commands.remove_profile("de.werne.ipad.wifi"))["Status"] == "Error"
+    assert "de.werne.ipad.wifi" not in {
+        p["PayloadIdentifier"] for p in run(dev, commands.profile_list())["ProfileList"]
+    }
+    assert run(dev, commands.security_info())["SecurityInfo"]["PasscodePresent"] is False
+    assert run(dev, commands.device_information(["OSVersion"]))["QueryResponses"] == {"OSVersion": "15.7.9"}
+    assert run(dev, commands.clear_passcode(b"wrong"))["Status"] == "Error"
+    assert run(dev, commands.clear_passcode(dev.unlock_token))["Status"] == "Acknowledged"
+
+
+def test_an_erase_that_never_answers(identity) -> None:
+    dev = device(identity, erase_never_answers=True)
+    assert dev.execute(plistlib.loads(commands.erase_device().to_plist())) is None
+    assert dev.hung

@@ -1,0 +1,215 @@
+"""The webhook receiver over real HTTP (uvicorn on a free port): bad input, HMAC, idempotency, hooks."""
+
+from __future__ import annotations
+
+import base64
+import json
+import plistlib
+from pathlib import Path
+
+import pytest
+import requests
+
+from core.db import Database
+from core.secrets import Secret
+from mdm_client.registry import Registry
+from mdm_client.webhook import on_enrolled, sign
+
+KEY = "webhook-test-key"
+UDID = "00008120-0011223344556677"
+
+
+def event(
+    topic: str,
+    payload: dict,
+    event_id: str,
+    created_at: str = "2026-11-27T10:00:00.000000001Z",
+    **extra: object,
+) -> bytes:
+    raw = base64.b64encode(plistlib.dumps(payload)).decode()
+    kind = "acknowledge_event" if topic == "mdm.Connect" else "checkin_event"
+    body = {
+        "topic": topic,
+        "event_id": event_id,
+        "created_at": created_at,
+        kind: {"udid": UDID, "ids": {"id": UDID, "type": "Device"}, "raw_payload": raw, **extra},
+    }
+    return json.dumps(body).encode()
+
+
+AUTH = {
+    "MessageType": "Authenticate",
+    "UDID": UDID,
+    "SerialNumber": "ZDWK1DEGZD",
+    "Topic": "com.apple.mgmt.x",
+    "OSVersion": "17.6.1",
+    "ProductName": "iPad13,18",
+}
+TOKEN = {
+    "MessageType": "TokenUpdate",
+    "UDID": UDID,
+    "Topic": "com.apple.mgmt.x",
+    "Token": b"t",
+    "PushMagic": "m",
+    "UnlockToken": b"unlock",
+}
+
+
+@pytest.fixture
+def receiver(tmp_path: Path, webhook_server):  # type: ignore[no-untyped-def]
+    db = Database(f"sqlite:///{tmp_path / 'werne.db'}")
+    registry = Registry(db, school_of=lambda s: ("gs-demo", "pupil") if s == "ZDWK1DEGZD" else None)
+    server = webhook_server(registry, Secret(KEY, "test"), max_body=64 * 1024)
+    yield server.url, registry
+    db.dispose()
+
+
+def post(url: str, body: bytes, key: str | None = KEY) -> requests.Response:
+    headers = {"Content-Type": "application/json; charset=utf-8"}
+    if key is not None:
+        headers["X-Hmac-Signature"] = sign(body, key)
+    return requests.post(url, data=body, headers=headers, timeout=10)
+
+
+def test_checkins_fill_the_registry_in_nanomdm_order(receiver) -> None:
+    url, registry = receiver
+    seen = []
+    remove = on_enrolled(seen.append)
+    try:
+        # NanoMDM posts concurrently: the TokenUpdate may arrive before its Authenticate.
+        r1 = post(url, event("mdm.TokenUpdate", TOKEN, "e2", "2026-11-27T10:00:00.2Z", token_update_tally=1))
+        r2 = post(url, event("mdm.Authenticate", AUTH, "e1", "2026-11-27T10:00:00.1Z"))
+    finally:
+        remove()
+    assert (r1.status_code, r2.status_code) == (200, 200)
+    (dev,) = registry.list_devices()
+    assert (dev.enrollment_id, dev.serial, dev.school, dev.group, dev.state, dev.token_update_tally) == (
+        UDID,
+        "ZDWK1DEGZD",
+        "gs-demo",
+        "pupil",
+        "enrolled",
+        1,
+    )
+    assert dev.unlock_token == b"unlock"
+    assert [(e.topic, e.serial, e.school) for e in seen] == [
+        ("mdm.TokenUpdate", None, None),
+        ("mdm.Authenticate", "ZDWK1DEGZD", "gs-demo"),
+    ]
+    assert [e.topic for e in registry.events_since(0)] == ["mdm.TokenUpdate", "mdm.Authenticate"]
+    r3 = post(
+        url,
+        event(
+            "mdm.CheckOut",
+            {"MessageType": "CheckOut", "UDID": UDID, "Topic": "x"},
+            "e3",
+            "2026-11-27T10:00:01Z",
+        ),
+    )
+    assert r3.status_code == 200 and registry.list_devices()[0].state == "checked_out"
+
+
+def test_results_idle_and_duplicates(receiver) -> None:
+    url, registry = receiver
+    assert post(url, event("mdm.Authenticate", AUTH, "a1")).status_code == 200
+    ack = {
+        "UDID": UDID,
+        "Status": "Error",
+        "CommandUUID": "C1",
+        "ErrorChain": [
+            {
+                "ErrorCode": 4001,
+                "ErrorDomain": "MCInstallationErrorDomain",
+                "LocalizedDescription": "x",
+                "USEnglishDescription": "Profile Installation Failed",
+            }
+        ],
+    }
+    body = event("mdm.Connect", ack, "r1", status="Error", command_uuid="C1")
+    first, again = post(url, body), post(url, body)
+    assert (first.text, again.text) == ("ok\n", "duplicate\n")
+    (cmd,) = registry.command_statuses(["C1"])
+    assert cmd.status == "Error" and cmd.error_chain[0]["ErrorCode"] == 4001
+    # Idle polls move last_seen and are not kept as event rows.
+    before = registry.counts()
+    idle = post(url, event("mdm.Connect", {"UDID": UDID, "Status": "Idle"}, "i1", status="Idle"))
+    assert idle.status_code == 200 and registry.counts() == before
+
+
+BAD_INPUTS = {
+    "malformed plist in raw_payload": (
+        lambda: json.dumps(
+            {
+                "topic": "mdm.Connect",
+                "event_id": "b1",
+                "created_at": "2026-11-27T10:00:00Z",
+                "acknowledge_event": {
+                    "udid": UDID,
+                    "raw_payload": base64.b64encode(b"<plist><dict><key>").decode(),
+                },
+            }
+        ).encode(),
+        400,
+        "raw_payload: command report: not a valid plist",
+    ),
+    "raw_payload not base64": (
+        lambda: json.dumps(
+            {
+                "topic": "mdm.Connect",
+                "event_id": "b2",
+                "acknowledge_event": {"raw_payload": "%%%not base64%%%"},
+            }
+        ).encode(),
+        400,
+        "raw_payload is not base64",
+    ),
+    "JSON that is not a webhook": (
+        lambda: json.dumps({"hello": "world", "event_id": "b3"}).encode(),
+        400,
+        "not a NanoMDM webhook event",
+    ),
+    "JSON array": (lambda: b"[1, 2, 3]", 400, "not a NanoMDM webhook event"),
+    "not JSON": (lambda: b"topic=mdm.Connect&x=1", 400, "body is not JSON"),
+    "non-UTF-8 text": (
+        lambda: '{"topic": "mdm.Connect", "x": "Gr\u00fc\u00dfe"}'.encode("latin-1"),
+        400,
+        "body is not UTF-8",
+    ),
+    "huge body": (
+        lambda: b'{"topic": "mdm.Connect", "pad": "' + b"x" * (200 * 1024) + b'"}',
+        413,
+        "body too large",
+    ),
+    "plist that is not a report": (
+        lambda: event("mdm.Connect", {"Hello": "x"}, "b4"),
+        400,
+        "raw_payload: command report: missing UDID",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_INPUTS))
+def test_bad_input_is_4xx_and_stores_nothing(receiver, case: str, caplog: pytest.LogCaptureFixture) -> None:
+    url, registry = receiver
+    assert post(url, event("mdm.Authenticate", AUTH, "a1")).status_code == 200
+    before = registry.counts()
+    make, status, reason = BAD_INPUTS[case]
+    with caplog.at_level("WARNING", logger="werne.mdm.webhook"):
+        r = post(url, make())
+    assert r.status_code == status and r.text.startswith(reason)
+    assert registry.counts() == before
+    lines = [rec.getMessage() for rec in caplog.records if rec.name == "werne.mdm.webhook"]
+    assert len(lines) == 1 and lines[0].startswith(f"webhook: {status} from 127.0.0.1: {reason}")
+    # Still serving.
+    assert post(url, event("mdm.Authenticate", AUTH, "a2")).status_code == 200
+
+
+@pytest.mark.parametrize("key", [None, "wrong-key"])
+def test_missing_or_wrong_signature_is_401(receiver, key: str | None) -> None:
+    url, registry = receiver
+    r = post(url, event("mdm.Authenticate", AUTH, "s1"), key=key)
+    assert r.status_code == 401 and registry.counts() == {
+        "mdm_devices": 0,
+        "mdm_commands": 0,
+        "mdm_webhook_events": 0,
+    }
