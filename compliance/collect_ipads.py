@@ -9,8 +9,6 @@ iPads in the inventory that never enrolled are unreachable and "never seen".
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -27,82 +25,57 @@ DEVICE_QUERIES = ["SerialNumber", "DeviceName", "ModelName", "OSVersion", "Build
 
 
 @dataclass
-class EnrolledDevice:
-    """What the MDM registry knows about an enrolled iPad before the sweep."""
+class SweptIPad:
+    """The outcome of the query sweep for one iPad."""
 
-    enrollment_id: str
     serial: str
-    last_seen: datetime | None
-    state: str = "enrolled"
-
-
-@dataclass
-class SweepResult:
-    """Answers per enrollment id and request type, plus per-device reasons for missing ones."""
-
-    answers: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
-    errors: dict[str, str] = field(default_factory=dict)
+    status: str  # answered | unreachable | error | not_enrolled
+    answers: dict[str, Any] = field(default_factory=dict)
+    reason: str = ""
+    last_seen: datetime | None = None
 
 
 class QuerySweep(Protocol):
-    """Sends the queries and waits for answers until the deadline (the MDM library does the work)."""
+    """Sends the queries to every iPad and waits until the deadline (the MDM library does the work)."""
 
-    def enrolled(self) -> list[EnrolledDevice]: ...
-
-    def sweep(self, ids: list[str], deadline_s: float, progress: Callable[[int, int], None]) -> SweepResult: ...
+    def __call__(self, deadline_s: float) -> list[SweptIPad]: ...
 
 
-class NanoMDMSweep:
-    """The real sweep: mdm_client's NanoMDM client to enqueue, its registry to read the answers."""
+def mdm_query_sweep(config: Config, db: Any, inventory: Inventory) -> QuerySweep:
+    """The real sweep: `mdm_client.ipads.query` (DeviceInformation, SecurityInfo, ProfileList,
+    CertificateList through NanoMDM, answers stored by the webhook receiver), then the registry's
+    newest facts of every device that answered."""
 
-    def __init__(self, config: Config, db: Any, poll_interval: float = 0.5):
-        from core.secrets import read_secret
-        from mdm_client.client import NanoMDMClient
-        from mdm_client.registry import Registry
+    def sweep(deadline_s: float) -> list[SweptIPad]:
+        from mdm_client.ipads import IPadContext, query
 
-        self.registry = Registry(db)
-        key = read_secret(file=config.mdm.api_key_file, env=config.mdm.api_key_env, what="MDM API key")
-        self.client = NanoMDMClient(config.mdm.url, key, timeout=config.mdm.timeout)
-        self.poll_interval = poll_interval
+        ctx = IPadContext(config, db, inventory, actor="compliance")
+        try:
+            report = query(ctx, deadline_s=deadline_s)
+        except WerneError as e:
+            raise CollectionError(f"MDM query sweep: {e}") from None
+        devices = ctx.registry.devices_by_serial()
+        out = []
+        for d in report.devices:
+            dev = devices.get(d.serial)
+            last_seen = dev.last_seen_at if dev is not None else None
+            if d.enrollment_id is None:
+                out.append(SweptIPad(d.serial, "not_enrolled", reason="not enrolled in the MDM", last_seen=last_seen))
+                continue
+            by_type = {o.request_type: o for o in d.outcomes}
+            needed = [by_type.get(t) for t in QUERY_TYPES]
+            if dev is not None and all(o is not None and o.status == "Acknowledged" for o in needed):
+                answers = {t: (dev.facts.get(t) or {}).get("value") for t in QUERY_TYPES}
+                out.append(SweptIPad(d.serial, "answered", answers, last_seen=last_seen))
+            elif any(o is not None and o.status in ("Error", "CommandFormatError") for o in needed):
+                bad = [f"{o.request_type}: {o.status} {o.detail}".strip() for o in needed
+                       if o is not None and o.status in ("Error", "CommandFormatError")]
+                out.append(SweptIPad(d.serial, "error", reason="; ".join(bad), last_seen=last_seen))
+            else:
+                out.append(SweptIPad(d.serial, "unreachable", last_seen=last_seen))
+        return out
 
-    def enrolled(self) -> list[EnrolledDevice]:
-        return [EnrolledDevice(d.enrollment_id, d.serial or "", d.last_seen_at, d.state)
-                for d in self.registry.devices_by_serial().values()]
-
-    def sweep(self, ids: list[str], deadline_s: float, progress: Callable[[int, int], None]) -> SweepResult:
-        from mdm_client import commands
-
-        out = SweepResult()
-        if not ids:
-            return out
-        start = time.monotonic()
-        uuids = []
-        for cmd in (commands.device_information(DEVICE_QUERIES), commands.security_info(), commands.profile_list()):
-            try:
-                res = self.client.enqueue(cmd, ids)
-            except WerneError as e:
-                raise CollectionError(f"MDM query sweep: {e}") from None
-            self.registry.record_enqueued(cmd.uuid, cmd.request_type, res.queued, res.failed, actor="compliance",
-                                          detail={"purpose": "compliance sweep"})
-            for eid, why in res.failed.items():
-                out.errors[eid] = why
-            uuids.append(cmd.uuid)
-        want = {eid for eid in ids if eid not in out.errors}
-        while True:
-            done: dict[str, dict[str, dict[str, Any]]] = {}
-            for c in self.registry.command_statuses(uuids):
-                if c.status == "Acknowledged":
-                    done.setdefault(c.enrollment_id, {})[c.request_type] = c.result or {}
-                elif c.status in ("Error", "CommandFormatError"):
-                    msg = "; ".join(str(e.get("USEnglishDescription") or e.get("LocalizedDescription") or e)
-                                    for e in (c.error_chain or []))
-                    out.errors.setdefault(c.enrollment_id, f"{c.request_type}: {c.status} {msg}".strip())
-            complete = {eid for eid, a in done.items() if len(a) == len(QUERY_TYPES)}
-            progress(len(complete & want), len(want))
-            if want <= complete | set(out.errors) or time.monotonic() - start >= deadline_s:
-                out.answers = {eid: a for eid, a in done.items() if eid in complete}
-                return out
-            time.sleep(self.poll_interval)
+    return sweep
 
 
 def _unwrap(answer: dict[str, Any], key: str) -> Any:
@@ -129,40 +102,37 @@ def ipad_facts(answers: dict[str, dict[str, Any]]) -> dict[str, Any]:
 
 
 def collect_ipads(config: Config, inventory: Inventory, db: Any, progress: ProgressCallback | None = None,
-                  sweep: QuerySweep | None = None, serials: list[str] | None = None) -> list[DeviceFacts]:
-    """Facts for every iPad of the inventory; silent or never-enrolled ones are unreachable."""
-    wanted = serials if serials is not None else sorted(inventory.ipads)
-    if not wanted:
+                  sweep: QuerySweep | None = None, now: datetime | None = None) -> list[DeviceFacts]:
+    """Facts for every iPad of the inventory; silent or never-enrolled ones are unreachable.
+    `now` is the run's clock: an iPad that answered the sweep was seen then."""
+    if not inventory.ipads:
         return []
-    sweep = sweep or NanoMDMSweep(config, db)
-    enrolled = {d.serial: d for d in sweep.enrolled() if d.serial and d.state == "enrolled"}
-    ids = [enrolled[s].enrollment_id for s in wanted if s in enrolled]
-
-    def tick(done: int, total: int) -> None:
-        if progress is not None:
-            progress(Progress("ipads", done, total))
-
-    result = sweep.sweep(ids, config.compliance.query_deadline_s, tick)
+    sweep = sweep or mdm_query_sweep(config, db, inventory)
+    deadline = config.compliance.query_deadline_s
+    if progress is not None:
+        progress(Progress("ipads", 0, len(inventory.ipads), message=f"MDM query sweep, deadline {deadline:g}s"))
+    swept = {s.serial: s for s in sweep(deadline)}
     out = []
-    for serial in wanted:
-        ipad = inventory.ipads[serial]
-        common = {"device": serial, "fleet": "ipads", "school": ipad.school, "group": ipad.group,
-                  "name": ipad.name or serial}
-        dev = enrolled.get(serial)
-        if dev is None:
-            out.append(DeviceFacts(**common, reachable=False, reason="not enrolled in the MDM"))
-            continue
-        last_seen = dev.last_seen if dev.last_seen is None or dev.last_seen.tzinfo else \
-            dev.last_seen.replace(tzinfo=UTC)
-        answers = result.answers.get(dev.enrollment_id)
-        if answers is not None:
-            out.append(DeviceFacts(**common, facts=ipad_facts(answers), last_seen=datetime.now(UTC)))
-        elif dev.enrollment_id in result.errors:
-            out.append(DeviceFacts(**common, reachable=False, failure="error", last_seen=last_seen,
-                                   reason=result.errors[dev.enrollment_id]))
+    now = now or datetime.now(UTC)
+    for serial, ipad in sorted(inventory.ipads.items()):
+        common: dict[str, Any] = {"device": serial, "fleet": "ipads", "school": ipad.school, "group": ipad.group,
+                                  "name": ipad.name or serial}
+        s = swept.get(serial) or SweptIPad(serial, "not_enrolled", reason="not enrolled in the MDM")
+        last_seen = s.last_seen if s.last_seen is None or s.last_seen.tzinfo else s.last_seen.replace(tzinfo=UTC)
+        if s.status == "answered":
+            try:
+                facts = ipad_facts(s.answers)
+            except (AttributeError, TypeError, KeyError) as e:
+                out.append(DeviceFacts(**common, reachable=False, failure="error", last_seen=last_seen,
+                                       reason=f"answers could not be read: {e.__class__.__name__}"))
+                continue
+            out.append(DeviceFacts(**common, facts=facts, last_seen=max(last_seen or now, now)))
+        elif s.status == "error":
+            out.append(DeviceFacts(**common, reachable=False, failure="error", last_seen=last_seen, reason=s.reason))
         else:
             seen = last_seen.strftime("%Y-%m-%d %H:%M UTC") if last_seen else "never"
-            out.append(DeviceFacts(**common, reachable=False, last_seen=last_seen,
-                                   reason=f"no answer within {config.compliance.query_deadline_s:g}s; "
-                                          f"last seen {seen}"))
+            reason = s.reason or f"no answer within {deadline:g}s"
+            out.append(DeviceFacts(**common, reachable=False, last_seen=last_seen, reason=f"{reason}; last seen {seen}"))
+    if progress is not None:
+        progress(Progress("ipads", len(out), len(out), message="sweep done"))
     return out

@@ -108,13 +108,13 @@ def run_compliance(config: Config, db: Database, inventory: Inventory, fleets: t
         run_id = history.begin_run(db, scope, audit.current_actor(), inventory.digest(), baselines.digest(),
                                    waivers.digest)
         try:
+            at = now or datetime.now(UTC)
             devices: list[DeviceFacts] = []
             if "laptops" in fleets:
                 artifacts = config.state_dir / "compliance" / "artifacts"
                 devices += collect_laptops(config, inventory, db, artifacts, hosts or None, progress)
             if "ipads" in fleets:
-                devices += collect_ipads(config, inventory, db, progress, sweep)
-            at = now or datetime.now(UTC)
+                devices += collect_ipads(config, inventory, db, progress, sweep, now=at)
             ctx = EvalContext(config=config, now=at, profile_set_for=group_profile_identifiers(config))
             results: list[RuleResult] = []
             for fleet in fleets:

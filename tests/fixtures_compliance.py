@@ -151,3 +151,91 @@ def two_runs(compliance_db, compliance_config):  # type: ignore[no-untyped-def]
 
 def deep(d: dict[str, Any]) -> dict[str, Any]:
     return copy.deepcopy(d)
+
+
+# --- a small real MDM world: NanoMDM, the webhook receiver, simulated iPads --------------------------
+
+class IPadWorld:
+    """Real NanoMDM + webhook receiver + simulated iPads for the compliance sweep."""
+
+    def __init__(self, root: Path, n_per_school: int = 3):
+        from core.db import Database
+        from core.inventory import load_inventory
+        from core.secrets import Secret
+        from lab.mdm import CERT_HEADER, generated_serials, issue_identities, make_ca
+        from mdm_client.registry import Registry
+        from tests.conftest import DEMO_INVENTORY
+        from tests.fixtures_mdm import NanoMDMProcess, start_webhook
+
+        import shutil
+
+        self.root = root
+        self.state = root / "state"
+        self.state.mkdir()
+        inv = root / "inventory"
+        shutil.copytree(DEMO_INVENTORY, inv)
+        serials = generated_serials(2 * n_per_school, start=7100)
+        rows = ["serial;model;school;group;name"]
+        for i, s in enumerate(serials):
+            school = ("gs-demo", "gym-demo")[i % 2]
+            rows.append(f"{s};iPad (10th generation);{school};{('pupil', 'teacher')[i % 2]};ipad-{i:02d}")
+        (inv / "ipads.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
+        self.serials = serials
+        api_key, hmac_key = "cmp-api-key-0123456789", "cmp-hmac-key-9876543210"
+        secrets = root / "secrets"
+        secrets.mkdir(mode=0o700)
+        (secrets / "api_key").write_text(api_key + "\n")
+        (secrets / "wifi").write_text("schul-wlan-passwort\n")
+        ca, ca_key = make_ca(root / "ca")
+        self.db = Database(f"sqlite:///{self.state / 'werne.db'}")
+        inventory = load_inventory(inv)
+        registry = Registry(self.db, school_of=lambda s: (inventory.ipads[s].school, inventory.ipads[s].group)
+                            if s in inventory.ipads else None)
+        self.webhook = start_webhook(registry, Secret(hmac_key, "test"))
+        self.nanomdm = NanoMDMProcess(root, ca, self.webhook.url, api_key, hmac_key, CERT_HEADER)
+        self.config_path = root / "werne.toml"
+        self.config_path.write_text(
+            f'[site]\ninventory = "{inv}"\nstate_dir = "{self.state}"\n'
+            f'[mdm]\nurl = "{self.nanomdm.url}"\napi_key_file = "{secrets / "api_key"}"\n'
+            f'wifi_secret_file = "{secrets / "wifi"}"\nblast_radius = 50\nquery_deadline_s = 20.0\n'
+            f'[compliance]\nquery_deadline_s = 6.0\ncontact_max_days = 14\n', encoding="utf-8")
+        self.cert_header = CERT_HEADER
+        self.devices = []
+        from mdm_client.simulator import SimDevice
+
+        for serial, udid, pem in issue_identities(ca, ca_key, serials):
+            self.devices.append(SimDevice(serial=serial, udid=udid, cert_pem=pem))
+        self.sim = self._start(self.devices)
+
+    def _start(self, devices: list[Any]) -> Any:
+        from mdm_client.simulator import Simulator
+
+        return Simulator(self.nanomdm.url, devices, self.cert_header, poll_interval=0.3).start()
+
+    def take_offline(self, serial: str) -> None:
+        """The iPad stops talking to the server (switched off, out of Wi-Fi); the others go on."""
+        self.sim.stop()
+        self.sim = self._start([d for d in self.devices if d.serial != serial])
+
+    def config(self) -> Config:
+        return load_config(self.config_path)
+
+    def inventory(self) -> Any:
+        from core.inventory import load_inventory
+
+        return load_inventory(self.config().inventory_dir)
+
+    def close(self) -> None:
+        self.sim.stop()
+        self.nanomdm.stop()
+        self.webhook.stop()
+        self.db.dispose()
+
+
+@pytest.fixture(scope="module")
+def ipad_world(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    world = IPadWorld(tmp_path_factory.mktemp("cmp-ipads"))
+    try:
+        yield world
+    finally:
+        world.close()
