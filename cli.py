@@ -239,6 +239,142 @@ def lab_status(app: AppContext, as_json: bool) -> None:
 # ---------------------------------------------------------------- laptop -------------------
 # (owned by the provisioning work: `werne laptop preflight|provision`)
 
+def _rich_console(stderr: bool = False):  # type: ignore[no-untyped-def]
+    from rich.console import Console
+
+    # Rich looks at the stream when it is made: click's (and CliRunner's) current one.
+    stream = click.get_text_stream("stderr" if stderr else "stdout")
+    return Console(file=stream, width=None if stream.isatty() else 120, highlight=False, soft_wrap=True)
+
+
+@main.group(cls=WerneGroup)
+def laptop() -> None:
+    """Check and provision the home-office laptops over SSH (pre-flight, then Ansible).
+
+    Example:
+
+        werne laptop preflight --all --accept-new
+    """
+
+
+@laptop.command("preflight")
+@click.argument("hosts", nargs=-1)
+@click.option("--all", "all_hosts", is_flag=True, help="Check every laptop in the inventory.")
+@click.option("--accept-new", is_flag=True,
+              help="Pin the host key of laptops seen for the first time (compare the fingerprints first).")
+@click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
+@pass_app
+def laptop_preflight(app: AppContext, hosts: tuple[str, ...], all_hosts: bool, accept_new: bool,
+                     as_json: bool) -> None:
+    """Check that laptops can be provisioned: reachable, pinned host key, key login, sudo, OS, python3, disk.
+
+    All hosts are checked at once. Each failing host gets one line with its reason; the exit code
+    is 1 if any host fails. A changed host key is never accepted.
+
+    Example:
+
+        werne laptop preflight --all --accept-new
+        werne laptop preflight lap01 lap02 --json
+    """
+    from core.errors import EXIT_FINDINGS
+    from provisioning.preflight import run_preflight
+
+    report = run_preflight(app.config, app.inventory, hosts, all_hosts, accept_new,
+                           db=app.db if accept_new else None)
+    if as_json:
+        echo_json({"ok": report.ok, "known_hosts": report.known_hosts,
+                   "hosts": [{**h.model_dump(), "ok": h.ok} for h in report.hosts]})
+    else:
+        from rich.table import Table
+
+        table = Table("host", "address", "reachable", "host key", "login", "sudo", "OS", "python3", "disk",
+                      "result", box=None, pad_edge=False)
+        mark = {"ok": "ok", "failed": "FAIL", "not checked": "-"}
+        for h in report.hosts:
+            c = h.checks
+            os_cell = f"{mark[c['os']]} {h.os}" if h.os else mark[c["os"]]
+            disk = f"{mark[c['disk']]} {h.free_disk_mb} MB" if h.free_disk_mb is not None else mark[c["disk"]]
+            table.add_row(h.host, h.address, mark[c["reachable"]], mark[c["host_key"]], mark[c["login"]],
+                          mark[c["sudo"]], os_cell, mark[c["python3"]], disk, "ok" if h.ok else "FAILED")
+        _rich_console().print(table)
+        for h in report.hosts:
+            if h.host_key_recorded:
+                click.echo(f"{h.host}: pinned new host key {h.host_key_fingerprint}")
+        for h in report.failed:
+            click.echo(f"{h.host}: {h.reason}")
+        click.echo(f"{len(report.hosts)} checked, {len(report.failed)} failed")
+    if not report.ok:
+        sys.exit(EXIT_FINDINGS)
+
+
+@laptop.command("provision")
+@click.argument("hosts", nargs=-1)
+@click.option("--all", "all_hosts", is_flag=True, help="Provision every laptop in the inventory.")
+@click.option("--check", "check_mode", is_flag=True,
+              help="Ansible check mode with diff: show per host what would change; change nothing.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@pass_app
+def laptop_provision(app: AppContext, hosts: tuple[str, ...], all_hosts: bool, check_mode: bool,
+                     as_json: bool) -> None:
+    """Apply the laptop security baseline (playbooks/laptop.yml) through Ansible and store the run.
+
+    Host keys are checked against the pinned known_hosts first; changed or unknown keys are
+    refused. Progress goes to stderr, the per-host summary to stdout. Exit code 1 if any host
+    failed or was unreachable; the other hosts still finish.
+
+    Example:
+
+        werne laptop provision --all --check
+        werne laptop provision lap01 lap02
+    """
+    from rich.live import Live
+    from rich.text import Text
+
+    from core.errors import EXIT_FINDINGS
+    from provisioning.models import Progress
+    from provisioning.runner import provision
+
+    def line(p: Progress) -> Text:
+        last = f"  {p.host}: {p.task}" if p.host else ""
+        verb = "check" if check_mode else "provision"
+        return Text(f"{verb}: {p.done}/{p.total} hosts done, {p.changed} changed, "
+                    f"{p.failed} failed, {p.unreachable} unreachable{last}")
+
+    console = _rich_console(stderr=True)
+    with Live(Text(""), console=console, transient=console.is_terminal, refresh_per_second=4) as live:
+        def on_progress(p: Progress) -> None:
+            live.update(line(p))
+
+        report = provision(app.config, app.db, app.inventory, hosts, all_hosts, check_mode, on_progress)
+    if as_json:
+        echo_json(report.model_dump())
+    else:
+        from rich.table import Table
+
+        # The reasons follow the table, one line per host, so the table never wraps them.
+        table = Table("host", "outcome", "ok", "changed", "failed", "unreachable", box=None, pad_edge=False)
+        for h in report.hosts:
+            table.add_row(h.host, h.outcome, str(h.ok), str(h.changed), str(h.failed), str(h.unreachable))
+        _rich_console().print(table)
+        if check_mode:
+            for h in report.hosts:
+                if not h.changes:
+                    continue
+                click.echo(f"{h.host}: would change {len(h.changes)} task(s):")
+                for c in h.changes:
+                    click.echo(f"  - {c.role + ': ' if c.role else ''}{c.task}")
+                    for d in c.diff.splitlines():
+                        click.echo(f"      {d}")
+        for h in report.hosts:
+            if h.reason:
+                click.echo(f"{h.host}: {h.reason}")
+        if report.interrupted_runs:
+            click.echo(f"marked interrupted: run(s) {', '.join(map(str, report.interrupted_runs))}")
+        click.echo(f"run {report.run_id}: {report.status}{' (check mode)' if check_mode else ''}; "
+                   f"artifacts in {report.artifact_dir}")
+    if not report.ok:
+        sys.exit(EXIT_FINDINGS)
+
 # ---------------------------------------------------------------- vpn ----------------------
 # (owned by the VPN work)
 

@@ -13,7 +13,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from core.errors import ConfigError
 
@@ -41,18 +41,50 @@ class SiteConfig(_Section):
 
 
 class SSHConfig(_Section):
+    """[ssh]: how pre-flight and Ansible reach the laptops (host keys pinned in <state_dir>/known_hosts)."""
+
+    # Used when the inventory gives no ansible_user.
     user: str = "admin"
     # Empty means <state_dir>/lab/id_ed25519, the key `werne lab up` makes.
     private_key_file: Path | None = None
-    connect_timeout: float = 10.0
-    min_free_disk_mb: int = 500
+    connect_timeout: float = Field(default=10.0, gt=0)
+    # Connection attempts per host (TCP connect and SSH handshake), with jittered backoff between.
+    connect_attempts: int = Field(default=3, ge=1, le=10)
+    # Seconds one pre-flight command may take on a laptop.
+    command_timeout: float = Field(default=30.0, gt=0)
+    # Pre-flight checks this many hosts at once.
+    parallel: int = Field(default=32, ge=1, le=256)
+    min_free_disk_mb: int = Field(default=500, ge=0)
+    # "<os-release ID> <VERSION_ID>", or only the ID for every version.
     supported_os: list[str] = ["debian 12", "debian 13", "ubuntu 22.04", "ubuntu 24.04"]
 
 
 class ProvisioningConfig(_Section):
-    forks: int = 20
+    """[provisioning]: the Ansible run (playbook, forks, pipelining) and the firewall's admin networks."""
+
+    # A playbook in the repository's playbooks/ folder.
+    playbook: str = Field(default="laptop.yml", pattern=r"^[A-Za-z0-9_.-]+\.ya?ml$")
+    forks: int = Field(default=20, ge=1, le=500)
     pipelining: bool = True
+    # Networks that may reach the laptops' SSH port through the firewall (admins and the VPN pool).
     admin_networks: list[str] = ["10.200.0.0/16", "10.77.0.0/16"]
+    # A whole run may take this long before ansible-runner stops it.
+    timeout_s: int = Field(default=3600, gt=0)
+
+    @field_validator("admin_networks")
+    @classmethod
+    def _networks(cls, v: list[str]) -> list[str]:
+        import ipaddress
+
+        out = []
+        for item in v:
+            try:
+                out.append(str(ipaddress.ip_network(item, strict=False)))
+            except ValueError:
+                raise ValueError(f"'{item}' is not a network (CIDR)") from None
+        if not out:
+            raise ValueError("at least one admin network is needed, or nobody can reach SSH")
+        return out
 
 
 class LabConfig(_Section):

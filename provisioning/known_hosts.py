@@ -1,0 +1,105 @@
+"""The pinned host keys: an OpenSSH known_hosts file in the state dir, shared by pre-flight and Ansible.
+
+Pre-flight (paramiko) reads and, with --accept-new, extends it; Ansible's ssh reads the same file
+with StrictHostKeyChecking=yes, so a laptop whose key changed is refused by both. Entries use
+OpenSSH's names: `address` for port 22, `[address]:port` otherwise.
+"""
+
+from __future__ import annotations
+
+import base64
+import fcntl
+import hashlib
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import paramiko
+
+from provisioning.errors import KnownHostsError
+
+# Families: the algorithm names a server may offer for one stored key type.
+_RSA_ALGORITHMS = ("rsa-sha2-512", "rsa-sha2-256", "ssh-rsa")
+
+
+def host_id(address: str, port: int) -> str:
+    """The name OpenSSH looks a host up by in known_hosts."""
+    return address if port == 22 else f"[{address}]:{port}"
+
+
+def fingerprint(key: paramiko.PKey) -> str:
+    """OpenSSH's SHA256 fingerprint, as `ssh-keygen -lf` prints it."""
+    digest = hashlib.sha256(key.asbytes()).digest()
+    return "SHA256:" + base64.b64encode(digest).decode().rstrip("=")
+
+
+def algorithms_for(key_types: list[str], offered: list[str] | tuple[str, ...]) -> list[str]:
+    """Host key algorithms to offer so that the server shows a key of a pinned type."""
+    wanted: list[str] = []
+    for t in key_types:
+        wanted += list(_RSA_ALGORITHMS) if t == "ssh-rsa" else [t]
+    return [a for a in offered if a in wanted]
+
+
+def same_key(a: paramiko.PKey, b: paramiko.PKey) -> bool:
+    return a.get_name() == b.get_name() and a.asbytes() == b.asbytes()
+
+
+class PinnedHostKeys:
+    """The known_hosts file: look up, add and save pinned keys (writes are atomic and locked)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._keys = paramiko.HostKeys()
+        self.reload()
+
+    def reload(self) -> None:
+        self._keys = paramiko.HostKeys()
+        if not self.path.exists():
+            return
+        try:
+            self._keys.load(str(self.path))
+        except (OSError, UnicodeDecodeError) as e:
+            raise KnownHostsError(
+                f"cannot read pinned host keys {self.path}: {e.__class__.__name__}"
+            ) from None
+        except paramiko.SSHException as e:
+            raise KnownHostsError(f"pinned host keys {self.path} are damaged: {e}") from None
+
+    def lookup(self, hid: str) -> dict[str, paramiko.PKey]:
+        """Pinned keys of one host, by key type ({} when the host was never seen)."""
+        entry = self._keys.lookup(hid)
+        return dict(entry.items()) if entry is not None else {}
+
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            lock = open(self.path.with_name(self.path.name + ".lock"), "w")  # noqa: SIM115
+        except OSError as e:
+            raise KnownHostsError(f"cannot lock pinned host keys {self.path}: {e.strerror}") from None
+        with lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            yield
+
+    def add(self, new: dict[str, paramiko.PKey]) -> None:
+        """Pin first-contact keys ({host id: key}), merged with what another process wrote meanwhile.
+
+        Only hosts with no pinned key of that type are added: a changed key is never overwritten here.
+        """
+        if not new:
+            return
+        with self._locked():
+            self.reload()
+            for hid, key in sorted(new.items()):
+                if key.get_name() not in self.lookup(hid):
+                    self._keys.add(hid, key.get_name(), key)
+            tmp = self.path.with_name(f"{self.path.name}.tmp-{os.getpid()}")
+            try:
+                self._keys.save(str(tmp))
+                os.chmod(tmp, 0o600)
+                os.replace(tmp, self.path)
+            except OSError as e:
+                tmp.unlink(missing_ok=True)
+                raise KnownHostsError(f"cannot write pinned host keys {self.path}: {e.strerror}") from None
