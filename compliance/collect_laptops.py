@@ -47,23 +47,29 @@ def known_hosts_file(config: Config) -> Path:
 
 
 def ansible_env(config: Config) -> dict[str, str]:
-    kh = known_hosts_file(config)
-    ssh_args = ("-o ControlMaster=auto -o ControlPersist=60s -o BatchMode=yes "
-                f"-o ConnectTimeout={int(config.ssh.connect_timeout)} "
-                f"-o UserKnownHostsFile={kh} -o StrictHostKeyChecking=yes")
-    venv_bin = str(Path(sys.executable).parent)
-    return {
-        "ANSIBLE_SSH_ARGS": ssh_args,
-        "ANSIBLE_HOST_KEY_CHECKING": "True",
-        "ANSIBLE_PIPELINING": "True",
-        "ANSIBLE_PRIVATE_KEY_FILE": str(config.ssh_key_file),
-        "ANSIBLE_REMOTE_USER": config.ssh.user,
-        "ANSIBLE_TIMEOUT": str(int(config.ssh.connect_timeout)),
-        "ANSIBLE_RETRY_FILES_ENABLED": "False",
-        "ANSIBLE_NOCOLOR": "True",
-        "ANSIBLE_LIBRARY": str(PLAYBOOK.parent / "library"),
-        "PATH": venv_bin + os.pathsep + os.environ.get("PATH", ""),
-    }
+    """ansible-playbook's environment: the provisioning runner's (pinned known_hosts, key, pipelining,
+    venv on PATH) when that package is there, plus this repo's module library."""
+    try:
+        from provisioning.runner import ansible_envvars
+
+        env = ansible_envvars(config, pipelining=True)
+    except ImportError:
+        kh = known_hosts_file(config)
+        env = {
+            "ANSIBLE_SSH_ARGS": ("-o ControlMaster=auto -o ControlPersist=60s -o BatchMode=yes "
+                                 f"-o UserKnownHostsFile={kh} -o GlobalKnownHostsFile=/dev/null "
+                                 "-o StrictHostKeyChecking=yes"),
+            "ANSIBLE_HOST_KEY_CHECKING": "True",
+            "ANSIBLE_PIPELINING": "True",
+            "ANSIBLE_PRIVATE_KEY_FILE": str(config.ssh_key_file),
+            "ANSIBLE_REMOTE_USER": config.ssh.user,
+            "ANSIBLE_TIMEOUT": str(int(max(1, config.ssh.connect_timeout))),
+            "ANSIBLE_RETRY_FILES_ENABLED": "False",
+            "ANSIBLE_NOCOLOR": "True",
+            "PATH": str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", ""),
+        }
+    env["ANSIBLE_LIBRARY"] = str(PLAYBOOK.parent / "library")
+    return env
 
 
 def _host_reason(res: dict[str, Any]) -> str:
@@ -106,7 +112,8 @@ def run_facts_playbook(config: Config, inventory: Inventory, hosts: list[str], a
         runner = ansible_runner.run(
             private_data_dir=str(artifact_dir), playbook=str(PLAYBOOK), inventory=str(inventory.hosts_file),
             limit=limit, forks=config.compliance.forks, cmdline="--check", quiet=True,
-            envvars=ansible_env(config), event_handler=on_event, rotate_artifacts=5,
+            envvars=ansible_env(config), extravars={"werne_admin_user": config.ssh.user},
+            event_handler=on_event, rotate_artifacts=5,
             timeout=int(max(300, 10 * len(hosts))),
         )
     except (OSError, ValueError) as e:

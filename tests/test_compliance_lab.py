@@ -1,0 +1,109 @@
+"""Compliance over real lab laptops (systemd-nspawn, real sshd, real ansible-runner): drift seeded on
+one laptop fails exactly that rule on exactly that host; `werne laptop provision` fixes it and the
+next run shows it under "fixed"; the facts playbook runs in check mode and changes nothing."""
+
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+from click.testing import CliRunner
+
+from compliance.diff import diff_stored
+from compliance.history import load_run, verify_chain
+from compliance.run import run_compliance
+from core.config import load_config
+from core.db import Database
+from core.inventory import load_inventory
+
+pytestmark = [pytest.mark.lab, pytest.mark.slow]
+
+DROPIN = "/etc/ssh/sshd_config.d/10-werne-hardening.conf"
+
+
+def cli(cfg, *args):
+    from cli import main
+
+    return CliRunner().invoke(main, ["--config", str(cfg), *args], catch_exceptions=False)
+
+
+def pin_gateway(lab, cfg):
+    """The gateway is not a laptop, so pre-flight does not pin it: record its key like an admin would."""
+    config = load_config(cfg)
+    gw = next(h for h in lab.status() if h.role == "gateway")
+    keys = subprocess.run(["ssh-keyscan", "-T", "5", "-t", "ed25519", gw.address], capture_output=True,
+                          text=True, check=True).stdout
+    with open(config.state_dir / "known_hosts", "a", encoding="utf-8") as f:
+        f.write(keys)
+
+
+@pytest.fixture(scope="module")
+def provisioned_lab(lab_factory, lab_config):
+    from cli import main
+
+    if "laptop" not in main.commands or "provision" not in getattr(main.commands["laptop"], "commands", {}):
+        pytest.skip("`werne laptop provision` is not in the CLI yet")
+    lab = lab_factory(3, gateway=True)
+    cfg = lab_config(lab, extra='\n[compliance]\nluks_missing = "not_applicable"\n')
+    r = cli(cfg, "laptop", "preflight", "--all", "--accept-new")
+    assert r.exit_code == 0, r.output
+    pin_gateway(lab, cfg)
+    r = cli(cfg, "laptop", "provision", "--all")
+    assert r.exit_code == 0, r.output
+    return lab, cfg
+
+
+def test_drift_fails_exactly_that_rule_then_provision_fixes_it(provisioned_lab):
+    lab, cfg = provisioned_lab
+    config = load_config(cfg)
+    db = Database(config.database_url)
+    inv = load_inventory(config.inventory_dir)
+    before = run_compliance(config, db, inv, ("laptops",))
+    base = load_run(db, before.run_id)
+    laptop_rules = {r for (_, r) in base.results if r.startswith("lx-")}
+    bad = {k: v.status for k, v in base.results.items() if v.status != "pass" and k[1] in laptop_rules}
+    assert bad == {}, {k: base.results[k].evidence for k in bad}
+
+    # Drift: someone turns root login back on in the managed sshd drop-in of lap02.
+    r = lab.exec("lap02", ["sed", "-i", "s/^PermitRootLogin .*/PermitRootLogin yes/", DROPIN])
+    assert r.returncode == 0
+    drifted = run_compliance(config, db, inv, ("laptops",))
+    d = diff_stored(db, before.run_id, drifted.run_id)
+    assert [(c.device, c.rule_id, c.after) for c in d.newly_failing] == [("lap02", "lx-ssh-no-root-login", "fail")]
+    run = load_run(db, drifted.run_id)
+    assert {k for k, v in run.results.items() if v.status == "fail" and k[1] in laptop_rules} == {
+        ("lap02", "lx-ssh-no-root-login")}
+    assert "permitrootlogin=yes" in run.results[("lap02", "lx-ssh-no-root-login")].evidence
+    # The facts task ran in check mode: the drift is still there.
+    assert "PermitRootLogin yes" in lab.exec("lap02", ["cat", DROPIN]).stdout
+
+    r = cli(cfg, "laptop", "provision", "lap02")
+    assert r.exit_code == 0, r.output
+    fixed = run_compliance(config, db, inv, ("laptops",))
+    d = diff_stored(db, drifted.run_id, fixed.run_id)
+    assert [(c.device, c.rule_id, c.before, c.after) for c in d.fixed] == [
+        ("lap02", "lx-ssh-no-root-login", "fail", "pass")]
+    assert d.newly_failing == []
+    # The HTML report of the newest run lists it under "fixed".
+    from compliance.reports.model import build_report
+
+    rep = build_report(db, fixed.run_id)
+    assert [(c["device"], c["rule"]) for c in rep["changes"]["fixed"]] == [("lap02", "lx-ssh-no-root-login")]
+    assert verify_chain(db).ok
+    db.dispose()
+
+
+def test_stopped_laptop_is_unreachable_others_still_checked(provisioned_lab):
+    lab, cfg = provisioned_lab
+    config = load_config(cfg)
+    db = Database(config.database_url)
+    lab.stop_host("lap03")
+    try:
+        s = run_compliance(config, db, load_inventory(config.inventory_dir), ("laptops",))
+    finally:
+        lab.start_host("lap03")
+    run = load_run(db, s.run_id)
+    assert {v.status for (d, _), v in run.results.items() if d == "lap03"} == {"unreachable"}
+    assert all(v.status != "unreachable" for (d, _), v in run.results.items() if d != "lap03")
+    assert s.exit_code == 1
+    db.dispose()
