@@ -58,6 +58,8 @@ STOP_TIMEOUT_S = 20.0
 LAUNCHER = ('echo $$ > "$1/cgroup.procs" && echo $$ > "$2/cgroup.procs" && echo $$ > "$3" '
             '&& shift 3 && exec "$@"')
 INOTIFY_MIN = {"fs/inotify/max_user_instances": 8192, "fs/inotify/max_user_watches": 1048576}
+# The userspace WireGuard that scripts/setup.sh builds; offered inside every lab host.
+WIREGUARD_GO = Path(__file__).resolve().parent.parent / ".tools" / "bin" / "wireguard-go"
 SAFE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
@@ -390,16 +392,23 @@ class Lab:
         def subnet_taken(net: ipaddress.IPv4Network, bridge: str) -> bool:
             return any(ifname != bridge and iface.network.overlaps(net) for ifname, iface in addrs)
 
+        def registered_to(labid: str) -> str | None:
+            with contextlib.suppress(OSError, ValueError):
+                entry = json.loads((REGISTRY_DIR / f"{labid}.json").read_text(encoding="utf-8"))
+                return str(entry.get("state_dir"))
+            return None
+
         def labid_taken(labid: str) -> bool:
             bridge = f"wl-{labid}"
-            if bridge in links:
+            if bridge in links or registered_to(labid) not in (None, str(self.state_dir)):
                 return True
             return any(p.name.startswith(f"w{labid}-")
                        for root in CGROUP_ROOTS for p in (root / CGROUP_PARENT).glob("*"))
 
         if st.labid and st.bridge and st.subnet:
-            if st.bridge in links:  # already up: it is ours, as the state says
-                return
+            running = any(_alive(r.nspawn_pid, r.nspawn_start) for r in st.hosts.values())
+            if st.bridge in links and (registered_to(st.labid) == str(self.state_dir) or running):
+                return  # already up, and ours: the registry says so, or our laptops use it
             if not labid_taken(st.labid) and not subnet_taken(ipaddress.IPv4Network(st.subnet), st.bridge):
                 return
         seed = hashlib.sha256(str(self.state_dir).encode()).hexdigest()
@@ -558,6 +567,9 @@ class Lab:
             # wireguard-go needs /dev/net/tun inside; no device cgroup is set up (unregistered,
             # kept unit), so binding the node is enough.
             argv.append("--bind=/dev/net/tun")
+        if WIREGUARD_GO.is_file():
+            # The kernel has no WireGuard module: wg-quick falls back to `wireguard-go` on PATH.
+            argv.append(f"--bind-ro={WIREGUARD_GO.resolve()}:/usr/local/bin/wireguard-go")
         pidfile = self.hosts_dir / rec.name / "nspawn.pid"
         pidfile.unlink(missing_ok=True)
         # `setsid --fork`: nspawn runs in its own session and is not our child, so it outlives

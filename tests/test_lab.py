@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import importlib.util
+import ipaddress
 import json
 import os
 import subprocess
@@ -165,6 +166,16 @@ def test_tun_device_is_usable_inside(lab):
     code = "import os; os.close(os.open('/dev/net/tun', os.O_RDWR)); print('ok')"
     p = lab.exec("lap01", ["python3", "-c", code])
     assert (p.returncode, p.stdout.strip()) == (0, "ok"), p.stderr
+
+
+@pytest.mark.lab
+def test_userspace_wireguard_is_offered_inside(lab):
+    from lab.laptops import WIREGUARD_GO
+
+    if not WIREGUARD_GO.is_file():
+        pytest.skip(f"{WIREGUARD_GO} is not built (scripts/setup.sh builds it)")
+    p = lab.exec("vpngw", ["wireguard-go", "--version"])
+    assert p.returncode == 0 and "wireguard-go" in p.stdout, p.stderr
 
 
 @pytest.mark.lab
@@ -333,3 +344,30 @@ def test_a_lab_whose_owner_died_is_swept_and_a_lost_state_file_is_recovered(tmp_
     (orphan.lab_dir / "lab.json").unlink()
     orphan.down(purge=True)
     assert leftovers(orphan, net["labid"], net["bridge"], pids) == []
+
+
+@pytest.mark.lab
+def test_a_taken_subnet_or_bridge_name_makes_the_lab_pick_another(lab_factory):
+    moved = lab_factory(1, gateway=False)
+    first = moved.network()
+    moved.down()
+    # While it is down, someone else takes its /24 and its bridge name.
+    squatter = f"wlt-{first['labid']}"
+    taken = ipaddress.IPv4Network(first["subnet"])
+    subprocess.run(["ip", "link", "add", squatter, "type", "bridge"], check=True)
+    subprocess.run(["ip", "link", "add", first["bridge"], "type", "bridge"], check=True)
+    try:
+        squat_ip = f"{taken.network_address + 254}/24"
+        subprocess.run(["ip", "addr", "add", squat_ip, "dev", squatter], check=True)
+        hosts = moved.up(laptops=1, gateway=False)
+        second = moved.network()
+        assert second["labid"] != first["labid"] and second["bridge"] != first["bridge"]
+        assert second["subnet"] != first["subnet"]
+        assert ipaddress.IPv4Address(hosts[0].address) in ipaddress.IPv4Network(second["subnet"])
+        assert ssh_banner(hosts[0].address, timeout=5)
+        moved.down()
+        links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True, check=True).stdout
+        assert squatter in links and f" {first['bridge']}:" in links  # not ours: left alone
+    finally:
+        subprocess.run(["ip", "link", "delete", squatter], check=False)
+        subprocess.run(["ip", "link", "delete", first["bridge"]], check=False)
