@@ -1,4 +1,4 @@
-"""Enrolment requests from school coordinators: accounts, the web page, IT approval, DEP assignment, arrival."""
+"""Enrolment requests from school coordinators: accounts, web page, IT approval, DEP assignment, arrival."""
 
 from enrolment.errors import EnrolmentError
 

@@ -91,8 +91,15 @@ def _check_password(password: str) -> None:
         raise RequestInputError(f"password too short: at least {MIN_PASSWORD_LENGTH} characters")
 
 
-def add_user(db: Database, username: str, password: str, role: str, schools: list[str],
-             known_schools: set[str], actor: str) -> Principal:
+def add_user(
+    db: Database,
+    username: str,
+    password: str,
+    role: str,
+    schools: list[str],
+    known_schools: set[str],
+    actor: str,
+) -> Principal:
     """Create a local account. Coordinators need at least one known school; admins need none."""
     username = username.strip().lower()
     if not USERNAME_RE.match(username):
@@ -131,25 +138,43 @@ def reset_password(db: Database, username: str, password: str, actor: str) -> No
         if user is None:
             raise NotFound(f"no such user: {username}")
         user.password_hash = _hasher.hash(password)
-        s.execute(delete(LoginAttempt).where(LoginAttempt.username == username, LoginAttempt.success.is_(False)))
+        s.execute(
+            delete(LoginAttempt).where(LoginAttempt.username == username, LoginAttempt.success.is_(False))
+        )
     audit.record(db, "user.reset_password", username, actor=actor)
 
 
 def list_users(db: Database) -> list[dict[str, object]]:
     with db.session() as s:
-        return [{"username": u.username, "role": u.role, "active": u.active, "schools": u.school_ids}
-                for u in s.scalars(select(User).order_by(User.username))]
+        return [
+            {"username": u.username, "role": u.role, "active": u.active, "schools": u.school_ids}
+            for u in s.scalars(select(User).order_by(User.username))
+        ]
 
 
-def login(db: Database, authenticator: Authenticator, username: str, password: str, address: str,
-          now: datetime | None = None) -> Principal:
+def login(
+    db: Database,
+    authenticator: Authenticator,
+    username: str,
+    password: str,
+    address: str,
+    now: datetime | None = None,
+) -> Principal:
     """Check the password, counting failures per (user, address). Raises RateLimited or AuthError."""
     now = now or datetime.now(UTC)
     username = username.strip().lower()[:64]
     with db.session() as s:
-        failures = s.scalar(select(func.count(LoginAttempt.id)).where(
-            LoginAttempt.username == username, LoginAttempt.address == address,
-            LoginAttempt.success.is_(False), LoginAttempt.at >= now - LOGIN_WINDOW)) or 0
+        failures = (
+            s.scalar(
+                select(func.count(LoginAttempt.id)).where(
+                    LoginAttempt.username == username,
+                    LoginAttempt.address == address,
+                    LoginAttempt.success.is_(False),
+                    LoginAttempt.at >= now - LOGIN_WINDOW,
+                )
+            )
+            or 0
+        )
     if failures >= MAX_FAILED_LOGINS:
         raise RateLimited("too many failed logins; try again in 15 minutes")
     principal = authenticator.authenticate(username, password)

@@ -72,8 +72,13 @@ def _default_installer(cfg: Config, db: Database) -> Any:
         sent = []
         for profile in profile_set_for(group, cfg):
             cmd = install_profile(profile_payload_for_install(profile, cfg))
-            registry.record_planned(cmd.uuid, cmd.request_type, [enrollment_id], ARRIVAL_ACTOR,
-                                    {"profile": profile.identifier, "enrolment_request": request_id})
+            registry.record_planned(
+                cmd.uuid,
+                cmd.request_type,
+                [enrollment_id],
+                ARRIVAL_ACTOR,
+                {"profile": profile.identifier, "enrolment_request": request_id},
+            )
             result = client.enqueue(cmd, [enrollment_id])
             if enrollment_id in result.failed:
                 registry.mark_not_queued(cmd.uuid, result.failed)
@@ -97,16 +102,25 @@ def _sweep(db: Database, cfg: Config, installer: Any) -> ArrivalReport:
     active = ("approved", "assigned", "enrolled")
     with db.session() as s:
         rows = s.execute(
-            select(RequestSerial.id, RequestSerial.serial, RequestSerial.status, RequestSerial.request_id,
-                   EnrolmentRequest.device_group)
+            select(
+                RequestSerial.id,
+                RequestSerial.serial,
+                RequestSerial.status,
+                RequestSerial.request_id,
+                EnrolmentRequest.device_group,
+            )
             .join(EnrolmentRequest, RequestSerial.request_id == EnrolmentRequest.id)
-            .where(EnrolmentRequest.status.in_(active), RequestSerial.status.in_(("assigned", "enrolled")))).all()
+            .where(EnrolmentRequest.status.in_(active), RequestSerial.status.in_(("assigned", "enrolled")))
+        ).all()
     if not rows:
         return report
     # Enrolled = Authenticate and TokenUpdate stored by the webhook (state "enrolled").
     wanted = {r.serial for r in rows if r.status == "assigned"}
-    devices = {serial: d.enrollment_id for serial, d in registry.devices_by_serial().items()
-               if serial in wanted and d.state == "enrolled"}
+    devices = {
+        serial: d.enrollment_id
+        for serial, d in registry.devices_by_serial().items()
+        if serial in wanted and d.state == "enrolled"
+    }
     # 1. Newly enrolled: send the group's profiles (outside any transaction: network).
     for r in rows:
         if r.status != "assigned" or r.serial not in devices:
@@ -140,22 +154,38 @@ def _sweep(db: Database, cfg: Config, installer: Any) -> ArrivalReport:
             assert req is not None
             req.status, req.updated_at = recompute_status(req), now
             request_id = req.id
-        audit.record(db, "mdm.install_profiles", f"serial:{r.serial}",
-                     {"request": request_id, "enrollment_id": enrollment_id, "group": r.device_group,
-                      "commands": [{"command_uuid": u, "profile": p} for u, p in sent], "error": error},
-                     actor=ARRIVAL_ACTOR)
+        audit.record(
+            db,
+            "mdm.install_profiles",
+            f"serial:{r.serial}",
+            {
+                "request": request_id,
+                "enrollment_id": enrollment_id,
+                "group": r.device_group,
+                "commands": [{"command_uuid": u, "profile": p} for u, p in sent],
+                "error": error,
+            },
+            actor=ARRIVAL_ACTOR,
+        )
     # 2. Enrolled with commands outstanding: read the acknowledgements from the MDM registry.
     with db.session() as s:
-        pending = list(s.scalars(
-            select(RequestSerial).join(EnrolmentRequest, RequestSerial.request_id == EnrolmentRequest.id)
-            .where(EnrolmentRequest.status.in_(active), RequestSerial.status == "enrolled")))
+        pending = list(
+            s.scalars(
+                select(RequestSerial)
+                .join(EnrolmentRequest, RequestSerial.request_id == EnrolmentRequest.id)
+                .where(EnrolmentRequest.status.in_(active), RequestSerial.status == "enrolled")
+            )
+        )
         touched: set[int] = set()
         for x in pending:
             waiting = list(x.pending_commands or [])
             if not waiting or not x.enrollment_id:
                 continue
-            results = {c.command_uuid: c for c in registry.command_statuses(waiting)
-                       if c.enrollment_id == x.enrollment_id}
+            results = {
+                c.command_uuid: c
+                for c in registry.command_statuses(waiting)
+                if c.enrollment_id == x.enrollment_id
+            }
             still = []
             for uuid in waiting:
                 c = results.get(uuid)
@@ -163,8 +193,17 @@ def _sweep(db: Database, cfg: Config, installer: Any) -> ArrivalReport:
                     still.append(uuid)
                 elif c.status in _FAILED_RESULTS:
                     chain = c.error_chain or []
-                    why = "; ".join(str(e.get("USEnglishDescription") or e.get("LocalizedDescription") or
-                                        e.get("ErrorCode", "")) for e in chain) or c.status
+                    why = (
+                        "; ".join(
+                            str(
+                                e.get("USEnglishDescription")
+                                or e.get("LocalizedDescription")
+                                or e.get("ErrorCode", "")
+                            )
+                            for e in chain
+                        )
+                        or c.status
+                    )
                     x.status, x.reason = "failed", f"InstallProfile failed: {why}"[:500]
                     report.failed[x.serial] = x.reason
                     break

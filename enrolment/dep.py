@@ -31,10 +31,24 @@ DEP_STATUSES = ("SUCCESS", "NOT_ACCESSIBLE", "FAILED", "THROTTLED")
 
 # Keys of Apple's profile JSON (godep ProfileJson) that the data file may set.
 PROFILE_KEYS = {
-    "profile_name": str, "url": str, "is_supervised": bool, "is_mandatory": bool, "is_mdm_removable": bool,
-    "is_multi_user": bool, "await_device_configured": bool, "auto_advance_setup": bool, "allow_pairing": bool,
-    "skip_setup_items": list, "department": str, "support_phone_number": str, "support_email_address": str,
-    "language": str, "region": str, "org_magic": str, "anchor_certs": list, "supervising_host_certs": list,
+    "profile_name": str,
+    "url": str,
+    "is_supervised": bool,
+    "is_mandatory": bool,
+    "is_mdm_removable": bool,
+    "is_multi_user": bool,
+    "await_device_configured": bool,
+    "auto_advance_setup": bool,
+    "allow_pairing": bool,
+    "skip_setup_items": list,
+    "department": str,
+    "support_phone_number": str,
+    "support_email_address": str,
+    "language": str,
+    "region": str,
+    "org_magic": str,
+    "anchor_certs": list,
+    "supervising_host_certs": list,
     "configuration_web_url": str,
 }
 REQUIRED_PROFILE_KEYS = ("profile_name", "url", "is_mdm_removable")
@@ -53,7 +67,9 @@ def ios_skip_keys() -> set[str]:
     try:
         data = json.loads(SKIP_KEYS_FILE.read_text(encoding="utf-8"))
     except (OSError, ValueError) as e:
-        raise DEPProfileError(f"{SKIP_KEYS_FILE}: cannot read the derived skip keys: {e.__class__.__name__}") from None
+        raise DEPProfileError(
+            f"{SKIP_KEYS_FILE}: cannot read the derived skip keys: {e.__class__.__name__}"
+        ) from None
     return {k for k, v in data["keys"].items() if v.get("iOS", {}).get("introduced", "n/a") != "n/a"}
 
 
@@ -81,7 +97,9 @@ def load_profile_template(path: Path | None = None) -> dict[str, Any]:
     known = ios_skip_keys()
     unknown = [k for k in data.get("skip_setup_items", []) if k not in known]
     if unknown:
-        raise DEPProfileError(f"{path}: skip_setup_items: unknown skip key(s) for iPadOS: {', '.join(map(str, unknown))}")
+        raise DEPProfileError(
+            f"{path}: skip_setup_items: unknown skip key(s) for iPadOS: {', '.join(map(str, unknown))}"
+        )
     return data
 
 
@@ -115,10 +133,10 @@ class SerialOutcome:
         return {
             "SUCCESS": None,
             "NOT_ACCESSIBLE": "NOT_ACCESSIBLE: this serial is not assigned to the city's MDM server in "
-                              "Apple School Manager",
+            "Apple School Manager",
             "FAILED": "FAILED: Apple could not assign the enrolment profile",
             "THROTTLED": f"THROTTLED: Apple asks to retry after {self.retry_after_seconds or '?'} s; "
-                         "approve again later",
+            "approve again later",
         }.get(self.status, f"unexpected DEP status {self.status}")
 
 
@@ -134,8 +152,14 @@ class AssignResult:
 class NanoDEPClient:
     """One requests.Session to NanoDEP's API and DEP proxy; every call has a timeout."""
 
-    def __init__(self, url: str, name: str, api_key: Secret, timeout: float = 15.0,
-                 session: requests.Session | None = None):
+    def __init__(
+        self,
+        url: str,
+        name: str,
+        api_key: Secret,
+        timeout: float = 15.0,
+        session: requests.Session | None = None,
+    ):
         self.url = url.rstrip("/")
         self.name = name
         self.timeout = timeout
@@ -152,8 +176,9 @@ class NanoDEPClient:
         try:
             r = self.session.request(method, url, json=body, params=params, timeout=self.timeout)
         except requests.RequestException as e:
-            raise DEPUnavailable(f"NanoDEP at {self.url} is not reachable ({e.__class__.__name__}); "
-                                 "nothing was changed") from None
+            raise DEPUnavailable(
+                f"NanoDEP at {self.url} is not reachable ({e.__class__.__name__}); nothing was changed"
+            ) from None
         if r.status_code == 401 and not path.startswith("/proxy/"):
             raise DEPUnavailable(f"{method} {url}: NanoDEP refused the API key (HTTP 401)")
         if r.status_code >= 400:
@@ -181,7 +206,9 @@ class NanoDEPClient:
         self._call("PUT", f"/v1/tokens/{self.name}", tokens)
 
     # -- Apple DEP, through the proxy ---------------------------------------------------------
-    def _proxy(self, method: str, endpoint: str, body: Any = None, params: dict[str, str] | None = None) -> Any:
+    def _proxy(
+        self, method: str, endpoint: str, body: Any = None, params: dict[str, str] | None = None
+    ) -> Any:
         return self._call(method, f"/proxy/{self.name}{endpoint}", body, params)
 
     def account(self) -> dict[str, Any]:
@@ -198,7 +225,9 @@ class NanoDEPClient:
         return self._proxy("GET", "/profile", params={"profile_uuid": profile_uuid}) or {}
 
     def assign_profile(self, profile_uuid: str, serials: list[str]) -> dict[str, Any]:
-        return self._proxy("PUT", "/profile/devices", {"profile_uuid": profile_uuid, "devices": serials}) or {}
+        return (
+            self._proxy("PUT", "/profile/devices", {"profile_uuid": profile_uuid, "devices": serials}) or {}
+        )
 
     def fetch_devices(self, limit: int = 1000) -> list[dict[str, Any]]:
         """Every device assigned to this MDM server (follows the cursor)."""
@@ -216,8 +245,14 @@ class NanoDEPClient:
         return out
 
 
-def assign_with_retries(client: NanoDEPClient, profile_uuid: str, serials: list[str], max_attempts: int = 3,
-                        max_wait_s: float = 30.0, sleep: Callable[[float], None] = time.sleep) -> AssignResult:
+def assign_with_retries(
+    client: NanoDEPClient,
+    profile_uuid: str,
+    serials: list[str],
+    max_attempts: int = 3,
+    max_wait_s: float = 30.0,
+    sleep: Callable[[float], None] = time.sleep,
+) -> AssignResult:
     """Assign serials; retry only THROTTLED ones after `retry_after_seconds` (capped at max_wait_s),
     at most `max_attempts` calls. Serials still THROTTLED at the end stay THROTTLED."""
     result = AssignResult(profile_uuid)
@@ -227,7 +262,11 @@ def assign_with_retries(client: NanoDEPClient, profile_uuid: str, serials: list[
         result.calls += 1
         devices = answer.get("devices") or {}
         retry_after = answer.get("retry_after_seconds")
-        retry_after = int(retry_after) if isinstance(retry_after, int | float | str) and str(retry_after).isdigit() else None
+        retry_after = (
+            int(retry_after)
+            if isinstance(retry_after, int | float | str) and str(retry_after).isdigit()
+            else None
+        )
         throttled = []
         for s in todo:
             status = str(devices.get(s, "FAILED"))

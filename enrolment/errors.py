@@ -1,16 +1,16 @@
 """The exception tree of the enrolment package; the CLI maps each class to an exit code.
 
-    core.errors.WerneError
-    └── EnrolmentError               root of enrolment (exit 3: could not run)
-        ├── RequestInputError        a request, serial list or upload is invalid      (exit 2)
-        ├── NotFound                 no such request or user *visible to the caller*   (exit 2)
-        ├── NotAllowed               the caller's role may not do this                 (exit 2)
-        ├── InvalidTransition        the request is not in a state that allows this    (exit 2)
-        ├── AuthError                wrong user name or password, or account disabled  (exit 2)
-        ├── RateLimited              too many failed logins for this user and address  (exit 2)
-        ├── DEPProfileError          the DEP profile data file is invalid              (exit 2)
-        ├── DEPUnavailable           NanoDEP or Apple's DEP service cannot be used      (exit 3)
-        └── ArrivalError             the profile set could not be sent to an arrived iPad (exit 3)
+core.errors.WerneError
+└── EnrolmentError               root of enrolment (exit 3: could not run)
+    ├── RequestInputError        a request, serial list or upload is invalid      (exit 2)
+    ├── NotFound                 no such request or user *visible to the caller*   (exit 2)
+    ├── NotAllowed               the caller's role may not do this                 (exit 2)
+    ├── InvalidTransition        the request is not in a state that allows this    (exit 2)
+    ├── AuthError                wrong user name or password, or account disabled  (exit 2)
+    ├── RateLimited              too many failed logins for this user and address  (exit 2)
+    ├── DEPProfileError          the DEP profile data file is invalid              (exit 2)
+    ├── DEPUnavailable           NanoDEP or Apple's DEP service cannot be used      (exit 3)
+    └── ArrivalError             the profile set could not be sent to an arrived iPad (exit 3)
 """
 
 from __future__ import annotations

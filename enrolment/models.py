@@ -56,7 +56,8 @@ class EnrolmentRequest(Base):
     reason: Mapped[str | None] = mapped_column(Text, nullable=True)
     profile_uuid: Mapped[str | None] = mapped_column(String(64), nullable=True)
     serials: Mapped[list[RequestSerial]] = relationship(
-        back_populates="request", cascade="all, delete-orphan", order_by="RequestSerial.id", lazy="selectin")
+        back_populates="request", cascade="all, delete-orphan", order_by="RequestSerial.id", lazy="selectin"
+    )
 
 
 class RequestSerial(Base):

@@ -78,17 +78,36 @@ class RequestView:
         return sum(1 for s in self.serials if s.status == "failed")
 
     def as_dict(self) -> dict[str, Any]:
-        return {"id": self.id, "school": self.school_id, "group": self.group, "purpose": self.purpose,
-                "status": self.status, "created_by": self.created_by, "created_at": self.created_at.isoformat(),
-                "decided_by": self.decided_by, "reason": self.reason, "enrolled": self.enrolled,
-                "configured": self.configured, "total": self.total,
-                "serials": [s.__dict__ for s in self.serials]}
+        return {
+            "id": self.id,
+            "school": self.school_id,
+            "group": self.group,
+            "purpose": self.purpose,
+            "status": self.status,
+            "created_by": self.created_by,
+            "created_at": self.created_at.isoformat(),
+            "decided_by": self.decided_by,
+            "reason": self.reason,
+            "enrolled": self.enrolled,
+            "configured": self.configured,
+            "total": self.total,
+            "serials": [s.__dict__ for s in self.serials],
+        }
 
 
 def _view(r: EnrolmentRequest) -> RequestView:
-    return RequestView(r.id, r.school_id, r.device_group, r.purpose, r.status, r.created_by, r.created_at,
-                       r.decided_by, r.reason,
-                       [SerialView(s.serial, s.status, s.reason, s.dep_status) for s in r.serials])
+    return RequestView(
+        r.id,
+        r.school_id,
+        r.device_group,
+        r.purpose,
+        r.status,
+        r.created_by,
+        r.created_at,
+        r.decided_by,
+        r.reason,
+        [SerialView(s.serial, s.status, s.reason, s.dep_status) for s in r.serials],
+    )
 
 
 # ---------------------------------------------------------------- parsing -------------------
@@ -123,8 +142,9 @@ def parse_uploaded_serials(raw: bytes, filename: str, school_id: str) -> tuple[l
     for line, row in rows:
         s = normalise_serial(row.get("serial", ""))
         if not SERIAL_RE.match(s):
-            problems.append(f"{name}:{line}: bad serial format '{row.get('serial', '')[:20]}' "
-                            "(10-12 letters and digits)")
+            problems.append(
+                f"{name}:{line}: bad serial format '{row.get('serial', '')[:20]}' (10-12 letters and digits)"
+            )
             continue
         # An export filtered for another location is a mistake; say which line, never whose.
         if row.get("school") and row["school"].strip().lower() != school_id:
@@ -136,9 +156,19 @@ def parse_uploaded_serials(raw: bytes, filename: str, school_id: str) -> tuple[l
 
 # ---------------------------------------------------------------- create ---------------------
 
-def create_request(db: Database, inventory: Inventory, principal: Principal, school_id: str, group: str,
-                   purpose: str, pasted: str = "", upload: bytes | None = None, upload_name: str = "",
-                   managed_serials: set[str] | None = None) -> RequestView:
+
+def create_request(
+    db: Database,
+    inventory: Inventory,
+    principal: Principal,
+    school_id: str,
+    group: str,
+    purpose: str,
+    pasted: str = "",
+    upload: bytes | None = None,
+    upload_name: str = "",
+    managed_serials: set[str] | None = None,
+) -> RequestView:
     """Validate everything, then store the request and its serials in one transaction.
 
     `managed_serials`: serials already enrolled in the MDM (from its registry), if known.
@@ -183,8 +213,12 @@ def create_request(db: Database, inventory: Inventory, principal: Principal, sch
             taken = s.execute(
                 select(EnrolmentRequest.id, EnrolmentRequest.school_id)
                 .join(RequestSerial, RequestSerial.request_id == EnrolmentRequest.id)
-                .where(RequestSerial.serial == serial, EnrolmentRequest.status.in_(ACTIVE_STATES),
-                       RequestSerial.status.in_(LIVE_SERIAL_STATES))).first()
+                .where(
+                    RequestSerial.serial == serial,
+                    EnrolmentRequest.status.in_(ACTIVE_STATES),
+                    RequestSerial.status.in_(LIVE_SERIAL_STATES),
+                )
+            ).first()
             if taken is not None:
                 if principal.may_see_school(taken.school_id):
                     problems.append(f"serial {serial} is already in request #{taken.id}")
@@ -193,20 +227,33 @@ def create_request(db: Database, inventory: Inventory, principal: Principal, sch
         if problems:
             raise RequestInputError(problems)
         now = datetime.now(UTC)
-        req = EnrolmentRequest(school_id=school_id, device_group=group, purpose=purpose, status="submitted",
-                               created_by=principal.username, created_at=now, updated_at=now)
-        req.serials = [RequestSerial(serial=x, status="requested", updated_at=now, pending_commands=[])
-                       for x in serials]
+        req = EnrolmentRequest(
+            school_id=school_id,
+            device_group=group,
+            purpose=purpose,
+            status="submitted",
+            created_by=principal.username,
+            created_at=now,
+            updated_at=now,
+        )
+        req.serials = [
+            RequestSerial(serial=x, status="requested", updated_at=now, pending_commands=[]) for x in serials
+        ]
         s.add(req)
         s.flush()
         view = _view(req)
-    audit.record(db, "enrol.request", f"request:{view.id}",
-                 {"school": school_id, "group": group, "purpose": purpose, "serials": serials},
-                 actor=principal.username)
+    audit.record(
+        db,
+        "enrol.request",
+        f"request:{view.id}",
+        {"school": school_id, "group": group, "purpose": purpose, "serials": serials},
+        actor=principal.username,
+    )
     return view
 
 
 # ---------------------------------------------------------------- read -----------------------
+
 
 def _load(s: Any, principal: Principal, request_id: int) -> EnrolmentRequest:
     req = s.get(EnrolmentRequest, request_id)
@@ -215,8 +262,9 @@ def _load(s: Any, principal: Principal, request_id: int) -> EnrolmentRequest:
     return req
 
 
-def list_requests(db: Database, principal: Principal, include_done: bool = True,
-                  status: str | None = None) -> list[RequestView]:
+def list_requests(
+    db: Database, principal: Principal, include_done: bool = True, status: str | None = None
+) -> list[RequestView]:
     with db.session() as s:
         q = select(EnrolmentRequest).order_by(EnrolmentRequest.id.desc())
         if not principal.is_admin:
@@ -237,11 +285,14 @@ def export_request_csv(db: Database, principal: Principal, request_id: int) -> s
     """The request's serials as CSV for Excel; cells that start a formula are neutralised."""
     view = get_request(db, principal, request_id)
     rows: list[list[object]] = [["serial", "status", "reason", "school", "group", "purpose"]]
-    rows += [[s.serial, s.status, s.reason or "", view.school_id, view.group, view.purpose] for s in view.serials]
+    rows += [
+        [s.serial, s.status, s.reason or "", view.school_id, view.group, view.purpose] for s in view.serials
+    ]
     return write_csv(rows)
 
 
 # ---------------------------------------------------------------- state machine -------------
+
 
 def recompute_status(req: EnrolmentRequest) -> str:
     """The request's status from its serials, once it has been approved."""
@@ -272,37 +323,57 @@ def reject_request(db: Database, principal: Principal, request_id: int, reason: 
     with db.session() as s:
         req = _load(s, principal, request_id)
         if req.status != "submitted":
-            raise InvalidTransition(f"request {request_id} is {req.status}; only submitted requests can be rejected")
+            raise InvalidTransition(
+                f"request {request_id} is {req.status}; only submitted requests can be rejected"
+            )
         now = datetime.now(UTC)
         req.status, req.reason, req.decided_by, req.decided_at, req.updated_at = (
-            "rejected", reason[:500], principal.username, now, now)
+            "rejected",
+            reason[:500],
+            principal.username,
+            now,
+            now,
+        )
         for x in req.serials:
             x.status, x.updated_at = "rejected", now
         view = _view(req)
-    audit.record(db, "enrol.reject", f"request:{request_id}", {"reason": reason[:500]}, actor=principal.username)
+    audit.record(
+        db, "enrol.reject", f"request:{request_id}", {"reason": reason[:500]}, actor=principal.username
+    )
     return view
 
 
-def _ensure_dep_profile(db: Database, client: dep.NanoDEPClient, cfg: Config, inventory: Inventory,
-                        school_id: str, actor: str) -> str:
+def _ensure_dep_profile(
+    db: Database, client: dep.NanoDEPClient, cfg: Config, inventory: Inventory, school_id: str, actor: str
+) -> str:
     """The profile UUID for this school's current profile body; defines it at Apple if new."""
     template = dep.load_profile_template(cfg.dep.profile_file)
     body = dep.build_profile(template, inventory.schools[school_id], cfg.dep.enrol_url)
     digest = dep.profile_digest(body)
     with db.session() as s:
-        known = s.scalar(select(DEPProfile).where(DEPProfile.school_id == school_id, DEPProfile.digest == digest))
+        known = s.scalar(
+            select(DEPProfile).where(DEPProfile.school_id == school_id, DEPProfile.digest == digest)
+        )
         if known is not None:
             return known.profile_uuid
     uuid = client.define_profile(body)
     with db.session() as s:
         s.add(DEPProfile(school_id=school_id, digest=digest, profile_uuid=uuid, body=body))
-    audit.record(db, "dep.define_profile", f"school:{school_id}", {"profile_uuid": uuid, "digest": digest},
-                 actor=actor)
+    audit.record(
+        db, "dep.define_profile", f"school:{school_id}", {"profile_uuid": uuid, "digest": digest}, actor=actor
+    )
     return uuid
 
 
-def approve_request(db: Database, cfg: Config, inventory: Inventory, principal: Principal, request_id: int,
-                    client: dep.NanoDEPClient | None = None, sleep: Any = None) -> RequestView:
+def approve_request(
+    db: Database,
+    cfg: Config,
+    inventory: Inventory,
+    principal: Principal,
+    request_id: int,
+    client: dep.NanoDEPClient | None = None,
+    sleep: Any = None,
+) -> RequestView:
     """Approve a submitted request (or retry the still-unassigned serials of an approved one):
     define the school's DEP profile if needed, assign the serials through NanoDEP, and store the
     approval and every per-serial outcome in one transaction. If NanoDEP or Apple cannot be
@@ -320,15 +391,19 @@ def approve_request(db: Database, cfg: Config, inventory: Inventory, principal: 
     if school_id not in inventory.schools:
         raise RequestInputError(f"request {request_id}: school '{school_id}' is no longer in the inventory")
     client = client or dep.NanoDEPClient.from_config(cfg)
-    kwargs: dict[str, Any] = {"max_attempts": cfg.dep.max_assign_attempts, "max_wait_s": cfg.dep.max_retry_wait_s}
+    kwargs: dict[str, Any] = {
+        "max_attempts": cfg.dep.max_assign_attempts,
+        "max_wait_s": cfg.dep.max_retry_wait_s,
+    }
     if sleep is not None:
         kwargs["sleep"] = sleep
     try:
         uuid = _ensure_dep_profile(db, client, cfg, inventory, school_id, principal.username)
         result = dep.assign_with_retries(client, uuid, todo, **kwargs)
     except DEPUnavailable as e:
-        audit.record(db, "enrol.approve_failed", f"request:{request_id}", {"error": str(e)},
-                     actor=principal.username)
+        audit.record(
+            db, "enrol.approve_failed", f"request:{request_id}", {"error": str(e)}, actor=principal.username
+        )
         raise
     now = datetime.now(UTC)
     with db.session() as s:
@@ -350,12 +425,28 @@ def approve_request(db: Database, cfg: Config, inventory: Inventory, principal: 
         req.status = recompute_status(req)
         req.updated_at = now
         view = _view(req)
-    audit.record(db, "enrol.approve" if first_approval else "enrol.approve_retry", f"request:{request_id}",
-                 {"profile_uuid": uuid, "calls": result.calls,
-                  "outcomes": {k: v.status for k, v in result.outcomes.items()}}, actor=principal.username)
-    audit.record(db, "dep.assign_profile", f"request:{request_id}",
-                 {"profile_uuid": uuid, "serials": todo,
-                  "outcomes": {k: v.status for k, v in result.outcomes.items()}}, actor=principal.username)
+    audit.record(
+        db,
+        "enrol.approve" if first_approval else "enrol.approve_retry",
+        f"request:{request_id}",
+        {
+            "profile_uuid": uuid,
+            "calls": result.calls,
+            "outcomes": {k: v.status for k, v in result.outcomes.items()},
+        },
+        actor=principal.username,
+    )
+    audit.record(
+        db,
+        "dep.assign_profile",
+        f"request:{request_id}",
+        {
+            "profile_uuid": uuid,
+            "serials": todo,
+            "outcomes": {k: v.status for k, v in result.outcomes.items()},
+        },
+        actor=principal.username,
+    )
     return view
 
 
@@ -365,7 +456,9 @@ def close_request(db: Database, principal: Principal, request_id: int) -> Reques
     with db.session() as s:
         req = _load(s, principal, request_id)
         if req.status not in ("configured", "failed"):
-            raise InvalidTransition(f"request {request_id} is {req.status}; only configured requests can be closed")
+            raise InvalidTransition(
+                f"request {request_id} is {req.status}; only configured requests can be closed"
+            )
         req.status, req.updated_at = "done", datetime.now(UTC)
         view = _view(req)
     audit.record(db, "enrol.close", f"request:{request_id}", {}, actor=principal.username)

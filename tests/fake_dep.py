@@ -74,8 +74,9 @@ def parse_oauth_header(value: str) -> dict[str, str]:
     return out
 
 
-def oauth1_signature(method: str, url: str, params: dict[str, str], consumer_secret: str,
-                     token_secret: str) -> str:
+def oauth1_signature(
+    method: str, url: str, params: dict[str, str], consumer_secret: str, token_secret: str
+) -> str:
     """RFC 5849 HMAC-SHA1 signature over method, base URL and sorted parameters."""
     parts = urllib.parse.urlsplit(url)
     base_url = f"{parts.scheme}://{parts.netloc.lower()}{parts.path}"
@@ -209,8 +210,11 @@ class FakeDEP:
             def _session(self, parts: urllib.parse.SplitResult) -> None:
                 oauth = parse_oauth_header(self.headers.get("Authorization", ""))
                 t = fake.tokens
-                if (oauth.get("oauth_consumer_key") != t.consumer_key or oauth.get("oauth_token") != t.access_token
-                        or oauth.get("oauth_signature_method") != "HMAC-SHA1"):
+                if (
+                    oauth.get("oauth_consumer_key") != t.consumer_key
+                    or oauth.get("oauth_token") != t.access_token
+                    or oauth.get("oauth_signature_method") != "HMAC-SHA1"
+                ):
                     return self._send(401, "UNAUTHORIZED")
                 url = f"http://{self.headers.get('Host', '')}{self.path}"
                 expected = oauth1_signature("GET", url, oauth, t.consumer_secret, t.access_secret)
@@ -223,19 +227,30 @@ class FakeDEP:
                 return self._send(200, {"auth_session_token": token})
 
             def _account(self, _body: Any, _parts: Any) -> None:
-                return self._send(200, {
-                    "server_name": "Fake DEP Server", "server_uuid": "677cab70-fe18-11e2-b778-0800200c9a66",
-                    "admin_id": "admin@example.invalid", "facilitator_id": "admin@example.invalid",
-                    "org_name": "Example City", "org_email": "it@example.invalid", "org_phone": "000",
-                    "org_address": "Town Hall", "org_id": "1234", "org_type": "edu", "org_version": "v2",
-                })
+                return self._send(
+                    200,
+                    {
+                        "server_name": "Fake DEP Server",
+                        "server_uuid": "677cab70-fe18-11e2-b778-0800200c9a66",
+                        "admin_id": "admin@example.invalid",
+                        "facilitator_id": "admin@example.invalid",
+                        "org_name": "Example City",
+                        "org_email": "it@example.invalid",
+                        "org_phone": "000",
+                        "org_address": "Town Hall",
+                        "org_id": "1234",
+                        "org_type": "edu",
+                        "org_version": "v2",
+                    },
+                )
 
             def _define_profile(self, body: Any, _parts: Any) -> None:
                 if not isinstance(body, dict):
                     return self._send(400, "MALFORMED_REQUEST_BODY")
                 if any(not body.get(k) for k in PROFILE_REQUIRED):
-                    return self._send(400, "CONFIG_NAME_REQUIRED" if not body.get("profile_name")
-                                      else "CONFIG_URL_REQUIRED")
+                    return self._send(
+                        400, "CONFIG_NAME_REQUIRED" if not body.get("profile_name") else "CONFIG_URL_REQUIRED"
+                    )
                 if "is_mdm_removable" in body and not isinstance(body["is_mdm_removable"], bool):
                     return self._send(400, "CONFIG_INVALID")
                 if body.get("is_mdm_removable") is False and body.get("is_supervised") is not True:
@@ -278,17 +293,32 @@ class FakeDEP:
                 start = int(body.get("cursor") or "0", 16) if body.get("cursor") else 0
                 with fake._lock:
                     serials = sorted(fake.devices)
-                page = serials[start:start + limit]
-                devices = [{"serial_number": s, "model": "iPad (10th generation)", "description": "IPAD WI-FI",
-                            "device_family": "iPad", "os": "iPadOS", "profile_uuid": fake.devices[s] or "",
-                            "profile_status": "assigned" if fake.devices[s] else "empty"} for s in page]
+                page = serials[start : start + limit]
+                devices = [
+                    {
+                        "serial_number": s,
+                        "model": "iPad (10th generation)",
+                        "description": "IPAD WI-FI",
+                        "device_family": "iPad",
+                        "os": "iPadOS",
+                        "profile_uuid": fake.devices[s] or "",
+                        "profile_status": "assigned" if fake.devices[s] else "empty",
+                    }
+                    for s in page
+                ]
                 if sync:
                     for d in devices:
                         d["op_type"] = "added"
                 nxt = start + len(page)
-                return self._send(200, {"cursor": format(nxt, "x"), "devices": devices,
-                                        "fetched_until": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-                                        "more_to_follow": nxt < len(serials)})
+                return self._send(
+                    200,
+                    {
+                        "cursor": format(nxt, "x"),
+                        "devices": devices,
+                        "fetched_until": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                        "more_to_follow": nxt < len(serials),
+                    },
+                )
 
             def _fetch(self, body: Any, _parts: Any) -> None:
                 return self._device_list(body, sync=False)

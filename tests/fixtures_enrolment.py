@@ -87,8 +87,21 @@ def start_nanodep(tmp: Path, port: int | None = None) -> NanoDEP:
     key_file.chmod(0o600)
     port = port or free_port()
     log = (tmp / "depserver.log").open("wb")
-    proc = subprocess.Popen([str(DEPSERVER), "-api", key, "-listen", f"127.0.0.1:{port}", "-storage", "filekv",
-                             "-storage-dsn", str(tmp / "db")], stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [
+            str(DEPSERVER),
+            "-api",
+            key,
+            "-listen",
+            f"127.0.0.1:{port}",
+            "-storage",
+            "filekv",
+            "-storage-dsn",
+            str(tmp / "db"),
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     dep = NanoDEP(f"http://127.0.0.1:{port}", key, key_file, proc, log)
     try:
         wait_http(f"{dep.url}/version", proc)
@@ -129,21 +142,33 @@ class EnrolSite:
         return load_config(self.config_path)
 
     def db(self):  # type: ignore[no-untyped-def]
-        from core.db import Database
-
         import enrolment.models  # noqa: F401
+        from core.db import Database
 
         return Database(self.config().database_url)
 
-    def cli(self, *args: str, input: str | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    def cli(
+        self, *args: str, input: str | None = None, timeout: float = 120
+    ) -> subprocess.CompletedProcess[str]:
         """Run the real `werne` CLI in a subprocess with this site's config."""
-        return subprocess.run([sys.executable, str(REPO / "cli.py"), "--config", str(self.config_path), *args],
-                              input=input, capture_output=True, text=True, env=self.env, timeout=timeout,
-                              cwd=str(self.root))
+        return subprocess.run(
+            [sys.executable, str(REPO / "cli.py"), "--config", str(self.config_path), *args],
+            input=input,
+            capture_output=True,
+            text=True,
+            env=self.env,
+            timeout=timeout,
+            cwd=str(self.root),
+        )
 
 
-def make_site(root: Path, nanodep_url: str = "http://127.0.0.1:9", dep_key_file: Path | None = None,
-              dep_name: str | None = None, extra: str = "") -> EnrolSite:
+def make_site(
+    root: Path,
+    nanodep_url: str = "http://127.0.0.1:9",
+    dep_key_file: Path | None = None,
+    dep_name: str | None = None,
+    extra: str = "",
+) -> EnrolSite:
     root.mkdir(parents=True, exist_ok=True)
     inv = root / "inv"
     if not inv.exists():
@@ -160,8 +185,10 @@ def make_site(root: Path, nanodep_url: str = "http://127.0.0.1:9", dep_key_file:
     cfg.write_text(
         f'[site]\ninventory = "{inv}"\nstate_dir = "{state}"\n\n'
         f'[dep]\nurl = "{nanodep_url}"\nname = "{name}"\napi_key_file = "{key_file}"\ntimeout = 5.0\n'
-        f'max_retry_wait_s = 2.0\n\n'
-        f'[web]\nsecret_key_file = "{web_key}"\nsecure_cookies = false\n{extra}', encoding="utf-8")
+        f"max_retry_wait_s = 2.0\n\n"
+        f'[web]\nsecret_key_file = "{web_key}"\nsecure_cookies = false\n{extra}',
+        encoding="utf-8",
+    )
     env = {k: v for k, v in os.environ.items() if not k.startswith("WERNE_")}
     env["WERNE_ACTOR"] = "it-admin"
     env["PYTHONPATH"] = str(REPO)
@@ -199,9 +226,24 @@ class WebServer:
 def start_web(site: EnrolSite) -> WebServer:
     port = free_port()
     log = (site.root / "web.log").open("wb")
-    proc = subprocess.Popen([sys.executable, str(REPO / "cli.py"), "--config", str(site.config_path), "web", "serve",
-                             "--host", "127.0.0.1", "--port", str(port)],
-                            stdout=log, stderr=subprocess.STDOUT, env=site.env, cwd=str(site.root))
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            str(REPO / "cli.py"),
+            "--config",
+            str(site.config_path),
+            "web",
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=site.env,
+        cwd=str(site.root),
+    )
     server = WebServer(f"http://127.0.0.1:{port}", proc, log)
     try:
         wait_http(f"{server.url}/healthz", proc)
@@ -236,14 +278,17 @@ class Browserless:
 
     def login(self, username: str, password: str = PASSWORD) -> requests.Response:
         token = self.csrf("/login")
-        return self.s.post(self.base + "/login", data={"csrf_token": token, "username": username,
-                                                       "password": password}, timeout=10, allow_redirects=False)
+        return self.s.post(
+            self.base + "/login",
+            data={"csrf_token": token, "username": username, "password": password},
+            timeout=10,
+            allow_redirects=False,
+        )
 
     def get(self, path: str, **kw):  # type: ignore[no-untyped-def]
         return self.s.get(self.base + path, timeout=10, allow_redirects=False, **kw)
 
-    def post(self, path: str, data: dict | None = None, files: dict | None = None, csrf: bool = True,
-             **kw):  # type: ignore[no-untyped-def]
+    def post(self, path: str, data: dict | None = None, files: dict | None = None, csrf: bool = True, **kw):  # type: ignore[no-untyped-def]
         data = dict(data or {})
         if csrf:
             data["csrf_token"] = self.csrf("/requests/new")

@@ -48,8 +48,10 @@ class World:
         from lab.mdm import CERT_HEADER, issue_identities
         from mdm_client.simulator import DeviceFaults, SimDevice, Simulator
 
-        devices = [SimDevice(serial=s, udid=u, cert_pem=pem, faults=DeviceFaults(**faults.get(s, {})))
-                   for s, u, pem in issue_identities(*self.ca, serials)]
+        devices = [
+            SimDevice(serial=s, udid=u, cert_pem=pem, faults=DeviceFaults(**faults.get(s, {})))
+            for s, u, pem in issue_identities(*self.ca, serials)
+        ]
         sim = Simulator(self.nanomdm.url, devices, CERT_HEADER, poll_interval=0.3).start()
         self.sims.append(sim)
         assert sim.wait_enrolled(60)
@@ -58,13 +60,12 @@ class World:
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory, nanodep) -> Iterator[World]:  # type: ignore[no-untyped-def]
+    import enrolment.models  # noqa: F401
     from core.db import Database
     from core.secrets import Secret
     from lab.mdm import CERT_HEADER, make_ca
     from mdm_client.registry import Registry
     from tests.fixtures_mdm import NanoMDMProcess, start_webhook
-
-    import enrolment.models  # noqa: F401
 
     root = tmp_path_factory.mktemp("arrival") / "site"
     (root / "state").mkdir(parents=True)
@@ -78,9 +79,15 @@ def world(tmp_path_factory: pytest.TempPathFactory, nanodep) -> Iterator[World]:
     ca = make_ca(root / "ca")
     nanomdm = NanoMDMProcess(root, ca[0], webhook.url, api_key, hmac_key, CERT_HEADER)
     fake = FakeDEP().start()
-    site = make_site(root, nanodep.url, nanodep.key_file, extra=(
-        f'\n[mdm]\nurl = "{nanomdm.url}"\napi_key_file = "{sec / "mdm_api_key"}"\n'
-        f'wifi_secret_file = "{sec / "wifi"}"\n'))
+    site = make_site(
+        root,
+        nanodep.url,
+        nanodep.key_file,
+        extra=(
+            f'\n[mdm]\nurl = "{nanomdm.url}"\napi_key_file = "{sec / "mdm_api_key"}"\n'
+            f'wifi_secret_file = "{sec / "wifi"}"\n'
+        ),
+    )
     nanodep.configure(site.dep_name, fake)
     w = World(site, db, fake, nanomdm, ca, [])
     try:
@@ -112,8 +119,13 @@ def test_refused_profile_fails_that_serial_with_reason(world: World) -> None:
     ok, bad = "ARRSER00001", "ARRSER00002"
     rid = world.approved_request([ok, bad])
     world.ipads([ok, bad], **{bad: {"refuse_profile": "webfilter"}})
-    assert sweep_until(world, lambda: set(statuses(world, rid).values()) <= {"configured", "failed"}
-                       and len(set(statuses(world, rid).values())) == 2)
+    assert sweep_until(
+        world,
+        lambda: (
+            set(statuses(world, rid).values()) <= {"configured", "failed"}
+            and len(set(statuses(world, rid).values())) == 2
+        ),
+    )
     view = reqs.get_request(world.db, ADMIN, rid)
     by = {s.serial: s for s in view.serials}
     assert by[ok].status == "configured"
@@ -149,8 +161,12 @@ def test_unrequested_ipad_gets_nothing(world: World) -> None:
     assert "ARRSER00009" in registry.devices_by_serial()
     r = process_arrivals(world.db, world.site.config())
     assert "ARRSER00009" not in r.enrolled
-    mine = [c for cs in registry.pending_commands().values() for c in cs
-            if c.enrollment_id == registry.devices_by_serial()["ARRSER00009"].enrollment_id]
+    mine = [
+        c
+        for cs in registry.pending_commands().values()
+        for c in cs
+        if c.enrollment_id == registry.devices_by_serial()["ARRSER00009"].enrollment_id
+    ]
     assert mine == [] and device.profiles == {}
 
 

@@ -28,7 +28,9 @@ def _request(site: EnrolSite, serials: list[str]) -> int:
     return reqs.create_request(site.db(), inv, A, SCHOOL_A, "pupil", "5b", "\n".join(serials)).id
 
 
-def test_approve_assigns_through_nanodep_and_defines_profile(enrol_site: EnrolSite, fake_dep: FakeDEP) -> None:
+def test_approve_assigns_through_nanodep_and_defines_profile(
+    enrol_site: EnrolSite, fake_dep: FakeDEP
+) -> None:
     fake_dep.add_devices(S)
     rid = _request(enrol_site, S)
     r = enrol_site.cli("enrol", "approve", str(rid))
@@ -75,11 +77,15 @@ def test_throttled_is_retried_after_retry_after_seconds(enrol_site: EnrolSite, f
     r = enrol_site.cli("enrol", "approve", str(rid))
     assert r.returncode == 0, r.stdout + r.stderr
     assert [a.statuses for a in fake_dep.assignments] == [
-        {S[0]: "THROTTLED", S[1]: "SUCCESS", S[2]: "SUCCESS"}, {S[0]: "SUCCESS"}]
+        {S[0]: "THROTTLED", S[1]: "SUCCESS", S[2]: "SUCCESS"},
+        {S[0]: "SUCCESS"},
+    ]
     assert set(fake_dep.assigned_serials()) == set(S)
 
 
-def test_throttled_longer_than_allowed_stays_for_a_later_run(enrol_site: EnrolSite, fake_dep: FakeDEP) -> None:
+def test_throttled_longer_than_allowed_stays_for_a_later_run(
+    enrol_site: EnrolSite, fake_dep: FakeDEP
+) -> None:
     fake_dep.add_devices(S[:2])
     fake_dep.throttle(S[0], times=1, retry_after_seconds=3600)  # more than max_retry_wait_s
     rid = _request(enrol_site, S[:2])
@@ -121,15 +127,20 @@ def test_profile_data_file_is_validated(tmp_path: Path) -> None:
     good = dep.load_profile_template()
     assert good["is_supervised"] is True
     bad = tmp_path / "p.yaml"
-    bad.write_text("profile_name: x\nurl: https://x\nis_mdm_removable: false\nis_supervised: true\n"
-                   "skip_setup_items: [AppleID, FileVault]\n", encoding="utf-8")
+    bad.write_text(
+        "profile_name: x\nurl: https://x\nis_mdm_removable: false\nis_supervised: true\n"
+        "skip_setup_items: [AppleID, FileVault]\n",
+        encoding="utf-8",
+    )
     with pytest.raises(DEPProfileError, match="unknown skip key\\(s\\) for iPadOS: FileVault"):
         dep.load_profile_template(bad)
     bad.write_text("profile_name: x\nurl: https://x\nis_mdm_removable: false\n", encoding="utf-8")
     with pytest.raises(DEPProfileError, match="only be false when is_supervised is true"):
         dep.load_profile_template(bad)
-    bad.write_text("profile_name: x\nurl: https://x\nis_mdm_removable: false\nis_supervised: true\nbogus: 1\n",
-                   encoding="utf-8")
+    bad.write_text(
+        "profile_name: x\nurl: https://x\nis_mdm_removable: false\nis_supervised: true\nbogus: 1\n",
+        encoding="utf-8",
+    )
     with pytest.raises(DEPProfileError, match="unknown profile key 'bogus'"):
         dep.load_profile_template(bad)
 
@@ -138,6 +149,8 @@ def test_client_error_names_method_url_and_status(nanodep) -> None:  # type: ign
     from core.secrets import Secret
 
     c = dep.NanoDEPClient(nanodep.url, "noname", Secret("wrong", "test"), timeout=5)
-    with pytest.raises(DEPUnavailable, match=r"PUT http://127.0.0.1:\d+/v1/config/noname: NanoDEP refused") as e:
+    with pytest.raises(
+        DEPUnavailable, match=r"PUT http://127.0.0.1:\d+/v1/config/noname: NanoDEP refused"
+    ) as e:
         c.set_base_url("http://127.0.0.1:1")
     assert "wrong" not in str(e.value)  # the key never appears in messages

@@ -19,8 +19,15 @@ from tests.fixtures_enrolment import PASSWORD, SCHOOL_A, add_user, make_site, st
 pytestmark = [pytest.mark.mdm, pytest.mark.browser, pytest.mark.slow]
 
 CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 SERIALS = ["E2ESER00001", "E2ESER00002", "E2ESER00003"]
 
 
@@ -50,14 +57,13 @@ def status_on_page(page, timeout_s: float, want: str) -> str:  # type: ignore[no
 
 
 def test_coordinator_to_configured_ipads(tmp_path: Path, nanodep, browser) -> None:  # type: ignore[no-untyped-def]
+    import enrolment.models  # noqa: F401
     from core.db import Database
     from core.secrets import Secret
     from lab.mdm import CERT_HEADER, issue_identities, make_ca
     from mdm_client.registry import Registry
     from mdm_client.simulator import SimDevice, Simulator
     from tests.fixtures_mdm import NanoMDMProcess, start_webhook
-
-    import enrolment.models  # noqa: F401
 
     root = tmp_path / "site"
     (root / "state").mkdir(parents=True)
@@ -74,18 +80,27 @@ def test_coordinator_to_configured_ipads(tmp_path: Path, nanodep, browser) -> No
     sim = None
     server = None
     try:
-        site = make_site(root, nanodep.url, nanodep.key_file, extra=(
-            f'\n[mdm]\nurl = "{nanomdm.url}"\napi_key_file = "{secrets_dir / "mdm_api_key"}"\n'
-            f'wifi_secret_file = "{secrets_dir / "wifi"}"\n'))
+        site = make_site(
+            root,
+            nanodep.url,
+            nanodep.key_file,
+            extra=(
+                f'\n[mdm]\nurl = "{nanomdm.url}"\napi_key_file = "{secrets_dir / "mdm_api_key"}"\n'
+                f'wifi_secret_file = "{secrets_dir / "wifi"}"\n'
+            ),
+        )
         nanodep.configure(site.dep_name, fake)
         add_user(site, "anna", "coordinator", SCHOOL_A)
         server = start_web(site)
 
         # 1. The coordinator logs in and uploads the ASM export.
         csv_file = tmp_path / "Geraete_ASM.csv"
-        csv_file.write_bytes(("\ufeffSerial Number;Device Model;Order Number\r\n" +
-                              "".join(f"{s};iPad (10th generation);BESTELLUNG-7\r\n" for s in SERIALS)
-                              ).encode("utf-8"))
+        csv_file.write_bytes(
+            (
+                "\ufeffSerial Number;Device Model;Order Number\r\n"
+                + "".join(f"{s};iPad (10th generation);BESTELLUNG-7\r\n" for s in SERIALS)
+            ).encode("utf-8")
+        )
         page = browser.new_page()
         page.goto(server.url + "/login")
         page.fill("#username", "anna")
@@ -112,12 +127,16 @@ def test_coordinator_to_configured_ipads(tmp_path: Path, nanodep, browser) -> No
 
         # 3. The iPads arrive: they enrol through real NanoMDM, the webhook records it, the web
         #    server's arrival sweep sends the pupil profile set, the iPads acknowledge.
-        devices = [SimDevice(serial=s, udid=u, cert_pem=pem) for s, u, pem in issue_identities(ca, ca_key, SERIALS)]
+        devices = [
+            SimDevice(serial=s, udid=u, cert_pem=pem) for s, u, pem in issue_identities(ca, ca_key, SERIALS)
+        ]
         sim = Simulator(nanomdm.url, devices, CERT_HEADER, poll_interval=0.5).start()
         assert sim.wait_enrolled(60)
         assert status_on_page(page, 180, "configured") == "configured"
-        serial_states = [page.locator(f'#serials tr[data-serial="{s}"] td.status').get_attribute("data-status")
-                         for s in SERIALS]
+        serial_states = [
+            page.locator(f'#serials tr[data-serial="{s}"] td.status').get_attribute("data-status")
+            for s in SERIALS
+        ]
         assert serial_states == ["configured"] * 3
         assert "konfiguriert" in page.locator("#request-status").inner_text()
 
@@ -131,8 +150,14 @@ def test_coordinator_to_configured_ipads(tmp_path: Path, nanodep, browser) -> No
         # 4. The audit trail has the whole story.
         audit = json.loads(site.cli("audit", "--json").stdout)
         actions = [e["action"] for e in audit]
-        for a in ("enrol.request", "dep.define_profile", "enrol.approve", "dep.assign_profile",
-                  "mdm.install_profiles", "enrol.configured"):
+        for a in (
+            "enrol.request",
+            "dep.define_profile",
+            "enrol.approve",
+            "dep.assign_profile",
+            "mdm.install_profiles",
+            "enrol.configured",
+        ):
             assert a in actions, a
         assert {e["actor"] for e in audit if e["action"] == "enrol.request"} == {"anna"}
         assert {e["actor"] for e in audit if e["action"] == "enrol.approve"} == {"it-admin"}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -39,7 +40,9 @@ def count_requests(db: Database) -> tuple[int, int]:
 
 
 def test_create_from_pasted_serials_and_audit(db, inv) -> None:  # type: ignore[no-untyped-def]
-    view = reqs.create_request(db, inv, A, SCHOOL_A, "pupil", "Klasse 5b", " newser00001\nNEWSER00002, NEWSER00003 ")
+    view = reqs.create_request(
+        db, inv, A, SCHOOL_A, "pupil", "Klasse 5b", " newser00001\nNEWSER00002, NEWSER00003 "
+    )
     assert view.status == "submitted" and [s.serial for s in view.serials] == NEW
     assert all(s.status == "requested" for s in view.serials)
     ev = [e for e in list_events(db) if e.action == "enrol.request"]
@@ -47,26 +50,33 @@ def test_create_from_pasted_serials_and_audit(db, inv) -> None:  # type: ignore[
 
 
 def test_asm_csv_with_bom_and_semicolons(db, inv) -> None:  # type: ignore[no-untyped-def]
-    raw = "\ufeffSerial Number;Device Model;Order Number\r\nNEWSER00001;iPad;1\r\nNEWSER00002;iPad;1\r\n".encode()
-    view = reqs.create_request(db, inv, A, SCHOOL_A, "teacher", "Kollegium", upload=raw, upload_name="asm.csv")
+    raw: Any = "\ufeffSerial Number;Device Model;Order Number\r\nNEWSER00001;iPad;1\r\nNEWSER00002;iPad;1\r\n"
+    raw = raw.encode()
+    view = reqs.create_request(
+        db, inv, A, SCHOOL_A, "teacher", "Kollegium", upload=raw, upload_name="asm.csv"
+    )
     assert [s.serial for s in view.serials] == NEW[:2]
 
 
-@pytest.mark.parametrize("pasted,upload,expected", [
-    ("NEWSER00001\nbad-serial!", None, "bad serial format 'bad-serial!'"),
-    ("NEWSER00001\nNEWSER00001", None, "duplicate serial NEWSER00001 in this request"),
-    ("ZDWK1DEGZD", None, "serial ZDWK1DEGZD is already enrolled"),  # in the demo ipads.csv
-    ("", None, "no serial numbers"),
-    ("", b"   \n", "asm.csv: the file is empty"),
-    ("", b"PK\x03\x04\x14\x00\x06\x00rest-of-a-zip", "asm.csv: this is an Excel workbook, not CSV"),
-    ("", b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1old-excel", "asm.csv: this is an Excel workbook, not CSV"),
-    ("", b"Name;Model\nx;y\n", "asm.csv:1: missing column(s): serial"),
-    ("", b"Serial Number\n", "asm.csv: the file has a header but no serial numbers"),
-])
+@pytest.mark.parametrize(
+    "pasted,upload,expected",
+    [
+        ("NEWSER00001\nbad-serial!", None, "bad serial format 'bad-serial!'"),
+        ("NEWSER00001\nNEWSER00001", None, "duplicate serial NEWSER00001 in this request"),
+        ("ZDWK1DEGZD", None, "serial ZDWK1DEGZD is already enrolled"),  # in the demo ipads.csv
+        ("", None, "no serial numbers"),
+        ("", b"   \n", "asm.csv: the file is empty"),
+        ("", b"PK\x03\x04\x14\x00\x06\x00rest-of-a-zip", "asm.csv: this is an Excel workbook, not CSV"),
+        ("", b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1old-excel", "asm.csv: this is an Excel workbook, not CSV"),
+        ("", b"Name;Model\nx;y\n", "asm.csv:1: missing column(s): serial"),
+        ("", b"Serial Number\n", "asm.csv: the file has a header but no serial numbers"),
+    ],
+)
 def test_bad_input_is_refused_and_nothing_stored(db, inv, pasted, upload, expected) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(RequestInputError) as e:
-        reqs.create_request(db, inv, A, SCHOOL_A, "pupil", "5b", pasted, upload,
-                            "asm.csv" if upload is not None else "")
+        reqs.create_request(
+            db, inv, A, SCHOOL_A, "pupil", "5b", pasted, upload, "asm.csv" if upload is not None else ""
+        )
     assert any(p.startswith(expected) for p in e.value.problems), e.value.problems
     assert count_requests(db) == (0, 0)
 
@@ -92,7 +102,9 @@ def test_same_school_duplicate_names_the_request(db, inv) -> None:  # type: igno
 
 def test_managed_serials_from_mdm_count_as_enrolled(db, inv) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(RequestInputError, match="NEWSER00002 is already enrolled"):
-        reqs.create_request(db, inv, A, SCHOOL_A, "pupil", "5b", "NEWSER00002", managed_serials={"NEWSER00002"})
+        reqs.create_request(
+            db, inv, A, SCHOOL_A, "pupil", "5b", "NEWSER00002", managed_serials={"NEWSER00002"}
+        )
 
 
 def test_scoping_other_school_is_not_found(db, inv) -> None:  # type: ignore[no-untyped-def]

@@ -60,10 +60,14 @@ def login(server: WebServer, user: str) -> Browserless:
     return b
 
 
-def new_request(b: Browserless, school: str, serials: str, purpose: str = "Klasse 7c",
-                files: dict | None = None) -> requests.Response:
-    return b.post("/requests/new", {"school": school, "group": "pupil", "purpose": purpose, "serials": serials},
-                  files=files or {"csv_file": ("", b"", "application/octet-stream")})
+def new_request(
+    b: Browserless, school: str, serials: str, purpose: str = "Klasse 7c", files: dict | None = None
+) -> requests.Response:
+    return b.post(
+        "/requests/new",
+        {"school": school, "group": "pupil", "purpose": purpose, "serials": serials},
+        files=files or {"csv_file": ("", b"", "application/octet-stream")},
+    )
 
 
 def created_id(r: requests.Response) -> int:
@@ -84,6 +88,7 @@ def b_request(server: WebServer, site: EnrolSite) -> int:
 
 
 # ---------------------------------------------------------------- session and cookies ------
+
 
 def test_login_sets_httponly_samesite_cookie(server: WebServer) -> None:
     b = Browserless(server.url)
@@ -128,19 +133,36 @@ def test_disabled_user_cannot_log_in_and_session_ends(server: WebServer, site: E
 def test_post_without_csrf_token_is_refused(server: WebServer, site: EnrolSite) -> None:
     b = login(server, "anna")
     before = count(site)
-    r = b.post("/requests/new", {"school": SCHOOL_A, "group": "pupil", "purpose": "x", "serials": "CSRFSER0001"},
-               csrf=False)
+    r = b.post(
+        "/requests/new",
+        {"school": SCHOOL_A, "group": "pupil", "purpose": "x", "serials": "CSRFSER0001"},
+        csrf=False,
+    )
     assert r.status_code == 403
-    r = b.post("/requests/new", {"school": SCHOOL_A, "group": "pupil", "purpose": "x", "serials": "CSRFSER0001",
-                                 "csrf_token": "forged"}, csrf=False)
+    r = b.post(
+        "/requests/new",
+        {
+            "school": SCHOOL_A,
+            "group": "pupil",
+            "purpose": "x",
+            "serials": "CSRFSER0001",
+            "csrf_token": "forged",
+        },
+        csrf=False,
+    )
     assert r.status_code == 403
     assert count(site) == before
-    anon = requests.post(server.url + "/login", data={"username": "anna", "password": PASSWORD}, timeout=10,
-                         allow_redirects=False)
+    anon = requests.post(
+        server.url + "/login",
+        data={"username": "anna", "password": PASSWORD},
+        timeout=10,
+        allow_redirects=False,
+    )
     assert anon.status_code == 403
 
 
 # ---------------------------------------------------------------- authorization ------------
+
 
 def test_anonymous_is_sent_to_login_for_any_id(server: WebServer, b_request: int) -> None:
     for path in (f"/requests/{b_request}", "/requests/999999", "/requests", "/requests/new"):
@@ -213,6 +235,7 @@ def test_admin_sees_all_and_approves_on_the_web(server: WebServer, site: EnrolSi
 
 # ---------------------------------------------------------------- bad input ----------------
 
+
 def test_bad_serial_and_excel_and_empty_file(server: WebServer, site: EnrolSite) -> None:
     a = login(server, "anna")
     before = count(site)
@@ -240,14 +263,14 @@ def test_50_mb_upload_is_refused_while_streaming(server: WebServer, site: EnrolS
 
 def test_csv_injection_neutralised_in_export(server: WebServer) -> None:
     a = login(server, "anna")
-    rid = created_id(new_request(a, SCHOOL_A, "INJSER00001", purpose="=HYPERLINK(\"http://x\")"))
+    rid = created_id(new_request(a, SCHOOL_A, "INJSER00001", purpose='=HYPERLINK("http://x")'))
     import csv
     import io
 
     csv_text = a.get(f"/requests/{rid}/export.csv").content.decode("utf-8-sig")
     rows = list(csv.reader(io.StringIO(csv_text), delimiter=";"))
     assert rows[1][0] == "INJSER00001"
-    assert rows[1][5] == "'=HYPERLINK(\"http://x\")"  # a spreadsheet shows it as text, never runs it
+    assert rows[1][5] == '\'=HYPERLINK("http://x")'  # a spreadsheet shows it as text, never runs it
 
 
 def test_nanodep_down_shows_admin_message_and_changes_nothing(tmp_path: Path) -> None:

@@ -17,9 +17,14 @@ SERIALS = ["C02XK1ABCD12", "DMPXK2ABCD"]
 
 def _oauth_header(fake: FakeDEP, url: str) -> str:
     t = fake.tokens
-    params = {"oauth_consumer_key": t.consumer_key, "oauth_token": t.access_token,
-              "oauth_signature_method": "HMAC-SHA1", "oauth_timestamp": str(int(time.time())),
-              "oauth_nonce": secrets.token_hex(8), "oauth_version": "1.0"}
+    params = {
+        "oauth_consumer_key": t.consumer_key,
+        "oauth_token": t.access_token,
+        "oauth_signature_method": "HMAC-SHA1",
+        "oauth_timestamp": str(int(time.time())),
+        "oauth_nonce": secrets.token_hex(8),
+        "oauth_version": "1.0",
+    }
     params["oauth_signature"] = oauth1_signature("GET", url, params, t.consumer_secret, t.access_secret)
     return "OAuth " + ", ".join(f'{k}="{urllib.parse.quote(v, safe="")}"' for k, v in params.items())
 
@@ -60,9 +65,17 @@ def dep(request, nanodep):  # type: ignore[no-untyped-def]
     fake.stop()
 
 
-PROFILE = {"profile_name": "Schul-iPads", "url": "https://mdm.example.invalid/enroll", "is_supervised": True,
-           "is_mdm_removable": False, "is_mandatory": True, "skip_setup_items": ["AppleID", "Siri"],
-           "department": "Schulverwaltung", "support_phone_number": "+49 1", "support_email_address": "a@b.invalid"}
+PROFILE = {
+    "profile_name": "Schul-iPads",
+    "url": "https://mdm.example.invalid/enroll",
+    "is_supervised": True,
+    "is_mdm_removable": False,
+    "is_mandatory": True,
+    "skip_setup_items": ["AppleID", "Siri"],
+    "department": "Schulverwaltung",
+    "support_phone_number": "+49 1",
+    "support_email_address": "a@b.invalid",
+}
 
 
 def test_session_needs_valid_oauth1_signature(fake_dep: FakeDEP) -> None:
@@ -87,7 +100,15 @@ def test_account_shape(dep) -> None:  # type: ignore[no-untyped-def]
     r = c.call("GET", "/account")
     assert r.status_code == 200
     body = r.json()
-    for key in ("server_name", "server_uuid", "admin_id", "org_name", "org_email", "org_phone", "org_address"):
+    for key in (
+        "server_name",
+        "server_uuid",
+        "admin_id",
+        "org_name",
+        "org_email",
+        "org_phone",
+        "org_address",
+    ):
         assert isinstance(body[key], str), key
 
 
@@ -102,8 +123,10 @@ def test_define_get_and_assign_profile(dep) -> None:  # type: ignore[no-untyped-
     assert {k: got[k] for k in PROFILE} == PROFILE and got["profile_uuid"] == uuid
     r = c.call("PUT", "/profile/devices", json={"profile_uuid": uuid, "devices": [*SERIALS, "UNKNOWN1234"]})
     assert r.status_code == 200
-    assert r.json() == {"profile_uuid": uuid, "devices": {SERIALS[0]: "SUCCESS", SERIALS[1]: "SUCCESS",
-                                                          "UNKNOWN1234": "NOT_ACCESSIBLE"}}
+    assert r.json() == {
+        "profile_uuid": uuid,
+        "devices": {SERIALS[0]: "SUCCESS", SERIALS[1]: "SUCCESS", "UNKNOWN1234": "NOT_ACCESSIBLE"},
+    }
     assert fake.assigned_serials() == {s: uuid for s in SERIALS}
 
 

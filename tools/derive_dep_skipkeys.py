@@ -44,7 +44,11 @@ def main() -> int:
     if len(sys.argv) < 2:
         print(__doc__, file=sys.stderr)
         return 2
-    out = Path(sys.argv[2]) if len(sys.argv) > 2 else Path(__file__).resolve().parent.parent / "data" / "dep-skip-keys.json"
+    out = (
+        Path(sys.argv[2])
+        if len(sys.argv) > 2
+        else Path(__file__).resolve().parent.parent / "data" / "dep-skip-keys.json"
+    )
     out.write_text(json.dumps(derive(Path(sys.argv[1])), indent=1, sort_keys=False) + "\n", encoding="utf-8")
     print(f"wrote {out}")
     return 0

@@ -54,9 +54,11 @@ TEMPLATES = Path(__file__).resolve().parent / "templates"
 CSS = (TEMPLATES / "style.css").read_text(encoding="utf-8")
 
 SECURITY_HEADERS = [
-    (b"content-security-policy",
-     b"default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; "
-     b"base-uri 'none'"),
+    (
+        b"content-security-policy",
+        b"default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; "
+        b"base-uri 'none'",
+    ),
     (b"x-content-type-options", b"nosniff"),
     (b"x-frame-options", b"DENY"),
     (b"referrer-policy", b"same-origin"),
@@ -106,15 +108,24 @@ async def read_bounded_body(request: Request, limit: int) -> bytes:
 class WebApp:
     """The endpoints, sharing the config, database, inventory and authenticator."""
 
-    def __init__(self, cfg: Config, db: Database, inventory: Inventory | None = None,
-                 authenticator: Authenticator | None = None, dep_client: Any = None):
+    def __init__(
+        self,
+        cfg: Config,
+        db: Database,
+        inventory: Inventory | None = None,
+        authenticator: Authenticator | None = None,
+        dep_client: Any = None,
+    ):
         self.cfg = cfg
         self.db = db
         self._inventory = inventory
         self.authenticator = authenticator or LocalAuthenticator(db)
         self.dep_client = dep_client
-        self.env = Environment(loader=FileSystemLoader(str(TEMPLATES)), undefined=StrictUndefined,
-                               autoescape=select_autoescape(["html"]))
+        self.env = Environment(
+            loader=FileSystemLoader(str(TEMPLATES)),
+            undefined=StrictUndefined,
+            autoescape=select_autoescape(["html"]),
+        )
         self.env.globals.update(STATUS_DE=STATUS_DE, GROUP_DE=GROUP_DE, serial_reason_de=serial_reason_de)
 
     @property
@@ -143,7 +154,8 @@ class WebApp:
         schools = {k: v.name for k, v in self.inventory.schools.items()}
         visible = {k: v for k, v in schools.items() if principal is not None and principal.may_see_school(k)}
         html = self.env.get_template(template).render(
-            csrf=self.csrf_token(request), user=principal, flash=flash, school_names=visible, **ctx)
+            csrf=self.csrf_token(request), user=principal, flash=flash, school_names=visible, **ctx
+        )
         return HTMLResponse(html, status_code=status)
 
     async def principal(self, request: Request) -> Principal | None:
@@ -175,13 +187,21 @@ class WebApp:
         password = str(form.get("password") or "")
         address = request.client.host if request.client else "unknown"
         try:
-            p = await run_in_threadpool(accounts.login, self.db, self.authenticator, username, password, address)
+            p = await run_in_threadpool(
+                accounts.login, self.db, self.authenticator, username, password, address
+            )
         except RateLimited:
-            return self.render(request, "login.html", 429, username=username,
-                               error="Zu viele fehlgeschlagene Anmeldungen. Bitte in 15 Minuten erneut versuchen.")
+            return self.render(
+                request,
+                "login.html",
+                429,
+                username=username,
+                error="Zu viele fehlgeschlagene Anmeldungen. Bitte in 15 Minuten erneut versuchen.",
+            )
         except AuthError:
-            return self.render(request, "login.html", 401, username=username,
-                               error="Benutzername oder Passwort ist falsch.")
+            return self.render(
+                request, "login.html", 401, username=username, error="Benutzername oder Passwort ist falsch."
+            )
         request.session.clear()  # a fresh session (and CSRF token) after login
         request.session["user"] = p.username
         return RedirectResponse("/requests", status_code=303)
@@ -207,9 +227,18 @@ class WebApp:
             body = await read_bounded_body(request, self.cfg.web.max_upload_bytes)
         except UploadTooLarge:
             limit_mb = self.cfg.web.max_upload_bytes / (1024 * 1024)
-            return self.render(request, "request_new.html", 413, principal=p, values={}, groups=IPAD_GROUPS,
-                               errors=[f"Die Datei ist zu groß (höchstens {limit_mb:g} MB). "
-                                       "Eine Apple-School-Manager-Liste ist viel kleiner – richtige Datei?"])
+            return self.render(
+                request,
+                "request_new.html",
+                413,
+                principal=p,
+                values={},
+                groups=IPAD_GROUPS,
+                errors=[
+                    f"Die Datei ist zu groß (höchstens {limit_mb:g} MB). "
+                    "Eine Apple-School-Manager-Liste ist viel kleiner – richtige Datei?"
+                ],
+            )
         request._body = body  # starlette's form parser reads the cached body
         form = await request.form(max_files=1, max_fields=20)
         try:
@@ -223,13 +252,29 @@ class WebApp:
             await form.close()
         try:
             view = await run_in_threadpool(
-                reqs.create_request, self.db, self.inventory, p, values["school"], values["group"],
-                values["purpose"], values["serials"], upload, upload_name,
-                await run_in_threadpool(self._managed_serials))
+                reqs.create_request,
+                self.db,
+                self.inventory,
+                p,
+                values["school"],
+                values["group"],
+                values["purpose"],
+                values["serials"],
+                upload,
+                upload_name,
+                await run_in_threadpool(self._managed_serials),
+            )
         except (RequestInputError, NotFound) as e:
             problems = getattr(e, "problems", None) or [str(e)]
-            return self.render(request, "request_new.html", 400, principal=p, values=values, groups=IPAD_GROUPS,
-                               errors=[translate(x) for x in problems])
+            return self.render(
+                request,
+                "request_new.html",
+                400,
+                principal=p,
+                values=values,
+                groups=IPAD_GROUPS,
+                errors=[translate(x) for x in problems],
+            )
         request.session["flash"] = f"Antrag Nr. {view.id} wurde eingereicht."
         return RedirectResponse(f"/requests/{view.id}", status_code=303)
 
@@ -237,7 +282,9 @@ class WebApp:
         """Serials the MDM registry knows as enrolled: a new request for them is refused."""
         from mdm_client.registry import Registry
 
-        return {serial for serial, d in Registry(self.db).devices_by_serial().items() if d.state == "enrolled"}
+        return {
+            serial for serial, d in Registry(self.db).devices_by_serial().items() if d.state == "enrolled"
+        }
 
     async def detail(self, request: Request) -> Response:
         p = await self.require(request)
@@ -255,8 +302,11 @@ class WebApp:
             text = await run_in_threadpool(reqs.export_request_csv, self.db, p, rid)
         except NotFound:
             raise HTTPException(404) from None
-        return Response(text.encode("utf-8"), media_type="text/csv; charset=utf-8",
-                        headers={"content-disposition": f'attachment; filename="antrag-{rid}.csv"'})
+        return Response(
+            text.encode("utf-8"),
+            media_type="text/csv; charset=utf-8",
+            headers={"content-disposition": f'attachment; filename="antrag-{rid}.csv"'},
+        )
 
     async def decide(self, request: Request) -> Response:
         p = await self.require(request)
@@ -266,11 +316,14 @@ class WebApp:
         action = request.path_params["action"]
         try:
             if action == "approve":
-                view = await run_in_threadpool(reqs.approve_request, self.db, self.cfg, self.inventory, p, rid,
-                                               self.dep_client)
-                request.session["flash"] = (f"Antrag Nr. {rid} genehmigt: {view.status}; "
-                                            f"{sum(1 for s in view.serials if s.status == 'assigned')} von "
-                                            f"{view.total} bei Apple zugewiesen.")
+                view = await run_in_threadpool(
+                    reqs.approve_request, self.db, self.cfg, self.inventory, p, rid, self.dep_client
+                )
+                request.session["flash"] = (
+                    f"Antrag Nr. {rid} genehmigt: {view.status}; "
+                    f"{sum(1 for s in view.serials if s.status == 'assigned')} von "
+                    f"{view.total} bei Apple zugewiesen."
+                )
             else:
                 await run_in_threadpool(reqs.reject_request, self.db, p, rid, str(form.get("reason") or ""))
                 request.session["flash"] = f"Antrag Nr. {rid} abgelehnt."
@@ -295,8 +348,11 @@ class WebApp:
             return RedirectResponse("/login", status_code=303)
         p = await self.principal(request) if "session" in request.scope else None
         messages = {
-            403: ("Nicht erlaubt", "Diese Aktion ist nur für die IT möglich, oder das Formular ist abgelaufen "
-                                   "– bitte die Seite neu laden."),
+            403: (
+                "Nicht erlaubt",
+                "Diese Aktion ist nur für die IT möglich, oder das Formular ist abgelaufen "
+                "– bitte die Seite neu laden.",
+            ),
             404: ("Nicht gefunden", "Diese Seite gibt es nicht."),
             405: ("Nicht erlaubt", "Diese Aktion ist hier nicht möglich."),
         }
@@ -304,10 +360,15 @@ class WebApp:
         return self.render(request, "error.html", exc.status_code, principal=p, title=title, text=text)
 
 
-def create_app(cfg: Config, db: Database | None = None, inventory: Inventory | None = None,
-               authenticator: Authenticator | None = None, dep_client: Any = None,
-               on_startup: Callable[[], Awaitable[None] | None] | None = None,
-               on_shutdown: Callable[[], None] | None = None) -> Starlette:
+def create_app(
+    cfg: Config,
+    db: Database | None = None,
+    inventory: Inventory | None = None,
+    authenticator: Authenticator | None = None,
+    dep_client: Any = None,
+    on_startup: Callable[[], Awaitable[None] | None] | None = None,
+    on_shutdown: Callable[[], None] | None = None,
+) -> Starlette:
     """The web application. Raises SecretError if the session key is not configured."""
     key = read_secret(file=cfg.web.secret_key_file, env=cfg.web.secret_key_env, what="web session key")
     db = db or Database(cfg.database_url)
@@ -341,8 +402,14 @@ def create_app(cfg: Config, db: Database | None = None, inventory: Inventory | N
         routes=routes,
         middleware=[
             Middleware(SecurityHeaders),
-            Middleware(SessionMiddleware, secret_key=key.reveal(), session_cookie="werne_session",
-                       max_age=cfg.web.session_max_age_s, same_site="lax", https_only=cfg.web.secure_cookies),
+            Middleware(
+                SessionMiddleware,
+                secret_key=key.reveal(),
+                session_cookie="werne_session",
+                max_age=cfg.web.session_max_age_s,
+                same_site="lax",
+                https_only=cfg.web.secure_cookies,
+            ),
         ],
         exception_handlers={HTTPException: web.http_error},
         lifespan=lifespan,
@@ -361,5 +428,11 @@ def serve(cfg: Config, host: str | None = None, port: int | None = None, watch_i
     db = Database(cfg.database_url)
     watcher = ArrivalWatcher(db, cfg, interval=watch_interval)
     app = create_app(cfg, db, on_startup=watcher.start, on_shutdown=watcher.stop)
-    uvicorn.run(app, host=host or listen_host or "127.0.0.1", port=port or int(listen_port),
-                log_level="warning", proxy_headers=True, server_header=False)
+    uvicorn.run(
+        app,
+        host=host or listen_host or "127.0.0.1",
+        port=port or int(listen_port),
+        log_level="warning",
+        proxy_headers=True,
+        server_header=False,
+    )

@@ -23,26 +23,44 @@ STATUS_DE = {
 GROUP_DE = {"pupil": "Schüler/innen", "teacher": "Lehrkräfte", "shared": "Geteiltes iPad"}
 
 _PATTERNS: list[tuple[re.Pattern[str], str]] = [
-    (re.compile(r"^(?:(.+?):(\d+): )?bad serial format '(.*)' \(10-12 letters and digits\)$"),
-     "{loc}Ungültige Seriennummer „{2}“ (10 bis 12 Buchstaben und Ziffern)"),
+    (
+        re.compile(r"^(?:(.+?):(\d+): )?bad serial format '(.*)' \(10-12 letters and digits\)$"),
+        "{loc}Ungültige Seriennummer „{2}“ (10 bis 12 Buchstaben und Ziffern)",
+    ),
     (re.compile(r"^duplicate serial (\S+) in this request$"), "Seriennummer {0} kommt im Antrag doppelt vor"),
     (re.compile(r"^serial (\S+) is already enrolled$"), "Seriennummer {0} ist bereits angemeldet"),
-    (re.compile(r"^serial (\S+) is already in request #(\d+)$"), "Seriennummer {0} steht schon in Antrag Nr. {1}"),
-    (re.compile(r"^serial (\S+) is already requested by another school$"),
-     "Seriennummer {0} wurde bereits von einer anderen Schule beantragt"),
+    (
+        re.compile(r"^serial (\S+) is already in request #(\d+)$"),
+        "Seriennummer {0} steht schon in Antrag Nr. {1}",
+    ),
+    (
+        re.compile(r"^serial (\S+) is already requested by another school$"),
+        "Seriennummer {0} wurde bereits von einer anderen Schule beantragt",
+    ),
     (re.compile(r"^(.+?): the file is empty$"), "Die Datei „{0}“ ist leer"),
     (re.compile(r"^(.+?): the file is larger than (\d+) MB$"), "Die Datei „{0}“ ist größer als {1} MB"),
-    (re.compile(r"^(.+?): this is an Excel workbook, not CSV.*$"),
-     "„{0}“ ist eine Excel-Arbeitsmappe, keine CSV-Datei. Bitte in Excel „Speichern unter → CSV UTF-8“ wählen"),
+    (
+        re.compile(r"^(.+?): this is an Excel workbook, not CSV.*$"),
+        "„{0}“ ist eine Excel-Arbeitsmappe, keine CSV-Datei. "
+        "Bitte in Excel „Speichern unter → CSV UTF-8“ wählen",
+    ),
     (re.compile(r"^(.+?): this is not a text file$"), "„{0}“ ist keine Textdatei (CSV)"),
-    (re.compile(r"^(.+?):1: missing column\(s\): (.+)$"),
-     "In „{0}“ fehlt die Spalte mit den Seriennummern (z. B. „Serial Number“ oder „Seriennummer“)"),
-    (re.compile(r"^(.+?): the file has a header but no serial numbers$"),
-     "„{0}“ enthält keine Seriennummern"),
-    (re.compile(r"^(.+?):(\d+): (\S+): the location column does not name this school$"),
-     "„{0}“, Zeile {1}: {2} gehört laut Standort-Spalte nicht zu dieser Schule"),
-    (re.compile(r"^no serial numbers: .*$"),
-     "Keine Seriennummern: bitte einfügen oder eine CSV-Datei aus Apple School Manager hochladen"),
+    (
+        re.compile(r"^(.+?):1: missing column\(s\): (.+)$"),
+        "In „{0}“ fehlt die Spalte mit den Seriennummern (z. B. „Serial Number“ oder „Seriennummer“)",
+    ),
+    (
+        re.compile(r"^(.+?): the file has a header but no serial numbers$"),
+        "„{0}“ enthält keine Seriennummern",
+    ),
+    (
+        re.compile(r"^(.+?):(\d+): (\S+): the location column does not name this school$"),
+        "„{0}“, Zeile {1}: {2} gehört laut Standort-Spalte nicht zu dieser Schule",
+    ),
+    (
+        re.compile(r"^no serial numbers: .*$"),
+        "Keine Seriennummern: bitte einfügen oder eine CSV-Datei aus Apple School Manager hochladen",
+    ),
     (re.compile(r"^purpose or class is missing$"), "Bitte Zweck oder Klasse angeben"),
     (re.compile(r"^purpose is longer than (\d+) characters$"), "Der Zweck ist länger als {0} Zeichen"),
     (re.compile(r"^unknown group .*$"), "Bitte eine Gruppe wählen (Schüler/innen, Lehrkräfte, geteilt)"),
