@@ -242,8 +242,8 @@ def lab_status(app: AppContext, as_json: bool) -> None:
 def _rich_console(stderr: bool = False):  # type: ignore[no-untyped-def]
     from rich.console import Console
 
-    # Rich looks at the stream when it is made: click's (and CliRunner's) current one.
-    stream = click.get_text_stream("stderr" if stderr else "stdout")
+    # Made per call, on the current sys stream (CliRunner swaps them), never at import time.
+    stream = sys.stderr if stderr else sys.stdout
     return Console(file=stream, width=None if stream.isatty() else 120, highlight=False, soft_wrap=True)
 
 
@@ -345,7 +345,8 @@ def laptop_provision(app: AppContext, hosts: tuple[str, ...], all_hosts: bool, c
         def on_progress(p: Progress) -> None:
             live.update(line(p))
 
-        report = provision(app.config, app.db, app.inventory, hosts, all_hosts, check_mode, on_progress)
+        inventory = app.inventory  # a bad inventory stops here, before the database is opened
+        report = provision(app.config, app.db, inventory, hosts, all_hosts, check_mode, on_progress)
     if as_json:
         echo_json(report.model_dump())
     else:

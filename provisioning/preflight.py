@@ -161,10 +161,12 @@ def open_transport(
     raise _Unreachable(last)
 
 
-def _exec(transport: paramiko.Transport, command: str, timeout: float) -> tuple[int, str]:
+def run_command(transport: paramiko.Transport, command: str, timeout: float) -> tuple[int, str]:
+    """Run one command over an authenticated transport; returns (exit status, stdout+stderr)."""
     chan = transport.open_session(timeout=timeout)
     try:
         chan.settimeout(timeout)
+        chan.set_combine_stderr(True)
         chan.exec_command(command)
         out = chan.makefile("rb").read().decode("utf-8", "replace")
         if not chan.status_event.wait(timeout):
@@ -193,7 +195,7 @@ def _os_supported(os_id: str, version: str, supported: list[str]) -> bool:
 
 def _check_after_login(result: HostCheck, transport: paramiko.Transport, config: Config) -> None:
     try:
-        rc, out = _exec(transport, _PROBE, config.ssh.command_timeout)
+        rc, out = run_command(transport, _PROBE, config.ssh.command_timeout)
     except TimeoutError:
         result.fail("sudo", f"checks did not finish within {config.ssh.command_timeout:g} s")
         return
