@@ -58,8 +58,6 @@ STOP_TIMEOUT_S = 20.0
 LAUNCHER = ('echo $$ > "$1/cgroup.procs" && echo $$ > "$2/cgroup.procs" && echo $$ > "$3" '
             '&& shift 3 && exec "$@"')
 INOTIFY_MIN = {"fs/inotify/max_user_instances": 8192, "fs/inotify/max_user_watches": 1048576}
-# The userspace WireGuard that scripts/setup.sh builds; offered inside every lab host.
-WIREGUARD_GO = Path(__file__).resolve().parent.parent / ".tools" / "bin" / "wireguard-go"
 SAFE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
@@ -567,9 +565,6 @@ class Lab:
             # wireguard-go needs /dev/net/tun inside; no device cgroup is set up (unregistered,
             # kept unit), so binding the node is enough.
             argv.append("--bind=/dev/net/tun")
-        if WIREGUARD_GO.is_file():
-            # The kernel has no WireGuard module: wg-quick falls back to `wireguard-go` on PATH.
-            argv.append(f"--bind-ro={WIREGUARD_GO.resolve()}:/usr/local/bin/wireguard-go")
         pidfile = self.hosts_dir / rec.name / "nspawn.pid"
         pidfile.unlink(missing_ok=True)
         # `setsid --fork`: nspawn runs in its own session and is not our child, so it outlives
