@@ -15,6 +15,7 @@ APT_PACKAGES=(
   openssh-client                  # ssh-keygen for lab keys; ansible's ssh
   wireguard-tools nftables iproute2  # VPN tests: wg, netns, veth
   chromium                        # real browser for the web page and report tests
+  postgresql                      # a throwaway PostgreSQL server for the database portability tests
   sqlite3 procps psmisc git make
 )
 missing=()

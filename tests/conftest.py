@@ -54,4 +54,5 @@ pytest_plugins = [
     "tests.fixtures_mdm",
     "tests.fixtures_compliance",
     "tests.fixtures_enrolment",
+    "tests.fixtures_postgres",
 ]
