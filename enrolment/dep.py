@@ -258,7 +258,14 @@ def assign_with_retries(
     result = AssignResult(profile_uuid)
     todo = list(serials)
     for attempt in range(max_attempts):
-        answer = client.assign_profile(profile_uuid, todo)
+        try:
+            answer = client.assign_profile(profile_uuid, todo)
+        except DEPUnavailable:
+            if attempt == 0:
+                raise  # nothing was assigned: the caller stores nothing
+            # Earlier calls did assign serials at Apple: keep their outcomes; the still
+            # THROTTLED ones stay THROTTLED and the next approval retries them.
+            break
         result.calls += 1
         devices = answer.get("devices") or {}
         retry_after = answer.get("retry_after_seconds")

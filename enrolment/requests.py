@@ -12,6 +12,7 @@ with the same message as an id that does not exist.
 from __future__ import annotations
 
 import re
+import threading
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -34,6 +35,7 @@ MAX_PURPOSE_LENGTH = 200
 ACTIVE_STATES = ("submitted", "approved", "assigned", "enrolled", "configured")
 # Serial states that mean the iPad is (or is about to be) managed.
 LIVE_SERIAL_STATES = ("requested", "assigned", "enrolled", "configured")
+_create_lock = threading.Lock()
 
 
 @dataclass
@@ -203,7 +205,9 @@ def create_request(
             problems.append(f"duplicate serial {s} in this request")
         seen.add(s)
     managed = set(managed_serials or set())
-    with db.session() as s:
+    # Check-then-insert must not interleave with another request for the same serials (two
+    # coordinators submitting at once); the web app is one process, so a lock is enough.
+    with _create_lock, db.session() as s:
         for serial in sorted(seen):
             ipad = inventory.ipads.get(serial)
             if ipad is not None or serial in managed:

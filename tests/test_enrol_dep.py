@@ -154,3 +154,29 @@ def test_client_error_names_method_url_and_status(nanodep) -> None:  # type: ign
     ) as e:
         c.set_base_url("http://127.0.0.1:1")
     assert "wrong" not in str(e.value)  # the key never appears in messages
+
+
+def test_nanodep_failing_during_a_retry_keeps_what_apple_assigned(nanodep) -> None:  # type: ignore[no-untyped-def]
+    from core.secrets import Secret
+    from tests.fixtures_enrolment import start_nanodep
+
+    with FakeDEP(set(S)) as fake:
+        own = start_nanodep(Path(nanodep.key_file).parent / "second")
+        try:
+            own.configure("w", fake)
+            client = dep.NanoDEPClient(own.url, "w", Secret(own.api_key, "test"), timeout=5)
+            uuid = client.define_profile({"profile_name": "x", "url": "https://x", "is_mdm_removable": True})
+            fake.throttle(S[0], times=5, retry_after_seconds=1)
+
+            def sleep_and_stop(_s: float) -> None:
+                own.stop()  # NanoDEP goes away between the first call and the retry
+
+            result = dep.assign_with_retries(client, uuid, S, sleep=sleep_and_stop)
+        finally:
+            own.stop()
+    assert {k: v.status for k, v in result.outcomes.items()} == {
+        S[0]: "THROTTLED",
+        S[1]: "SUCCESS",
+        S[2]: "SUCCESS",
+    }
+    assert result.calls == 1

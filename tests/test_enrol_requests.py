@@ -146,3 +146,27 @@ def test_reject_needs_reason_and_submitted_state(db, inv) -> None:  # type: igno
     done = reqs.reject_request(db, ADMIN, view.id, "Geräte nicht im Bestand")
     assert done.status == "rejected" and all(s.status == "rejected" for s in done.serials)
     assert any(e.action == "enrol.reject" for e in list_events(db))
+
+
+def test_concurrent_requests_for_one_serial_store_exactly_one(db, inv) -> None:  # type: ignore[no-untyped-def]
+    import threading
+
+    B = Principal("bernd", "coordinator", frozenset({SCHOOL_B}))
+    results: list[str] = []
+    barrier = threading.Barrier(2)
+
+    def submit(p: Principal, school: str) -> None:
+        barrier.wait()
+        try:
+            reqs.create_request(db, inv, p, school, "pupil", "race", "RACESER0001")
+            results.append("stored")
+        except RequestInputError:
+            results.append("refused")
+
+    threads = [threading.Thread(target=submit, args=a) for a in ((A, SCHOOL_A), (B, SCHOOL_B))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(results) == ["refused", "stored"]
+    assert count_requests(db) == (1, 1)

@@ -118,6 +118,17 @@ def test_wrong_password_then_rate_limited(server: WebServer, site: EnrolSite) ->
         assert r.status_code == 401 and "Benutzername oder Passwort ist falsch." in r.text
     r = b.login("carla")  # the right password no longer helps from this address
     assert r.status_code == 429 and "Zu viele fehlgeschlagene Anmeldungen" in r.text
+    # The lock is per user *and* address: carla at another address (127.0.0.2) still gets in.
+    from requests.adapters import HTTPAdapter
+
+    class FromAddress(HTTPAdapter):
+        def init_poolmanager(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+            kwargs["source_address"] = ("127.0.0.2", 0)
+            super().init_poolmanager(*args, **kwargs)
+
+    elsewhere = Browserless(server.url)
+    elsewhere.s.mount("http://", FromAddress())
+    assert elsewhere.login("carla").status_code == 303
     assert login(server, "anna")  # other users are not affected
 
 

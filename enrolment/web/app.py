@@ -425,6 +425,7 @@ def serve(cfg: Config, host: str | None = None, port: int | None = None, watch_i
     from enrolment.arrival import ArrivalWatcher
 
     listen_host, _, listen_port = cfg.web.listen.rpartition(":")
+    listen_host = listen_host.strip("[]")  # "[::1]:8080"
     db = Database(cfg.database_url)
     watcher = ArrivalWatcher(db, cfg, interval=watch_interval)
     app = create_app(cfg, db, on_startup=watcher.start, on_shutdown=watcher.stop)
