@@ -379,6 +379,173 @@ def laptop_provision(app: AppContext, hosts: tuple[str, ...], all_hosts: bool, c
 # ---------------------------------------------------------------- vpn ----------------------
 # (owned by the VPN work)
 
+@main.group(cls=WerneGroup)
+def vpn() -> None:
+    """The WireGuard VPN of the home-office laptops: gateway, keys, revocation, evidence.
+
+    Example:
+
+        werne vpn status
+    """
+
+
+@vpn.group("gateway", cls=WerneGroup)
+def vpn_gateway() -> None:
+    """The VPN gateway (the host in inventory group vpn_gateway).
+
+    Example:
+
+        werne vpn gateway apply
+    """
+
+
+def _vpn_peer_lines(report: Any) -> None:
+    for h in report.hosts:
+        extra = f" ({h.address})" if h.address and h.ok else ""
+        click.echo(f"{h.host}: {h.outcome}{extra}" + (f": {h.reason}" if h.reason else ""))
+    if report.gateway is not None:
+        click.echo(f"gateway {report.gateway.gateway}: {report.gateway.peers} active peer(s)")
+
+
+@vpn_gateway.command("apply")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@pass_app
+def vpn_gateway_apply(app: AppContext, as_json: bool) -> None:
+    """Render the gateway config from all active peers and install it (keys stay on the gateway).
+
+    Exit 3 if the gateway is unreachable; nothing is changed then.
+
+    Example:
+
+        werne vpn gateway apply
+    """
+    from vpn.ops import gateway_apply
+
+    result = gateway_apply(app.config, app.db, app.inventory)
+    if as_json:
+        echo_json(result.model_dump())
+        return
+    click.echo(f"gateway {result.gateway}: {result.peers} active peer(s), public key {result.public_key}")
+
+
+@vpn.command("enrol")
+@click.argument("hosts", nargs=-1, required=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@pass_app
+def vpn_enrol(app: AppContext, hosts: tuple[str, ...], as_json: bool) -> None:
+    """Run only the wireguard_client role on laptops and admit their (device-made) public keys.
+
+    `werne laptop provision` does the same as part of the whole baseline. Exit 1 if a laptop failed.
+
+    Example:
+
+        werne vpn enrol lap01 lap02
+    """
+    from core.errors import EXIT_FINDINGS
+    from vpn.ops import enrol
+
+    report = enrol(app.config, app.db, app.inventory, list(hosts))
+    if as_json:
+        echo_json(report.model_dump())
+    else:
+        _vpn_peer_lines(report)
+    if not report.ok:
+        sys.exit(EXIT_FINDINGS)
+
+
+@vpn.command("rotate")
+@click.argument("hosts", nargs=-1)
+@click.option("--older-than", default=None, help="Rotate every key older than this, e.g. 90d, 12w, 36h.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@pass_app
+def vpn_rotate(app: AppContext, hosts: tuple[str, ...], older_than: str | None, as_json: bool) -> None:
+    """Give laptops new keys: made on the laptop, swapped in on the gateway, old key removed.
+
+    A laptop that cannot be reached keeps its old, working key and is reported (exit 1).
+    Exit 3 if the gateway is unreachable (nothing changed).
+
+    Example:
+
+        werne vpn rotate --older-than 90d
+    """
+    from core.errors import EXIT_FINDINGS
+    from vpn.ops import rotate
+
+    report = rotate(app.config, app.db, app.inventory, list(hosts), older_than)
+    if as_json:
+        echo_json(report.model_dump())
+    elif not report.hosts:
+        click.echo("no keys to rotate")
+    else:
+        _vpn_peer_lines(report)
+    if not report.ok:
+        sys.exit(EXIT_FINDINGS)
+
+
+@vpn.command("revoke")
+@click.argument("host")
+@click.option("--reason", required=True, help="Why (recorded in the audit trail), e.g. 'laptop stolen'.")
+@pass_app
+def vpn_revoke(app: AppContext, host: str, reason: str) -> None:
+    """Remove a laptop from the gateway at once (the laptop is not contacted) and record why.
+
+    It stays out, also through later provisioning runs, until `werne vpn reinstate`.
+    Exit 3 if the gateway is unreachable (nothing changed).
+
+    Example:
+
+        werne vpn revoke lap07 --reason "reported stolen, ticket 4711"
+    """
+    from vpn.ops import revoke
+
+    r = revoke(app.config, app.db, app.inventory, host, reason)
+    click.echo(f"{r.host}: {r.outcome}" + (f" ({r.reason})" if r.reason else ""))
+
+
+@vpn.command("reinstate")
+@click.argument("host")
+@pass_app
+def vpn_reinstate(app: AppContext, host: str) -> None:
+    """Let a revoked laptop back in; it makes a new key at its next provisioning run.
+
+    Example:
+
+        werne vpn reinstate lap07
+    """
+    from vpn.ops import reinstate
+
+    r = reinstate(app.config, app.db, app.inventory, host)
+    click.echo(f"{r.host}: {r.outcome}: {r.reason}")
+
+
+@vpn.command("status")
+@click.option("--json", "as_json", is_flag=True, help="Print one object per peer as JSON.")
+@pass_app
+def vpn_status(app: AppContext, as_json: bool) -> None:
+    """Key age, last handshake and endpoint of every peer, from `wg show` on the gateway.
+
+    Flags stale handshakes, unknown keys on the gateway, revoked peers still present. Exit 1 if
+    any active peer is flagged.
+
+    Example:
+
+        werne vpn status --json
+    """
+    from core.errors import EXIT_FINDINGS
+    from vpn.status import collect_status
+
+    peers = collect_status(app.config, app.inventory, app.db)
+    if as_json:
+        echo_json([p.model_dump() for p in peers])
+    else:
+        for p in peers:
+            hs = "never" if p.handshake_age_s is None else f"{p.handshake_age_s}s ago"
+            key_age = "-" if p.key_age_days is None else f"{p.key_age_days:.0f}d"
+            click.echo(f"{p.host or '?':<12} {p.status:<8} {p.address or '-':<15} key {key_age:<5} "
+                       f"handshake {hs:<12} {p.endpoint or '-':<21} {','.join(p.flags) or 'ok'}")
+    if any(p.flags for p in peers if p.status != "revoked" or "revoked_peer_present" in p.flags):
+        sys.exit(EXIT_FINDINGS)
+
 # ---------------------------------------------------------------- mdm / ipad ---------------
 # (owned by the MDM work)
 

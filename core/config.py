@@ -123,15 +123,64 @@ class MDMConfig(_Section):
 
 
 class VPNConfig(_Section):
-    interface: str = "wg0"
+    """[vpn]: the WireGuard pool, gateway and laptop policy (see docs/vpn.md)."""
+
+    interface: str = Field(default="wg0", pattern=r"^[a-zA-Z0-9_=+.-]{1,15}$")
+    # The gateway takes the first host address of each pool; laptops get the others.
     pool_v4: str = "10.77.0.0/24"
     pool_v6: str | None = None
-    gateway_endpoint: str = "vpn.example-city.invalid:51820"
-    listen_port: int = 51820
+    # host:port the laptops dial. Empty means the vpn_gateway host's ansible_host and listen_port.
+    gateway_endpoint: str = ""
+    listen_port: int = Field(default=51820, ge=1, le=65535)
     dns: list[str] = ["10.77.0.1"]
-    handshake_max_age_s: int = 3 * 3600
-    key_max_age_days: int = 90
+    handshake_max_age_s: int = Field(default=3 * 3600, gt=0)
+    key_max_age_days: int = Field(default=90, gt=0)
+    # Kill-switch exceptions outside the tunnel: "dhcp", "dhcpv6", or a network (CIDR) such as a
+    # captive portal's. The admin networks (provisioning.admin_networks) are always allowed.
     killswitch_allow: list[str] = []
+    # On hosts without the kernel module, wg-quick runs the userspace wireguard-go copied from here.
+    userspace: bool = False
+    wireguard_go: Path = REPO_ROOT / ".tools" / "bin" / "wireguard-go"
+    # Seconds the rotate/revoke/apply playbooks may take before the run is called failed.
+    run_timeout_s: int = Field(default=600, gt=0)
+
+    @field_validator("pool_v4", "pool_v6")
+    @classmethod
+    def _pool(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        import ipaddress
+
+        try:
+            net = ipaddress.ip_network(v, strict=True)
+        except ValueError as e:
+            raise ValueError(f"not a network: {e}") from None
+        if net.num_addresses < 4:
+            raise ValueError("pool is too small")
+        return str(net)
+
+    @field_validator("dns")
+    @classmethod
+    def _dns(cls, v: list[str]) -> list[str]:
+        import ipaddress
+
+        return [str(ipaddress.ip_address(a)) for a in v]
+
+    @field_validator("killswitch_allow")
+    @classmethod
+    def _killswitch(cls, v: list[str]) -> list[str]:
+        import ipaddress
+
+        out = []
+        for item in v:
+            if item in ("dhcp", "dhcpv6"):
+                out.append(item)
+                continue
+            try:
+                out.append(str(ipaddress.ip_network(item, strict=False)))
+            except ValueError:
+                raise ValueError(f"'{item}' is neither 'dhcp', 'dhcpv6' nor a network") from None
+        return out
 
 
 class ComplianceConfig(_Section):
@@ -210,7 +259,7 @@ class Config(_Section):
 
 def _resolve_paths(cfg: Config, base: Path) -> None:
     """Relative paths in a config file are relative to that file's folder."""
-    for section in (cfg.site, cfg.ssh, cfg.lab, cfg.mdm, cfg.compliance, cfg.dep, cfg.web):
+    for section in (cfg.site, cfg.ssh, cfg.lab, cfg.mdm, cfg.compliance, cfg.dep, cfg.web, cfg.vpn):
         for name in type(section).model_fields:
             value = getattr(section, name)
             if isinstance(value, Path):

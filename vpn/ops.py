@@ -1,0 +1,518 @@
+"""The VPN's operations: admit laptops (their own keys), apply the gateway, rotate, revoke, reinstate.
+
+Order of every change: the gateway is changed first and the state database only after the gateway
+took it, so an unreachable gateway leaves both as they were (exit 3). Laptops are only ever asked
+for public keys; their private keys stay on them.
+
+Rotation (per laptop): make the next key on the laptop -> gateway swaps old for new public key ->
+laptop switches to the next key. If the laptop cannot switch, the gateway is swapped back, so the
+old key keeps working and nothing is half-applied. Both keys never work at the same time.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import ipaddress
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from typing import Literal
+
+from pydantic import BaseModel
+from sqlalchemy import select
+
+from core.audit import current_actor, record
+from core.config import Config
+from core.db import Database
+from core.errors import LockHeldError
+from core.inventory import Inventory
+from vpn.errors import (
+    GatewayNotReadyError,
+    GatewayUnreachableError,
+    PublicKeyError,
+    UnknownPeerError,
+    VPNError,
+)
+from vpn.gateway import GatewayPeer, GatewaySettings, peer_allowed_ips, render_gateway
+from vpn.keys import check_duplicates, validate_public_key
+from vpn.models import PEER_ACTIVE, PEER_PENDING, PEER_REVOKED, VPNGateway, VPNPeer, VPNRetiredKey
+from vpn.pool import AddressPool
+from vpn.runner import check_gateway_reachable, gateway_name, run_vpn_playbook
+
+PUBLIC_KEY_TASK = "Report the WireGuard public key"
+NEXT_KEY_TASK = "Report the next WireGuard public key"
+CURRENT_KEY_TASK = "Report the tunnel's public key"
+GATEWAY_KEY_TASK = "Report the gateway's public key"
+GATEWAY_PEERS_TASK = "Report the gateway's peers"
+
+Outcome = Literal["admitted", "unchanged", "replaced", "rotated", "revoked", "reinstated", "skipped",
+                  "failed", "unreachable"]
+
+
+class PeerResult(BaseModel):
+    """What an operation did to one laptop's peer."""
+
+    host: str
+    outcome: Outcome
+    reason: str | None = None
+    address: str | None = None
+    public_key: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.outcome not in ("failed", "unreachable")
+
+
+class GatewayResult(BaseModel):
+    """The gateway as applied: its public key and how many peers it now has."""
+
+    gateway: str
+    public_key: str
+    peers: int
+    config_sha256: str
+    artifact_dir: str
+
+
+class VPNReport(BaseModel):
+    """Result of enrol/rotate: per-laptop outcomes and the gateway apply (if one happened)."""
+
+    action: str
+    hosts: list[PeerResult]
+    gateway: GatewayResult | None = None
+
+    @property
+    def ok(self) -> bool:
+        return all(h.ok for h in self.hosts)
+
+
+# ---------------------------------------------------------------- helpers ---------------------
+
+@contextmanager
+def vpn_lock(config: Config) -> Iterator[None]:
+    """One VPN-changing operation per state dir at a time."""
+    try:
+        config.state_dir.mkdir(parents=True, exist_ok=True)
+        fh = open(config.state_dir / "vpn.lock", "w")  # noqa: SIM115 - held for the operation
+    except OSError as e:
+        raise VPNError(f"cannot use state directory {config.state_dir}: {e.strerror}") from None
+    with fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise LockHeldError(f"another VPN operation is running (lock {config.state_dir / 'vpn.lock'})") from None
+        yield
+
+
+def gateway_endpoint(config: Config, inventory: Inventory) -> str:
+    if config.vpn.gateway_endpoint:
+        return config.vpn.gateway_endpoint
+    gw = inventory.gateways[gateway_name(inventory)]
+    host = gw.ansible_host
+    try:
+        if ipaddress.ip_address(host).version == 6:
+            host = f"[{host}]"
+    except ValueError:
+        pass
+    return f"{host}:{config.vpn.listen_port}"
+
+
+def planned_peers(db: Database, *, keys: dict[str, str] | None = None,
+                  remove: set[str] | None = None) -> list[GatewayPeer]:
+    """The peers the gateway should have: every active peer, with `keys` overriding or adding
+    (host -> public key) and `remove` left out. Sorted by host, so the config is reproducible."""
+    keys = keys or {}
+    remove = remove or set()
+    with db.session() as s:
+        rows = list(s.scalars(select(VPNPeer).order_by(VPNPeer.host)))
+    out = []
+    for p in rows:
+        if p.host in remove or p.status == PEER_REVOKED:
+            continue
+        key = keys.get(p.host) or (p.public_key if p.status == PEER_ACTIVE else None)
+        ips = peer_allowed_ips(p)
+        if key and ips:
+            out.append(GatewayPeer(p.host, key, ips))
+    return out
+
+
+def _apply(config: Config, db: Database, inventory: Inventory, peers: list[GatewayPeer],
+           purpose: str) -> GatewayResult:
+    """Install the rendered config on the gateway and check it took exactly these peers.
+
+    Stores the gateway's public key; raises GatewayUnreachableError (nothing stored) otherwise.
+    """
+    name = check_gateway_reachable(config, inventory)
+    settings = GatewaySettings.from_config(config.vpn)
+    rendered = render_gateway(peers, settings)
+    extravars = {
+        "wireguard_interface": config.vpn.interface,
+        "wireguard_gateway_config": rendered.wg_conf,
+        "wireguard_gateway_nftables": rendered.nftables,
+        "wireguard_ipv6": settings.pool_v6 is not None,
+        "wireguard_go_binary": str(config.vpn.wireguard_go),
+    }
+    if config.vpn.userspace:
+        extravars["wireguard_userspace"] = True
+    run = run_vpn_playbook(config, inventory, "vpn_gateway.yml", [name], extravars,
+                           {GATEWAY_KEY_TASK, GATEWAY_PEERS_TASK}, purpose)
+    r = run.hosts[name]
+    if r.outcome != "ok":
+        raise GatewayUnreachableError(f"VPN gateway {name}: {r.reason}; the state database was not changed "
+                                      f"(artifacts: {run.artifact_dir})")
+    pub = validate_public_key(r.reported.get(GATEWAY_KEY_TASK), name)
+    on_gw = set(r.reported.get(GATEWAY_PEERS_TASK, "").split())
+    if on_gw != {p.public_key for p in peers}:
+        raise GatewayUnreachableError(f"VPN gateway {name} did not take the new peer list "
+                                      f"({len(on_gw)} peers there, {len(peers)} expected)")
+    with db.session() as s:
+        gw = s.scalar(select(VPNGateway).where(VPNGateway.host == name))
+        if gw is None:
+            gw = VPNGateway(host=name, public_key=pub, endpoint="", config_sha256="")
+            s.add(gw)
+        gw.public_key = pub
+        gw.endpoint = gateway_endpoint(config, inventory)
+        gw.config_sha256 = rendered.sha256
+        gw.peers = len(peers)
+        gw.applied_at = datetime.now(UTC)
+    return GatewayResult(gateway=name, public_key=pub, peers=len(peers), config_sha256=rendered.sha256,
+                         artifact_dir=run.artifact_dir)
+
+
+def _peer(s, host: str) -> VPNPeer | None:  # type: ignore[no-untyped-def]
+    return s.scalar(select(VPNPeer).where(VPNPeer.host == host))
+
+
+def _in_use_keys(db: Database) -> tuple[dict[str, str], set[str]]:
+    with db.session() as s:
+        in_use = {p.public_key: p.host for p in s.scalars(select(VPNPeer)) if p.public_key}
+        for gw in s.scalars(select(VPNGateway)):
+            in_use[gw.public_key] = gw.host
+        retired = set(s.scalars(select(VPNRetiredKey.public_key)))
+    return in_use, retired
+
+
+def _validate_reported(reported: dict[str, str | None], db: Database,
+                       results: dict[str, PeerResult]) -> dict[str, str]:
+    """Validated keys by host; a malformed or duplicate key makes that host 'failed' (nothing stored)."""
+    good: dict[str, str] = {}
+    for host, raw in reported.items():
+        try:
+            good[host] = validate_public_key(raw, host)
+        except PublicKeyError as e:
+            results[host] = PeerResult(host=host, outcome="failed", reason=str(e))
+    in_use, retired = _in_use_keys(db)
+    # Check each key alone, so one duplicate does not fail the others.
+    seen: dict[str, str] = {}
+    for host in sorted(good):
+        key = good[host]
+        try:
+            check_duplicates({host: key}, {**in_use, **{k: h for k, h in seen.items()}}, retired)
+        except PublicKeyError as e:
+            results[host] = PeerResult(host=host, outcome="failed", reason=str(e))
+            continue
+        seen[key] = host
+    return {h: k for h, k in good.items() if h not in results}
+
+
+# ---------------------------------------------------------------- gateway ---------------------
+
+def gateway_apply(config: Config, db: Database, inventory: Inventory, actor: str | None = None) -> GatewayResult:
+    """`werne vpn gateway apply`: render from all active peers and install on the gateway."""
+    with vpn_lock(config):
+        result = _apply(config, db, inventory, planned_peers(db), "gateway")
+    record(db, "vpn.gateway.apply", result.gateway,
+           {"peers": result.peers, "config_sha256": result.config_sha256}, actor=actor)
+    return result
+
+
+# ---------------------------------------------------------------- admitting laptops -----------
+
+def client_extravars(config: Config, db: Database, inventory: Inventory, hosts: list[str]) -> dict:
+    """Extra vars for the wireguard_client role (in playbooks/laptop.yml or vpn_client.yml).
+
+    Allocates (and stores) each laptop's addresses; revoked laptops are left out, so the role gives
+    them no tunnel. Raises GatewayNotReadyError if the gateway was never applied.
+    """
+    with db.session() as s:
+        gw = s.scalar(select(VPNGateway).order_by(VPNGateway.applied_at.desc()))
+        if gw is None:
+            raise GatewayNotReadyError("the VPN gateway has no key yet: run `werne vpn gateway apply` first")
+        gw_key = gw.public_key
+    pool = AddressPool.from_config(config.vpn)
+    clients: dict[str, dict] = {}
+    revoked: list[str] = []
+    for host in hosts:
+        lap = inventory.laptops.get(host)
+        if lap is None:
+            raise UnknownPeerError(f"unknown laptop: {host} (not in {inventory.hosts_file})")
+        with db.session() as s:
+            peer = _peer(s, host)
+            if peer is None:
+                peer = VPNPeer(host=host, status=PEER_PENDING)
+                s.add(peer)
+                s.flush()
+            if peer.status == PEER_REVOKED:
+                revoked.append(host)
+                continue
+            pool.assign(s, peer, lap.vpn_address)
+            addrs = [f"{peer.address_v4}/32"] + ([f"{peer.address_v6}/128"] if peer.address_v6 else [])
+            clients[host] = {"addresses": addrs, "rekey": peer.public_key is None}
+    ev: dict = {
+        "wireguard_clients": clients,
+        "wireguard_revoked": revoked,
+        "wireguard_interface": config.vpn.interface,
+        "wireguard_gateway_public_key": gw_key,
+        "wireguard_endpoint": gateway_endpoint(config, inventory),
+        "wireguard_dns": list(config.vpn.dns),
+        "wireguard_killswitch_allow": list(config.vpn.killswitch_allow),
+        "wireguard_admin_networks": list(config.provisioning.admin_networks),
+        "wireguard_go_binary": str(config.vpn.wireguard_go),
+    }
+    if config.vpn.userspace:
+        ev["wireguard_userspace"] = True
+    return ev
+
+
+def register_client_keys(config: Config, db: Database, inventory: Inventory,
+                         reported: dict[str, str | None], actor: str | None = None) -> VPNReport:
+    """Store the public keys laptops reported (after the client role ran) and update the gateway.
+
+    A malformed or duplicate key fails that laptop only. The gateway is applied first; if it is
+    unreachable, no key is stored (GatewayUnreachableError, exit 3).
+    """
+    results: dict[str, PeerResult] = {}
+    with db.session() as s:
+        for host in list(reported):
+            peer = _peer(s, host)
+            if peer is None or peer.status == PEER_REVOKED:
+                results[host] = PeerResult(host=host, outcome="skipped",
+                                           reason="revoked: `werne vpn reinstate` first" if peer else "not admitted")
+                reported.pop(host)
+    good = _validate_reported(reported, db, results)
+    changes: dict[str, str] = {}
+    with db.session() as s:
+        for host, key in good.items():
+            peer = _peer(s, host)
+            assert peer is not None
+            if peer.public_key == key and peer.status == PEER_ACTIVE:
+                results[host] = PeerResult(host=host, outcome="unchanged", address=peer.address_v4, public_key=key)
+            else:
+                changes[host] = key
+    gateway = None
+    if changes:
+        gateway = _apply(config, db, inventory, planned_peers(db, keys=changes), "admit")
+        now = datetime.now(UTC)
+        with db.session() as s:
+            for host, key in changes.items():
+                peer = _peer(s, host)
+                assert peer is not None
+                outcome: Outcome = "admitted"
+                if peer.public_key and peer.public_key != key:
+                    s.add(VPNRetiredKey(public_key=peer.public_key, host=host, reason="replaced"))
+                    outcome = "replaced"
+                peer.public_key, peer.status, peer.key_created_at = key, PEER_ACTIVE, now
+                results[host] = PeerResult(host=host, outcome=outcome, address=peer.address_v4, public_key=key)
+        record(db, "vpn.admit", ",".join(sorted(changes)),
+               {h: results[h].outcome for h in sorted(changes)}, actor=actor)
+    return VPNReport(action="admit", hosts=[results[h] for h in sorted(results)], gateway=gateway)
+
+
+def enrol(config: Config, db: Database, inventory: Inventory, hosts: list[str],
+          actor: str | None = None) -> VPNReport:
+    """Run the wireguard_client role on `hosts` alone (vpn_client.yml) and admit their keys."""
+    with vpn_lock(config):
+        ev = client_extravars(config, db, inventory, hosts)
+        targets = list(ev["wireguard_clients"])
+        run = run_vpn_playbook(config, inventory, "vpn_client.yml", targets, ev, {PUBLIC_KEY_TASK}, "enrol")
+        reported = {h: r.reported.get(PUBLIC_KEY_TASK) for h, r in run.hosts.items() if r.outcome == "ok"}
+        report = register_client_keys(config, db, inventory, reported, actor=actor)
+    extra = [PeerResult(host=h, outcome=r.outcome, reason=r.reason)  # type: ignore[arg-type]
+             for h, r in run.hosts.items() if r.outcome != "ok"]
+    extra += [PeerResult(host=h, outcome="skipped", reason="revoked: `werne vpn reinstate` first")
+              for h in ev["wireguard_revoked"]]
+    report.action = "enrol"
+    report.hosts = sorted(report.hosts + extra, key=lambda r: r.host)
+    return report
+
+
+# ---------------------------------------------------------------- revoke / reinstate ----------
+
+def revoke(config: Config, db: Database, inventory: Inventory, host: str, reason: str,
+           actor: str | None = None) -> PeerResult:
+    """Remove the laptop's peer from the gateway at once (the laptop is not contacted), then mark it
+    revoked, retire its key and free its address. Gateway unreachable: nothing changes (exit 3)."""
+    from vpn.errors import VPNInputError
+
+    reason = " ".join(reason.split())
+    if not reason:
+        raise VPNInputError("a revocation needs a reason (--reason TEXT)")
+    if host not in inventory.laptops:
+        with db.session() as s:
+            if _peer(s, host) is None:
+                raise UnknownPeerError(f"unknown laptop: {host} (not in {inventory.hosts_file} and no VPN peer)")
+    actor = actor or current_actor()
+    with vpn_lock(config):
+        with db.session() as s:
+            peer = _peer(s, host)
+            if peer is not None and peer.status == PEER_REVOKED:
+                return PeerResult(host=host, outcome="unchanged", reason="already revoked")
+        gateway = _apply(config, db, inventory, planned_peers(db, remove={host}), "revoke")
+        with db.session() as s:
+            peer = _peer(s, host)
+            if peer is None:  # never admitted: record the revocation so it can never be admitted
+                peer = VPNPeer(host=host, status=PEER_PENDING)
+                s.add(peer)
+            old_key, old_addr = peer.public_key, peer.address_v4
+            if peer.public_key:
+                s.add(VPNRetiredKey(public_key=peer.public_key, host=host, reason="revoked"))
+            peer.public_key = None
+            peer.status = PEER_REVOKED
+            peer.revoked_at = datetime.now(UTC)
+            peer.revoked_by = actor
+            peer.revocation_reason = reason
+            AddressPool.release(peer)
+    record(db, "vpn.revoke", host, {"reason": reason, "public_key": old_key, "address": old_addr,
+                                    "gateway_peers": gateway.peers}, actor=actor)
+    return PeerResult(host=host, outcome="revoked", reason=reason, address=old_addr, public_key=old_key)
+
+
+def reinstate(config: Config, db: Database, inventory: Inventory, host: str,
+              actor: str | None = None) -> PeerResult:
+    """Let a revoked laptop back in: it becomes pending and must make a NEW key at its next
+    provisioning (`werne laptop provision` or `werne vpn enrol`); its old key stays retired."""
+    from vpn.errors import VPNInputError
+
+    if host not in inventory.laptops:
+        raise UnknownPeerError(f"unknown laptop: {host} (not in {inventory.hosts_file})")
+    with vpn_lock(config), db.session() as s:
+        peer = _peer(s, host)
+        if peer is None or peer.status != PEER_REVOKED:
+            raise VPNInputError(f"{host} is not revoked")
+        peer.status = PEER_PENDING
+        peer.revoked_at = peer.revoked_by = peer.revocation_reason = None
+    record(db, "vpn.reinstate", host, {}, actor=actor)
+    return PeerResult(host=host, outcome="reinstated",
+                      reason="makes a new key at its next `werne laptop provision` / `werne vpn enrol`")
+
+
+# ---------------------------------------------------------------- rotation --------------------
+
+def select_for_rotation(db: Database, inventory: Inventory, hosts: list[str],
+                        older_than_days: float | None, now: datetime | None = None) -> list[str]:
+    """Named hosts (must be active peers), or every active peer whose key is older than the limit."""
+    from vpn.errors import VPNInputError
+
+    now = now or datetime.now(UTC)
+    with db.session() as s:
+        peers = {p.host: p for p in s.scalars(select(VPNPeer))}
+    if hosts:
+        for h in hosts:
+            if h not in inventory.laptops and h not in peers:
+                raise UnknownPeerError(f"unknown laptop: {h} (not in {inventory.hosts_file})")
+            p = peers.get(h)
+            if p is None or p.status != PEER_ACTIVE or not p.public_key:
+                raise VPNInputError(f"{h} has no active VPN key to rotate ({p.status if p else 'never admitted'})")
+        return list(dict.fromkeys(hosts))
+    if older_than_days is None:
+        raise VPNInputError("name hosts to rotate, or use --older-than")
+    limit = now - timedelta(days=older_than_days)
+    out = []
+    for h, p in sorted(peers.items()):
+        created = p.key_created_at
+        if created is not None and created.tzinfo is None:
+            created = created.replace(tzinfo=UTC)
+        if p.status == PEER_ACTIVE and p.public_key and created is not None and created <= limit:
+            out.append(h)
+    return out
+
+
+def parse_age_days(text: str | None) -> float | None:
+    """'90d', '12w', '36h' or a plain number of days -> days; None stays None."""
+    from vpn.errors import VPNInputError
+
+    if text is None:
+        return None
+    t = text.strip().lower()
+    units = {"d": 1.0, "w": 7.0, "h": 1 / 24}
+    factor = units.get(t[-1:], None)
+    number = t[:-1] if factor is not None else t
+    try:
+        value = float(number) * (factor or 1.0)
+    except ValueError:
+        raise VPNInputError(f"--older-than: '{text}' is not an age like 90d, 12w or 36h") from None
+    if value < 0:
+        raise VPNInputError(f"--older-than: '{text}' is negative")
+    return value
+
+
+def rotate(config: Config, db: Database, inventory: Inventory, hosts: list[str],
+           older_than: str | float | None = None, actor: str | None = None,
+           after_gateway_switch: Callable[[list[str]], None] | None = None) -> VPNReport:
+    """`werne vpn rotate`: new keys made on the laptops, the gateway swaps them in, old keys removed.
+
+    `after_gateway_switch` runs between the gateway swap and the laptops' switch (a seam for tests
+    that take a laptop away at that moment).
+    """
+    from vpn.errors import VPNInputError
+
+    actor = actor or current_actor()
+    if hosts and older_than is not None:
+        raise VPNInputError("name hosts or use --older-than, not both")
+    days = older_than if isinstance(older_than, int | float) else parse_age_days(older_than)
+    targets = select_for_rotation(db, inventory, hosts, days)
+    if not targets:
+        return VPNReport(action="rotate", hosts=[])
+    results: dict[str, PeerResult] = {}
+    with vpn_lock(config):
+        check_gateway_reachable(config, inventory)
+        base = {"wireguard_interface": config.vpn.interface}
+        prep = run_vpn_playbook(config, inventory, "vpn_rotate.yml", targets,
+                                {**base, "wireguard_rotate_phase": "prepare"}, {NEXT_KEY_TASK}, "rotate-prepare")
+        for h, r in prep.hosts.items():
+            if r.outcome != "ok":
+                results[h] = PeerResult(host=h, outcome=r.outcome,  # type: ignore[arg-type]
+                                        reason=f"{r.reason}; old key still in use")
+        reported = {h: r.reported.get(NEXT_KEY_TASK) for h, r in prep.hosts.items() if r.outcome == "ok"}
+        new_keys = _validate_reported(reported, db, results)
+        bad = [h for h in reported if h not in new_keys]
+        if bad:
+            run_vpn_playbook(config, inventory, "vpn_rotate.yml", bad, {**base, "wireguard_rotate_phase": "abort"},
+                             set(), "rotate-abort")
+            for h in bad:
+                results[h].reason = f"{results[h].reason}; old key still in use"
+        if not new_keys:
+            return VPNReport(action="rotate", hosts=[results[h] for h in sorted(results)])
+        try:
+            gateway = _apply(config, db, inventory, planned_peers(db, keys=new_keys), "rotate-switch")
+        except GatewayUnreachableError:
+            run_vpn_playbook(config, inventory, "vpn_rotate.yml", list(new_keys),
+                             {**base, "wireguard_rotate_phase": "abort"}, set(), "rotate-abort")
+            raise
+        if after_gateway_switch is not None:
+            after_gateway_switch(list(new_keys))
+        commit = run_vpn_playbook(config, inventory, "vpn_rotate.yml", list(new_keys),
+                                  {**base, "wireguard_rotate_phase": "commit"}, {CURRENT_KEY_TASK},
+                                  "rotate-commit")
+        switched = {h: k for h, k in new_keys.items()
+                    if commit.hosts[h].outcome == "ok" and commit.hosts[h].reported.get(CURRENT_KEY_TASK, "").strip() == k}
+        failed = [h for h in new_keys if h not in switched]
+        if failed:
+            # Put the old keys back for laptops that did not switch: they keep working as before.
+            gateway = _apply(config, db, inventory, planned_peers(db, keys=switched), "rotate-rollback")
+            for h in failed:
+                r = commit.hosts[h]
+                outcome = "unreachable" if r.outcome == "unreachable" else "failed"
+                results[h] = PeerResult(host=h, outcome=outcome,  # type: ignore[arg-type]
+                                        reason=f"{r.reason or 'did not switch to the new key'}; "
+                                               "gateway switched back, old key still in use")
+        now = datetime.now(UTC)
+        with db.session() as s:
+            for h, key in switched.items():
+                peer = _peer(s, h)
+                assert peer is not None
+                if peer.public_key:
+                    s.add(VPNRetiredKey(public_key=peer.public_key, host=h, reason="rotated"))
+                peer.public_key, peer.key_created_at, peer.rotated_at = key, now, now
+                results[h] = PeerResult(host=h, outcome="rotated", address=peer.address_v4, public_key=key)
+    record(db, "vpn.rotate", ",".join(targets), {h: results[h].outcome for h in sorted(results)}, actor=actor)
+    return VPNReport(action="rotate", hosts=[results[h] for h in sorted(results)], gateway=gateway)
