@@ -477,6 +477,7 @@ class Lab:
 
     def _mount(self, name: str, base: Path) -> Path:
         upper, work, root = self._paths(name)
+
         for p in (upper, work, root):
             p.mkdir(parents=True, exist_ok=True)
         if str(root) not in _mounted_paths():
@@ -688,6 +689,9 @@ class Lab:
         """
         if not 0 <= laptops <= MAX_LAPTOPS:
             raise LabInputError(f"--laptops must be between 0 and {MAX_LAPTOPS}, not {laptops}")
+        for p in (self.state_dir, self.cache_dir):
+            if any(c in str(p) for c in ",:\n"):  # overlayfs mount options cannot escape these
+                raise LabInputError(f"{p}: the lab cannot use a path that contains ',' or ':'")
         self._require_root()
         base = ensure_base(self.cache_dir, self.suite)
         with _flock(self._lock_file):

@@ -73,6 +73,12 @@ def test_laptop_count_is_checked(tmp_path):
         Lab(tmp_path).up(laptops=500)
 
 
+def test_a_state_dir_overlayfs_cannot_name_is_refused(tmp_path):
+    with pytest.raises(LabInputError, match="cannot use a path that contains"):
+        Lab(tmp_path / "a,b").up(laptops=1)
+    assert not (tmp_path / "a,b").exists()
+
+
 def test_ipads_without_mdm_lab_is_a_clear_error(tmp_path):
     if importlib.util.find_spec("lab.mdm") is not None:
         pytest.skip("lab.mdm exists: --ipads is handled by the MDM part of the lab")
