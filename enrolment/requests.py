@@ -208,24 +208,28 @@ def create_request(
     # Check-then-insert must not interleave with another request for the same serials (two
     # coordinators submitting at once); the web app is one process, so a lock is enough.
     with _create_lock, db.session() as s:
-        for serial in sorted(seen):
-            ipad = inventory.ipads.get(serial)
-            if ipad is not None or serial in managed:
-                # Do not say whose device it is: it may belong to another school.
-                problems.append(f"serial {serial} is already enrolled")
-                continue
-            taken = s.execute(
-                select(EnrolmentRequest.id, EnrolmentRequest.school_id)
+        # One query per 500 serials, not per serial: an ASM export can hold thousands.
+        ordered = sorted(seen)
+        taken: dict[str, tuple[int, str]] = {}
+        for start in range(0, len(ordered), 500):
+            for row in s.execute(
+                select(RequestSerial.serial, EnrolmentRequest.id, EnrolmentRequest.school_id)
                 .join(RequestSerial, RequestSerial.request_id == EnrolmentRequest.id)
                 .where(
-                    RequestSerial.serial == serial,
+                    RequestSerial.serial.in_(ordered[start : start + 500]),
                     EnrolmentRequest.status.in_(ACTIVE_STATES),
                     RequestSerial.status.in_(LIVE_SERIAL_STATES),
                 )
-            ).first()
-            if taken is not None:
-                if principal.may_see_school(taken.school_id):
-                    problems.append(f"serial {serial} is already in request #{taken.id}")
+            ):
+                taken.setdefault(row.serial, (row.id, row.school_id))
+        for serial in ordered:
+            if serial in inventory.ipads or serial in managed:
+                # Do not say whose device it is: it may belong to another school.
+                problems.append(f"serial {serial} is already enrolled")
+            elif serial in taken:
+                rid, other_school = taken[serial]
+                if principal.may_see_school(other_school):
+                    problems.append(f"serial {serial} is already in request #{rid}")
                 else:
                     problems.append(f"serial {serial} is already requested by another school")
         if problems:
