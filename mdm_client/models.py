@@ -52,8 +52,25 @@ class MDMDevice(Base):
     # Sent by the device in TokenUpdate; needed for ClearPasscode. Never shown or logged.
     unlock_token: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
     identity_cert_not_after: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
-    # The newest answers, by request type (DeviceInformation, SecurityInfo, ProfileList, ...).
-    facts: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class MDMDeviceFact(Base):
+    """The newest answer of one kind from one device (DeviceInformation, SecurityInfo, ProfileList, ...).
+
+    One row per (enrollment id, kind), replaced by each newer answer, so the webhook writes it
+    without reading it first. Kinds starting with `_checkin.` hold the time of the last check-in
+    of that type (NanoMDM's created_at), to order check-ins that arrive out of order.
+    """
+
+    __tablename__ = "mdm_device_facts"
+    __table_args__ = (UniqueConstraint("enrollment_id", "kind", name="uq_mdm_device_facts_id_kind"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    enrollment_id: Mapped[str] = mapped_column(String(255))
+    kind: Mapped[str] = mapped_column(String(64))
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    command_uuid: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    value: Mapped[Any] = mapped_column(JSON, default=dict)
 
 
 class MDMCommand(Base):

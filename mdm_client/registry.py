@@ -20,20 +20,18 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import bindparam, insert, select, update
 
 from core.db import Database
 from core.errors import InputError
 from core.models import utcnow
 from mdm_client.errors import MDMError
-from mdm_client.models import MDMCommand, MDMDevice, MDMWebhookEvent
+from mdm_client.models import MDMCommand, MDMDevice, MDMDeviceFact, MDMWebhookEvent
 
 log = logging.getLogger("werne.mdm.registry")
 
 FINAL = frozenset({"Acknowledged", "Error", "CommandFormatError"})
 PENDING = frozenset({"queued", "NotNow"})
-# Answers kept on the device row as its newest facts (others stay only in mdm_commands).
-FACT_TYPES = ("DeviceInformation", "SecurityInfo", "ProfileList", "CertificateList")
 
 
 class UnknownDevicesError(MDMError, InputError):
@@ -118,16 +116,17 @@ def _identity_cert_not_after(cert_list: Any) -> datetime | None:
     return soonest
 
 
-def _facts_entry(ev: ParsedEvent, at: datetime) -> Any:
+def _fact_value(ev: ParsedEvent) -> Any:
+    """What the device row keeps of an answer (None: nothing); the full answer stays in mdm_commands."""
     resp = ev.payload
     if ev.request_type == "DeviceInformation":
-        body = json_safe(resp.get("QueryResponses", {}))
-    elif ev.request_type == "SecurityInfo":
-        body = json_safe(resp.get("SecurityInfo", {}))
-    elif ev.request_type == "ProfileList":
-        body = [
+        return json_safe(resp.get("QueryResponses", {}))
+    if ev.request_type == "SecurityInfo":
+        return json_safe(resp.get("SecurityInfo", {}))
+    if ev.request_type == "ProfileList":
+        return [
             {
-                k: p.get(k)
+                k: json_safe(p.get(k))
                 for k in (
                     "PayloadIdentifier",
                     "PayloadUUID",
@@ -139,15 +138,34 @@ def _facts_entry(ev: ParsedEvent, at: datetime) -> Any:
             for p in resp.get("ProfileList", [])
             if isinstance(p, dict)
         ]
-    elif ev.request_type == "CertificateList":
-        body = [
+    if ev.request_type == "CertificateList":
+        return [
             {k: json_safe(c.get(k)) for k in ("CommonName", "IsIdentity")}
             for c in resp.get("CertificateList", [])
             if isinstance(c, dict)
         ]
-    else:
-        return None
-    return {"at": at.isoformat(), "command_uuid": ev.command_uuid, "value": body}
+    return None
+
+
+def _upsert_facts(dialect: str) -> Any:
+    """INSERT ... ON CONFLICT (enrollment_id, kind) DO UPDATE, for SQLite or PostgreSQL."""
+    stmt = _STATEMENTS.get(("facts-upsert", frozenset(), (dialect,)))
+    if stmt is None:
+        if dialect == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert as dialect_insert
+        else:
+            from sqlalchemy.dialects.sqlite import insert as dialect_insert
+        ins = dialect_insert(_T_FACT)
+        stmt = ins.on_conflict_do_update(
+            index_elements=["enrollment_id", "kind"],
+            set_={
+                "at": ins.excluded.at,
+                "command_uuid": ins.excluded.command_uuid,
+                "value": ins.excluded.value,
+            },
+        )
+        _STATEMENTS[("facts-upsert", frozenset(), (dialect,))] = stmt
+    return stmt
 
 
 def _ts_key(created_at: str) -> str:
@@ -164,6 +182,36 @@ def _as_utc(dt: datetime | None) -> datetime | None:
 
 
 EnrolmentHook = Callable[[EnrolmentEvent], None]
+
+_T_DEV = MDMDevice.__table__
+_T_CMD = MDMCommand.__table__
+_T_EV = MDMWebhookEvent.__table__
+_T_FACT = MDMDeviceFact.__table__
+_STATEMENTS: dict[tuple[str, frozenset[str], tuple[str, ...]], Any] = {}
+
+
+def _cols(values: dict[str, Any]) -> dict[str, Any]:
+    """ORM attribute names to column names (only `group` differs: the column is ipad_group)."""
+    return {("ipad_group" if k == "group" else k): v for k, v in values.items()}
+
+
+def _update_stmt(table: Any, keys: frozenset[str], where: tuple[str, ...]) -> Any:
+    """A cached Core UPDATE for executemany: SET each key = :b_key WHERE each where-column = :b_col.
+
+    Built once per column set, so SQLAlchemy compiles it once (per-row ORM updates cost ~10x more).
+    """
+    cache_key = (table.name, keys, where)
+    stmt = _STATEMENTS.get(cache_key)
+    if stmt is None:
+        stmt = update(table)
+        for col in where:
+            stmt = stmt.where(
+                table.c[col]
+                == bindparam(f"b_{col}" if col != "enrollment_id" or table is not _T_DEV else "b_eid")
+            )
+        stmt = stmt.values({k: bindparam(f"b_{k}") for k in sorted(keys)})
+        _STATEMENTS[cache_key] = stmt
+    return stmt
 
 
 class Registry:
@@ -217,7 +265,7 @@ class Registry:
                 if not events[i].is_idle
             ]
             if rows:
-                conn.execute(insert(MDMWebhookEvent), rows)
+                conn.execute(insert(_T_EV), rows)
             eids = list({events[i].enrollment_id for i in fresh})
             devices: dict[str, dict[str, Any]] = {}
             for start in range(0, len(eids), 500):
@@ -225,6 +273,18 @@ class Registry:
                     select(MDMDevice.__table__).where(MDMDevice.enrollment_id.in_(eids[start : start + 500]))
                 ).mappings():
                     devices[row["enrollment_id"]] = dict(row)
+            # Check-in times, only for devices with a check-in in this batch (rare next to results).
+            times_of: dict[str, dict[str, str]] = {}
+            checkin_ids = list({events[i].enrollment_id for i in fresh if events[i].message_type})
+            for start in range(0, len(checkin_ids), 500):
+                for eid, kind, value in conn.execute(
+                    select(_T_FACT.c.enrollment_id, _T_FACT.c.kind, _T_FACT.c.value).where(
+                        _T_FACT.c.enrollment_id.in_(checkin_ids[start : start + 500]),
+                        _T_FACT.c.kind.like("_checkin.%"),
+                    )
+                ):
+                    times_of.setdefault(eid, {})[kind.removeprefix("_checkin.")] = str(value)
+            facts_out: dict[tuple[str, str], dict[str, Any]] = {}
             changes: dict[str, dict[str, Any]] = {}
             new_devices: dict[str, dict[str, Any]] = {}
 
@@ -239,7 +299,6 @@ class Registry:
                         "udid": e.udid or e.enrollment_id,
                         "state": "enrolled",
                         "token_update_tally": 0,
-                        "facts": {},
                     }
                     new_devices[e.enrollment_id] = d
                     changes.pop(e.enrollment_id, None)
@@ -261,11 +320,16 @@ class Registry:
                 d = device(e)
                 d["last_seen_at"] = now
                 if e.message_type in ("Authenticate", "TokenUpdate", "CheckOut"):
-                    facts = dict(current(e, "facts") or {})
-                    times = dict(facts.get("_checkins") or {})
+                    times = times_of.setdefault(e.enrollment_id, {})
                     times[e.message_type] = _ts_key(e.created_at)
-                    facts["_checkins"] = times
-                    d["facts"] = facts
+                    kind = f"_checkin.{e.message_type}"
+                    facts_out[(e.enrollment_id, kind)] = {
+                        "enrollment_id": e.enrollment_id,
+                        "kind": kind,
+                        "at": now,
+                        "command_uuid": None,
+                        "value": times[e.message_type],
+                    }
                 if e.message_type == "Authenticate":
                     serial = e.serial
                     later = max(times.get("TokenUpdate", ""), times.get("CheckOut", ""))
@@ -322,11 +386,16 @@ class Registry:
                 elif e.command_uuid and e.status:
                     cmd_events.append(e)
                     if e.status == "Acknowledged":
-                        entry = _facts_entry(e, now)
-                        if entry is not None:
-                            facts = dict(current(e, "facts") or {})
-                            facts[e.request_type or ""] = entry
-                            d["facts"] = facts
+                        value = _fact_value(e)
+                        if value is not None:
+                            kind = e.request_type or ""
+                            facts_out[(e.enrollment_id, kind)] = {
+                                "enrollment_id": e.enrollment_id,
+                                "kind": kind,
+                                "at": now,
+                                "command_uuid": e.command_uuid,
+                                "value": value,
+                            }
                         qr = (
                             e.payload.get("QueryResponses") if e.request_type == "DeviceInformation" else None
                         )
@@ -349,14 +418,23 @@ class Registry:
                                 d["identity_cert_not_after"] = na
             if new_devices:
                 # executemany needs the same keys in every row.
-                blank = {a.key: None for a in MDMDevice.__mapper__.column_attrs if a.key != "id"}
+                blank = {c.key: None for c in _T_DEV.columns if c.key != "id"}
                 conn.execute(
-                    insert(MDMDevice),
-                    [{**blank, "token_update_tally": 0, "facts": {}, **d} for d in new_devices.values()],
+                    insert(_T_DEV),
+                    [{**blank, "token_update_tally": 0, **_cols(d)} for d in new_devices.values()],
                 )
+            # One compiled UPDATE per set of changed columns, run as executemany (most batches: one).
+            by_keys: dict[frozenset[str], list[dict[str, Any]]] = {}
             for eid, ch in changes.items():
                 if ch:
-                    conn.execute(update(MDMDevice).where(MDMDevice.enrollment_id == eid).values(**ch))
+                    cols = _cols(ch)
+                    by_keys.setdefault(frozenset(cols), []).append(
+                        {"b_eid": eid, **{f"b_{k}": v for k, v in cols.items()}}
+                    )
+            for keys, params in by_keys.items():
+                conn.execute(_update_stmt(_T_DEV, keys, ("enrollment_id",)), params)
+            if facts_out:
+                conn.execute(_upsert_facts(conn.dialect.name), list(facts_out.values()))
             if cmd_events:
                 self._apply_command_results(conn, cmd_events, now)
         return stored, hooks
@@ -377,43 +455,50 @@ class Registry:
                 ).where(MDMCommand.command_uuid.in_(uuids[start : start + 500]))
             ).mappings():
                 existing[(row["command_uuid"], row["enrollment_id"])] = dict(row)
+        inserts: dict[tuple[str, str], dict[str, Any]] = {}
+        updates: dict[tuple[str, str], dict[str, Any]] = {}
         for e in evs:
             key = (e.command_uuid or "", e.enrollment_id)
             values: dict[str, Any] = {"status": e.status, "updated_at": now}
-            if e.status == "NotNow":
-                pass
-            else:
+            if e.status != "NotNow":
                 values["error_chain"] = e.error_chain
                 values["result"] = json_safe(e.payload)
+            if key in inserts:  # first seen in this very batch
+                row = inserts[key]
+                if e.status == "NotNow":
+                    values["not_now_count"] = row["not_now_count"] + 1
+                row.update(values)
+                continue
             row = existing.get(key)
             if row is None:
-                row = {
+                inserts[key] = {
                     "command_uuid": key[0],
                     "enrollment_id": key[1],
                     "request_type": e.request_type or "",
                     "actor": "",
                     "detail": {},
                     "enqueued_at": None,
-                    "not_now_count": 0,
                     "error_chain": [],
                     "result": {},
                     **values,
+                    "not_now_count": 1 if e.status == "NotNow" else 0,
                 }
-                if e.status == "NotNow":
-                    row["not_now_count"] = 1
-                conn.execute(insert(MDMCommand), [row])
-                existing[key] = {"id": None, **row}
                 continue
             if e.status == "NotNow":
                 row["not_now_count"] = (row.get("not_now_count") or 0) + 1
                 values["not_now_count"] = row["not_now_count"]
             if e.request_type and not row.get("request_type"):
                 values["request_type"] = e.request_type
-            conn.execute(
-                update(MDMCommand)
-                .where(MDMCommand.command_uuid == key[0], MDMCommand.enrollment_id == key[1])
-                .values(**values)
+            updates.setdefault(key, {}).update(values)
+        if inserts:
+            conn.execute(insert(_T_CMD), list(inserts.values()))
+        by_keys: dict[frozenset[str], list[dict[str, Any]]] = {}
+        for (uuid_, eid), values in updates.items():
+            by_keys.setdefault(frozenset(values), []).append(
+                {"b_command_uuid": uuid_, "b_enrollment_id": eid, **{f"b_{k}": v for k, v in values.items()}}
             )
+        for keys, params in by_keys.items():
+            conn.execute(_update_stmt(_T_CMD, keys, ("command_uuid", "enrollment_id")), params)
 
     # -- writing (ipad commands) -----------------------------------------------------------
 
@@ -473,7 +558,16 @@ class Registry:
             if school is not None:
                 q = q.where(MDMDevice.school == school)
             devs = list(s.scalars(q))
+            facts: dict[str, dict[str, Any]] = {}
+            for f in s.scalars(select(MDMDeviceFact).where(~MDMDeviceFact.kind.like("_checkin.%"))):
+                facts.setdefault(f.enrollment_id, {})[f.kind] = {
+                    "at": _as_utc(f.at),
+                    "command_uuid": f.command_uuid,
+                    "value": f.value,
+                }
         for d in devs:
+            # Not a column: the newest answers by kind, {"at", "command_uuid", "value"} each.
+            d.facts = facts.get(d.enrollment_id, {})  # type: ignore[attr-defined]
             d.last_seen_at = _as_utc(d.last_seen_at)
             d.enrolled_at = _as_utc(d.enrolled_at)
             d.checked_out_at = _as_utc(d.checked_out_at)
@@ -541,13 +635,13 @@ class Registry:
             )
 
     def counts(self) -> dict[str, int]:
-        """Row counts of the three tables (tests use them to prove nothing was stored)."""
+        """Row counts of the mdm tables (tests use them to prove nothing was stored)."""
         from sqlalchemy import func
 
         with self.db.session() as s:
             return {
                 t.__tablename__: s.scalar(select(func.count()).select_from(t)) or 0
-                for t in (MDMDevice, MDMCommand, MDMWebhookEvent)
+                for t in (MDMDevice, MDMDeviceFact, MDMCommand, MDMWebhookEvent)
             }
 
 

@@ -210,6 +210,7 @@ def test_missing_or_wrong_signature_is_401(receiver, key: str | None) -> None:
     r = post(url, event("mdm.Authenticate", AUTH, "s1"), key=key)
     assert r.status_code == 401 and registry.counts() == {
         "mdm_devices": 0,
+        "mdm_device_facts": 0,
         "mdm_commands": 0,
         "mdm_webhook_events": 0,
     }

@@ -1,4 +1,4 @@
-"""mdm: iPad registry, per-device command results, webhook events
+"""mdm: iPad registry, newest answers per device, per-device command results, webhook events
 
 Revision ID: 0003
 Revises: 0002
@@ -35,11 +35,20 @@ def upgrade() -> None:
         sa.Column("awaiting_configuration", sa.Boolean),
         sa.Column("unlock_token", sa.LargeBinary),
         sa.Column("identity_cert_not_after", sa.DateTime(timezone=True)),
-        sa.Column("facts", sa.JSON, nullable=False),
     )
     op.create_index("ix_mdm_devices_udid", "mdm_devices", ["udid"])
     op.create_index("ix_mdm_devices_serial", "mdm_devices", ["serial"])
     op.create_index("ix_mdm_devices_school", "mdm_devices", ["school"])
+    op.create_table(
+        "mdm_device_facts",
+        sa.Column("id", sa.Integer, primary_key=True),
+        sa.Column("enrollment_id", sa.String(255), nullable=False),
+        sa.Column("kind", sa.String(64), nullable=False),
+        sa.Column("at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("command_uuid", sa.String(64)),
+        sa.Column("value", sa.JSON, nullable=False),
+        sa.UniqueConstraint("enrollment_id", "kind", name="uq_mdm_device_facts_id_kind"),
+    )
     op.create_table(
         "mdm_commands",
         sa.Column("id", sa.Integer, primary_key=True),
@@ -77,4 +86,5 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_table("mdm_webhook_events")
     op.drop_table("mdm_commands")
+    op.drop_table("mdm_device_facts")
     op.drop_table("mdm_devices")

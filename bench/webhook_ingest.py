@@ -1,0 +1,184 @@
+"""Benchmark: webhook ingestion rate of `werne mdm serve-webhook` (target: >= 2,000 results/s).
+
+Starts the real receiver (the CLI, uvicorn, its own process, a fresh SQLite state database, HMAC
+on), then posts N distinct command-result events in NanoMDM's exact webhook shape (JSON with
+topic, event_id, created_at and acknowledge_event.raw_payload = base64 of a device report; the
+reports are what the simulated iPads send: DeviceInformation, SecurityInfo, ProfileList,
+CertificateList) from an asyncio load generator over keep-alive connections, and prints
+results/s. Baseline: the same load against a bare Starlette endpoint that reads the body and
+answers 200, under the same uvicorn settings, i.e. the cost of HTTP alone.
+
+    .venv/bin/python bench/webhook_ingest.py [--events 20000] [--connections 64]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import json
+import plistlib
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from lab.mdm import free_port, issue_identities, make_ca, wait_http  # noqa: E402
+from mdm_client import commands  # noqa: E402
+from mdm_client.ipads import certificate_list  # noqa: E402
+from mdm_client.simulator import SimDevice  # noqa: E402
+from mdm_client.webhook import sign  # noqa: E402
+
+KEY = "bench-hmac-key"
+
+
+def make_bodies(n: int, tmp: Path) -> list[tuple[bytes, str]]:
+    ca, ca_key = make_ca(tmp / "ca")
+    devices = [
+        SimDevice(serial=s, udid=u, cert_pem=p)
+        for s, u, p in issue_identities(ca, ca_key, [f"BENCH{i:06d}" for i in range(500)])
+    ]
+    builders = [
+        lambda: commands.device_information(),
+        commands.security_info,
+        commands.profile_list,
+        certificate_list,
+    ]
+    out = []
+    for i in range(n):
+        dev = devices[i % len(devices)]
+        cmd = builders[(i // len(devices)) % len(builders)]()
+        report = dev.execute(plistlib.loads(cmd.to_plist()))
+        assert report is not None
+        body = json.dumps(
+            {
+                "topic": "mdm.Connect",
+                "event_id": f"{i:016x}",
+                "created_at": "2026-11-27T10:00:00.123456789Z",
+                "acknowledge_event": {
+                    "udid": dev.udid,
+                    "ids": {"id": dev.udid, "type": "Device"},
+                    "status": report["Status"],
+                    "command_uuid": cmd.uuid,
+                    "raw_payload": base64.b64encode(plistlib.dumps(report)).decode(),
+                },
+            },
+            separators=(",", ":"),
+        ).encode()
+        out.append((body, sign(body, KEY)))
+    return out
+
+
+async def _worker(port: int, items: list[tuple[bytes, str]], statuses: dict[int, int]) -> None:
+    r, w = await asyncio.open_connection("127.0.0.1", port)
+    for body, sig in items:
+        w.write(
+            b"POST /webhook HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            b"X-Hmac-Signature: " + sig.encode() + b"\r\nContent-Length: %d\r\n\r\n" % len(body) + body
+        )
+        head = await r.readuntil(b"\r\n\r\n")
+        status = int(head.split(b" ", 2)[1])
+        statuses[status] = statuses.get(status, 0) + 1
+        length = 0
+        for line in head.split(b"\r\n"):
+            if line.lower().startswith(b"content-length:"):
+                length = int(line.split(b":")[1])
+        await r.readexactly(length)
+    w.close()
+
+
+def load(port: int, bodies: list[tuple[bytes, str]], connections: int) -> tuple[float, dict[int, int]]:
+    statuses: dict[int, int] = {}
+    parts = [bodies[i::connections] for i in range(connections)]
+
+    async def run() -> float:
+        t = time.perf_counter()
+        await asyncio.gather(*[_worker(port, p, statuses) for p in parts])
+        return time.perf_counter() - t
+
+    try:
+        import uvloop
+
+        return uvloop.run(run()), statuses
+    except ImportError:
+        return asyncio.run(run()), statuses
+
+
+BARE_APP = textwrap.dedent("""
+    import sys, uvicorn
+    from starlette.applications import Starlette
+    from starlette.responses import PlainTextResponse
+    from starlette.routing import Route
+    async def receive(request):
+        await request.body()
+        return PlainTextResponse("ok\\n")
+    app = Starlette(routes=[Route("/webhook", receive, methods=["POST"]),
+                            Route("/healthz", lambda r: PlainTextResponse("ok"), methods=["GET"])])
+    uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning", access_log=False,
+                http="httptools", loop="uvloop")
+""")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--events", type=int, default=20000)
+    ap.add_argument("--connections", type=int, default=64)
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory(prefix="werne-bench-") as d:
+        tmp = Path(d)
+        print(f"building {args.events} webhook bodies ...", flush=True)
+        bodies = make_bodies(args.events, tmp)
+        (tmp / "hmac").write_text(KEY + "\n")
+        (tmp / "hmac").chmod(0o600)
+        results = {}
+        for name in ("baseline", "werne"):
+            port = free_port()
+            if name == "werne":
+                argv = [
+                    sys.executable,
+                    "-c",
+                    "import sys; from cli import main; sys.exit(main())",
+                    "--state-dir",
+                    str(tmp / "state"),
+                    "mdm",
+                    "serve-webhook",
+                    "--listen",
+                    f"127.0.0.1:{port}",
+                    "--hmac-key-file",
+                    str(tmp / "hmac"),
+                ]
+            else:
+                argv = [sys.executable, "-c", BARE_APP, str(port)]
+            log = open(tmp / f"{name}.log", "wb")  # noqa: SIM115
+            proc = subprocess.Popen(argv, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+            try:
+                wait_http(f"http://127.0.0.1:{port}/healthz", 60, proc.pid, name, tmp / f"{name}.log")
+                load(port, bodies[:500], 8)  # warm-up (also stores the first 500)
+                wall, statuses = load(port, bodies[500:], args.connections)
+            finally:
+                proc.terminate()
+                proc.wait(15)
+                log.close()
+            n = args.events - 500
+            results[name] = n / wall
+            print(f"{name:9s}: {n} events in {wall:.2f} s = {n / wall:,.0f} events/s  statuses {statuses}")
+        con = sqlite3.connect(tmp / "state" / "werne.db")
+        stored = con.execute("select count(*) from mdm_commands").fetchone()[0]
+        events = con.execute("select count(*) from mdm_webhook_events").fetchone()[0]
+        con.close()
+        print(f"stored: {stored} command results, {events} event rows (expected {args.events} each)")
+        print(
+            f"werne ingestion: {results['werne']:,.0f} results/s (target >= 2,000); "
+            f"ratio to the bare Starlette baseline: {results['werne'] / results['baseline']:.2f}"
+        )
+        return 0 if stored == args.events == events else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
