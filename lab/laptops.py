@@ -53,6 +53,8 @@ GLOBAL_LOCK = Path("/run/werne-lab/alloc.lock")
 # lab whose state dir vanished or whose owner (a test run) was killed can be found and removed.
 REGISTRY_DIR = Path("/run/werne-lab/labs")
 STOP_TIMEOUT_S = 20.0
+# After this long without an SSH banner, boot waits also ask systemd whether sshd has failed.
+SSH_FAILED_CHECK_AFTER_S = 8.0
 # Fixed launcher: join this laptop's cgroups, then become systemd-nspawn. The cgroup paths and the
 # nspawn argv arrive as positional arguments; nothing is interpolated into the script.
 LAUNCHER = ('echo $$ > "$1/cgroup.procs" && echo $$ > "$2/cgroup.procs" && echo $$ > "$3" '
@@ -654,6 +656,8 @@ class Lab:
         deadline = time.monotonic() + timeout
 
         def wait_one(r: _HostRecord) -> str | None:
+            started = time.monotonic()
+            next_check = started + SSH_FAILED_CHECK_AFTER_S
             while time.monotonic() < deadline:
                 if not _alive(r.nspawn_pid, r.nspawn_start):
                     log = self.hosts_dir / r.name / "console.log"
@@ -661,14 +665,47 @@ class Lab:
                     return f"{r.name}: systemd-nspawn exited during boot ({' '.join(tail) or 'no output'})"
                 if ssh_banner(r.address, timeout=1.0):
                     return None
+                if time.monotonic() > next_check:
+                    # Slow boots are normal on a busy machine; a failed sshd is not worth waiting for.
+                    next_check = time.monotonic() + SSH_FAILED_CHECK_AFTER_S / 2
+                    if self._ssh_failed(r):
+                        return f"{r.name}: sshd failed to start{self._why(r)}"
                 time.sleep(0.25)
-            return f"{r.name}: sshd at {r.address}:22 did not answer within {timeout:.0f} s"
+            return f"{r.name}: sshd at {r.address}:22 did not answer within {timeout:.0f} s{self._why(r)}"
 
         with ThreadPoolExecutor(max_workers=min(32, len(recs))) as pool:
             errors = [e for e in pool.map(wait_one, recs) if e]
         if errors:
             more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
             raise LabBootError(f"{errors[0]}{more}; console logs in {self.hosts_dir}/NAME/console.log")
+
+    def _ssh_failed(self, rec: _HostRecord) -> bool:
+        pid = self._container_pid(rec)
+        if pid is None:
+            return False
+        try:
+            argv = ["nsenter", "-t", str(pid), "-a", "--", "systemctl", "is-failed", "ssh.service"]
+            p = subprocess.run(argv, capture_output=True, text=True, timeout=10, env={"PATH": SAFE_PATH})
+        except (OSError, subprocess.TimeoutExpired):
+            return False
+        return p.stdout.strip() == "failed"
+
+    def _why(self, rec: _HostRecord) -> str:
+        """A short diagnosis of a laptop that booted but did not answer: systemd's state and failed units."""
+        pid = self._container_pid(rec)
+        if pid is None:
+            return " (its systemd did not start)"
+        try:
+            argv = ["nsenter", "-t", str(pid), "-a", "--", "sh", "-c",
+                    "systemctl is-system-running; systemctl --failed --no-legend --plain | cut -d' ' -f1"]
+            out = subprocess.run(argv, capture_output=True, text=True, timeout=10,
+                                 env={"PATH": SAFE_PATH}).stdout.split()
+        except (OSError, subprocess.TimeoutExpired):
+            return ""
+        if not out:
+            return ""
+        failed = f", failed: {', '.join(out[1:6])}" if len(out) > 1 else ""
+        return f" (systemd: {out[0]}{failed})"
 
     def _wanted(self, st: _LabState, laptops: int, gateway: bool) -> dict[str, _HostRecord]:
         wanted: dict[str, _HostRecord] = {}

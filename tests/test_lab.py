@@ -18,7 +18,7 @@ import yaml
 from click.testing import CliRunner
 
 from lab import image
-from lab.errors import LabInputError
+from lab.errors import LabBootError, LabInputError
 from lab.laptops import CGROUP_PARENT, CGROUP_ROOTS, Lab, laptop_names, ssh_banner
 from tests.fixtures_lab import require_root
 
@@ -315,11 +315,15 @@ def test_a_killed_up_is_cleaned_up_by_the_next_down(tmp_path):
             Lab(state, demo=False).down(purge=True)
 
 
-def test_lab_needs_root_message():
-    if os.geteuid() == 0:
-        pytest.skip("running as root")
-    with pytest.raises(Exception, match="needs root"):
-        Lab(Path("/tmp/never")).down()
+def test_lab_needs_root_and_the_fixtures_skip_without_it(tmp_path, monkeypatch):
+    from lab.errors import LabError
+    from tests import fixtures_lab
+
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    with pytest.raises(LabError, match="the lab needs root"):
+        Lab(tmp_path).down()
+    with pytest.raises(pytest.skip.Exception, match="the lab needs root"):
+        fixtures_lab.require_root()
 
 
 @pytest.mark.lab
@@ -372,3 +376,17 @@ def test_a_taken_subnet_or_bridge_name_makes_the_lab_pick_another(lab_factory):
     finally:
         subprocess.run(["ip", "link", "delete", squatter], check=False)
         subprocess.run(["ip", "link", "delete", first["bridge"]], check=False)
+
+
+@pytest.mark.lab
+def test_a_laptop_whose_sshd_fails_is_a_clear_boot_error(lab_factory):
+    broken = lab_factory(1, gateway=False)
+    broken.stop_host("lap01")
+    dropin = broken.hosts_dir / "lap01" / "upper" / "etc" / "ssh" / "sshd_config.d" / "99-broken.conf"
+    dropin.parent.mkdir(parents=True, exist_ok=True)
+    dropin.write_text("ThisIsNotAnOption yes\n")
+    with pytest.raises(LabBootError, match=r"lap01: sshd failed to start \(systemd: \w+, failed: ssh.service"):
+        broken.start_host("lap01")
+    dropin.unlink()
+    broken.stop_host("lap01")
+    assert broken.start_host("lap01").running
