@@ -385,7 +385,8 @@ def test_a_laptop_whose_sshd_fails_is_a_clear_boot_error(lab_factory):
     dropin = broken.hosts_dir / "lap01" / "upper" / "etc" / "ssh" / "sshd_config.d" / "99-broken.conf"
     dropin.parent.mkdir(parents=True, exist_ok=True)
     dropin.write_text("ThisIsNotAnOption yes\n")
-    with pytest.raises(LabBootError, match=r"lap01: sshd failed to start \(systemd: \w+, failed: ssh.service"):
+    expected = r"lap01: sshd failed to start \(systemd: \w+, failed: ssh.service"
+    with pytest.raises(LabBootError, match=expected):
         broken.start_host("lap01")
     dropin.unlink()
     broken.stop_host("lap01")
