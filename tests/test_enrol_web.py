@@ -228,6 +228,9 @@ def test_coordinator_cannot_approve_or_reject(server: WebServer, site: EnrolSite
             assert r.status_code == 403, (rid, action)
     assert reqs.get_request(site.db(), ADMIN, own).status == "submitted"
     assert reqs.get_request(site.db(), ADMIN, b_request).status == "submitted"
+    admin = login(server, "it-admin")
+    assert admin.post(f"/requests/{own}/delete", {"reason": "x"}).status_code == 404
+    assert reqs.get_request(site.db(), ADMIN, own).status == "submitted"
     assert site.fake.assignments == []  # type: ignore[attr-defined]
 
 

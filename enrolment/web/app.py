@@ -314,6 +314,8 @@ class WebApp:
         self.check_csrf(request, form)
         rid = int(request.path_params["rid"])
         action = request.path_params["action"]
+        if action not in ("approve", "reject"):
+            raise HTTPException(404)
         try:
             if action == "approve":
                 view = await run_in_threadpool(
