@@ -209,12 +209,14 @@ def previous_run_id(db: Database, run_id: int) -> int | None:
             ComplianceRun.status == "complete", ComplianceRun.id < run_id))
 
 
-def recent_runs(db: Database, upto_id: int, limit: int = 30) -> list[StoredRun]:
-    """Up to `limit` complete runs ending with `upto_id`, oldest first, without their results."""
+def recent_runs(db: Database, upto_id: int, limit: int = 30) -> list[dict[str, Any]]:
+    """Up to `limit` complete runs ending with `upto_id`, oldest first: id, finished_at, summary only
+    (the trend chart needs no more, and the device snapshots are the heavy part)."""
     with db.session() as s:
-        runs = s.scalars(select(ComplianceRun).where(ComplianceRun.status == "complete", ComplianceRun.id <= upto_id)
+        rows = s.execute(select(ComplianceRun.id, ComplianceRun.finished_at, ComplianceRun.summary)
+                         .where(ComplianceRun.status == "complete", ComplianceRun.id <= upto_id)
                          .order_by(ComplianceRun.id.desc()).limit(limit)).all()
-        return [_stored(r, False, s) for r in reversed(runs)]
+    return [{"id": i, "finished_at": f, "summary": summ} for i, f, summ in reversed(rows)]
 
 
 def list_runs(db: Database, limit: int = 50) -> list[StoredRun]:

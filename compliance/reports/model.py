@@ -82,10 +82,10 @@ def build_report(db: Database, run_id: int | None = None, with_trend: bool = Tru
     trend = []
     if with_trend:
         for r in recent_runs(db, run.id, 30):
-            trend.append({"run": r.id, "finished_at": _iso(r.finished_at), "pass_rate": r.summary.get("pass_rate", 1.0),
-                          "counts": r.summary.get("counts", {}),
-                          "compliant_devices": r.summary.get("compliant_devices", 0),
-                          "devices": r.summary.get("devices", 0)})
+            summ = r["summary"]
+            trend.append({"run": r["id"], "finished_at": _iso(r["finished_at"]),
+                          "pass_rate": summ.get("pass_rate", 1.0), "counts": summ.get("counts", {}),
+                          "compliant_devices": summ.get("compliant_devices", 0), "devices": summ.get("devices", 0)})
     return {
         "schema": SCHEMA_ID,
         "run": {"id": run.id, "scope": run.scope, "started_at": _iso(run.started_at),
