@@ -339,6 +339,7 @@ class Lab:
         # The default state dir is the demo's lab: it takes the demo inventory's fixed addresses.
         self.demo = _is_default_state_dir(self.state_dir) if demo is None else demo
         self.boot_timeout_s = boot_timeout_s
+        self.ssh_failed_check_after_s = SSH_FAILED_CHECK_AFTER_S
         self.lab_dir = self.state_dir / "lab"
         self.hosts_dir = self.lab_dir / "hosts"
         self._state_file = self.lab_dir / "lab.json"
@@ -657,7 +658,7 @@ class Lab:
 
         def wait_one(r: _HostRecord) -> str | None:
             started = time.monotonic()
-            next_check = started + SSH_FAILED_CHECK_AFTER_S
+            next_check = started + self.ssh_failed_check_after_s
             while time.monotonic() < deadline:
                 if not _alive(r.nspawn_pid, r.nspawn_start):
                     log = self.hosts_dir / r.name / "console.log"
@@ -667,7 +668,7 @@ class Lab:
                     return None
                 if time.monotonic() > next_check:
                     # Slow boots are normal on a busy machine; a failed sshd is not worth waiting for.
-                    next_check = time.monotonic() + SSH_FAILED_CHECK_AFTER_S / 2
+                    next_check = time.monotonic() + self.ssh_failed_check_after_s / 2
                     if self._ssh_failed(r):
                         return f"{r.name}: sshd failed to start{self._why(r)}"
                 time.sleep(0.25)

@@ -381,6 +381,7 @@ def test_a_taken_subnet_or_bridge_name_makes_the_lab_pick_another(lab_factory):
 @pytest.mark.lab
 def test_a_laptop_whose_sshd_fails_is_a_clear_boot_error(lab_factory):
     broken = lab_factory(1, gateway=False)
+    broken.ssh_failed_check_after_s = 2.0
     broken.stop_host("lap01")
     dropin = broken.hosts_dir / "lap01" / "upper" / "etc" / "ssh" / "sshd_config.d" / "99-broken.conf"
     dropin.parent.mkdir(parents=True, exist_ok=True)
