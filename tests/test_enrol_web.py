@@ -304,3 +304,39 @@ def test_nanodep_down_shows_admin_message_and_changes_nothing(tmp_path: Path) ->
         page = admin.get(f"/requests/{rid}").text
         assert "Nicht ausgeführt: NanoDEP at http://127.0.0.1:" in page and "is not reachable" in page
     assert reqs.get_request(db, ADMIN, rid).status == "submitted"
+
+
+def test_chunked_upload_without_length_is_cut_off_at_the_limit(server: WebServer, site: EnrolSite) -> None:
+    a = login(server, "anna")
+    token = a.csrf("/requests/new")
+    before = count(site)
+    boundary = "werneboundary"
+    sent = 0
+
+    def body():  # type: ignore[no-untyped-def]
+        nonlocal sent
+        head = (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="csrf_token"\r\n\r\n{token}\r\n'
+            f'--{boundary}\r\nContent-Disposition: form-data; name="csv_file"; filename="gross.csv"\r\n'
+            "Content-Type: text/csv\r\n\r\nSerial Number\r\n"
+        ).encode()
+        yield head
+        chunk = b"CHUNKSER001\r\n" * 8192
+        for _ in range(50 * 1024 * 1024 // len(chunk)):
+            sent += len(chunk)
+            yield chunk
+        yield f"\r\n--{boundary}--\r\n".encode()
+
+    try:
+        r = a.s.post(
+            server.url + "/requests/new",
+            data=body(),
+            timeout=30,
+            allow_redirects=False,
+            headers={"Content-Type": f"multipart/form-data; boundary={boundary}"},
+        )
+        assert r.status_code == 413 and "Die Datei ist zu groß" in r.text
+    except requests.ConnectionError:
+        pass  # the server may close the connection once it has answered 413
+    assert sent < 50 * 1024 * 1024  # the client was stopped long before the end
+    assert count(site) == before
