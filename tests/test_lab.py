@@ -73,6 +73,29 @@ def test_laptop_count_is_checked(tmp_path):
         Lab(tmp_path).up(laptops=500)
 
 
+def test_the_demo_lab_takes_the_demo_inventorys_addresses(tmp_path):
+    from lab.errors import LabError
+    from lab.laptops import DEMO_SUBNET, _LabState
+
+    demo = yaml.safe_load((REPO / "inventories" / "demo" / "hosts.yml").read_text())["all"]["children"]
+    want = {name: hv["ansible_host"] for group in demo.values() for name, hv in group["hosts"].items()}
+    lab = Lab(tmp_path, demo=True)
+    st = _LabState()
+    try:
+        lab._allocate_network(st)
+    except LabError as e:  # the real demo lab is up on this machine right now
+        assert f"the demo lab's network {DEMO_SUBNET} is already in use" in str(e)
+        return
+    assert st.subnet == str(DEMO_SUBNET)
+    assert {name: r.address for name, r in lab._wanted(st, 3, gateway=True).items()} == want
+
+
+def test_only_the_default_state_dir_is_the_demo_lab(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path))
+    assert Lab(tmp_path / "werne").demo is True
+    assert Lab(tmp_path / "elsewhere").demo is False
+
+
 def test_a_state_dir_overlayfs_cannot_name_is_refused(tmp_path):
     with pytest.raises(LabInputError, match="cannot use a path that contains"):
         Lab(tmp_path / "a,b").up(laptops=1)
@@ -113,7 +136,7 @@ def connect(lab: Lab, name: str, pinned_key: str | None = None, timeout: float =
 
 
 def run(client: paramiko.SSHClient, command: str) -> tuple[int, str]:
-    _, out, err = client.exec_command(command, timeout=30)
+    _, out, _ = client.exec_command(command, timeout=30)
     text = out.read().decode()
     return out.channel.recv_exit_status(), text.strip()
 
