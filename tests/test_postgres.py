@@ -238,16 +238,37 @@ def test_audit_round_trip(any_db: Database):
     assert [e.action for e in list_events(any_db, limit=1)] == ["vpn.revoke"]
 
 
-def test_audit_timestamps_are_timezone_aware_on_postgres(pg_db: Database):
+# Known departure on SQLite (the default backend): DateTime(timezone=True) is stored there as the
+# wall-clock text of whatever zone the value had, without its offset, and read back naive. So
+# timestamps lose their zone, and a `since` given in another zone than UTC selects the wrong rows.
+# The fix belongs in core (a UTC-normalising column type); when it lands, this xfail turns into a
+# failure (strict) and the marker should go.
+SQLITE_TZ_XFAIL = pytest.mark.xfail(
+    strict=True,
+    reason="core: DateTime(timezone=True) keeps no zone on SQLite (naive on read, wall-clock compare)",
+)
+
+
+def test_timestamps_keep_their_instant_and_zone(any_db: Database, request: pytest.FixtureRequest):
+    if any_db.engine.dialect.name == "sqlite":
+        request.applymarker(SQLITE_TZ_XFAIL)
     before = datetime.now(UTC)
-    record(pg_db, "vpn.rotate", "lap01", {"n": 1}, actor="admin")
-    (event,) = list_events(pg_db)
+    record(any_db, "vpn.rotate", "lap01", {"n": 1}, actor="admin")
+    (event,) = list_events(any_db)
     assert event.at.tzinfo is not None
     assert before - timedelta(seconds=1) <= event.at <= datetime.now(UTC) + timedelta(seconds=1)
     # The same instant given in any zone selects the same rows.
     since = (before - timedelta(minutes=1)).astimezone(EASTERN)
-    assert [e.action for e in list_events(pg_db, since=since)] == ["vpn.rotate"]
-    assert list_events(pg_db, since=(before + timedelta(minutes=1)).astimezone(EASTERN)) == []
+    assert [e.action for e in list_events(any_db, since=since)] == ["vpn.rotate"]
+    assert list_events(any_db, since=(before + timedelta(minutes=1)).astimezone(EASTERN)) == []
+    # A value written in another zone comes back as the same instant.
+    with any_db.session() as s:
+        s.add(
+            AuditEvent(at=datetime(2026, 11, 27, 8, 0, tzinfo=EASTERN), actor="a", action="zoned", detail={})
+        )
+    with any_db.session() as s:
+        at = s.scalar(select(AuditEvent.at).where(AuditEvent.action == "zoned"))
+    assert at == datetime(2026, 11, 27, 13, 0, tzinfo=UTC)
 
 
 def test_provisioning_run_with_host_results(any_db: Database):
@@ -339,13 +360,14 @@ def _rows_vpn(m: Any, now: datetime) -> list[Any]:
 
 
 def _rows_mdm_client(m: Any, now: datetime) -> list[Any]:
+    cmd_uuid = "5d0c7f0e-1111-4e3a-9f00-000000000001"
     return [
         m.MDMDevice(
             enrollment_id="0000-UDID-1",
             udid="0000-UDID-1",
             serial="DMPX00000001",
             school="gs-demo",
-            group="class",
+            group="pupil",
             state="enrolled",
             enrolled_at=now,
             last_seen_at=now,
@@ -353,10 +375,16 @@ def _rows_mdm_client(m: Any, now: datetime) -> list[Any]:
             awaiting_configuration=False,
             unlock_token=b"\x00\xffunlock\x00",
             identity_cert_not_after=now + timedelta(days=365),
-            facts={"SecurityInfo": {"PasscodePresent": True}},
+        ),
+        m.MDMDeviceFact(
+            enrollment_id="0000-UDID-1",
+            kind="SecurityInfo",
+            at=now,
+            command_uuid=cmd_uuid,
+            value={"PasscodePresent": True, "HardwareEncryptionCaps": 3},
         ),
         m.MDMCommand(
-            command_uuid="5d0c7f0e-1111-4e3a-9f00-000000000001",
+            command_uuid=cmd_uuid,
             enrollment_id="0000-UDID-1",
             request_type="InstallProfile",
             status="Error",
@@ -374,7 +402,7 @@ def _rows_mdm_client(m: Any, now: datetime) -> list[Any]:
             received_at=now,
             created_at="2026-11-27T01:30:00Z",
             enrollment_id="0000-UDID-1",
-            command_uuid="5d0c7f0e-1111-4e3a-9f00-000000000001",
+            command_uuid=cmd_uuid,
             status="Error",
             message=None,
         ),
@@ -522,3 +550,234 @@ def test_models_match_migrations(backend: str, tmp_path: Path, request: pytest.F
     finally:
         db.dispose()
     assert diffs == []
+
+
+# --- each package's own database code, the same on both backends ---------------------------------
+# These call the packages' library functions (not just their models), so a query that only SQLite
+# accepts (dialect-specific upserts, string/NULL ordering, boolean and timestamp comparisons) fails here.
+
+
+def test_vpn_address_pool_on_both(any_db: Database):
+    import ipaddress
+
+    from vpn.errors import AddressCollisionError
+    from vpn.models import PEER_ACTIVE, PEER_REVOKED, VPNPeer
+    from vpn.pool import AddressPool
+
+    pool = AddressPool(ipaddress.ip_network("10.77.0.0/29"), ipaddress.ip_network("fd77:77::/64"))
+
+    def admit(host: str, preferred: str | None = None) -> tuple[str | None, str | None]:
+        with any_db.session() as s:
+            peer = s.scalar(select(VPNPeer).where(VPNPeer.host == host))
+            if peer is None:
+                peer = VPNPeer(host=host, status=PEER_ACTIVE)
+                s.add(peer)
+                s.flush()
+            pool.assign(s, peer, ipaddress.ip_address(preferred) if preferred else None)
+            return peer.address_v4, peer.address_v6
+
+    assert admit("lap01") == ("10.77.0.2", "fd77:77::2")
+    assert admit("lap02", "10.77.0.5") == ("10.77.0.5", "fd77:77::3")
+    assert admit("lap03") == ("10.77.0.3", "fd77:77::4")
+    with pytest.raises(AddressCollisionError, match="10.77.0.5 is already held by lap02"):
+        admit("lap04", "10.77.0.5")
+    with any_db.session() as s:
+        assert s.scalar(select(VPNPeer).where(VPNPeer.host == "lap04")) is None  # rolled back
+        peer = s.scalar(select(VPNPeer).where(VPNPeer.host == "lap01"))
+        assert peer is not None
+        peer.status = PEER_REVOKED
+        AddressPool.release(peer)
+    assert admit("lap04") == ("10.77.0.2", "fd77:77::2")  # the revoked peer's address, reused
+
+
+def _webhook_body(topic: str, payload: dict[str, Any], event_id: str, created_at: str, **extra: Any) -> bytes:
+    import base64
+    import json
+    import plistlib
+
+    udid = "00008120-0011223344556677"
+    kind = "acknowledge_event" if topic == "mdm.Connect" else "checkin_event"
+    raw = base64.b64encode(plistlib.dumps(payload)).decode()
+    body = {
+        "topic": topic,
+        "event_id": event_id,
+        "created_at": created_at,
+        kind: {"udid": udid, "ids": {"id": udid, "type": "Device"}, "raw_payload": raw, **extra},
+    }
+    return json.dumps(body).encode()
+
+
+def test_mdm_registry_webhook_batches_on_both(any_db: Database):
+    from mdm_client.models import MDMDeviceFact
+    from mdm_client.registry import Registry
+    from mdm_client.webhook import parse_event
+
+    udid = "00008120-0011223344556677"
+    registry = Registry(any_db, school_of=lambda s: ("gs-demo", "pupil") if s == "ZDWK1DEGZD" else None)
+    auth = {
+        "MessageType": "Authenticate",
+        "UDID": udid,
+        "SerialNumber": "ZDWK1DEGZD",
+        "Topic": "com.apple.mgmt.x",
+        "OSVersion": "17.6.1",
+        "ProductName": "iPad13,18",
+    }
+    token = {
+        "MessageType": "TokenUpdate",
+        "UDID": udid,
+        "Topic": "com.apple.mgmt.x",
+        "Token": b"t",
+        "PushMagic": "m",
+        "UnlockToken": b"\x00unlock\xff",
+    }
+
+    def security(passcode: bool) -> dict[str, Any]:
+        return {
+            "UDID": udid,
+            "Status": "Acknowledged",
+            "CommandUUID": f"SI-{passcode}",
+            "SecurityInfo": {"PasscodePresent": passcode, "HardwareEncryptionCaps": 3},
+        }
+
+    # TokenUpdate before its Authenticate (NanoMDM posts concurrently), in one batch.
+    stored, hooks = registry.apply_events(
+        [
+            parse_event(
+                _webhook_body("mdm.TokenUpdate", token, "e2", "2026-11-27T10:00:00.2Z", token_update_tally=1)
+            ),
+            parse_event(_webhook_body("mdm.Authenticate", auth, "e1", "2026-11-27T10:00:00.1Z")),
+        ]
+    )
+    assert stored == [True, True] and len(hooks) == 2
+    # A SecurityInfo answer, then a newer one: the fact row is upserted (dialect-specific statement).
+    registry.record_planned("SI-True", "SecurityInfo", [udid], actor="admin")
+    for n, passcode in enumerate([True, False]):
+        stored, _ = registry.apply_events(
+            [
+                parse_event(
+                    _webhook_body(
+                        "mdm.Connect",
+                        security(passcode),
+                        f"r{n}",
+                        f"2026-11-27T10:00:0{n + 1}Z",
+                        status="Acknowledged",
+                        command_uuid=f"SI-{passcode}",
+                    )
+                )
+            ]
+        )
+        assert stored == [True]
+    # The same event again is not stored twice.
+    again, _ = registry.apply_events(
+        [
+            parse_event(
+                _webhook_body(
+                    "mdm.Connect",
+                    security(False),
+                    "r1",
+                    "2026-11-27T10:00:02Z",
+                    status="Acknowledged",
+                    command_uuid="SI-False",
+                )
+            )
+        ]
+    )
+    assert again == [False]
+    (dev,) = registry.list_devices()
+    assert (dev.serial, dev.school, dev.group, dev.state, dev.token_update_tally, dev.unlock_token) == (
+        "ZDWK1DEGZD",
+        "gs-demo",
+        "pupil",
+        "enrolled",
+        1,
+        b"\x00unlock\xff",
+    )
+    assert dev.last_seen_at is not None
+    with any_db.session() as s:
+        facts = s.scalars(select(MDMDeviceFact).where(MDMDeviceFact.kind == "SecurityInfo")).all()
+        assert [(f.command_uuid, f.value["PasscodePresent"]) for f in facts] == [("SI-False", False)]
+    statuses = {
+        c.command_uuid: (c.status, c.actor, c.request_type)
+        for c in registry.command_statuses(["SI-True", "SI-False"])
+    }
+    assert statuses == {
+        "SI-True": ("Acknowledged", "admin", "SecurityInfo"),
+        "SI-False": ("Acknowledged", "", "SecurityInfo"),
+    }
+
+
+def test_compliance_history_chain_on_both(any_db: Database):
+    from compliance import history
+    from compliance.engine import DeviceFacts, RuleResult
+
+    devices = {
+        "lap01": DeviceFacts("lap01", "laptops", name="lap01"),
+        "ZDWK1DEGZD": DeviceFacts(
+            "ZDWK1DEGZD",
+            "ipads",
+            school="gs-demo",
+            group="pupil",
+            last_seen=datetime(2026, 11, 26, 23, 0, tzinfo=EASTERN),
+        ),
+    }
+    rules = {"SSH-01": {"title": "Kein Root-Login über SSH", "severity": "high", "weight": 0.5}}
+    heads = []
+    for day, status in enumerate(["pass", "fail"]):
+        at = datetime(2026, 11, 27 + day, 1, 0, 0, 123456, tzinfo=UTC)
+        run_id = history.begin_run(any_db, "all", "nightly", "i" * 64, "b" * 64, "w" * 64, now=at)
+        results = [
+            RuleResult("lap01", "SSH-01", status, "PermitRootLogin no"),
+            RuleResult("ZDWK1DEGZD", "IPAD-01", "waived", "", waiver="W-1 (bis 2027-01-31)"),
+        ]
+        run = history.complete_run(any_db, run_id, results, devices, rules, now=at + timedelta(minutes=3))
+        heads.append(run.record_hash)
+    report = history.verify_chain(any_db)
+    assert (report.ok, report.runs_checked, report.head, report.problems) == (True, 2, heads[-1], [])
+    latest = history.load_run(any_db)
+    assert latest.prev_hash == heads[0] and latest.results[("lap01", "SSH-01")].status == "fail"
+    assert latest.summary["counts"]["fail"] == 1 and latest.rules == rules
+    # The verification is real on this backend too: altered evidence is found.
+    from compliance.models import ComplianceResult
+
+    with any_db.session() as s:
+        row = s.scalars(
+            select(ComplianceResult).where(
+                ComplianceResult.run_id == latest.id, ComplianceResult.device == "lap01"
+            )
+        ).one()
+        row.evidence = "PermitRootLogin yes"
+    report = history.verify_chain(any_db)
+    assert not report.ok and report.problems[0].startswith(f"run {latest.id}: record altered")
+
+
+def test_enrolment_accounts_and_requests_on_both(any_db: Database):
+    from core.inventory import load_inventory
+    from enrolment import accounts
+    from enrolment import requests as reqs
+    from enrolment.errors import RequestInputError
+    from tests.fixtures_enrolment import DEMO_INVENTORY, SCHOOL_A
+
+    inventory = load_inventory(DEMO_INVENTORY)
+    anna = accounts.add_user(
+        any_db,
+        "Anna",
+        "correct horse battery staple",
+        "coordinator",
+        [SCHOOL_A],
+        set(inventory.schools),
+        actor="admin",
+    )
+    assert accounts.principal_for(any_db, "anna") == anna
+    accounts.set_active(any_db, "anna", False, actor="admin")
+    assert accounts.principal_for(any_db, "anna") is None  # a boolean column read back as False
+    assert accounts.list_users(any_db) == [
+        {"username": "anna", "role": "coordinator", "active": False, "schools": [SCHOOL_A]}
+    ]
+
+    view = reqs.create_request(
+        any_db, inventory, anna, SCHOOL_A, "pupil", "Klasse 5b", "NEWSER00001\nNEWSER00002"
+    )
+    assert [s.serial for s in view.serials] == ["NEWSER00001", "NEWSER00002"]
+    with pytest.raises(RequestInputError, match=f"serial NEWSER00002 is already in request #{view.id}"):
+        reqs.create_request(any_db, inventory, anna, SCHOOL_A, "pupil", "Klasse 6a", "NEWSER00002")
+    assert [r.id for r in reqs.list_requests(any_db, anna)] == [view.id]
