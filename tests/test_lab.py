@@ -253,6 +253,18 @@ def test_up_again_is_idempotent(lab):
 
 
 @pytest.mark.lab
+def test_up_with_fewer_laptops_stops_the_rest_and_keeps_their_disks(lab):
+    key = lab.host_public_key("lap02")
+    assert [h.name for h in lab.up(laptops=1, gateway=True)] == ["lap01", "vpngw"]
+    assert "lap02" not in yaml.safe_load((lab.inventory_dir / "hosts.yml").read_text())["all"]["children"][
+        "laptops"]["hosts"]
+    assert ssh_banner(lab.host("lap01").address, timeout=5)
+    hosts = lab.up(laptops=2, gateway=True)
+    assert [h.name for h in hosts if h.running] == ["lap01", "lap02", "vpngw"]
+    assert lab.host_public_key("lap02") == key
+
+
+@pytest.mark.lab
 def test_cli_status_json_lists_the_hosts(lab):
     from cli import main
 
