@@ -9,6 +9,7 @@ unreachable), and errors raise: 2 bad input or config (BaselineError, WaiverErro
 from __future__ import annotations
 
 import functools
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -109,12 +110,19 @@ def run_compliance(config: Config, db: Database, inventory: Inventory, fleets: t
                                    waivers.digest)
         try:
             at = now or datetime.now(UTC)
-            devices: list[DeviceFacts] = []
-            if "laptops" in fleets:
-                artifacts = config.state_dir / "compliance" / "artifacts"
-                devices += collect_laptops(config, inventory, db, artifacts, hosts or None, progress)
-            if "ipads" in fleets:
-                devices += collect_ipads(config, inventory, db, progress, sweep, now=at)
+            artifacts = config.state_dir / "compliance" / "artifacts"
+            jobs = {}
+            # The two fleets are collected side by side: the laptops wait on Ansible and SSH, the
+            # iPads on the MDM sweep's deadline; neither needs the other.
+            with ThreadPoolExecutor(max_workers=2, thread_name_prefix="werne-collect") as pool:
+                if "laptops" in fleets:
+                    jobs["laptops"] = pool.submit(collect_laptops, config, inventory, db, artifacts,
+                                                  hosts or None, progress)
+                if "ipads" in fleets:
+                    jobs["ipads"] = pool.submit(collect_ipads, config, inventory, db, progress, sweep, now=at)
+                devices: list[DeviceFacts] = []
+                for fleet in fleets:
+                    devices += jobs[fleet].result()
             ctx = EvalContext(config=config, now=at, profile_set_for=group_profile_identifiers(config))
             results: list[RuleResult] = []
             for fleet in fleets:

@@ -4,6 +4,7 @@ with its last-seen time and, N days later, out of contact."""
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -17,8 +18,15 @@ pytestmark = pytest.mark.mdm
 def test_ipad_sweep_passcode_offline_and_out_of_contact(ipad_world):
     from mdm_client.ipads import IPadContext, configure
 
+    from mdm_client.registry import Registry
+
     w = ipad_world
     assert w.sim.wait_enrolled(60)
+    # The webhook receiver commits in small batches: wait until the registry has every enrolment.
+    end = time.monotonic() + 30
+    while sum(d.state == "enrolled" for d in Registry(w.db).list_devices()) < len(w.serials):
+        assert time.monotonic() < end, "the registry did not record every enrolment"
+        time.sleep(0.2)
     cfg, inv = w.config(), w.inventory()
     # The city's profiles on every iPad, as `werne ipad configure` does it.
     report = configure(IPadContext(cfg, w.db, inv, actor="pytest"))
