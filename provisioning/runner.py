@@ -38,7 +38,13 @@ from core.models import ProvisioningHostResult, ProvisioningRun, utcnow
 from provisioning.errors import AnsibleRunError, ProvisioningError, ProvisioningInterrupted
 from provisioning.known_hosts import PinnedHostKeys
 from provisioning.models import HostCheck, HostOutcome, Progress, ProvisioningReport, TaskChange
-from provisioning.preflight import check_many, known_hosts_path, load_private_key, select_targets
+from provisioning.preflight import (
+    HOST_KEY_CHANGED,
+    check_many,
+    known_hosts_path,
+    load_private_key,
+    select_targets,
+)
 
 PLAYBOOK_DIR = REPO_ROOT / "playbooks"
 # The playbook's last task on every host (playbooks/laptop.yml): a host reporting it is done.
@@ -164,6 +170,29 @@ def _failure_message(res: dict[str, Any]) -> str:
     return msg or "failed"
 
 
+# What ssh says when the pinned key does not match (OpenSSH's warning box, then its verdict).
+_SSH_KEY_MISMATCH = ("REMOTE HOST IDENTIFICATION HAS CHANGED", "Host key verification failed")
+_SSH_FAILURES = (
+    "Connection timed out",
+    "No route to host",
+    "Connection refused",
+    "Permission denied",
+    "Could not resolve hostname",
+    "Connection reset",
+    "Connection closed",
+)
+
+
+def unreachable_reason(msg: str) -> str:
+    """One line from Ansible's (long, multi-line) unreachable message."""
+    if any(marker in msg for marker in _SSH_KEY_MISMATCH):
+        return f"unreachable: {HOST_KEY_CHANGED} (ssh refused the pinned key)"
+    for line in msg.splitlines():
+        if any(f in line for f in _SSH_FAILURES):
+            return _one_line(f"unreachable: ssh: {line.strip()}")
+    return _one_line(f"unreachable: {msg or 'cannot connect'}")
+
+
 @dataclass
 class _HostTrack:
     changes: list[TaskChange] = field(default_factory=list)
@@ -246,7 +275,7 @@ class EventCollector:
                     1 for t in self.hosts.values() if t.reason and not t.reason.startswith("unreachable")
                 )
             else:
-                track.reason = _one_line(f"unreachable: {res.get('msg') or 'cannot connect'}")
+                track.reason = unreachable_reason(str(res.get("msg") or ""))
                 track.done = True
                 self.progress.unreachable = sum(
                     1 for t in self.hosts.values() if t.reason and t.reason.startswith("unreachable")
@@ -428,6 +457,32 @@ def _gate_outcome(check: HostCheck) -> HostOutcome:
     )
 
 
+def _refused_counts(refused: list[HostOutcome]) -> dict[str, int]:
+    unreachable = sum(o.outcome == "unreachable" for o in refused)
+    return {"done": len(refused), "unreachable": unreachable, "failed": len(refused) - unreachable}
+
+
+def _with_refused(progress: ProgressCallback | None, refused: list[HostOutcome]) -> ProgressCallback | None:
+    """Progress over all selected hosts: the ones refused before Ansible count as done already."""
+    if progress is None or not refused:
+        return progress
+    extra = _refused_counts(refused)
+
+    def report(p: Progress) -> None:
+        progress(
+            p.model_copy(
+                update={
+                    "total": p.total + len(refused),
+                    "done": p.done + extra["done"],
+                    "failed": p.failed + extra["failed"],
+                    "unreachable": p.unreachable + extra["unreachable"],
+                }
+            )
+        )
+
+    return report
+
+
 def provision(
     config: Config,
     db: Database,
@@ -463,6 +518,9 @@ def provision(
             run.artifact_dir = str(private_data_dir / "artifacts" / str(run_id))
         outcomes: dict[str, HostOutcome] = {c.host: _gate_outcome(c) for c, _ in gate if not c.ok}
         allowed = [c.host for c, _ in gate if c.ok]
+        progress = _with_refused(progress, list(outcomes.values()))
+        if progress is not None and outcomes:
+            progress(Progress(total=len(targets)).model_copy(update=_refused_counts(list(outcomes.values()))))
         status = "ok"
         artifact_dir = str(private_data_dir / "artifacts" / str(run_id))
         try:

@@ -1,9 +1,9 @@
 """Pytest fixtures for the provisioning tests (registered in tests/conftest.py).
 
-    werne_cli(config, *args) -> click Result     the real CLI in-process, with only --config (so the
-                                                 lab's state dir, key and pinned known_hosts apply)
-    lab_ssh(config, host, command) -> (rc, out)  read a laptop back over SSH with paramiko, with the
-                                                 pinned host key and the controller's key
+werne_cli(config, *args) -> click Result     the real CLI in-process, with only --config (so the
+                                             lab's state dir, key and pinned known_hosts apply)
+lab_ssh(config, host, command) -> (rc, out)  read a laptop back over SSH with paramiko, with the
+                                             pinned host key and the controller's key
 """
 
 from __future__ import annotations
@@ -46,7 +46,9 @@ def lab_ssh() -> Callable[[Path, str, str], tuple[int, str]]:
         transport = open_transport(target, list(pins), 10.0, 3)
         try:
             server_key = transport.get_remote_server_key()
-            assert any(server_key.asbytes() == k.asbytes() for k in pins.values()), f"{host}: host key changed"
+            assert any(server_key.asbytes() == k.asbytes() for k in pins.values()), (
+                f"{host}: host key changed"
+            )
             transport.auth_publickey(target.user, load_private_key(cfg.ssh_key_file))
             return run_command(transport, command, 60.0)
         finally:

@@ -16,6 +16,7 @@ CHANGED = "host key changed: possible interception"
 
 # ---------------------------------------------------------------- bad input (no lab needed) ----
 
+
 def test_unknown_host_name_is_one_line_exit_2(run_cli, tmp_path: Path, state_dir: Path):
     cfg = write_config(tmp_path / "werne.toml", DEMO_INVENTORY, state_dir)
     r = run_cli("laptop", "preflight", "lap99", config=cfg)
@@ -45,14 +46,18 @@ def _runs(state_dir: Path) -> list:
 @pytest.mark.parametrize("what", ["missing", "garbage", "directory"])
 def test_unusable_key_file_is_one_line_exit_2(run_cli, tmp_path: Path, state_dir: Path, what: str):
     key = tmp_path / "id_ed25519"
-    expected = {"missing": "does not exist", "garbage": "is not a usable SSH private key",
-                "directory": "is a directory"}[what]
+    expected = {
+        "missing": "does not exist",
+        "garbage": "is not a usable SSH private key",
+        "directory": "is a directory",
+    }[what]
     if what == "garbage":
         key.write_text("-----BEGIN OPENSSH PRIVATE KEY-----\nnot a key\n-----END OPENSSH PRIVATE KEY-----\n")
     elif what == "directory":
         key.mkdir()
-    cfg = write_config(tmp_path / "werne.toml", DEMO_INVENTORY, state_dir,
-                       f'[ssh]\nprivate_key_file = "{key}"\n')
+    cfg = write_config(
+        tmp_path / "werne.toml", DEMO_INVENTORY, state_dir, f'[ssh]\nprivate_key_file = "{key}"\n'
+    )
     for command in ("preflight", "provision"):
         r = run_cli("laptop", command, "--all", config=cfg)
         assert r.exit_code == 2, r.output
@@ -81,6 +86,7 @@ def test_hosts_or_all_is_required(run_cli, tmp_path: Path, state_dir: Path):
 
 
 # ---------------------------------------------------------------- against the lab -------------
+
 
 @pytest.fixture(scope="module")
 def lab(lab_factory):
@@ -179,15 +185,26 @@ def test_sudo_that_needs_a_password_is_reported(lab, cfg, werne_cli):
 def test_missing_python3_unsupported_os_and_full_disk_are_reported(lab, lab_config, tmp_path, werne_cli):
     lab.exec("lap01", ["mv", "/usr/bin/python3", "/usr/bin/python3.moved"])
     try:
-        strict = lab_config(lab, tmp_path / "strict.toml",
-                            extra='\n[ssh]\nsupported_os = ["ubuntu 24.04"]\nmin_free_disk_mb = 1000000000\n')
+        strict = lab_config(
+            lab,
+            tmp_path / "strict.toml",
+            extra='\n[ssh]\nsupported_os = ["ubuntu 24.04"]\nmin_free_disk_mb = 1000000000\n',
+        )
         r = werne_cli(strict, "laptop", "preflight", "lap01", "--json")
     finally:
         lab.exec("lap01", ["mv", "/usr/bin/python3.moved", "/usr/bin/python3"])
     assert r.exit_code == 1
     (host,) = json.loads(r.stdout)["hosts"]
-    assert host["checks"] == {"reachable": "ok", "host_key": "ok", "login": "ok", "sudo": "ok",
-                              "os": "failed", "python3": "failed", "disk": "failed"}
-    assert host["reason"].startswith("OS not supported: Debian GNU/Linux 12 (bookworm); python3 is missing; "
-                                     "not enough free disk: ")
+    assert host["checks"] == {
+        "reachable": "ok",
+        "host_key": "ok",
+        "login": "ok",
+        "sudo": "ok",
+        "os": "failed",
+        "python3": "failed",
+        "disk": "failed",
+    }
+    assert host["reason"].startswith(
+        "OS not supported: Debian GNU/Linux 12 (bookworm); python3 is missing; not enough free disk: "
+    )
     assert host["reason"].endswith("MB free on /, need 1000000000 MB")

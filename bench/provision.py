@@ -1,0 +1,112 @@
+"""Benchmark: `werne laptop provision` against plain `ansible-playbook` on the same playbook and lab.
+
+Usage: .venv/bin/python bench/provision.py [--hosts N]   (default 70; needs root and the lab image)
+
+Boots N lab laptops, pins their host keys, applies the baseline once (warm-up: the first, changing
+run), then times converged runs (the nightly re-apply: every host already compliant, 0 changed), so
+that every timed run does the same work:
+  plain ansible-playbook and ours, each with Ansible's defaults (forks 5, no pipelining) and tuned
+  (forks from [provisioning], pipelining on). Both use the same ssh settings (pinned known_hosts).
+Ours includes everything `werne laptop provision` does: the paramiko host-key pre-check, the
+ansible-runner event stream and artifacts, and the database writes. Prints wall times and ratios.
+Not run by the tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from core.config import Config, SiteConfig, SSHConfig  # noqa: E402
+from core.db import Database  # noqa: E402
+from core.inventory import load_inventory  # noqa: E402
+from lab.laptops import DEFAULT_CACHE_DIR, Lab  # noqa: E402
+from provisioning.preflight import run_preflight  # noqa: E402
+from provisioning.runner import PLAYBOOK_DIR, ansible_envvars, ansible_extravars, provision  # noqa: E402
+
+ANSIBLE_DEFAULT_FORKS = 5
+
+
+def variant(base: Config, forks: int, pipelining: bool) -> Config:
+    prov = base.provisioning.model_copy(update={"forks": forks, "pipelining": pipelining})
+    return base.model_copy(update={"provisioning": prov})
+
+
+def run_ours(cfg: Config, db: Database) -> tuple[float, str]:
+    inv = load_inventory(cfg.inventory_dir)
+    t = time.monotonic()
+    report = provision(cfg, db, inv, all_hosts=True)
+    wall = time.monotonic() - t
+    changed = sum(h.changed for h in report.hosts)
+    bad = [h.host for h in report.hosts if h.outcome not in ("ok", "changed")]
+    return wall, f"status {report.status}, {changed} changed, {len(bad)} failed/unreachable"
+
+
+def run_plain(cfg: Config) -> tuple[float, str]:
+    env = {**os.environ, **ansible_envvars(cfg)}
+    argv = [str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(cfg.inventory_dir / "hosts.yml"),
+            str(PLAYBOOK_DIR / cfg.provisioning.playbook), "--forks", str(cfg.provisioning.forks),
+            "-e", json.dumps(ansible_extravars(cfg))]
+    t = time.monotonic()
+    p = subprocess.run(argv, cwd=PLAYBOOK_DIR, env=env, capture_output=True, text=True, timeout=7200)
+    wall = time.monotonic() - t
+    recap = p.stdout.split("PLAY RECAP", 1)[-1]
+    changed = sum(int(part.split("=")[1]) for part in recap.split() if part.startswith("changed="))
+    return wall, f"rc {p.returncode}, {changed} changed"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--hosts", type=int, default=70)
+    ap.add_argument("--tuned-forks", type=int, default=None, help="forks for the tuned runs (default: config's)")
+    args = ap.parse_args()
+    state = Path(tempfile.mkdtemp(prefix=f"werne-bench-prov{args.hosts}-"))
+    lab = Lab(state, cache_dir=DEFAULT_CACHE_DIR, demo=False)
+    try:
+        t = time.monotonic()
+        lab.up(laptops=args.hosts, gateway=False)
+        print(f"lab: {args.hosts} laptops up in {time.monotonic() - t:.1f} s")
+        base = Config(site=SiteConfig(inventory=lab.inventory_dir, state_dir=state),
+                      ssh=SSHConfig(private_key_file=lab.key_file))
+        tuned_forks = args.tuned_forks or base.provisioning.forks
+        db = Database(base.database_url)
+        pre = run_preflight(base, load_inventory(base.inventory_dir), all_hosts=True, accept_new=True)
+        assert pre.ok, [h.reason for h in pre.failed]
+
+        wall, what = run_ours(variant(base, tuned_forks, True), db)
+        print(f"warm-up (first run, ours tuned): {wall:7.1f} s  ({what})")
+
+        results: dict[str, float] = {}
+        for name, forks, pipelining in (("defaults", ANSIBLE_DEFAULT_FORKS, False), ("tuned", tuned_forks, True)):
+            cfg = variant(base, forks, pipelining)
+            results[f"plain {name}"], what_plain = run_plain(cfg)
+            results[f"ours {name}"], what_ours = run_ours(cfg, db)
+            print(f"{name:<8} (forks {forks:>3}, pipelining {'on ' if pipelining else 'off'}): "
+                  f"ansible-playbook {results[f'plain {name}']:7.1f} s ({what_plain}); "
+                  f"werne {results[f'ours {name}']:7.1f} s ({what_ours})")
+        print()
+        for name in ("defaults", "tuned"):
+            ratio = results[f"ours {name}"] / results[f"plain {name}"]
+            print(f"ours / ansible-playbook, {name:<8}: x{ratio:.3f} ({(ratio - 1) * 100:+.1f} % overhead)")
+        print(f"ours tuned / plain tuned target <= x1.05: "
+              f"{'met' if results['ours tuned'] <= 1.05 * results['plain tuned'] else 'NOT met'}")
+        print(f"tuning gain, ansible-playbook: x{results['plain defaults'] / results['plain tuned']:.2f}; "
+              f"werne: x{results['ours defaults'] / results['ours tuned']:.2f}")
+        db.dispose()
+    finally:
+        lab.down(purge=True)
+        shutil.rmtree(state, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
