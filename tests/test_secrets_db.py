@@ -45,3 +45,17 @@ def test_database_migrates_and_rolls_back(tmp_path: Path):
     assert [(e.actor, e.action, e.detail) for e in events] == [("tester", "test.action", {"n": 1})]
     with db.session() as s:
         assert s.scalars(select(AuditEvent.action)).all() == ["test.action"]
+
+
+def test_timestamps_read_back_timezone_aware_utc(tmp_path: Path):
+    from datetime import UTC, datetime, timedelta, timezone
+
+    db = Database(f"sqlite:///{tmp_path / 'tz.db'}")
+    berlin = timezone(timedelta(hours=1))
+    with db.session() as s:
+        s.add(AuditEvent(at=datetime(2026, 11, 27, 10, 0, tzinfo=berlin), actor="a", action="x", target="", detail={}))
+    (event,) = list_events(db)
+    assert event.at == datetime(2026, 11, 27, 9, 0, tzinfo=UTC)
+    assert event.at.tzinfo is not None
+    # Filtering by an aware time compares instants, not wall clocks.
+    assert list_events(db, since=datetime(2026, 11, 27, 9, 30, tzinfo=UTC)) == []
