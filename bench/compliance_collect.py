@@ -29,13 +29,35 @@ sys.path.insert(0, str(REPO))
 # One task per rule: what a team writes when each check is its own task.
 PER_CHECK_TASKS = [
     ("ssh root login", ["sh", "-c", "sshd -T | grep -i '^permitrootlogin'"]),
-    ("ssh password auth", ["sh", "-c", "sshd -T | grep -iE '^(passwordauthentication|kbdinteractiveauthentication)'"]),
+    (
+        "ssh password auth",
+        ["sh", "-c", "sshd -T | grep -iE '^(passwordauthentication|kbdinteractiveauthentication)'"],
+    ),
     ("ssh crypto", ["sh", "-c", "sshd -T | grep -iE '^(ciphers|macs|kexalgorithms)'"]),
     ("ssh max auth tries", ["sh", "-c", "sshd -T | grep -i '^maxauthtries'"]),
     ("nftables input policy", ["nft", "-j", "list", "ruleset"]),
-    ("unattended upgrades", ["sh", "-c", "cat /etc/apt/apt.conf.d/* | grep -i periodic; test -x /usr/bin/unattended-upgrade"]),
-    ("screen lock", ["sh", "-c", "cat /etc/dconf/db/*.d/* /etc/profile.d/*.sh 2>/dev/null | grep -E 'idle-delay|lock-enabled|TMOUT'"]),
-    ("pwquality", ["sh", "-c", "cat /etc/security/pwquality.conf /etc/security/pwquality.conf.d/* 2>/dev/null; grep pam_pwquality /etc/pam.d/common-password"]),
+    (
+        "unattended upgrades",
+        ["sh", "-c", "cat /etc/apt/apt.conf.d/* | grep -i periodic; test -x /usr/bin/unattended-upgrade"],
+    ),
+    (
+        "screen lock",
+        [
+            "sh",
+            "-c",
+            "cat /etc/dconf/db/*.d/* /etc/profile.d/*.sh 2>/dev/null"
+            " | grep -E 'idle-delay|lock-enabled|TMOUT'",
+        ],
+    ),
+    (
+        "pwquality",
+        [
+            "sh",
+            "-c",
+            "cat /etc/security/pwquality.conf /etc/security/pwquality.conf.d/* 2>/dev/null;"
+            " grep pam_pwquality /etc/pam.d/common-password",
+        ],
+    ),
     ("usb storage", ["sh", "-c", "grep -h usb-storage /etc/modprobe.d/*.conf"]),
     ("sysctl", ["sh", "-c", "cat /etc/sysctl.d/*.conf /usr/lib/sysctl.d/*.conf 2>/dev/null"]),
     ("banner", ["sh", "-c", "sshd -T | grep -i '^banner'; cat /etc/issue.net"]),
@@ -50,11 +72,31 @@ PER_CHECK_TASKS = [
 def per_check_playbook(path: Path) -> None:
     import yaml
 
-    tasks = [{"name": name, "ansible.builtin.command": {"argv": argv}, "register": f"check_{i}",
-              "changed_when": False, "failed_when": False, "check_mode": False}
-             for i, (name, argv) in enumerate(PER_CHECK_TASKS)]
-    path.write_text(yaml.safe_dump([{"name": "Compliance checks, one task per check", "hosts": "laptops",
-                                     "gather_facts": False, "become": True, "tasks": tasks}], sort_keys=False))
+    tasks = [
+        {
+            "name": name,
+            "ansible.builtin.command": {"argv": argv},
+            "register": f"check_{i}",
+            "changed_when": False,
+            "failed_when": False,
+            "check_mode": False,
+        }
+        for i, (name, argv) in enumerate(PER_CHECK_TASKS)
+    ]
+    path.write_text(
+        yaml.safe_dump(
+            [
+                {
+                    "name": "Compliance checks, one task per check",
+                    "hosts": "laptops",
+                    "gather_facts": False,
+                    "become": True,
+                    "tasks": tasks,
+                }
+            ],
+            sort_keys=False,
+        )
+    )
 
 
 def main() -> int:
@@ -75,38 +117,76 @@ def main() -> int:
         hosts = lab.up(laptops=args.laptops, gateway=False)
         print(f"lab: {len(hosts)} laptops up in {time.perf_counter() - t0:.1f} s")
         cfg_file = tmp / "werne.toml"
-        cfg_file.write_text(f'[site]\ninventory = "{lab.inventory_dir}"\nstate_dir = "{tmp}"\n', encoding="utf-8")
+        cfg_file.write_text(
+            f'[site]\ninventory = "{lab.inventory_dir}"\nstate_dir = "{tmp}"\n', encoding="utf-8"
+        )
         config = load_config(cfg_file)
         with open(tmp / "known_hosts", "w", encoding="utf-8") as kh:
-            subprocess.run(["ssh-keyscan", "-T", "5", "-t", "ed25519", *[h.address for h in hosts]],
-                           stdout=kh, stderr=subprocess.DEVNULL, check=False)
+            subprocess.run(
+                ["ssh-keyscan", "-T", "5", "-t", "ed25519", *[h.address for h in hosts]],
+                stdout=kh,
+                stderr=subprocess.DEVNULL,
+                check=False,
+            )
         inv = load_inventory(config.inventory_dir)
         db = Database(config.database_url)
         env = {**os.environ, **ansible_env(config)}
         # Warm-up: SSH control masters and the Python bytecode of both sides.
-        subprocess.run(["ansible", "laptops", "-i", str(inv.hosts_file), "-m", "ansible.builtin.ping",
-                        "--forks", str(config.compliance.forks)], env=env, capture_output=True, check=False)
+        subprocess.run(
+            [
+                "ansible",
+                "laptops",
+                "-i",
+                str(inv.hosts_file),
+                "-m",
+                "ansible.builtin.ping",
+                "--forks",
+                str(config.compliance.forks),
+            ],
+            env=env,
+            capture_output=True,
+            check=False,
+        )
 
         t0 = time.perf_counter()
         devices = collect_laptops(config, inv, db, tmp / "artifacts")
         ours = time.perf_counter() - t0
         ok = sum(1 for d in devices if d.reachable)
-        print(f"ours: one task per host (werne_facts via ansible-runner, --check): {ours:.1f} s, "
-              f"{ok}/{len(devices)} laptops answered")
+        print(
+            f"ours: one task per host (werne_facts via ansible-runner, --check): {ours:.1f} s, "
+            f"{ok}/{len(devices)} laptops answered"
+        )
 
         pb = tmp / "per_check.yml"
         per_check_playbook(pb)
         t0 = time.perf_counter()
-        r = subprocess.run(["ansible-playbook", "-i", str(inv.hosts_file), "--check", "--forks",
-                            str(config.compliance.forks), str(pb)], env=env, capture_output=True, text=True,
-                           check=False)
+        r = subprocess.run(
+            [
+                "ansible-playbook",
+                "-i",
+                str(inv.hosts_file),
+                "--check",
+                "--forks",
+                str(config.compliance.forks),
+                str(pb),
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
         theirs = time.perf_counter() - t0
         tail = [ln for ln in r.stdout.splitlines() if "ok=" in ln]
-        print(f"baseline: {len(PER_CHECK_TASKS)} tasks per host (one per check), plain ansible-playbook --check: "
-              f"{theirs:.1f} s (rc {r.returncode}, {len(tail)} hosts in the recap)")
+        print(
+            f"baseline: {len(PER_CHECK_TASKS)} tasks per host (one per check), "
+            "plain ansible-playbook --check: "
+            f"{theirs:.1f} s (rc {r.returncode}, {len(tail)} hosts in the recap)"
+        )
         load = Path("/proc/loadavg").read_text().split()[0]
-        print(f"ratio: {theirs / ours:.1f}x faster (target >= 5x); {args.laptops} laptops, forks "
-              f"{config.compliance.forks}, load average {load} on {os.cpu_count()} cores")
+        print(
+            f"ratio: {theirs / ours:.1f}x faster (target >= 5x); {args.laptops} laptops, forks "
+            f"{config.compliance.forks}, load average {load} on {os.cpu_count()} cores"
+        )
         db.dispose()
     finally:
         if not args.keep:

@@ -50,17 +50,25 @@ def main() -> int:
         for f in ("schools.yml", "ipads.csv"):
             shutil.copy(REPO / "inventories" / "example-city" / f, inv_dir / f)
         cfg_file = tmp / "werne.toml"
-        cfg_file.write_text(f'[site]\ninventory = "{inv_dir}"\nstate_dir = "{tmp}"\n'
-                            f'[compliance]\nquery_deadline_s = {args.deadline}\nluks_missing = "not_applicable"\n',
-                            encoding="utf-8")
+        cfg_file.write_text(
+            f'[site]\ninventory = "{inv_dir}"\nstate_dir = "{tmp}"\n'
+            f'[compliance]\nquery_deadline_s = {args.deadline}\nluks_missing = "not_applicable"\n',
+            encoding="utf-8",
+        )
         config = load_config(cfg_file)
         with open(tmp / "known_hosts", "w", encoding="utf-8") as kh:
-            subprocess.run(["ssh-keyscan", "-T", "5", "-t", "ed25519", *[h.address for h in hosts]],
-                           stdout=kh, stderr=subprocess.DEVNULL, check=False)
+            subprocess.run(
+                ["ssh-keyscan", "-T", "5", "-t", "ed25519", *[h.address for h in hosts]],
+                stdout=kh,
+                stderr=subprocess.DEVNULL,
+                check=False,
+            )
         t0 = time.perf_counter()
         st = lab_mdm.up(tmp, args.ipads, config)
-        print(f"lab MDM: {st.to_dict().get('ipads', args.ipads)} simulated iPads started in "
-              f"{time.perf_counter() - t0:.1f} s")
+        print(
+            f"lab MDM: {st.to_dict().get('ipads', args.ipads)} simulated iPads started in "
+            f"{time.perf_counter() - t0:.1f} s"
+        )
         inv = load_inventory(config.inventory_dir)
         db = Database(config.database_url)
         from mdm_client.registry import Registry
@@ -81,11 +89,15 @@ def main() -> int:
         wall = time.perf_counter() - t0
         c = s.counts
         load = Path("/proc/loadavg").read_text().split()[0]
-        print(f"nightly run {s.run_id}: {s.devices} devices ({args.laptops} laptops, {len(inv.ipads)} iPads) "
-              f"in {wall:.1f} s (target < 180 s); deadline {args.deadline:g} s; load average {load} on "
-              f"{os.cpu_count()} cores")
-        print(f"  pass {c['pass']}, fail {c['fail']}, error {c['error']}, unreachable {c['unreachable']}, "
-              f"waived {c['waived']}, not applicable {c['not_applicable']}")
+        print(
+            f"nightly run {s.run_id}: {s.devices} devices ({args.laptops} laptops, {len(inv.ipads)} iPads) "
+            f"in {wall:.1f} s (target < 180 s); deadline {args.deadline:g} s; load average {load} on "
+            f"{os.cpu_count()} cores"
+        )
+        print(
+            f"  pass {c['pass']}, fail {c['fail']}, error {c['error']}, unreachable {c['unreachable']}, "
+            f"waived {c['waived']}, not applicable {c['not_applicable']}"
+        )
         db.dispose()
     finally:
         if not args.keep:

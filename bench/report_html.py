@@ -37,8 +37,11 @@ def build(db: Database, config, laptops: int, ipads: int, days: int) -> int:  # 
         devs = fleet(laptops, ipads, now=now)
         for d in devs:
             if rnd.random() < 0.08:
-                d.facts = (laptop_facts(sshd__permitrootlogin="yes") if d.fleet == "laptops"
-                           else ipad_facts(security__passcode_present=False))
+                d.facts = (
+                    laptop_facts(sshd__permitrootlogin="yes")
+                    if d.fleet == "laptops"
+                    else ipad_facts(security__passcode_present=False)
+                )
             elif rnd.random() < 0.03:
                 d.reachable, d.reason, d.facts = False, "no answer within 60s", {}
         run_id = store_run(db, config, devs, now=now)
@@ -58,8 +61,10 @@ def main() -> int:
         db = Database(config.database_url)
         t0 = time.perf_counter()
         run_id = build(db, config, args.laptops, args.ipads, args.days)
-        print(f"setup: {args.days} runs of {args.laptops + args.ipads} devices stored in "
-              f"{time.perf_counter() - t0:.1f} s")
+        print(
+            f"setup: {args.days} runs of {args.laptops + args.ipads} devices stored in "
+            f"{time.perf_counter() - t0:.1f} s"
+        )
         db.dispose()
         db = Database(config.database_url)  # a cold start, as `werne report` has
         out = Path(tmp) / "report.html"
@@ -77,13 +82,22 @@ def main() -> int:
         rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         size_mb = out.stat().st_size / 1e6
         load = Path("/proc/loadavg").read_text().split()[0]
-        print(f"html report, {args.laptops + args.ipads} devices, {args.days} runs of history, file {size_mb:.1f} MB "
-              f"(load average {load} on {os.cpu_count()} cores):")
-        print(f"  cold {cold:.3f} s wall / {cold_cpu:.3f} s CPU;  warm {warm:.3f} s wall / {warm_cpu:.3f} s CPU")
-        print(f"  peak Python memory (tracemalloc) {peak / 1e6:.1f} MB; peak RSS of the whole process "
-              f"(incl. building the history) {rss_mb:.0f} MB")
-        print(f"  targets: < 1 s -> {'met' if cold_cpu < 1 else 'MISSED'} (CPU, cold); "
-              f"< 300 MB -> {'met' if max(peak / 1e6, rss_mb) < 300 else 'MISSED'}")
+        print(
+            f"html report, {args.laptops + args.ipads} devices, {args.days} runs of history, "
+            f"file {size_mb:.1f} MB "
+            f"(load average {load} on {os.cpu_count()} cores):"
+        )
+        print(
+            f"  cold {cold:.3f} s wall / {cold_cpu:.3f} s CPU;  warm {warm:.3f} s wall / {warm_cpu:.3f} s CPU"
+        )
+        print(
+            f"  peak Python memory (tracemalloc) {peak / 1e6:.1f} MB; peak RSS of the whole process "
+            f"(incl. building the history) {rss_mb:.0f} MB"
+        )
+        print(
+            f"  targets: < 1 s -> {'met' if cold_cpu < 1 else 'MISSED'} (CPU, cold); "
+            f"< 300 MB -> {'met' if max(peak / 1e6, rss_mb) < 300 else 'MISSED'}"
+        )
         db.dispose()
     return 0
 

@@ -1,4 +1,5 @@
-"""Collect the iPads' facts: an MDM query sweep (DeviceInformation, SecurityInfo, ProfileList) with a deadline.
+"""Collect the iPads' facts: an MDM query sweep (DeviceInformation, SecurityInfo, ProfileList) with a
+deadline.
 
 The sweep enqueues the three queries for every enrolled iPad through NanoMDM, records them in the
 MDM registry, and waits until every device answered or the deadline (compliance.query_deadline_s)
@@ -60,7 +61,9 @@ def mdm_query_sweep(config: Config, db: Any, inventory: Inventory) -> QuerySweep
             dev = devices.get(d.serial)
             last_seen = dev.last_seen_at if dev is not None else None
             if d.enrollment_id is None:
-                out.append(SweptIPad(d.serial, "not_enrolled", reason="not enrolled in the MDM", last_seen=last_seen))
+                out.append(
+                    SweptIPad(d.serial, "not_enrolled", reason="not enrolled in the MDM", last_seen=last_seen)
+                )
                 continue
             by_type = {o.request_type: o for o in d.outcomes}
             needed = [by_type.get(t) for t in QUERY_TYPES]
@@ -68,8 +71,11 @@ def mdm_query_sweep(config: Config, db: Any, inventory: Inventory) -> QuerySweep
                 answers = {t: (dev.facts.get(t) or {}).get("value") for t in QUERY_TYPES}
                 out.append(SweptIPad(d.serial, "answered", answers, last_seen=last_seen))
             elif any(o is not None and o.status in ("Error", "CommandFormatError") for o in needed):
-                bad = [f"{o.request_type}: {o.status} {o.detail}".strip() for o in needed
-                       if o is not None and o.status in ("Error", "CommandFormatError")]
+                bad = [
+                    f"{o.request_type}: {o.status} {o.detail}".strip()
+                    for o in needed
+                    if o is not None and o.status in ("Error", "CommandFormatError")
+                ]
                 out.append(SweptIPad(d.serial, "error", reason="; ".join(bad), last_seen=last_seen))
             else:
                 out.append(SweptIPad(d.serial, "unreachable", last_seen=last_seen))
@@ -89,20 +95,38 @@ def ipad_facts(answers: dict[str, dict[str, Any]]) -> dict[str, Any]:
     plist = _unwrap(answers["ProfileList"], "ProfileList")
     plist = plist if isinstance(plist, list) else []
     return {
-        "device": {"os_version": info.get("OSVersion"), "build": info.get("BuildVersion"),
-                   "is_supervised": info.get("IsSupervised"), "model": info.get("ModelName"),
-                   "name": info.get("DeviceName"), "serial": info.get("SerialNumber")},
-        "security": {"passcode_present": sec.get("PasscodePresent"),
-                     "passcode_compliant": sec.get("PasscodeCompliant"),
-                     "passcode_compliant_with_profiles": sec.get("PasscodeCompliantWithProfiles"),
-                     "hardware_encryption_caps": sec.get("HardwareEncryptionCaps")},
-        "profiles": {"identifiers": sorted(str(p.get("PayloadIdentifier")) for p in plist
-                                           if isinstance(p, dict) and p.get("PayloadIdentifier"))},
+        "device": {
+            "os_version": info.get("OSVersion"),
+            "build": info.get("BuildVersion"),
+            "is_supervised": info.get("IsSupervised"),
+            "model": info.get("ModelName"),
+            "name": info.get("DeviceName"),
+            "serial": info.get("SerialNumber"),
+        },
+        "security": {
+            "passcode_present": sec.get("PasscodePresent"),
+            "passcode_compliant": sec.get("PasscodeCompliant"),
+            "passcode_compliant_with_profiles": sec.get("PasscodeCompliantWithProfiles"),
+            "hardware_encryption_caps": sec.get("HardwareEncryptionCaps"),
+        },
+        "profiles": {
+            "identifiers": sorted(
+                str(p.get("PayloadIdentifier"))
+                for p in plist
+                if isinstance(p, dict) and p.get("PayloadIdentifier")
+            )
+        },
     }
 
 
-def collect_ipads(config: Config, inventory: Inventory, db: Any, progress: ProgressCallback | None = None,
-                  sweep: QuerySweep | None = None, now: datetime | None = None) -> list[DeviceFacts]:
+def collect_ipads(
+    config: Config,
+    inventory: Inventory,
+    db: Any,
+    progress: ProgressCallback | None = None,
+    sweep: QuerySweep | None = None,
+    now: datetime | None = None,
+) -> list[DeviceFacts]:
     """Facts for every iPad of the inventory; silent or never-enrolled ones are unreachable.
     `now` is the run's clock: an iPad that answered the sweep was seen then."""
     if not inventory.ipads:
@@ -110,29 +134,51 @@ def collect_ipads(config: Config, inventory: Inventory, db: Any, progress: Progr
     sweep = sweep or mdm_query_sweep(config, db, inventory)
     deadline = config.compliance.query_deadline_s
     if progress is not None:
-        progress(Progress("ipads", 0, len(inventory.ipads), message=f"MDM query sweep, deadline {deadline:g}s"))
+        progress(
+            Progress("ipads", 0, len(inventory.ipads), message=f"MDM query sweep, deadline {deadline:g}s")
+        )
     swept = {s.serial: s for s in sweep(deadline)}
     out = []
     now = now or datetime.now(UTC)
     for serial, ipad in sorted(inventory.ipads.items()):
-        common: dict[str, Any] = {"device": serial, "fleet": "ipads", "school": ipad.school, "group": ipad.group,
-                                  "name": ipad.name or serial}
+        common: dict[str, Any] = {
+            "device": serial,
+            "fleet": "ipads",
+            "school": ipad.school,
+            "group": ipad.group,
+            "name": ipad.name or serial,
+        }
         s = swept.get(serial) or SweptIPad(serial, "not_enrolled", reason="not enrolled in the MDM")
-        last_seen = s.last_seen if s.last_seen is None or s.last_seen.tzinfo else s.last_seen.replace(tzinfo=UTC)
+        last_seen = (
+            s.last_seen if s.last_seen is None or s.last_seen.tzinfo else s.last_seen.replace(tzinfo=UTC)
+        )
         if s.status == "answered":
             try:
                 facts = ipad_facts(s.answers)
             except (AttributeError, TypeError, KeyError) as e:
-                out.append(DeviceFacts(**common, reachable=False, failure="error", last_seen=last_seen,
-                                       reason=f"answers could not be read: {e.__class__.__name__}"))
+                out.append(
+                    DeviceFacts(
+                        **common,
+                        reachable=False,
+                        failure="error",
+                        last_seen=last_seen,
+                        reason=f"answers could not be read: {e.__class__.__name__}",
+                    )
+                )
                 continue
             out.append(DeviceFacts(**common, facts=facts, last_seen=max(last_seen or now, now)))
         elif s.status == "error":
-            out.append(DeviceFacts(**common, reachable=False, failure="error", last_seen=last_seen, reason=s.reason))
+            out.append(
+                DeviceFacts(**common, reachable=False, failure="error", last_seen=last_seen, reason=s.reason)
+            )
         else:
             seen = last_seen.strftime("%Y-%m-%d %H:%M UTC") if last_seen else "never"
             reason = s.reason or f"no answer within {deadline:g}s"
-            out.append(DeviceFacts(**common, reachable=False, last_seen=last_seen, reason=f"{reason}; last seen {seen}"))
+            out.append(
+                DeviceFacts(
+                    **common, reachable=False, last_seen=last_seen, reason=f"{reason}; last seen {seen}"
+                )
+            )
     if progress is not None:
         progress(Progress("ipads", len(out), len(out), message="sweep done"))
     return out

@@ -56,9 +56,11 @@ def ansible_env(config: Config) -> dict[str, str]:
     except ImportError:
         kh = known_hosts_file(config)
         env = {
-            "ANSIBLE_SSH_ARGS": ("-o ControlMaster=auto -o ControlPersist=60s -o BatchMode=yes "
-                                 f"-o UserKnownHostsFile={kh} -o GlobalKnownHostsFile=/dev/null "
-                                 "-o StrictHostKeyChecking=yes"),
+            "ANSIBLE_SSH_ARGS": (
+                "-o ControlMaster=auto -o ControlPersist=60s -o BatchMode=yes "
+                f"-o UserKnownHostsFile={kh} -o GlobalKnownHostsFile=/dev/null "
+                "-o StrictHostKeyChecking=yes"
+            ),
             "ANSIBLE_HOST_KEY_CHECKING": "True",
             "ANSIBLE_PIPELINING": "True",
             "ANSIBLE_PRIVATE_KEY_FILE": str(config.ssh_key_file),
@@ -77,8 +79,13 @@ def _host_reason(res: dict[str, Any]) -> str:
     return " ".join(msg.split())[:200]
 
 
-def run_facts_playbook(config: Config, inventory: Inventory, hosts: list[str], artifact_dir: Path,
-                       progress: ProgressCallback | None = None) -> dict[str, tuple[str, Any]]:
+def run_facts_playbook(
+    config: Config,
+    inventory: Inventory,
+    hosts: list[str],
+    artifact_dir: Path,
+    progress: ProgressCallback | None = None,
+) -> dict[str, tuple[str, Any]]:
     """Run the one-task playbook; returns host -> ("ok", facts) | ("unreachable"|"error", reason)."""
     import ansible_runner
 
@@ -110,24 +117,34 @@ def run_facts_playbook(config: Config, inventory: Inventory, hosts: list[str], a
     limit = ",".join(hosts + list(inventory.gateways))
     try:
         runner = ansible_runner.run(
-            private_data_dir=str(artifact_dir), playbook=str(PLAYBOOK), inventory=str(inventory.hosts_file),
-            limit=limit, forks=config.compliance.forks, cmdline="--check", quiet=True,
-            envvars=ansible_env(config), extravars={"werne_admin_user": config.ssh.user},
-            event_handler=on_event, rotate_artifacts=5,
+            private_data_dir=str(artifact_dir),
+            playbook=str(PLAYBOOK),
+            inventory=str(inventory.hosts_file),
+            limit=limit,
+            forks=config.compliance.forks,
+            cmdline="--check",
+            quiet=True,
+            envvars=ansible_env(config),
+            extravars={"werne_admin_user": config.ssh.user},
+            event_handler=on_event,
+            rotate_artifacts=5,
             timeout=int(max(300, 10 * len(hosts))),
         )
     except (OSError, ValueError) as e:
         raise CollectionError(f"cannot run ansible-playbook: {e}") from None
     if not out and runner.rc != 0:
-        raise CollectionError(f"ansible-playbook failed before reaching any host (rc {runner.rc}, "
-                              f"status {runner.status}); see {artifact_dir}")
+        raise CollectionError(
+            f"ansible-playbook failed before reaching any host (rc {runner.rc}, "
+            f"status {runner.status}); see {artifact_dir}"
+        )
     for h in hosts:
         out.setdefault(h, ("error", f"no result from Ansible (status {runner.status})"))
     return out
 
 
-def vpn_evidence(config: Config, inventory: Inventory, db: Any, gathered: dict[str, tuple[str, Any]]
-                 ) -> tuple[dict[str, dict[str, Any]], str]:
+def vpn_evidence(
+    config: Config, inventory: Inventory, db: Any, gathered: dict[str, tuple[str, Any]]
+) -> tuple[dict[str, dict[str, Any]], str]:
     """Per laptop: the gateway's view of its peer. Returns (evidence by host, source description)."""
     evidence: dict[str, dict[str, Any]] = {}
     reason = ""
@@ -137,9 +154,15 @@ def vpn_evidence(config: Config, inventory: Inventory, db: Any, gathered: dict[s
         statuses = collect_status(config, inventory, db)
         for st in statuses:
             if st.host and st.status in ("active", "pending"):
-                evidence[st.host] = {"evidence": True, "peer": st.on_gateway, "handshake_age_s": st.handshake_age_s,
-                                     "key_age_days": st.key_age_days, "gateway_allowed_ips": st.allowed_ips,
-                                     "flags": list(st.flags), "source": "vpn.status"}
+                evidence[st.host] = {
+                    "evidence": True,
+                    "peer": st.on_gateway,
+                    "handshake_age_s": st.handshake_age_s,
+                    "key_age_days": st.key_age_days,
+                    "gateway_allowed_ips": st.allowed_ips,
+                    "flags": list(st.flags),
+                    "source": "vpn.status",
+                }
     except ImportError:
         reason = "the VPN package is not installed"
     except Exception as e:  # noqa: BLE001 - any failure here falls back to the gathered dump
@@ -150,7 +173,8 @@ def vpn_evidence(config: Config, inventory: Inventory, db: Any, gathered: dict[s
         if status == "ok" and (facts.get("wg_gateway") or {}).get("available"):
             gw_peers = facts["wg_gateway"]["peers"]
         elif not reason:
-            reason = f"gateway {gw}: {facts if isinstance(facts, str) else (facts.get('wg_gateway') or {}).get('reason')}"
+            why = facts if isinstance(facts, str) else (facts.get("wg_gateway") or {}).get("reason")
+            reason = f"gateway {gw}: {why}"
     if not inventory.gateways and not reason:
         reason = "no host in group vpn_gateway"
     for name, lap in inventory.laptops.items():
@@ -160,20 +184,39 @@ def vpn_evidence(config: Config, inventory: Inventory, db: Any, gathered: dict[s
             evidence[name] = {"evidence": False, "reason": reason or "no gateway evidence"}
             continue
         addr = ipaddress.ip_address(str(lap.vpn_address))
-        peer = next((p for p in gw_peers if any(
-            addr in ipaddress.ip_network(a, strict=False) and ipaddress.ip_network(a, strict=False).prefixlen >= 24
-            for a in p["allowed_ips"])), None)
+        peer = next(
+            (
+                p
+                for p in gw_peers
+                if any(
+                    addr in ipaddress.ip_network(a, strict=False)
+                    and ipaddress.ip_network(a, strict=False).prefixlen >= 24
+                    for a in p["allowed_ips"]
+                )
+            ),
+            None,
+        )
         lap_status, lap_facts = gathered.get(name, ("error", None))
         key_mtime = lap_facts.get("wg", {}).get("key_mtime") if lap_status == "ok" else None
-        evidence[name] = {"evidence": True, "peer": peer is not None, "source": "gateway wg dump",
-                          "latest_handshake": peer["latest_handshake"] if peer else None,
-                          "key_created": key_mtime,
-                          "gateway_allowed_ips": peer["allowed_ips"] if peer else []}
+        evidence[name] = {
+            "evidence": True,
+            "peer": peer is not None,
+            "source": "gateway wg dump",
+            "latest_handshake": peer["latest_handshake"] if peer else None,
+            "key_created": key_mtime,
+            "gateway_allowed_ips": peer["allowed_ips"] if peer else [],
+        }
     return evidence, reason
 
 
-def collect_laptops(config: Config, inventory: Inventory, db: Any, artifact_dir: Path,
-                    hosts: list[str] | None = None, progress: ProgressCallback | None = None) -> list[DeviceFacts]:
+def collect_laptops(
+    config: Config,
+    inventory: Inventory,
+    db: Any,
+    artifact_dir: Path,
+    hosts: list[str] | None = None,
+    progress: ProgressCallback | None = None,
+) -> list[DeviceFacts]:
     """Facts for every laptop in the inventory (or the named ones), with the gateway's VPN evidence."""
     names = hosts if hosts is not None else sorted(inventory.laptops)
     if not names:
@@ -191,7 +234,14 @@ def collect_laptops(config: Config, inventory: Inventory, db: Any, artifact_dir:
             facts["vpn"] = vpn.get(name, {"evidence": False, "reason": "no gateway evidence"})
             out.append(DeviceFacts(device=name, fleet="laptops", facts=facts, name=lap.asset_tag))
         else:
-            out.append(DeviceFacts(device=name, fleet="laptops", reachable=False, reason=str(payload),
-                                   failure="unreachable" if status == "unreachable" else "error",
-                                   name=lap.asset_tag))
+            out.append(
+                DeviceFacts(
+                    device=name,
+                    fleet="laptops",
+                    reachable=False,
+                    reason=str(payload),
+                    failure="unreachable" if status == "unreachable" else "error",
+                    name=lap.asset_tag,
+                )
+            )
     return out

@@ -20,8 +20,13 @@ class Change:
     evidence: str = ""
 
     def as_dict(self) -> dict[str, str | None]:
-        return {"device": self.device, "rule": self.rule_id, "before": self.before, "after": self.after,
-                "evidence": self.evidence}
+        return {
+            "device": self.device,
+            "rule": self.rule_id,
+            "before": self.before,
+            "after": self.after,
+            "evidence": self.evidence,
+        }
 
 
 @dataclass

@@ -42,9 +42,15 @@ class DeviceFacts:
     last_seen: datetime | None = None
 
     def info(self) -> dict[str, Any]:
-        return {"fleet": self.fleet, "school": self.school, "group": self.group, "name": self.name or self.device,
-                "reachable": self.reachable, "reason": self.reason,
-                "last_seen": self.last_seen.isoformat() if self.last_seen else None}
+        return {
+            "fleet": self.fleet,
+            "school": self.school,
+            "group": self.group,
+            "name": self.name or self.device,
+            "reachable": self.reachable,
+            "reason": self.reason,
+            "last_seen": self.last_seen.isoformat() if self.last_seen else None,
+        }
 
 
 @dataclass
@@ -135,7 +141,8 @@ def compare(actual: Any, op: str, expected: Any) -> bool:
         return bool(actual)
     if op == "eq":
         return _norm(actual) == _norm(expected) or (
-            not isinstance(actual, bool | list | dict) and str(_norm(actual)) == str(_norm(expected)))
+            not isinstance(actual, bool | list | dict) and str(_norm(actual)) == str(_norm(expected))
+        )
     if op == "ne":
         return not compare(actual, "eq", expected)
     if op == "in":
@@ -354,7 +361,8 @@ def _ipad_profiles(dev: DeviceFacts, params: dict[str, Any], ctx: EvalContext) -
     missing = sorted(required - installed)
     unknown = sorted(installed - required - allowed_extra)
     problems = ([f"missing {short(missing, 100)}"] if missing else []) + (
-        [f"unknown {short(unknown, 100)}"] if unknown else [])
+        [f"unknown {short(unknown, 100)}"] if unknown else []
+    )
     if problems:
         return "fail", "; ".join(problems)
     return "pass", f"{len(required)} required profile(s) present, none unknown"
@@ -374,6 +382,7 @@ def _ipad_in_contact(dev: DeviceFacts, params: dict[str, Any], ctx: EvalContext)
 
 
 # --- evaluation ----------------------------------------------------------------------------
+
 
 def _clip(text: str) -> str:
     text = " ".join(text.split())

@@ -1,12 +1,12 @@
 """The compliance package's exceptions, rooted in ComplianceError.
 
-    ComplianceError (WerneError)           could not run                          -> exit 3
-    ├── BaselineError (InputError)         a baseline file is invalid             -> exit 2
-    ├── WaiverError (InputError)           the waivers file is invalid            -> exit 2
-    ├── RunNotFoundError (InputError)      a run id names no stored run           -> exit 2
-    ├── ReportFormatError (InputError)     unknown report format or bad output    -> exit 2
-    ├── ComplianceLockHeld (LockHeldError) another compliance run is going on     -> exit 3
-    └── CollectionError                    no facts could be collected at all     -> exit 3
+ComplianceError (WerneError)           could not run                          -> exit 3
+├── BaselineError (InputError)         a baseline file is invalid             -> exit 2
+├── WaiverError (InputError)           the waivers file is invalid            -> exit 2
+├── RunNotFoundError (InputError)      a run id names no stored run           -> exit 2
+├── ReportFormatError (InputError)     unknown report format or bad output    -> exit 2
+├── ComplianceLockHeld (LockHeldError) another compliance run is going on     -> exit 3
+└── CollectionError                    no facts could be collected at all     -> exit 3
 """
 
 from __future__ import annotations

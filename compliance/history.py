@@ -39,11 +39,20 @@ def _ts(dt: datetime | None) -> str | None:
 
 def canonical_record(run: ComplianceRun, rows: list[tuple[str, str, str, str, str | None]]) -> bytes:
     header = {
-        "id": run.id, "started_at": _ts(run.started_at), "finished_at": _ts(run.finished_at),
-        "status": run.status, "scope": run.scope, "actor": run.actor, "tool_version": run.tool_version,
-        "inventory_hash": run.inventory_hash, "baselines_hash": run.baselines_hash,
-        "waivers_hash": run.waivers_hash, "prev_hash": run.prev_hash,
-        "summary": run.summary, "rules": run.rules, "devices": run.devices,
+        "id": run.id,
+        "started_at": _ts(run.started_at),
+        "finished_at": _ts(run.finished_at),
+        "status": run.status,
+        "scope": run.scope,
+        "actor": run.actor,
+        "tool_version": run.tool_version,
+        "inventory_hash": run.inventory_hash,
+        "baselines_hash": run.baselines_hash,
+        "waivers_hash": run.waivers_hash,
+        "prev_hash": run.prev_hash,
+        "summary": run.summary,
+        "rules": run.rules,
+        "devices": run.devices,
     }
     body = {"run": header, "results": sorted([list(r) for r in rows], key=lambda r: (r[0], r[1]))}
     return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
@@ -84,8 +93,12 @@ def summarise(results: list[RuleResult], devices: dict[str, DeviceFacts]) -> dic
             t["compliant_devices"] += int(compliant)
     for b in [total, *fleets.values(), *schools.values()]:
         b["pass_rate"] = pass_rate(b["counts"])
-    return {**total, "fleets": dict(sorted(fleets.items())), "schools": dict(sorted(schools.items())),
-            "rules": dict(sorted(rules.items()))}
+    return {
+        **total,
+        "fleets": dict(sorted(fleets.items())),
+        "schools": dict(sorted(schools.items())),
+        "rules": dict(sorted(rules.items())),
+    }
 
 
 def pass_rate(counts: dict[str, int]) -> float:
@@ -103,31 +116,61 @@ def tool_version() -> str:
         return "0+unknown"
 
 
-def begin_run(db: Database, scope: str, actor: str, inventory_hash: str, baselines_hash: str,
-              waivers_hash: str, now: datetime | None = None) -> int:
+def begin_run(
+    db: Database,
+    scope: str,
+    actor: str,
+    inventory_hash: str,
+    baselines_hash: str,
+    waivers_hash: str,
+    now: datetime | None = None,
+) -> int:
     """Insert a `running` run. Call with the lock held: any other `running` run is dead, so it
     is marked `interrupted` here."""
     with db.session() as s:
-        s.execute(update(ComplianceRun).where(ComplianceRun.status == "running")
-                  .values(status="interrupted", error="the process running it stopped before it completed"))
-        run = ComplianceRun(started_at=now or datetime.now(UTC), status="running", scope=scope, actor=actor,
-                            pid=os.getpid(), tool_version=tool_version(), inventory_hash=inventory_hash,
-                            baselines_hash=baselines_hash, waivers_hash=waivers_hash, summary={}, rules={},
-                            devices={})
+        s.execute(
+            update(ComplianceRun)
+            .where(ComplianceRun.status == "running")
+            .values(status="interrupted", error="the process running it stopped before it completed")
+        )
+        run = ComplianceRun(
+            started_at=now or datetime.now(UTC),
+            status="running",
+            scope=scope,
+            actor=actor,
+            pid=os.getpid(),
+            tool_version=tool_version(),
+            inventory_hash=inventory_hash,
+            baselines_hash=baselines_hash,
+            waivers_hash=waivers_hash,
+            summary={},
+            rules={},
+            devices={},
+        )
         s.add(run)
         s.flush()
         return run.id
 
 
-def complete_run(db: Database, run_id: int, results: list[RuleResult], devices: dict[str, DeviceFacts],
-                 rules: dict[str, Any], now: datetime | None = None) -> ComplianceRun:
+def complete_run(
+    db: Database,
+    run_id: int,
+    results: list[RuleResult],
+    devices: dict[str, DeviceFacts],
+    rules: dict[str, Any],
+    now: datetime | None = None,
+) -> ComplianceRun:
     """Write every result and mark the run complete, with its chain link, in one transaction."""
     with db.session() as s:
         run = s.get(ComplianceRun, run_id)
         if run is None or run.status != "running":
             raise RunNotFoundError(f"run {run_id} is not running")
-        prev = s.scalar(select(ComplianceRun.record_hash).where(ComplianceRun.status == "complete")
-                        .order_by(ComplianceRun.id.desc()).limit(1))
+        prev = s.scalar(
+            select(ComplianceRun.record_hash)
+            .where(ComplianceRun.status == "complete")
+            .order_by(ComplianceRun.id.desc())
+            .limit(1)
+        )
         # Round-trip through JSON so the hash is computed over exactly what the database returns.
         run.summary = json.loads(json.dumps(summarise(results, devices)))
         run.rules = json.loads(json.dumps(rules))
@@ -136,9 +179,20 @@ def complete_run(db: Database, run_id: int, results: list[RuleResult], devices: 
         run.status = "complete"
         run.prev_hash = prev
         if results:
-            s.execute(insert(ComplianceResult), [
-                {"run_id": run_id, "device": r.device, "rule_id": r.rule_id, "status": r.status,
-                 "evidence": r.evidence, "waiver": r.waiver} for r in results])
+            s.execute(
+                insert(ComplianceResult),
+                [
+                    {
+                        "run_id": run_id,
+                        "device": r.device,
+                        "rule_id": r.rule_id,
+                        "status": r.status,
+                        "evidence": r.evidence,
+                        "waiver": r.waiver,
+                    }
+                    for r in results
+                ],
+            )
         rows = [(r.device, r.rule_id, r.status, r.evidence, r.waiver) for r in results]
         run.record_hash = record_hash(run, rows)
         s.flush()
@@ -148,11 +202,15 @@ def complete_run(db: Database, run_id: int, results: list[RuleResult], devices: 
 
 def fail_run(db: Database, run_id: int, reason: str, status: str = "failed") -> None:
     with db.session() as s:
-        s.execute(update(ComplianceRun).where(ComplianceRun.id == run_id, ComplianceRun.status == "running")
-                  .values(status=status, error=reason[:2000], finished_at=datetime.now(UTC)))
+        s.execute(
+            update(ComplianceRun)
+            .where(ComplianceRun.id == run_id, ComplianceRun.status == "running")
+            .values(status=status, error=reason[:2000], finished_at=datetime.now(UTC))
+        )
 
 
 # --- reading --------------------------------------------------------------------------------
+
 
 @dataclass
 class StoredRun:
@@ -177,15 +235,33 @@ class StoredRun:
 
 
 def _stored(run: ComplianceRun, with_results: bool, s: Any) -> StoredRun:
-    out = StoredRun(id=run.id, started_at=run.started_at, finished_at=run.finished_at, status=run.status,
-                    scope=run.scope, actor=run.actor, tool_version=run.tool_version,
-                    inventory_hash=run.inventory_hash, baselines_hash=run.baselines_hash,
-                    waivers_hash=run.waivers_hash, prev_hash=run.prev_hash, record_hash=run.record_hash,
-                    summary=run.summary, rules=run.rules, devices=run.devices)
+    out = StoredRun(
+        id=run.id,
+        started_at=run.started_at,
+        finished_at=run.finished_at,
+        status=run.status,
+        scope=run.scope,
+        actor=run.actor,
+        tool_version=run.tool_version,
+        inventory_hash=run.inventory_hash,
+        baselines_hash=run.baselines_hash,
+        waivers_hash=run.waivers_hash,
+        prev_hash=run.prev_hash,
+        record_hash=run.record_hash,
+        summary=run.summary,
+        rules=run.rules,
+        devices=run.devices,
+    )
     if with_results:
-        rows = s.execute(select(ComplianceResult.device, ComplianceResult.rule_id, ComplianceResult.status,
-                                ComplianceResult.evidence, ComplianceResult.waiver)
-                         .where(ComplianceResult.run_id == run.id)).all()
+        rows = s.execute(
+            select(
+                ComplianceResult.device,
+                ComplianceResult.rule_id,
+                ComplianceResult.status,
+                ComplianceResult.evidence,
+                ComplianceResult.waiver,
+            ).where(ComplianceResult.run_id == run.id)
+        ).all()
         out.results = {(d, r): RuleResult(d, r, st, ev, w) for d, r, st, ev, w in rows}
     return out
 
@@ -198,24 +274,32 @@ def load_run(db: Database, run_id: int | None = None, with_results: bool = True)
         run = s.scalars(q.limit(1)).first()
         if run is None:
             if run_id is None:
-                raise RunNotFoundError("no complete compliance run stored yet; run `werne compliance run` first")
+                raise RunNotFoundError(
+                    "no complete compliance run stored yet; run `werne compliance run` first"
+                )
             raise RunNotFoundError(f"no complete compliance run with id {run_id}")
         return _stored(run, with_results, s)
 
 
 def previous_run_id(db: Database, run_id: int) -> int | None:
     with db.session() as s:
-        return s.scalar(select(func.max(ComplianceRun.id)).where(
-            ComplianceRun.status == "complete", ComplianceRun.id < run_id))
+        return s.scalar(
+            select(func.max(ComplianceRun.id)).where(
+                ComplianceRun.status == "complete", ComplianceRun.id < run_id
+            )
+        )
 
 
 def recent_runs(db: Database, upto_id: int, limit: int = 30) -> list[dict[str, Any]]:
     """Up to `limit` complete runs ending with `upto_id`, oldest first: id, finished_at, summary only
     (the trend chart needs no more, and the device snapshots are the heavy part)."""
     with db.session() as s:
-        rows = s.execute(select(ComplianceRun.id, ComplianceRun.finished_at, ComplianceRun.summary)
-                         .where(ComplianceRun.status == "complete", ComplianceRun.id <= upto_id)
-                         .order_by(ComplianceRun.id.desc()).limit(limit)).all()
+        rows = s.execute(
+            select(ComplianceRun.id, ComplianceRun.finished_at, ComplianceRun.summary)
+            .where(ComplianceRun.status == "complete", ComplianceRun.id <= upto_id)
+            .order_by(ComplianceRun.id.desc())
+            .limit(limit)
+        ).all()
     return [{"id": i, "finished_at": f, "summary": summ} for i, f, summ in reversed(rows)]
 
 
@@ -226,6 +310,7 @@ def list_runs(db: Database, limit: int = 50) -> list[StoredRun]:
 
 
 # --- verification ---------------------------------------------------------------------------
+
 
 @dataclass
 class ChainReport:
@@ -243,23 +328,36 @@ def verify_chain(db: Database) -> ChainReport:
     prev: str | None = GENESIS
     n = 0
     with db.session() as s:
-        ids = s.scalars(select(ComplianceRun.id).where(ComplianceRun.status == "complete")
-                        .order_by(ComplianceRun.id)).all()
+        ids = s.scalars(
+            select(ComplianceRun.id).where(ComplianceRun.status == "complete").order_by(ComplianceRun.id)
+        ).all()
         for run_id in ids:
             run = s.get(ComplianceRun, run_id)
             assert run is not None
-            rows = [tuple(r) for r in s.execute(
-                select(ComplianceResult.device, ComplianceResult.rule_id, ComplianceResult.status,
-                       ComplianceResult.evidence, ComplianceResult.waiver)
-                .where(ComplianceResult.run_id == run_id)).all()]
+            rows = [
+                tuple(r)
+                for r in s.execute(
+                    select(
+                        ComplianceResult.device,
+                        ComplianceResult.rule_id,
+                        ComplianceResult.status,
+                        ComplianceResult.evidence,
+                        ComplianceResult.waiver,
+                    ).where(ComplianceResult.run_id == run_id)
+                ).all()
+            ]
             n += 1
             if run.prev_hash != prev:
-                problems.append(f"run {run_id}: link broken: previous hash {short_hash(run.prev_hash)} "
-                                f"does not match run before it ({short_hash(prev)})")
+                problems.append(
+                    f"run {run_id}: link broken: previous hash {short_hash(run.prev_hash)} "
+                    f"does not match run before it ({short_hash(prev)})"
+                )
             actual = record_hash(run, rows)  # type: ignore[arg-type]
             if actual != run.record_hash:
-                problems.append(f"run {run_id}: record altered: stored hash {short_hash(run.record_hash)}, "
-                                f"recomputed {short_hash(actual)}")
+                problems.append(
+                    f"run {run_id}: record altered: stored hash {short_hash(run.record_hash)}, "
+                    f"recomputed {short_hash(actual)}"
+                )
             prev = run.record_hash
             s.expunge(run)
     return ChainReport(ok=not problems, runs_checked=n, head=prev, problems=problems)

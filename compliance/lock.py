@@ -27,7 +27,7 @@ def process_start_ticks(pid: int) -> int | None:
     except OSError:
         return None
     # The command name (field 2) may contain spaces and parentheses: split after the last ')'.
-    fields = stat[stat.rfind(")") + 2:].split()
+    fields = stat[stat.rfind(")") + 2 :].split()
     if fields[0] in ("Z", "X"):
         return None
     return int(fields[19])
@@ -61,8 +61,12 @@ class RunLock:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise StateError(f"cannot create {self.path.parent}: {e.strerror}") from None
-        me = {"pid": os.getpid(), "start_ticks": process_start_ticks(os.getpid()), "host": socket.gethostname(),
-              "since": datetime.now(UTC).isoformat(timespec="seconds")}
+        me = {
+            "pid": os.getpid(),
+            "start_ticks": process_start_ticks(os.getpid()),
+            "host": socket.gethostname(),
+            "since": datetime.now(UTC).isoformat(timespec="seconds"),
+        }
         for _ in range(3):
             try:
                 fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
@@ -88,7 +92,8 @@ class RunLock:
             if info and holder_alive(info):
                 raise ComplianceLockHeld(
                     f"another compliance run is going on (pid {info.get('pid')} since {info.get('since')}); "
-                    f"lock {self.path}")
+                    f"lock {self.path}"
+                )
             self.recovered = info or {"pid": None}
             try:
                 self.path.unlink()
@@ -107,6 +112,7 @@ class RunLock:
     def __enter__(self) -> RunLock:
         return self.acquire()
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.release()

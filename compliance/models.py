@@ -1,4 +1,5 @@
-"""Tables of the compliance history: one row per run (with its hash-chain link) and one per device+rule result."""
+"""Tables of the compliance history: one row per run (with its hash-chain link) and one per device+rule
+result."""
 
 from __future__ import annotations
 
@@ -37,7 +38,9 @@ class ComplianceRun(Base):
     devices: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     results: Mapped[list[ComplianceResult]] = relationship(
-        back_populates="run", cascade="all, delete-orphan", order_by="(ComplianceResult.device, ComplianceResult.rule_id)"
+        back_populates="run",
+        cascade="all, delete-orphan",
+        order_by="(ComplianceResult.device, ComplianceResult.rule_id)",
     )
 
 

@@ -21,11 +21,31 @@ from compliance.errors import BaselineError
 BASELINES_DIR = Path(__file__).resolve().parent / "baselines"
 Fleet = Literal["laptops", "ipads"]
 Severity = Literal["low", "medium", "high", "critical"]
-OPERATORS = frozenset({
-    "eq", "ne", "in", "not_in", "ge", "gt", "le", "lt", "version_ge", "version_lt",
-    "contains", "not_contains", "subset", "superset", "matches", "exists", "absent",
-    "true", "false", "empty", "nonempty",
-})
+OPERATORS = frozenset(
+    {
+        "eq",
+        "ne",
+        "in",
+        "not_in",
+        "ge",
+        "gt",
+        "le",
+        "lt",
+        "version_ge",
+        "version_lt",
+        "contains",
+        "not_contains",
+        "subset",
+        "superset",
+        "matches",
+        "exists",
+        "absent",
+        "true",
+        "false",
+        "empty",
+        "nonempty",
+    }
+)
 # Operators that take no `expected` value.
 UNARY_OPERATORS = frozenset({"exists", "absent", "true", "false", "empty", "nonempty"})
 
@@ -180,7 +200,9 @@ def _first_error(e: ValidationError) -> str:
     return f"{loc}: {msg}" if loc else msg
 
 
-def load_baseline_file(path: Path, known_python_checks: set[str] | None = None) -> tuple[Baseline | None, list[str]]:
+def load_baseline_file(
+    path: Path, known_python_checks: set[str] | None = None
+) -> tuple[Baseline | None, list[str]]:
     """Parse one baseline file; returns (baseline or None, problems as `file:line: reason`)."""
     problems: list[str] = []
     try:
@@ -201,8 +223,9 @@ def load_baseline_file(path: Path, known_python_checks: set[str] | None = None) 
         problems.append(f"{path}: unknown top-level key(s): {', '.join(unknown)}")
     header = None
     try:
-        header = BaselineHeader.model_validate(yaml.safe_load(yaml.serialize(nodes["baseline"]))
-                                               if "baseline" in nodes else None)
+        header = BaselineHeader.model_validate(
+            yaml.safe_load(yaml.serialize(nodes["baseline"])) if "baseline" in nodes else None
+        )
     except ValidationError as e:
         problems.append(f"{path}:1: baseline: {_first_error(e)}")
     rules_node = nodes.get("rules")
@@ -221,9 +244,15 @@ def load_baseline_file(path: Path, known_python_checks: set[str] | None = None) 
                 problems.append(f"{path}:{line}: rule {rid}: {_first_error(e)}")
                 continue
             if rule.id in seen:
-                problems.append(f"{path}:{line}: duplicate rule id '{rule.id}' (first at line {seen[rule.id]})")
+                problems.append(
+                    f"{path}:{line}: duplicate rule id '{rule.id}' (first at line {seen[rule.id]})"
+                )
                 continue
-            if known_python_checks is not None and rule.check.python and rule.check.python not in known_python_checks:
+            if (
+                known_python_checks is not None
+                and rule.check.python
+                and rule.check.python not in known_python_checks
+            ):
                 problems.append(f"{path}:{line}: rule {rule.id}: unknown python check '{rule.check.python}'")
                 continue
             seen[rule.id] = line

@@ -66,8 +66,13 @@ def rules_snapshot(baselines: BaselineSet, fleets: tuple[str, ...]) -> dict[str,
     out = {}
     for fleet in fleets:
         for r in baselines.for_fleet(fleet):
-            out[r.id] = {"fleet": fleet, "title": r.title, "severity": r.severity,
-                         "references": r.references.model_dump(), "remediation": r.remediation.describe()}
+            out[r.id] = {
+                "fleet": fleet,
+                "title": r.title,
+                "severity": r.severity,
+                "references": r.references.model_dump(),
+                "remediation": r.remediation.describe(),
+            }
     return out
 
 
@@ -92,9 +97,17 @@ def group_profile_identifiers(config: Config) -> Any:
     return lookup
 
 
-def run_compliance(config: Config, db: Database, inventory: Inventory, fleets: tuple[str, ...] | list[str] = FLEETS,
-                   progress: ProgressCallback | None = None, *, now: datetime | None = None,
-                   sweep: QuerySweep | None = None, hosts: list[str] | None = None) -> RunSummary:
+def run_compliance(
+    config: Config,
+    db: Database,
+    inventory: Inventory,
+    fleets: tuple[str, ...] | list[str] = FLEETS,
+    progress: ProgressCallback | None = None,
+    *,
+    now: datetime | None = None,
+    sweep: QuerySweep | None = None,
+    hosts: list[str] | None = None,
+) -> RunSummary:
     """Run the compliance job over the given fleets and store it. Raises on bad input (exit 2) or
     when it cannot run (exit 3); findings are in the returned summary."""
     fleets = tuple(f for f in FLEETS if f in fleets)
@@ -106,8 +119,9 @@ def run_compliance(config: Config, db: Database, inventory: Inventory, fleets: t
     if hosts:
         inventory.select_laptops(hosts)
     with RunLock(lock_path(config)) as lock:
-        run_id = history.begin_run(db, scope, audit.current_actor(), inventory.digest(), baselines.digest(),
-                                   waivers.digest)
+        run_id = history.begin_run(
+            db, scope, audit.current_actor(), inventory.digest(), baselines.digest(), waivers.digest
+        )
         try:
             at = now or datetime.now(UTC)
             artifacts = config.state_dir / "compliance" / "artifacts"
@@ -116,8 +130,9 @@ def run_compliance(config: Config, db: Database, inventory: Inventory, fleets: t
             # iPads on the MDM sweep's deadline; neither needs the other.
             with ThreadPoolExecutor(max_workers=2, thread_name_prefix="werne-collect") as pool:
                 if "laptops" in fleets:
-                    jobs["laptops"] = pool.submit(collect_laptops, config, inventory, db, artifacts,
-                                                  hosts or None, progress)
+                    jobs["laptops"] = pool.submit(
+                        collect_laptops, config, inventory, db, artifacts, hosts or None, progress
+                    )
                 if "ipads" in fleets:
                     jobs["ipads"] = pool.submit(collect_ipads, config, inventory, db, progress, sweep, now=at)
                 devices: list[DeviceFacts] = []
@@ -139,11 +154,22 @@ def run_compliance(config: Config, db: Database, inventory: Inventory, fleets: t
             history.fail_run(db, run_id, f"{e.__class__.__name__}: {e}")
             raise
     s = run.summary
-    summary = RunSummary(run_id=run.id, scope=scope, started_at=run.started_at, finished_at=run.finished_at or at,
-                         counts=s["counts"], devices=s["devices"], compliant_devices=s["compliant_devices"],
-                         pass_rate=s["pass_rate"], record_hash=run.record_hash or "", fleets=s["fleets"],
-                         recovered_stale_lock=lock.recovered is not None)
-    audit.record(db, "compliance.run", scope, {"run": run.id, "counts": s["counts"], "record_hash": run.record_hash})
+    summary = RunSummary(
+        run_id=run.id,
+        scope=scope,
+        started_at=run.started_at,
+        finished_at=run.finished_at or at,
+        counts=s["counts"],
+        devices=s["devices"],
+        compliant_devices=s["compliant_devices"],
+        pass_rate=s["pass_rate"],
+        record_hash=run.record_hash or "",
+        fleets=s["fleets"],
+        recovered_stale_lock=lock.recovered is not None,
+    )
+    audit.record(
+        db, "compliance.run", scope, {"run": run.id, "counts": s["counts"], "record_hash": run.record_hash}
+    )
     if config.compliance.report_dir is not None:
         from compliance.reports import write_report
 

@@ -48,7 +48,9 @@ class Waiver(BaseModel):
         for s in v:
             kind, sep, _ = s.partition(":")
             if sep and kind not in SELECTOR_KINDS:
-                raise ValueError(f"unknown selector '{s}' (use a device id or glob, or {', '.join(SELECTOR_KINDS)}:...)")
+                raise ValueError(
+                    f"unknown selector '{s}' (use a device id or glob, or {', '.join(SELECTOR_KINDS)}:...)"
+                )
         return v
 
     @property
@@ -61,8 +63,11 @@ class Waiver(BaseModel):
             if not sep:
                 if fnmatch.fnmatchcase(dev.device, s) or (dev.name and fnmatch.fnmatchcase(dev.name, s)):
                     return True
-            elif (kind == "school" and dev.school == value) or (kind == "group" and dev.group == value) or (
-                    kind == "fleet" and dev.fleet == value):
+            elif (
+                (kind == "school" and dev.school == value)
+                or (kind == "group" and dev.group == value)
+                or (kind == "fleet" and dev.fleet == value)
+            ):
                 return True
         return False
 
@@ -78,7 +83,9 @@ class WaiverSet:
         self.digest = digest
         self.source = source
 
-    def apply(self, results: list[RuleResult], devices: dict[str, DeviceFacts], now: datetime) -> list[RuleResult]:
+    def apply(
+        self, results: list[RuleResult], devices: dict[str, DeviceFacts], now: datetime
+    ) -> list[RuleResult]:
         out = []
         today = now.date()
         by_rule: dict[str, list[Waiver]] = {}
@@ -94,13 +101,26 @@ class WaiverSet:
             active = [w for w in matching if w.active_on(today)]
             if active:
                 w = max(active, key=lambda w: w.expires)
-                out.append(replace(r, status="waived", waiver=w.name,
-                                   evidence=_clip(f"waived by {w.name} until {w.expires} "
-                                                  f"(approved by {w.approved_by}): {r.evidence}")))
+                out.append(
+                    replace(
+                        r,
+                        status="waived",
+                        waiver=w.name,
+                        evidence=_clip(
+                            f"waived by {w.name} until {w.expires} "
+                            f"(approved by {w.approved_by}): {r.evidence}"
+                        ),
+                    )
+                )
             elif matching:
                 w = max(matching, key=lambda w: w.expires)
-                out.append(replace(r, waiver=w.name,
-                                   evidence=_clip(f"waiver {w.name} expired on {w.expires}: {r.evidence}")))
+                out.append(
+                    replace(
+                        r,
+                        waiver=w.name,
+                        evidence=_clip(f"waiver {w.name} expired on {w.expires}: {r.evidence}"),
+                    )
+                )
             else:
                 out.append(r)
         return out

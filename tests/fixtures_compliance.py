@@ -15,8 +15,14 @@ from compliance.rules import load_baselines
 from core.config import Config, load_config
 
 NOW = datetime(2026, 11, 20, 2, 0, tzinfo=UTC)
-GOOD_CIPHERS = ["chacha20-poly1305@openssh.com", "aes256-gcm@openssh.com", "aes128-gcm@openssh.com",
-                "aes256-ctr", "aes192-ctr", "aes128-ctr"]
+GOOD_CIPHERS = [
+    "chacha20-poly1305@openssh.com",
+    "aes256-gcm@openssh.com",
+    "aes128-gcm@openssh.com",
+    "aes256-ctr",
+    "aes192-ctr",
+    "aes128-ctr",
+]
 
 
 def laptop_facts(**overrides: Any) -> dict[str, Any]:
@@ -24,23 +30,50 @@ def laptop_facts(**overrides: Any) -> dict[str, Any]:
     facts: dict[str, Any] = {
         "os": {"id": "debian", "version_id": "12"},
         "virt": "none",
-        "sshd": {"permitrootlogin": "no", "passwordauthentication": "no", "kbdinteractiveauthentication": "no",
-                 "maxauthtries": "3", "ciphers": GOOD_CIPHERS,
-                 "macs": ["hmac-sha2-512-etm@openssh.com", "hmac-sha2-256-etm@openssh.com"],
-                 "kexalgorithms": ["sntrup761x25519-sha512@openssh.com", "curve25519-sha256"],
-                 "banner": "/etc/issue.net"},
-        "nft": {"available": True, "input_chains": [{"family": "inet", "table": "filter", "chain": "input",
-                                                    "policy": "drop", "priority": 0}], "service_enabled": True},
-        "sysctl": {"kernel.kptr_restrict": "2", "kernel.dmesg_restrict": "1", "kernel.sysrq": "0",
-                   "kernel.randomize_va_space": "2", "fs.protected_hardlinks": "1", "fs.protected_symlinks": "1",
-                   "net.ipv4.conf.all.accept_redirects": "0", "net.ipv4.conf.all.send_redirects": "0",
-                   "net.ipv4.conf.all.accept_source_route": "0", "net.ipv4.conf.all.rp_filter": "1",
-                   "net.ipv4.tcp_syncookies": "1"},
+        "sshd": {
+            "permitrootlogin": "no",
+            "passwordauthentication": "no",
+            "kbdinteractiveauthentication": "no",
+            "maxauthtries": "3",
+            "ciphers": GOOD_CIPHERS,
+            "macs": ["hmac-sha2-512-etm@openssh.com", "hmac-sha2-256-etm@openssh.com"],
+            "kexalgorithms": ["sntrup761x25519-sha512@openssh.com", "curve25519-sha256"],
+            "banner": "/etc/issue.net",
+        },
+        "nft": {
+            "available": True,
+            "input_chains": [
+                {"family": "inet", "table": "filter", "chain": "input", "policy": "drop", "priority": 0}
+            ],
+            "service_enabled": True,
+        },
+        "sysctl": {
+            "kernel.kptr_restrict": "2",
+            "kernel.dmesg_restrict": "1",
+            "kernel.sysrq": "0",
+            "kernel.randomize_va_space": "2",
+            "fs.protected_hardlinks": "1",
+            "fs.protected_symlinks": "1",
+            "net.ipv4.conf.all.accept_redirects": "0",
+            "net.ipv4.conf.all.send_redirects": "0",
+            "net.ipv4.conf.all.accept_source_route": "0",
+            "net.ipv4.conf.all.rp_filter": "1",
+            "net.ipv4.tcp_syncookies": "1",
+        },
         "pwquality": {"minlen": 12, "minclass": 3},
         "pam": {"pwquality": True},
-        "usb_storage": {"blocked": True, "blacklisted": True, "by": ["/etc/modprobe.d/usb.conf: install usb-storage /bin/false"]},
-        "apt": {"periodic": {"APT::Periodic::Update-Package-Lists": "1", "APT::Periodic::Unattended-Upgrade": "1"},
-                "unattended_upgrades_installed": True},
+        "usb_storage": {
+            "blocked": True,
+            "blacklisted": True,
+            "by": ["/etc/modprobe.d/usb.conf: install usb-storage /bin/false"],
+        },
+        "apt": {
+            "periodic": {
+                "APT::Periodic::Update-Package-Lists": "1",
+                "APT::Periodic::Unattended-Upgrade": "1",
+            },
+            "unattended_upgrades_installed": True,
+        },
         "banner": {"present": True, "sshd_banner": "/etc/issue.net"},
         "luks": {"present": True, "crypttab": ["nvme0n1p3_crypt"], "devices": ["nvme0n1p3"]},
         "screen_lock": {"idle_delay_s": 600, "lock_enabled": True, "locked": True, "tmout_s": 900},
@@ -59,11 +92,26 @@ def laptop_facts(**overrides: Any) -> dict[str, Any]:
 
 def ipad_facts(**overrides: Any) -> dict[str, Any]:
     facts: dict[str, Any] = {
-        "device": {"os_version": "18.1", "is_supervised": True, "model": "iPad (10th generation)", "name": "x"},
-        "security": {"passcode_present": True, "passcode_compliant": True, "passcode_compliant_with_profiles": True,
-                     "hardware_encryption_caps": 3},
-        "profiles": {"identifiers": ["de.werne.ipad.passcode", "de.werne.ipad.restrictions", "de.werne.ipad.wifi",
-                                     "de.werne.ipad.webfilter"]},
+        "device": {
+            "os_version": "18.1",
+            "is_supervised": True,
+            "model": "iPad (10th generation)",
+            "name": "x",
+        },
+        "security": {
+            "passcode_present": True,
+            "passcode_compliant": True,
+            "passcode_compliant_with_profiles": True,
+            "hardware_encryption_caps": 3,
+        },
+        "profiles": {
+            "identifiers": [
+                "de.werne.ipad.passcode",
+                "de.werne.ipad.restrictions",
+                "de.werne.ipad.wifi",
+                "de.werne.ipad.webfilter",
+            ]
+        },
     }
     for path, value in overrides.items():
         node = facts
@@ -74,16 +122,32 @@ def ipad_facts(**overrides: Any) -> dict[str, Any]:
     return facts
 
 
-PUPIL_SET = {"de.werne.ipad.passcode", "de.werne.ipad.restrictions", "de.werne.ipad.wifi", "de.werne.ipad.webfilter"}
+PUPIL_SET = {
+    "de.werne.ipad.passcode",
+    "de.werne.ipad.restrictions",
+    "de.werne.ipad.wifi",
+    "de.werne.ipad.webfilter",
+}
 
 
 def fleet(n_laptops: int = 3, n_ipads: int = 4, now: datetime = NOW) -> list[DeviceFacts]:
-    devs = [DeviceFacts(f"lap{i:02d}", "laptops", laptop_facts(), name=f"DEMO-NB-{i:04d}")
-            for i in range(1, n_laptops + 1)]
+    devs = [
+        DeviceFacts(f"lap{i:02d}", "laptops", laptop_facts(), name=f"DEMO-NB-{i:04d}")
+        for i in range(1, n_laptops + 1)
+    ]
     schools = ["gs-demo", "gym-demo"]
     for i in range(n_ipads):
-        devs.append(DeviceFacts(f"ZDTEST{i:05d}", "ipads", ipad_facts(), school=schools[i % 2], group="pupil",
-                                name=f"ipad-{i:02d}", last_seen=now - timedelta(hours=1)))
+        devs.append(
+            DeviceFacts(
+                f"ZDTEST{i:05d}",
+                "ipads",
+                ipad_facts(),
+                school=schools[i % 2],
+                group="pupil",
+                name=f"ipad-{i:02d}",
+                last_seen=now - timedelta(hours=1),
+            )
+        )
     return devs
 
 
@@ -111,8 +175,9 @@ def store_run(db, config: Config, devices: list[DeviceFacts], now: datetime = NO
     if waivers is not None:
         results = waivers.apply(results, by_id, now)
     run_id = history.begin_run(db, "all", "tester", "inv-hash", b.digest(), "waiver-hash", now=now)
-    history.complete_run(db, run_id, results, by_id, rules_snapshot(b, ("laptops", "ipads")),
-                         now=now + timedelta(seconds=42))
+    history.complete_run(
+        db, run_id, results, by_id, rules_snapshot(b, ("laptops", "ipads")), now=now + timedelta(seconds=42)
+    )
     return run_id
 
 
@@ -155,10 +220,13 @@ def deep(d: dict[str, Any]) -> dict[str, Any]:
 
 # --- a small real MDM world: NanoMDM, the webhook receiver, simulated iPads --------------------------
 
+
 class IPadWorld:
     """Real NanoMDM + webhook receiver + simulated iPads for the compliance sweep."""
 
     def __init__(self, root: Path, n_per_school: int = 3):
+        import shutil
+
         from core.db import Database
         from core.inventory import load_inventory
         from core.secrets import Secret
@@ -166,8 +234,6 @@ class IPadWorld:
         from mdm_client.registry import Registry
         from tests.conftest import DEMO_INVENTORY
         from tests.fixtures_mdm import NanoMDMProcess, start_webhook
-
-        import shutil
 
         self.root = root
         self.state = root / "state"
@@ -189,8 +255,12 @@ class IPadWorld:
         ca, ca_key = make_ca(root / "ca")
         self.db = Database(f"sqlite:///{self.state / 'werne.db'}")
         inventory = load_inventory(inv)
-        registry = Registry(self.db, school_of=lambda s: (inventory.ipads[s].school, inventory.ipads[s].group)
-                            if s in inventory.ipads else None)
+        registry = Registry(
+            self.db,
+            school_of=lambda s: (
+                (inventory.ipads[s].school, inventory.ipads[s].group) if s in inventory.ipads else None
+            ),
+        )
         self.webhook = start_webhook(registry, Secret(hmac_key, "test"))
         self.nanomdm = NanoMDMProcess(root, ca, self.webhook.url, api_key, hmac_key, CERT_HEADER)
         self.config_path = root / "werne.toml"
@@ -198,7 +268,9 @@ class IPadWorld:
             f'[site]\ninventory = "{inv}"\nstate_dir = "{self.state}"\n'
             f'[mdm]\nurl = "{self.nanomdm.url}"\napi_key_file = "{secrets / "api_key"}"\n'
             f'wifi_secret_file = "{secrets / "wifi"}"\nblast_radius = 50\nquery_deadline_s = 20.0\n'
-            f'[compliance]\nquery_deadline_s = 6.0\ncontact_max_days = 14\n', encoding="utf-8")
+            f"[compliance]\nquery_deadline_s = 6.0\ncontact_max_days = 14\n",
+            encoding="utf-8",
+        )
         self.cert_header = CERT_HEADER
         self.devices = []
         from mdm_client.simulator import SimDevice

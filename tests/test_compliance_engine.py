@@ -34,10 +34,15 @@ DRIFTS = {
     "lx-ssh-no-password-auth": {"sshd__passwordauthentication": "yes"},
     "lx-ssh-modern-crypto": {"sshd__ciphers": ["aes128-cbc", "aes256-gcm@openssh.com"]},
     "lx-ssh-max-auth-tries": {"sshd__maxauthtries": "6"},
-    "lx-nft-inbound-deny": {"nft__input_chains": [{"family": "inet", "table": "filter", "chain": "input",
-                                                   "policy": "accept"}]},
-    "lx-auto-updates": {"apt__periodic": {"APT::Periodic::Update-Package-Lists": "1",
-                                          "APT::Periodic::Unattended-Upgrade": "0"}},
+    "lx-nft-inbound-deny": {
+        "nft__input_chains": [{"family": "inet", "table": "filter", "chain": "input", "policy": "accept"}]
+    },
+    "lx-auto-updates": {
+        "apt__periodic": {
+            "APT::Periodic::Update-Package-Lists": "1",
+            "APT::Periodic::Unattended-Upgrade": "0",
+        }
+    },
     "lx-screen-lock": {"screen_lock__idle_delay_s": 3600},
     "lx-pwquality": {"pwquality__minlen": 8},
     "lx-usb-storage-blocked": {"usb_storage__blocked": False},
@@ -82,7 +87,9 @@ def test_luks_missing_can_be_not_applicable_by_config(compliance_config):
 
 
 def test_vpn_without_gateway_evidence_is_an_error(compliance_config):
-    dev = DeviceFacts("lap01", "laptops", laptop_facts(vpn={"evidence": False, "reason": "gateway unreachable"}))
+    dev = DeviceFacts(
+        "lap01", "laptops", laptop_facts(vpn={"evidence": False, "reason": "gateway unreachable"})
+    )
     rule = load_baselines().rule("vpn-handshake-fresh")
     r = evaluate_rule(rule, dev, make_ctx(compliance_config))
     assert (r.status, r.evidence) == ("error", "no VPN evidence from the gateway: gateway unreachable")
@@ -90,8 +97,11 @@ def test_vpn_without_gateway_evidence_is_an_error(compliance_config):
 
 def test_ipad_without_passcode_fails(compliance_config):
     devs = fleet(n_laptops=0, n_ipads=2)
-    devs[0].facts = ipad_facts(security__passcode_present=False, security__passcode_compliant=False,
-                               security__hardware_encryption_caps=1)
+    devs[0].facts = ipad_facts(
+        security__passcode_present=False,
+        security__passcode_compliant=False,
+        security__hardware_encryption_caps=1,
+    )
     failing = {(r.device, r.rule_id) for r in evaluate_fleet(compliance_config, devs) if r.status != "pass"}
     assert failing == {("ZDTEST00000", "ios-passcode"), ("ZDTEST00000", "ios-hardware-encryption")}
 
@@ -99,27 +109,49 @@ def test_ipad_without_passcode_fails(compliance_config):
 def test_ipad_version_profiles_and_supervision(compliance_config):
     compliance_config.compliance.min_ipados = "18.2"
     devs = fleet(n_laptops=0, n_ipads=1)
-    devs[0].facts = ipad_facts(device__is_supervised=False, profiles__identifiers=[
-        "de.werne.ipad.passcode", "de.werne.ipad.wifi", "com.evil.proxy", "com.apple.mdm"])
+    devs[0].facts = ipad_facts(
+        device__is_supervised=False,
+        profiles__identifiers=[
+            "de.werne.ipad.passcode",
+            "de.werne.ipad.wifi",
+            "com.evil.proxy",
+            "com.apple.mdm",
+        ],
+    )
     res = {r.rule_id: r for r in evaluate_fleet(compliance_config, devs)}
-    assert {k for k, v in res.items() if v.status == "fail"} == {"ios-os-version", "ios-supervised", "ios-profiles"}
-    assert res["ios-profiles"].evidence == ("missing de.werne.ipad.restrictions,de.werne.ipad.webfilter; "
-                                            "unknown com.evil.proxy")
+    assert {k for k, v in res.items() if v.status == "fail"} == {
+        "ios-os-version",
+        "ios-supervised",
+        "ios-profiles",
+    }
+    assert res["ios-profiles"].evidence == (
+        "missing de.werne.ipad.restrictions,de.werne.ipad.webfilter; unknown com.evil.proxy"
+    )
     assert "want version_ge 18.2" in res["ios-os-version"].evidence
 
 
 def test_offline_ipad_is_unreachable_then_out_of_contact(compliance_config):
     compliance_config.compliance.contact_max_days = 14
     last_seen = NOW - timedelta(days=2)
-    dev = DeviceFacts("ZDTEST00001", "ipads", {}, reachable=False, reason="no answer within 60s",
-                      school="gs-demo", group="pupil", last_seen=last_seen)
+    dev = DeviceFacts(
+        "ZDTEST00001",
+        "ipads",
+        {},
+        reachable=False,
+        reason="no answer within 60s",
+        school="gs-demo",
+        group="pupil",
+        last_seen=last_seen,
+    )
     res = {r.rule_id: r for r in evaluate_fleet(compliance_config, [dev], now=NOW)}
     assert {r.status for k, r in res.items() if k != "ios-in-contact"} == {"unreachable"}
     assert res["ios-in-contact"].status == "pass"
     # 13 days later (clock injection): now 15 days since last seen -> out of contact
     res = {r.rule_id: r for r in evaluate_fleet(compliance_config, [dev], now=NOW + timedelta(days=13))}
     assert res["ios-in-contact"].status == "fail"
-    assert res["ios-in-contact"].evidence.startswith("out of contact: last seen 2026-11-18 02:00 UTC, 15 days ago")
+    assert res["ios-in-contact"].evidence.startswith(
+        "out of contact: last seen 2026-11-18 02:00 UTC, 15 days ago"
+    )
 
 
 def test_lookup_matches_dotted_keys():

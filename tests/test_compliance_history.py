@@ -6,7 +6,7 @@ import sqlite3
 
 from compliance import history
 from compliance.history import load_run, verify_chain
-from tests.fixtures_compliance import store_run, fleet
+from tests.fixtures_compliance import fleet, store_run
 
 
 def _sqlite_path(db) -> str:
@@ -24,8 +24,11 @@ def test_chain_links_runs_and_verifies(compliance_db, two_runs):
 def test_tampered_evidence_breaks_verify(compliance_db, two_runs):
     r1, _ = two_runs
     con = sqlite3.connect(_sqlite_path(compliance_db))
-    con.execute("UPDATE compliance_results SET status='pass', evidence='looks fine' "
-                "WHERE run_id=? AND device='lap03' AND rule_id='lx-login-banner'", (r1,))
+    con.execute(
+        "UPDATE compliance_results SET status='pass', evidence='looks fine' "
+        "WHERE run_id=? AND device='lap03' AND rule_id='lx-login-banner'",
+        (r1,),
+    )
     con.commit()
     con.close()
     rep = verify_chain(compliance_db)
@@ -46,9 +49,18 @@ def test_rewritten_run_with_recomputed_hash_breaks_the_next_link(compliance_db, 
 
     with compliance_db.session() as s:
         run = s.get(ComplianceRun, r1)
-        rows = [tuple(r) for r in s.execute(select(ComplianceResult.device, ComplianceResult.rule_id,
-                                                   ComplianceResult.status, ComplianceResult.evidence,
-                                                   ComplianceResult.waiver).where(ComplianceResult.run_id == r1))]
+        rows = [
+            tuple(r)
+            for r in s.execute(
+                select(
+                    ComplianceResult.device,
+                    ComplianceResult.rule_id,
+                    ComplianceResult.status,
+                    ComplianceResult.evidence,
+                    ComplianceResult.waiver,
+                ).where(ComplianceResult.run_id == r1)
+            )
+        ]
         run.record_hash = history.record_hash(run, rows)
     rep = verify_chain(compliance_db)
     assert [p.split(":")[0] for p in rep.problems] == [f"run {r2}"]

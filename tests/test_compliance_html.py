@@ -11,8 +11,15 @@ from compliance.history import load_run
 from compliance.reports import write_report
 
 CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--no-first-run"]
+ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 
 pytestmark = pytest.mark.browser
 
@@ -55,7 +62,11 @@ def test_html_summary_matches_database_and_loads_nothing(browser, compliance_db,
     # Newly failing comes first, then fixed, then still failing.
     headings = [h.strip() for h in page.locator("#changes h2").all_inner_texts()]
     assert [h.rsplit(" ", 1)[0] for h in headings] == ["Newly failing", "Fixed", "Still failing"]
-    assert int(text('[data-changes="newly_failing"]')) == page.locator("#newly-failing tr[data-device]").count() == 7
+    assert (
+        int(text('[data-changes="newly_failing"]'))
+        == page.locator("#newly-failing tr[data-device]").count()
+        == 7
+    )
     assert page.locator('#fixed tr[data-device="lap03"][data-rule="lx-login-banner"]').count() == 1
     # The trend chart: one point per stored run, inline SVG.
     assert page.locator("#trend svg circle").count() == 2

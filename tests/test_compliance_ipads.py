@@ -17,7 +17,6 @@ pytestmark = pytest.mark.mdm
 
 def test_ipad_sweep_passcode_offline_and_out_of_contact(ipad_world):
     from mdm_client.ipads import IPadContext, configure
-
     from mdm_client.registry import Registry
 
     w = ipad_world
@@ -40,8 +39,16 @@ def test_ipad_sweep_passcode_offline_and_out_of_contact(ipad_world):
     bad = {(d, r): res.status for (d, r), res in run.results.items() if res.status != "pass"}
     assert bad == {
         (no_passcode, "ios-passcode"): "fail",
-        **{(offline, r): "unreachable" for r in ("ios-supervised", "ios-passcode", "ios-hardware-encryption",
-                                                  "ios-os-version", "ios-profiles")},
+        **{
+            (offline, r): "unreachable"
+            for r in (
+                "ios-supervised",
+                "ios-passcode",
+                "ios-hardware-encryption",
+                "ios-os-version",
+                "ios-profiles",
+            )
+        },
     }
     assert summary.exit_code == 1
     ev = run.results[(offline, "ios-passcode")].evidence

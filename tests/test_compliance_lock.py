@@ -27,10 +27,20 @@ def test_second_holder_is_refused_while_first_holds(tmp_path):
 
 def test_lock_of_live_process_in_another_process_is_held(tmp_path):
     path = tmp_path / "compliance.lock"
-    child = subprocess.Popen([sys.executable, "-c", "import sys,time; sys.stdin.read()"], stdin=subprocess.PIPE)
+    child = subprocess.Popen(
+        [sys.executable, "-c", "import sys,time; sys.stdin.read()"], stdin=subprocess.PIPE
+    )
     try:
-        path.write_text(json.dumps({"pid": child.pid, "start_ticks": process_start_ticks(child.pid),
-                                    "host": os.uname().nodename, "since": "x"}))
+        path.write_text(
+            json.dumps(
+                {
+                    "pid": child.pid,
+                    "start_ticks": process_start_ticks(child.pid),
+                    "host": os.uname().nodename,
+                    "since": "x",
+                }
+            )
+        )
         with pytest.raises(ComplianceLockHeld):
             RunLock(path).acquire()
     finally:
@@ -44,7 +54,15 @@ def test_lock_of_live_process_in_another_process_is_held(tmp_path):
 def test_reused_pid_with_other_start_time_is_stale(tmp_path):
     path = tmp_path / "compliance.lock"
     # Our own pid, but a start time that is not ours: a pid reused after the holder died.
-    path.write_text(json.dumps({"pid": os.getpid(), "start_ticks": (process_start_ticks(os.getpid()) or 0) - 1,
-                                "host": os.uname().nodename, "since": "x"}))
+    path.write_text(
+        json.dumps(
+            {
+                "pid": os.getpid(),
+                "start_ticks": (process_start_ticks(os.getpid()) or 0) - 1,
+                "host": os.uname().nodename,
+                "since": "x",
+            }
+        )
+    )
     with RunLock(path) as lock:
         assert lock.recovered is not None

@@ -50,13 +50,13 @@ def test_csv_neutralises_formula_cells(compliance_db, compliance_config):
     from tests.fixtures_compliance import fleet, store_run
 
     devs = fleet(1, 0)
-    devs[0].name = "=HYPERLINK(\"http://x\")"
+    devs[0].name = '=HYPERLINK("http://x")'
     rid = store_run(compliance_db, compliance_config, devs)
     import csv
     import io
 
     rows = list(csv.reader(io.StringIO(render(compliance_db, rid, "csv").decode("utf-8-sig")), delimiter=";"))
-    assert {r[2] for r in rows[1:]} == {"'=HYPERLINK(\"http://x\")"}
+    assert {r[2] for r in rows[1:]} == {'\'=HYPERLINK("http://x")'}
 
 
 def test_json_golden_and_schema(compliance_db, two_runs):
@@ -66,9 +66,14 @@ def test_json_golden_and_schema(compliance_db, two_runs):
     _golden("report.json", _normalise_json(data).encode())
     # Newly failing, most severe first, then by rule and device.
     assert [c["device"] + "/" + c["rule"] for c in doc["changes"]["newly_failing"]] == [
-        "ZDTEST00001/ios-hardware-encryption", "ZDTEST00001/ios-os-version", "ZDTEST00000/ios-passcode",
-        "ZDTEST00001/ios-passcode", "ZDTEST00001/ios-profiles", "ZDTEST00001/ios-supervised",
-        "lap02/lx-ssh-no-root-login"]
+        "ZDTEST00001/ios-hardware-encryption",
+        "ZDTEST00001/ios-os-version",
+        "ZDTEST00000/ios-passcode",
+        "ZDTEST00001/ios-passcode",
+        "ZDTEST00001/ios-profiles",
+        "ZDTEST00001/ios-supervised",
+        "lap02/lx-ssh-no-root-login",
+    ]
     assert [c["device"] + "/" + c["rule"] for c in doc["changes"]["fixed"]] == ["lap03/lx-login-banner"]
     assert [t["run"] for t in doc["trend"]] == list(two_runs)
 
@@ -78,10 +83,12 @@ def test_schema_checker_finds_violations(compliance_db, two_runs):
     doc["summary"]["counts"]["fail"] = -1
     doc["devices"][0]["results"][0]["status"] = "okay"
     del doc["trend"]
-    assert validate(doc) == ["$: missing 'trend'",
-                             "$.devices[0].results[0].status: 'okay' not one of "
-                             "['pass', 'fail', 'error', 'not_applicable', 'unreachable', 'waived']",
-                             "$.summary.counts.fail: below 0"]
+    assert validate(doc) == [
+        "$: missing 'trend'",
+        "$.devices[0].results[0].status: 'okay' not one of "
+        "['pass', 'fail', 'error', 'not_applicable', 'unreachable', 'waived']",
+        "$.summary.counts.fail: below 0",
+    ]
 
 
 def test_schema_file_agrees_with_jsonschema_if_installed(compliance_db, two_runs):
@@ -99,7 +106,9 @@ def test_junit_golden_and_structure(compliance_db, two_runs):
     assert len(suites) == 7
     cases = root.findall("./testsuite/testcase")
     assert len(cases) == int(root.get("tests")) == 3 * 16 + 4 * 6
-    fails = [(c.get("classname"), c.get("name").split(":")[0]) for c in cases if c.find("failure") is not None]
+    fails = [
+        (c.get("classname"), c.get("name").split(":")[0]) for c in cases if c.find("failure") is not None
+    ]
     errors = [c.find("error").get("type") for c in cases if c.find("error") is not None]
     assert sorted(fails) == [("ipads.ZDTEST00000", "ios-passcode"), ("laptops.lap02", "lx-ssh-no-root-login")]
     assert errors == ["unreachable"] * 5
@@ -137,8 +146,15 @@ def test_diff_cli(run_cli, compliance_db, two_runs, compliance_config, tmp_path)
     res = run_cli("compliance", "diff", str(two_runs[0]), str(two_runs[1]), "--json", config=cfg)
     assert res.exit_code == 0, res.output
     d = json.loads(res.output)
-    assert d["fixed"] == [{"device": "lap03", "rule": "lx-login-banner", "before": "fail", "after": "pass",
-                           "evidence": "banner.present=True; sshd.banner=/etc/issue.net"}]
+    assert d["fixed"] == [
+        {
+            "device": "lap03",
+            "rule": "lx-login-banner",
+            "before": "fail",
+            "after": "pass",
+            "evidence": "banner.present=True; sshd.banner=/etc/issue.net",
+        }
+    ]
     assert len(d["newly_failing"]) == 7 and d["still_failing"] == []
     res = run_cli("compliance", "diff", str(two_runs[0]), str(two_runs[1]), config=cfg)
     assert res.output.splitlines()[0] == "newly failing (7):"

@@ -19,11 +19,30 @@ BSI = json.loads((REPO / "data" / "bsi-ids.json").read_text(encoding="utf-8"))
 def test_baselines_load_and_cover_the_issue():
     b = load_baselines()
     ids = b.rule_ids
-    for rid in ("lx-ssh-no-root-login", "lx-ssh-no-password-auth", "lx-ssh-modern-crypto", "lx-ssh-max-auth-tries",
-                "lx-nft-inbound-deny", "lx-auto-updates", "lx-screen-lock", "lx-pwquality", "lx-usb-storage-blocked",
-                "lx-sysctl-hardening", "lx-login-banner", "lx-local-admin", "lx-disk-encryption",
-                "vpn-handshake-fresh", "vpn-full-tunnel", "vpn-key-age", "ios-supervised", "ios-passcode",
-                "ios-hardware-encryption", "ios-os-version", "ios-profiles", "ios-in-contact"):
+    for rid in (
+        "lx-ssh-no-root-login",
+        "lx-ssh-no-password-auth",
+        "lx-ssh-modern-crypto",
+        "lx-ssh-max-auth-tries",
+        "lx-nft-inbound-deny",
+        "lx-auto-updates",
+        "lx-screen-lock",
+        "lx-pwquality",
+        "lx-usb-storage-blocked",
+        "lx-sysctl-hardening",
+        "lx-login-banner",
+        "lx-local-admin",
+        "lx-disk-encryption",
+        "vpn-handshake-fresh",
+        "vpn-full-tunnel",
+        "vpn-key-age",
+        "ios-supervised",
+        "ios-passcode",
+        "ios-hardware-encryption",
+        "ios-os-version",
+        "ios-profiles",
+        "ios-in-contact",
+    ):
         assert rid in ids
     assert {x.header.fleet for x in b.baselines} == {"laptops", "ipads"}
 
@@ -64,20 +83,37 @@ def _copy(tmp_path: Path) -> Path:
     return d
 
 
-@pytest.mark.parametrize("old, new, message", [
-    ("    severity: high\n    rationale: >-\n      Administrators", "    severity: urgent\n    rationale: >-\n      Administrators",
-     "linux-laptop.yaml:12: rule lx-ssh-no-root-login: severity: Input should be"),
-    ("check: {fact: sshd.permitrootlogin, op: eq, expected: \"no\"}",
-     "check: {fact: sshd.permitrootlogin, op: equals, expected: \"no\"}",
-     "linux-laptop.yaml:12: rule lx-ssh-no-root-login: check: unknown operator 'equals'"),
-    ("check: {python: nft_inbound_default_deny}", "check: {python: nft_magic}",
-     "linux-laptop.yaml:70: rule lx-nft-inbound-deny: unknown python check 'nft_magic'"),
-    ("  - id: lx-ssh-no-password-auth", "  - id: lx-ssh-no-root-login",
-     "linux-laptop.yaml:24: duplicate rule id 'lx-ssh-no-root-login' (first at line 12)"),
-    ("    references:\n      grundschutz: [SYS.2.3.A1, SYS.2.1.A1, OPS.1.2.4.A2]\n",
-     "    references:\n      grundschutz: []\n",
-     "linux-laptop.yaml:12: rule lx-ssh-no-root-login: references.grundschutz: List should have at least 1 item"),
-])
+@pytest.mark.parametrize(
+    "old, new, message",
+    [
+        (
+            "    severity: high\n    rationale: >-\n      Administrators",
+            "    severity: urgent\n    rationale: >-\n      Administrators",
+            "linux-laptop.yaml:12: rule lx-ssh-no-root-login: severity: Input should be",
+        ),
+        (
+            'check: {fact: sshd.permitrootlogin, op: eq, expected: "no"}',
+            'check: {fact: sshd.permitrootlogin, op: equals, expected: "no"}',
+            "linux-laptop.yaml:12: rule lx-ssh-no-root-login: check: unknown operator 'equals'",
+        ),
+        (
+            "check: {python: nft_inbound_default_deny}",
+            "check: {python: nft_magic}",
+            "linux-laptop.yaml:70: rule lx-nft-inbound-deny: unknown python check 'nft_magic'",
+        ),
+        (
+            "  - id: lx-ssh-no-password-auth",
+            "  - id: lx-ssh-no-root-login",
+            "linux-laptop.yaml:24: duplicate rule id 'lx-ssh-no-root-login' (first at line 12)",
+        ),
+        (
+            "    references:\n      grundschutz: [SYS.2.3.A1, SYS.2.1.A1, OPS.1.2.4.A2]\n",
+            "    references:\n      grundschutz: []\n",
+            "linux-laptop.yaml:12: rule lx-ssh-no-root-login: references.grundschutz: "
+            "List should have at least 1 item",
+        ),
+    ],
+)
 def test_bad_baseline_is_reported_with_file_and_line(tmp_path, old, new, message):
     d = _copy(tmp_path)
     f = d / "linux-laptop.yaml"
@@ -101,7 +137,9 @@ def test_broken_yaml_and_missing_dir(tmp_path):
 
 def test_run_with_bad_baseline_exits_2_and_stores_nothing(run_cli, tmp_path, state_dir):
     d = _copy(tmp_path)
-    (d / "ipados.yaml").write_text("baseline: {id: ipados-test, fleet: ipads, title: t}\nrules: [{id: ios-x}]\n")
+    (d / "ipados.yaml").write_text(
+        "baseline: {id: ipados-test, fleet: ipads, title: t}\nrules: [{id: ios-x}]\n"
+    )
     cfg = tmp_path / "w.toml"
     cfg.write_text(f'[site]\nstate_dir = "{state_dir}"\n[compliance]\nbaselines_dir = "{d}"\n')
     r = run_cli("compliance", "run", "--ipads", config=cfg)

@@ -56,20 +56,33 @@ def slow_site(tmp_path: Path):
     (inv / "hosts.yml").write_text(
         "all:\n  children:\n    laptops:\n      hosts:\n        lap01:\n          ansible_host: 127.0.0.1\n"
         f"          ansible_port: {srv.port}\n          owner: Test\n          vpn_address: 10.77.0.11\n"
-        "          asset_tag: TEST-0001\n", encoding="utf-8")
+        "          asset_tag: TEST-0001\n",
+        encoding="utf-8",
+    )
     state = tmp_path / "state"
     (state / "lab").mkdir(parents=True)
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(state / "lab" / "id_ed25519")], check=True)
+    subprocess.run(
+        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(state / "lab" / "id_ed25519")], check=True
+    )
     cfg = tmp_path / "werne.toml"
-    cfg.write_text(f'[site]\ninventory = "{inv}"\nstate_dir = "{state}"\n[ssh]\nconnect_timeout = 25\n', encoding="utf-8")
+    cfg.write_text(
+        f'[site]\ninventory = "{inv}"\nstate_dir = "{state}"\n[ssh]\nconnect_timeout = 25\n', encoding="utf-8"
+    )
     yield cfg, state, srv
     srv.close()
 
 
 def werne(cfg: Path, *args: str) -> subprocess.Popen:
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}"}
-    return subprocess.Popen([sys.executable, "-m", "cli", "--config", str(cfg), *args], cwd=REPO, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "cli", "--config", str(cfg), *args],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
 
 
 def runs(state: Path) -> list[tuple[int, str, str | None]]:

@@ -65,18 +65,36 @@ def test_school_selector_waives_ipads(tmp_path, compliance_config):
     devs = fleet(n_laptops=0, n_ipads=4)
     res = waivers.apply(evaluate_fleet(compliance_config, devs), {d.device: d for d in devs}, NOW)
     got = {(r.device, r.status) for r in res if r.rule_id == "ios-os-version"}
-    assert got == {("ZDTEST00000", "waived"), ("ZDTEST00001", "fail"), ("ZDTEST00002", "waived"),
-                   ("ZDTEST00003", "fail")}
+    assert got == {
+        ("ZDTEST00000", "waived"),
+        ("ZDTEST00001", "fail"),
+        ("ZDTEST00002", "waived"),
+        ("ZDTEST00003", "fail"),
+    }
 
 
-@pytest.mark.parametrize("text, message", [
-    (WAIVER.replace("    justification: Scanner in the registry office needs USB mass storage until the new one arrives.\n", ""),
-     "waivers.yaml:2: waiver: justification is required"),
-    (WAIVER.replace("lx-usb-storage-blocked", "lx-no-such-rule"),
-     "waivers.yaml:2: waiver W-2026-007: unknown rule 'lx-no-such-rule'"),
-    (WAIVER.replace("2026-11-30", "next week"), "waivers.yaml:2: waiver: expires Input should be a valid date"),
-    ("waivers: [", "waivers.yaml:1: broken YAML"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        (
+            WAIVER.replace(
+                "    justification: Scanner in the registry office needs USB mass storage"
+                " until the new one arrives.\n",
+                "",
+            ),
+            "waivers.yaml:2: waiver: justification is required",
+        ),
+        (
+            WAIVER.replace("lx-usb-storage-blocked", "lx-no-such-rule"),
+            "waivers.yaml:2: waiver W-2026-007: unknown rule 'lx-no-such-rule'",
+        ),
+        (
+            WAIVER.replace("2026-11-30", "next week"),
+            "waivers.yaml:2: waiver: expires Input should be a valid date",
+        ),
+        ("waivers: [", "waivers.yaml:1: broken YAML"),
+    ],
+)
 def test_bad_waiver_file_is_one_line_input_error(tmp_path, text, message):
     with pytest.raises(WaiverError) as e:
         _waivers(tmp_path, text)

@@ -66,7 +66,7 @@ def kompendium_levels(notes: str) -> dict[str, str]:
             module = None if not line.strip().startswith("-") else module
         if module is None:
             continue
-        tail = line[m.end():] if m else line
+        tail = line[m.end() :] if m else line
         for num, level in REQ_RE.findall(tail):
             levels[f"{module}.A{num}"] = level
     return dict(sorted(levels.items()))
@@ -85,7 +85,7 @@ def main(argv: list[str]) -> int:
     classic = sorted(set(levels) | set(mapping))
     data = {
         "source": f"{source} (Grundschutz++ kernel catalogue and the IT-Grundschutz -> Grundschutz++ "
-                  "mapping, draft); IT-Grundschutz-Kompendium 2022/2023 requirement ids and levels",
+        "mapping, draft); IT-Grundschutz-Kompendium 2022/2023 requirement ids and levels",
         "licence": "CC BY-SA 4.0 (BSI Stand-der-Technik-Bibliothek); ids and mapping facts only",
         "derived_by": "tools/derive_bsi.py",
         "grundschutz_pp": catalogue_ids(catalog),
@@ -95,8 +95,10 @@ def main(argv: list[str]) -> int:
         "mindeststandard_mdm": sorted(set(MINDESTSTANDARD_RE.findall(notes))),
     }
     out.write_text(json.dumps(data, indent=1, ensure_ascii=False, sort_keys=False) + "\n", encoding="utf-8")
-    print(f"{out}: {len(data['grundschutz_pp'])} Grundschutz++ ids, {len(classic)} IT-Grundschutz ids, "
-          f"{len(mapping)} mapped")
+    print(
+        f"{out}: {len(data['grundschutz_pp'])} Grundschutz++ ids, {len(classic)} IT-Grundschutz ids, "
+        f"{len(mapping)} mapped"
+    )
     return 0
 
 

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import html
 from pathlib import Path
 from typing import Any
-
-import html
 
 import jinja2
 from markupsafe import Markup
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
-_env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES)), undefined=jinja2.StrictUndefined,
-                          autoescape=True, trim_blocks=True, lstrip_blocks=True)
+_env = jinja2.Environment(
+    loader=jinja2.FileSystemLoader(str(TEMPLATES)),
+    undefined=jinja2.StrictUndefined,
+    autoescape=True,
+    trim_blocks=True,
+    lstrip_blocks=True,
+)
 
 
 def percent(rate: float) -> str:
@@ -53,12 +57,16 @@ def device_details(devices: list[dict[str, Any]]) -> Markup:
         if d["last_seen"]:
             head.append(f", last seen {e(d['last_seen'])}")
         cls = "" if d["compliant"] else ' class="noncompliant"'
-        out.append(f'<details data-device="{e(d["id"])}"{cls}>\n<summary>{"".join(head)}</summary>\n'
-                   "<table><tr><th>Rule</th><th>Status</th><th>Evidence</th></tr>\n")
+        out.append(
+            f'<details data-device="{e(d["id"])}"{cls}>\n<summary>{"".join(head)}</summary>\n'
+            "<table><tr><th>Rule</th><th>Status</th><th>Evidence</th></tr>\n"
+        )
         for x in d["results"]:
             waiver = f' <span class="muted">[waiver {e(x["waiver"])}]</span>' if x["waiver"] else ""
-            out.append(f'<tr><td><code>{e(x["rule"])}</code></td><td><span class="st st-{e(x["status"])}">'
-                       f'{e(x["status"])}</span></td><td>{e(x["evidence"])}{waiver}</td></tr>\n')
+            out.append(
+                f'<tr><td><code>{e(x["rule"])}</code></td><td><span class="st st-{e(x["status"])}">'
+                f"{e(x['status'])}</span></td><td>{e(x['evidence'])}{waiver}</td></tr>\n"
+            )
         out.append("</table>\n</details>\n")
     return Markup("".join(out))
 
@@ -66,5 +74,11 @@ def device_details(devices: list[dict[str, Any]]) -> Markup:
 def render_html(report: dict[str, Any]) -> str:
     pts = trend_svg_points(report["trend"])
     return _env.get_template("report.html.j2").render(
-        r=report, points=pts, polyline=" ".join(f"{p['x']},{p['y']}" for p in pts), W=W, H=H, PAD=PAD,
-        device_details=device_details(report["devices"]))
+        r=report,
+        points=pts,
+        polyline=" ".join(f"{p['x']},{p['y']}" for p in pts),
+        W=W,
+        H=H,
+        PAD=PAD,
+        device_details=device_details(report["devices"]),
+    )

@@ -25,10 +25,20 @@ def _change_rows(changes: list[Any], run: StoredRun, prev: StoredRun | None) -> 
     for c in changes:
         dev = run.devices.get(c.device) or (prev.devices.get(c.device) if prev else None) or {}
         rule = run.rules.get(c.rule_id) or (prev.rules.get(c.rule_id) if prev else None) or {}
-        rows.append({"device": c.device, "name": dev.get("name", c.device), "fleet": dev.get("fleet", ""),
-                     "school": dev.get("school"), "rule": c.rule_id, "title": rule.get("title", c.rule_id),
-                     "severity": rule.get("severity", ""), "before": c.before, "after": c.after,
-                     "evidence": c.evidence})
+        rows.append(
+            {
+                "device": c.device,
+                "name": dev.get("name", c.device),
+                "fleet": dev.get("fleet", ""),
+                "school": dev.get("school"),
+                "rule": c.rule_id,
+                "title": rule.get("title", c.rule_id),
+                "severity": rule.get("severity", ""),
+                "before": c.before,
+                "after": c.after,
+                "evidence": c.evidence,
+            }
+        )
     rows.sort(key=lambda r: (SEVERITY_ORDER.get(r["severity"], 9), r["rule"], r["device"]))
     return rows
 
@@ -55,52 +65,111 @@ def build_report(db: Database, run_id: int | None = None, with_trend: bool = Tru
         return out
 
     s = run.summary
-    fleets = [{"fleet": f, "devices": b["devices"], "compliant_devices": b["compliant_devices"],
-               "counts": b["counts"], "pass_rate": b["pass_rate"], "rules": group_rules("fleet", f)}
-              for f, b in s.get("fleets", {}).items()]
-    schools = [{"school": sc, "devices": b["devices"], "compliant_devices": b["compliant_devices"],
-                "counts": b["counts"], "pass_rate": b["pass_rate"], "rules": group_rules("school", sc)}
-               for sc, b in s.get("schools", {}).items()]
+    fleets = [
+        {
+            "fleet": f,
+            "devices": b["devices"],
+            "compliant_devices": b["compliant_devices"],
+            "counts": b["counts"],
+            "pass_rate": b["pass_rate"],
+            "rules": group_rules("fleet", f),
+        }
+        for f, b in s.get("fleets", {}).items()
+    ]
+    schools = [
+        {
+            "school": sc,
+            "devices": b["devices"],
+            "compliant_devices": b["compliant_devices"],
+            "counts": b["counts"],
+            "pass_rate": b["pass_rate"],
+            "rules": group_rules("school", sc),
+        }
+        for sc, b in s.get("schools", {}).items()
+    ]
     rules = []
     for rule_id, meta in sorted(run.rules.items(), key=lambda kv: (kv[1]["fleet"], kv[0])):
         counts = s.get("rules", {}).get(rule_id, dict.fromkeys(STATUSES, 0))
-        rules.append({"id": rule_id, "fleet": meta["fleet"], "title": meta["title"], "severity": meta["severity"],
-                      "references": meta["references"], "remediation": meta["remediation"],
-                      "counts": counts, "pass_rate": pass_rate(counts)})
+        rules.append(
+            {
+                "id": rule_id,
+                "fleet": meta["fleet"],
+                "title": meta["title"],
+                "severity": meta["severity"],
+                "references": meta["references"],
+                "remediation": meta["remediation"],
+                "counts": counts,
+                "pass_rate": pass_rate(counts),
+            }
+        )
     by_device: dict[str, list[dict[str, Any]]] = {}
     for (device, rule_id), r in sorted(run.results.items()):
-        by_device.setdefault(device, []).append({"rule": rule_id, "status": r.status, "evidence": r.evidence,
-                                                 "waiver": r.waiver})
+        by_device.setdefault(device, []).append(
+            {"rule": rule_id, "status": r.status, "evidence": r.evidence, "waiver": r.waiver}
+        )
     devices = []
-    for device, info in sorted(run.devices.items(), key=lambda kv: (kv[1]["fleet"], kv[1].get("school") or "", kv[0])):
+    for device, info in sorted(
+        run.devices.items(), key=lambda kv: (kv[1]["fleet"], kv[1].get("school") or "", kv[0])
+    ):
         results = by_device.get(device, [])
-        devices.append({"id": device, "name": info.get("name") or device, "fleet": info["fleet"],
-                        "school": info.get("school"), "group": info.get("group"), "reachable": info["reachable"],
-                        "reason": info.get("reason") or "", "last_seen": info.get("last_seen"),
-                        "compliant": not any(x["status"] in FINDING_STATUSES for x in results),
-                        "results": results})
+        devices.append(
+            {
+                "id": device,
+                "name": info.get("name") or device,
+                "fleet": info["fleet"],
+                "school": info.get("school"),
+                "group": info.get("group"),
+                "reachable": info["reachable"],
+                "reason": info.get("reason") or "",
+                "last_seen": info.get("last_seen"),
+                "compliant": not any(x["status"] in FINDING_STATUSES for x in results),
+                "results": results,
+            }
+        )
     trend = []
     if with_trend:
         for r in recent_runs(db, run.id, 30):
             summ = r["summary"]
-            trend.append({"run": r["id"], "finished_at": _iso(r["finished_at"]),
-                          "pass_rate": summ.get("pass_rate", 1.0), "counts": summ.get("counts", {}),
-                          "compliant_devices": summ.get("compliant_devices", 0), "devices": summ.get("devices", 0)})
+            trend.append(
+                {
+                    "run": r["id"],
+                    "finished_at": _iso(r["finished_at"]),
+                    "pass_rate": summ.get("pass_rate", 1.0),
+                    "counts": summ.get("counts", {}),
+                    "compliant_devices": summ.get("compliant_devices", 0),
+                    "devices": summ.get("devices", 0),
+                }
+            )
     return {
         "schema": SCHEMA_ID,
-        "run": {"id": run.id, "scope": run.scope, "started_at": _iso(run.started_at),
-                "finished_at": _iso(run.finished_at), "actor": run.actor, "tool_version": run.tool_version,
-                "inventory_hash": run.inventory_hash, "baselines_hash": run.baselines_hash,
-                "waivers_hash": run.waivers_hash, "prev_hash": run.prev_hash, "record_hash": run.record_hash},
+        "run": {
+            "id": run.id,
+            "scope": run.scope,
+            "started_at": _iso(run.started_at),
+            "finished_at": _iso(run.finished_at),
+            "actor": run.actor,
+            "tool_version": run.tool_version,
+            "inventory_hash": run.inventory_hash,
+            "baselines_hash": run.baselines_hash,
+            "waivers_hash": run.waivers_hash,
+            "prev_hash": run.prev_hash,
+            "record_hash": run.record_hash,
+        },
         "previous_run": prev.id if prev else None,
-        "summary": {"devices": s["devices"], "compliant_devices": s["compliant_devices"], "counts": s["counts"],
-                    "pass_rate": s["pass_rate"]},
+        "summary": {
+            "devices": s["devices"],
+            "compliant_devices": s["compliant_devices"],
+            "counts": s["counts"],
+            "pass_rate": s["pass_rate"],
+        },
         "fleets": fleets,
         "schools": schools,
         "rules": rules,
-        "changes": {"newly_failing": _change_rows(d.newly_failing, run, prev),
-                    "fixed": _change_rows(d.fixed, run, prev),
-                    "still_failing": _change_rows(d.still_failing, run, prev)},
+        "changes": {
+            "newly_failing": _change_rows(d.newly_failing, run, prev),
+            "fixed": _change_rows(d.fixed, run, prev),
+            "still_failing": _change_rows(d.still_failing, run, prev),
+        },
         "devices": devices,
         "trend": trend,
     }

@@ -8,8 +8,24 @@ from typing import Any
 
 from core.csvio import write_csv
 
-CSV_HEADER = ["run", "device", "name", "fleet", "school", "group", "rule", "title", "severity", "status",
-              "evidence", "waiver", "grundschutz", "grundschutz_plus_plus", "other_references", "remediation"]
+CSV_HEADER = [
+    "run",
+    "device",
+    "name",
+    "fleet",
+    "school",
+    "group",
+    "rule",
+    "title",
+    "severity",
+    "status",
+    "evidence",
+    "waiver",
+    "grundschutz",
+    "grundschutz_plus_plus",
+    "other_references",
+    "remediation",
+]
 
 
 def _rule_index(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -21,14 +37,35 @@ def render_csv(report: dict[str, Any]) -> str:
     rows: list[list[object]] = [CSV_HEADER]
     for dev in report["devices"]:
         for res in dev["results"]:
-            rule = rules.get(res["rule"], {"title": res["rule"], "severity": "", "references": {}, "remediation": ""})
+            rule = rules.get(
+                res["rule"], {"title": res["rule"], "severity": "", "references": {}, "remediation": ""}
+            )
             refs = rule["references"]
-            other = [*refs.get("mindeststandard", []), *[f"CIS {c}" for c in refs.get("cis", [])],
-                     *[f"mSCP {m}" for m in refs.get("mscp", [])]]
-            rows.append([report["run"]["id"], dev["id"], dev["name"], dev["fleet"], dev["school"] or "",
-                         dev["group"] or "", res["rule"], rule["title"], rule["severity"], res["status"],
-                         res["evidence"], res["waiver"] or "", ", ".join(refs.get("grundschutz", [])),
-                         ", ".join(refs.get("gspp", [])), ", ".join(other), rule["remediation"]])
+            other = [
+                *refs.get("mindeststandard", []),
+                *[f"CIS {c}" for c in refs.get("cis", [])],
+                *[f"mSCP {m}" for m in refs.get("mscp", [])],
+            ]
+            rows.append(
+                [
+                    report["run"]["id"],
+                    dev["id"],
+                    dev["name"],
+                    dev["fleet"],
+                    dev["school"] or "",
+                    dev["group"] or "",
+                    res["rule"],
+                    rule["title"],
+                    rule["severity"],
+                    res["status"],
+                    res["evidence"],
+                    res["waiver"] or "",
+                    ", ".join(refs.get("grundschutz", [])),
+                    ", ".join(refs.get("gspp", [])),
+                    ", ".join(other),
+                    rule["remediation"],
+                ]
+            )
     return write_csv(rows, excel=True)
 
 
@@ -51,8 +88,13 @@ def render_junit(report: dict[str, Any]) -> bytes:
                 ET.SubElement(props, "property", name=k, value=str(dev[k]))
         for res in dev["results"]:
             rule = rules.get(res["rule"], {"title": res["rule"], "severity": ""})
-            case = ET.SubElement(suite, "testcase", classname=f"{dev['fleet']}.{dev['id']}",
-                                 name=f"{res['rule']}: {rule['title']}", time="0")
+            case = ET.SubElement(
+                suite,
+                "testcase",
+                classname=f"{dev['fleet']}.{dev['id']}",
+                name=f"{res['rule']}: {rule['title']}",
+                time="0",
+            )
             counts["tests"] += 1
             st = res["status"]
             if st == "fail":

@@ -94,11 +94,22 @@ def nft_facts():
     for item in items:
         c = item.get("chain")
         if c and c.get("hook") == "input" and c.get("type") == "filter":
-            chains.append({"family": c.get("family"), "table": c.get("table"), "chain": c.get("name"),
-                           "policy": c.get("policy", "accept"), "priority": c.get("prio")})
+            chains.append(
+                {
+                    "family": c.get("family"),
+                    "table": c.get("table"),
+                    "chain": c.get("name"),
+                    "policy": c.get("policy", "accept"),
+                    "priority": c.get("prio"),
+                }
+            )
     rc2, _, _ = run(["systemctl", "is-enabled", "nftables.service"])
-    return {"available": True, "input_chains": chains, "service_enabled": rc2 == 0,
-            "rules": sum(1 for i in items if "rule" in i)}
+    return {
+        "available": True,
+        "input_chains": chains,
+        "service_enabled": rc2 == 0,
+        "rules": sum(1 for i in items if "rule" in i),
+    }
 
 
 def sysctl_facts():
@@ -157,8 +168,12 @@ def usb_storage_facts():
     for f in sorted(glob.glob("/etc/modprobe.d/*.conf")):
         for line in (read(f) or "").splitlines():
             words = line.split("#", 1)[0].split()
-            if len(words) >= 3 and words[0] == "install" and words[1] in ("usb-storage", "usb_storage") and \
-                    words[2] in ("/bin/false", "/bin/true", "/usr/bin/false", "/usr/bin/true"):
+            if (
+                len(words) >= 3
+                and words[0] == "install"
+                and words[1] in ("usb-storage", "usb_storage")
+                and words[2] in ("/bin/false", "/bin/true", "/usr/bin/false", "/usr/bin/true")
+            ):
                 blocked_by.append(f"{f}: install {words[1]} {words[2]}")
             elif len(words) >= 2 and words[0] == "blacklist" and words[1] in ("usb-storage", "usb_storage"):
                 blocked_by.append(f"{f}: blacklist {words[1]}")
@@ -174,28 +189,41 @@ def apt_facts():
             periodic[m.group(1)] = m.group(2)
     installed = os.path.exists("/usr/bin/unattended-upgrade")
     rc, _, _ = run(["systemctl", "is-enabled", "apt-daily-upgrade.timer"])
-    return {"periodic": periodic, "unattended_upgrades_installed": installed, "upgrade_timer_enabled": rc == 0}
+    return {
+        "periodic": periodic,
+        "unattended_upgrades_installed": installed,
+        "upgrade_timer_enabled": rc == 0,
+    }
 
 
 def banner_facts(sshd):
     path = sshd.get("banner") if isinstance(sshd.get("banner"), str) else None
     text = read(path) if path and path != "none" else None
     issue_net = read("/etc/issue.net")
-    return {"sshd_banner": path or "none", "present": bool(text and text.strip()),
-            "issue_net_present": bool(issue_net and issue_net.strip()), "chars": len(text or "")}
+    return {
+        "sshd_banner": path or "none",
+        "present": bool(text and text.strip()),
+        "issue_net_present": bool(issue_net and issue_net.strip()),
+        "chars": len(text or ""),
+    }
 
 
 def luks_facts():
-    crypttab = [ln.split()[0] for ln in (read("/etc/crypttab") or "").splitlines()
-                if ln.strip() and not ln.lstrip().startswith("#")]
+    crypttab = [
+        ln.split()[0]
+        for ln in (read("/etc/crypttab") or "").splitlines()
+        if ln.strip() and not ln.lstrip().startswith("#")
+    ]
     devices = []
     rc, out, _ = run(["lsblk", "-J", "-o", "NAME,TYPE,FSTYPE"])
     if rc == 0:
+
         def walk(nodes):
             for n in nodes or []:
                 if n.get("fstype") == "crypto_LUKS" or n.get("type") == "crypt":
                     devices.append(n.get("name"))
                 walk(n.get("children"))
+
         try:
             walk(json.loads(out).get("blockdevices"))
         except ValueError:
@@ -235,12 +263,17 @@ def screen_lock_facts():
     lock = saver.get("lock-enabled")
     tmout = None
     for f in ["/etc/profile", *sorted(glob.glob("/etc/profile.d/*.sh")), "/etc/bash.bashrc"]:
-        for m in re.finditer(r"^\s*(?:readonly\s+|export\s+|declare\s+-\S+\s+)*TMOUT=(\d+)", read(f) or "", re.M):
+        for m in re.finditer(
+            r"^\s*(?:readonly\s+|export\s+|declare\s+-\S+\s+)*TMOUT=(\d+)", read(f) or "", re.M
+        ):
             tmout = int(m.group(1))
     wanted = {"/org/gnome/desktop/session/idle-delay", "/org/gnome/desktop/screensaver/lock-enabled"}
-    return {"idle_delay_s": int(idle.group(1)) if idle else None,
-            "lock_enabled": None if lock is None else lock.lower() == "true",
-            "locked": wanted <= locks, "tmout_s": tmout}
+    return {
+        "idle_delay_s": int(idle.group(1)) if idle else None,
+        "lock_enabled": None if lock is None else lock.lower() == "true",
+        "locked": wanted <= locks,
+        "tmout_s": tmout,
+    }
 
 
 def account_facts(admin):
@@ -272,7 +305,9 @@ def wg_client_facts(iface):
             facts["allowed_ips"] += [a.strip() for a in v.split(",") if a.strip()]
         elif k.strip().lower() == "endpoint":
             facts["endpoint"] = v.strip()
-    key_files = [p for p in (f"/etc/wireguard/{iface}.key", "/etc/wireguard/private.key", path) if os.path.exists(p)]
+    key_files = [
+        p for p in (f"/etc/wireguard/{iface}.key", "/etc/wireguard/private.key", path) if os.path.exists(p)
+    ]
     facts["key_mtime"] = int(os.stat(key_files[0]).st_mtime) if key_files else None
     rc, _, _ = run(["systemctl", "is-enabled", f"wg-quick@{iface}.service"])
     facts["service_enabled"] = rc == 0
@@ -289,9 +324,17 @@ def wg_gateway_peers():
         # Interface lines have 5 fields and carry the private key: never returned.
         if len(f) != 9:
             continue
-        peers.append({"interface": f[0], "public_key": f[1], "endpoint": f[3],
-                      "allowed_ips": [a for a in f[4].split(",") if a and a != "(none)"],
-                      "latest_handshake": int(f[5]), "rx": int(f[6]), "tx": int(f[7])})
+        peers.append(
+            {
+                "interface": f[0],
+                "public_key": f[1],
+                "endpoint": f[3],
+                "allowed_ips": [a for a in f[4].split(",") if a and a != "(none)"],
+                "latest_handshake": int(f[5]),
+                "rx": int(f[6]),
+                "tx": int(f[7]),
+            }
+        )
     return {"available": True, "peers": peers}
 
 
@@ -302,7 +345,10 @@ def gather(admin, iface, gateway):
     rc, virt, _ = run(["systemd-detect-virt"])
     osr = keyvalue_file(read("/etc/os-release"))
     facts = {
-        "os": {"id": str(osr.get("ID", "")).strip('"'), "version_id": str(osr.get("VERSION_ID", "")).strip('"')},
+        "os": {
+            "id": str(osr.get("ID", "")).strip('"'),
+            "version_id": str(osr.get("VERSION_ID", "")).strip('"'),
+        },
         "virt": virt.strip() or "none",
         "sshd": sshd,
         "nft": nft_facts(),
@@ -325,9 +371,11 @@ def gather(admin, iface, gateway):
 
 def main():
     module = AnsibleModule(
-        argument_spec={"admin_user": {"type": "str", "default": "admin"},
-                       "wg_interface": {"type": "str", "default": "wg0"},
-                       "gateway": {"type": "bool", "default": False}},
+        argument_spec={
+            "admin_user": {"type": "str", "default": "admin"},
+            "wg_interface": {"type": "str", "default": "wg0"},
+            "gateway": {"type": "bool", "default": False},
+        },
         supports_check_mode=True,
     )
     p = module.params
