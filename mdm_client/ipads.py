@@ -246,9 +246,7 @@ class Target:
 
     @property
     def enrollment_id(self) -> str | None:
-        return (
-            self.device.enrollment_id if self.device is not None and self.device.state == "enrolled" else None
-        )
+        return self.device.enrollment_id if self.device is not None and self.device.state == "enrolled" else None
 
 
 def select_targets(
@@ -429,11 +427,7 @@ def _send_and_wait(
             done = set(e.partial.queued) if e.partial is not None else set()
             failed = dict(e.partial.failed) if e.partial is not None else {}
             failed.update(
-                {
-                    eid: "not queued: NanoMDM unreachable"
-                    for eid in ids
-                    if eid not in done and eid not in failed
-                }
+                {eid: "not queued: NanoMDM unreachable" for eid in ids if eid not in done and eid not in failed}
             )
             ctx.registry.mark_not_queued(job.command.uuid, failed)
             raise
@@ -442,15 +436,14 @@ def _send_and_wait(
             if eid in res.failed:
                 o = CommandOutcome(job.command.request_type, "not sent", res.failed[eid], job.label)
             else:
-                o = CommandOutcome(
-                    job.command.request_type, "queued", res.push_pending.get(eid, ""), job.label
-                )
+                o = CommandOutcome(job.command.request_type, "queued", res.push_pending.get(eid, ""), job.label)
                 expect[(job.command.uuid, eid)] = (t.serial, o)
             reports[t.serial].outcomes.append(o)
     end = time.monotonic() + deadline_s
     uuids = list({k[0] for k in expect})
     while expect and uuids:
-        for row in ctx.registry.command_statuses(uuids):
+        uuids = list({k[0] for k in expect})
+        for row in ctx.registry.command_states(uuids):
             key = (row.command_uuid, row.enrollment_id)
             if key not in expect:
                 continue
@@ -470,9 +463,7 @@ def _send_and_wait(
         sleep(POLL_S)
     for _, o in expect.values():
         if o.status == "queued":
-            o.detail = (
-                f"no answer within {deadline_s:g} s; stays queued, {o.detail or 'picked up at next check-in'}"
-            )
+            o.detail = f"no answer within {deadline_s:g} s; stays queued, {o.detail or 'picked up at next check-in'}"
     return ActionReport(action, [reports[t.serial] for t in all_targets], deadline_s)
 
 
@@ -719,18 +710,14 @@ def lost_mode(
     """EnableLostMode (message or phone needed; default: the school's support phone) or DisableLostMode."""
     if disable:
         cmd = commands.disable_lost_mode()
-        return _simple_action(
-            ctx, "lost-mode", serials, lambda _t: cmd, max_devices, deadline_s, {"disable": True}
-        )
+        return _simple_action(ctx, "lost-mode", serials, lambda _t: cmd, max_devices, deadline_s, {"disable": True})
     if message is None and phone is None:
 
         def make(t: Target) -> Command | str:
             school = ctx.inventory.schools.get(t.school or "")
             if school is None or not school.support_phone:
                 return "lost mode needs --message or --phone (the school has no support phone)"
-            return commands.enable_lost_mode(
-                f"Dieses iPad gehört der {school.name}.", school.support_phone, footnote
-            )
+            return commands.enable_lost_mode(f"Dieses iPad gehört der {school.name}.", school.support_phone, footnote)
 
         return _simple_action(ctx, "lost-mode", serials, make, max_devices, deadline_s)
     cmd = commands.enable_lost_mode(message, phone, footnote)
@@ -768,9 +755,7 @@ def wipe(
         raise InputError("name the iPads to wipe by serial")
     if yes:
         if max_devices != len(wanted):
-            raise SafetyError(
-                f"wipe --yes needs --max-devices {len(wanted)} (the number of serials); nothing was sent"
-            )
+            raise SafetyError(f"wipe --yes needs --max-devices {len(wanted)} (the number of serials); nothing was sent")
     else:
         typed = sorted(normalise_serial(s) for s in (typed_confirmation or "").replace(",", " ").split())
         if typed != sorted(wanted):

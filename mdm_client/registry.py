@@ -68,6 +68,17 @@ class ParsedEvent:
 
 
 @dataclass(frozen=True)
+class CommandState:
+    """Where one command to one device stands."""
+
+    command_uuid: str
+    enrollment_id: str
+    status: str
+    not_now_count: int
+    error_chain: list[dict[str, Any]]
+
+
+@dataclass(frozen=True)
 class EnrolmentEvent:
     """What enrolment hooks receive after an Authenticate or TokenUpdate is stored."""
 
@@ -102,11 +113,7 @@ def _identity_cert_not_after(cert_list: Any) -> datetime | None:
 
     soonest: datetime | None = None
     for item in cert_list if isinstance(cert_list, list) else []:
-        if (
-            not isinstance(item, dict)
-            or not item.get("IsIdentity")
-            or not isinstance(item.get("Data"), bytes)
-        ):
+        if not isinstance(item, dict) or not item.get("IsIdentity") or not isinstance(item.get("Data"), bytes):
             continue
         try:
             not_after = x509.load_der_x509_certificate(item["Data"]).not_valid_after_utc
@@ -206,8 +213,7 @@ def _update_stmt(table: Any, keys: frozenset[str], where: tuple[str, ...]) -> An
         stmt = update(table)
         for col in where:
             stmt = stmt.where(
-                table.c[col]
-                == bindparam(f"b_{col}" if col != "enrollment_id" or table is not _T_DEV else "b_eid")
+                table.c[col] == bindparam(f"b_{col}" if col != "enrollment_id" or table is not _T_DEV else "b_eid")
             )
         stmt = stmt.values({k: bindparam(f"b_{k}") for k in sorted(keys)})
         _STATEMENTS[cache_key] = stmt
@@ -237,9 +243,7 @@ class Registry:
             for start in range(0, len(ids), 500):
                 known.update(
                     conn.execute(
-                        select(MDMWebhookEvent.event_id).where(
-                            MDMWebhookEvent.event_id.in_(ids[start : start + 500])
-                        )
+                        select(MDMWebhookEvent.event_id).where(MDMWebhookEvent.event_id.in_(ids[start : start + 500]))
                     ).scalars()
                 )
             fresh: list[int] = []
@@ -396,9 +400,7 @@ class Registry:
                                 "command_uuid": e.command_uuid,
                                 "value": value,
                             }
-                        qr = (
-                            e.payload.get("QueryResponses") if e.request_type == "DeviceInformation" else None
-                        )
+                        qr = e.payload.get("QueryResponses") if e.request_type == "DeviceInformation" else None
                         if isinstance(qr, dict):
                             for col, key in (
                                 ("os_version", "OSVersion"),
@@ -591,11 +593,23 @@ class Registry:
         out: list[MDMCommand] = []
         with self.db.session() as s:
             for start in range(0, len(uuids), 500):
-                out.extend(
-                    s.scalars(
-                        select(MDMCommand).where(MDMCommand.command_uuid.in_(uuids[start : start + 500]))
+                out.extend(s.scalars(select(MDMCommand).where(MDMCommand.command_uuid.in_(uuids[start : start + 500]))))
+        return out
+
+    def command_states(self, command_uuids: Iterable[str]) -> list[CommandState]:
+        """Status, NotNow count and ErrorChain of each (command, device); cheap enough to poll."""
+        uuids = list(command_uuids)
+        out: list[CommandState] = []
+        c = _T_CMD.c
+        with self.db.session() as s:
+            conn = s.connection()
+            for start in range(0, len(uuids), 500):
+                for row in conn.execute(
+                    select(c.command_uuid, c.enrollment_id, c.status, c.not_now_count, c.error_chain).where(
+                        c.command_uuid.in_(uuids[start : start + 500])
                     )
-                )
+                ):
+                    out.append(CommandState(*row))
         return out
 
     def pending_commands(self) -> dict[str, list[MDMCommand]]:

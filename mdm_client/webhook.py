@@ -7,7 +7,9 @@ order, and anything wrong is answered with a 4xx, one log line, and nothing stor
     not UTF-8, not JSON, not a NanoMDM event, bad
     base64 or plist in raw_payload                     -> 400
 A good event goes to the single writer thread, which commits in batches (group commit: every
-mdm.webhook_batch_ms or webhook_batch_max events) and only then answers 200. So a 200 means
+mdm.webhook_batch_ms or webhook_batch_max events) and only then answers 200. Idle polls (most of
+the traffic) only move `last_seen_at`: they are answered at once and written every 2 s, newest per
+device. For every other event a 200 means
 "stored" (SQLite WAL, synchronous=NORMAL: survives a crash of this process; the newest batches
 can be lost on power failure). A repeated event_id is answered 200 and changes nothing.
 NanoMDM does not retry failed webhooks, so a receiver that is down loses those events; the next
@@ -27,6 +29,7 @@ import hashlib
 import hmac
 import json
 import logging
+import plistlib
 import queue
 import threading
 import time
@@ -131,6 +134,8 @@ def parse_event(body: bytes) -> ParsedEvent:
     except (binascii.Error, ValueError):
         raise BadEvent(400, "raw_payload is not base64") from None
     ids = ev.get("ids") if isinstance(ev.get("ids"), dict) else {}
+    if ack is not None and ev.get("status") == "Idle" and not ev.get("command_uuid"):
+        return _parse_idle(data, ev, ids, raw, event_id)
     try:
         if ack is not None:
             r = parse_report(raw)
@@ -178,6 +183,31 @@ def parse_event(body: bytes) -> ParsedEvent:
     )
 
 
+def _parse_idle(
+    data: dict[str, Any], ev: dict[str, Any], ids: dict[str, Any], raw: bytes, event_id: str
+) -> ParsedEvent:
+    """An Idle poll: the most frequent event by far, so checked without building the full model."""
+    try:
+        report = plistlib.loads(raw)
+    except Exception:  # noqa: BLE001 - any parser failure means "not a plist"
+        raise BadEvent(400, "raw_payload: command report: not a valid plist") from None
+    if (
+        not isinstance(report, dict)
+        or report.get("Status") != "Idle"
+        or not isinstance(report.get("UDID"), str)
+    ):
+        raise BadEvent(400, "raw_payload: an Idle event whose report is not an Idle report")
+    udid = report["UDID"]
+    return ParsedEvent(
+        event_id=event_id,
+        topic="mdm.Connect",
+        created_at=str(data.get("created_at", "")),
+        enrollment_id=str(ids.get("id") or ev.get("enrollment_id") or udid),
+        udid=str(ev.get("udid") or udid),
+        status="Idle",
+    )
+
+
 @dataclass
 class _Item:
     event: ParsedEvent
@@ -188,8 +218,16 @@ class _Item:
 class BatchWriter:
     """One thread that stores events in batches and resolves each request's future after commit."""
 
-    def __init__(self, registry: Registry, batch_ms: int = 20, batch_max: int = 500):
+    def __init__(
+        self, registry: Registry, batch_ms: int = 20, batch_max: int = 500, idle_flush_s: float = 2.0
+    ):
         self.registry = registry
+        # Idle polls only move last_seen: kept here (newest per device) and written every
+        # idle_flush_s, and answered at once; losing the last seconds of them on a crash is harmless.
+        self.idle_flush_s = idle_flush_s
+        self._idle: dict[str, ParsedEvent] = {}
+        self._idle_lock = threading.Lock()
+        self._idle_flushed = time.monotonic()
         self.batch_s = batch_ms / 1000
         self.batch_max = batch_max
         self._q: queue.Queue[_Item | None] = queue.Queue()
@@ -203,6 +241,22 @@ class BatchWriter:
         self._q.put(None)
         self._thread.join(timeout=30)
 
+    def note_idle(self, event: ParsedEvent) -> None:
+        with self._idle_lock:
+            self._idle[event.enrollment_id] = event
+
+    def _flush_idle(self, force: bool = False) -> None:
+        if not force and time.monotonic() - self._idle_flushed < self.idle_flush_s:
+            return
+        self._idle_flushed = time.monotonic()
+        with self._idle_lock:
+            idle, self._idle = list(self._idle.values()), {}
+        if idle:
+            try:
+                self.registry.apply_events(idle)
+            except Exception as e:  # noqa: BLE001 - last_seen is best effort; results are not
+                log.error("webhook: storing %d Idle polls failed: %s", len(idle), e)
+
     def submit(self, event: ParsedEvent) -> asyncio.Future[bool]:
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[bool] = loop.create_future()
@@ -212,7 +266,11 @@ class BatchWriter:
     def _run(self) -> None:
         stopping = False
         while not stopping:
-            first = self._q.get()
+            self._flush_idle()
+            try:
+                first = self._q.get(timeout=self.idle_flush_s)
+            except queue.Empty:
+                continue
             if first is None:
                 break
             batch = [first]
@@ -228,6 +286,7 @@ class BatchWriter:
                     break
                 batch.append(item)
             self._flush(batch)
+        self._flush_idle(force=True)
 
     def _flush(self, batch: list[_Item]) -> None:
         try:
@@ -308,6 +367,9 @@ def create_app(
             event = parse_event(body)
         except BadEvent as e:
             return reject(e.status, str(e), request)
+        if event.is_idle:
+            writer.note_idle(event)
+            return PlainTextResponse("ok\n")
         try:
             stored = await writer.submit(event)
         except Exception:  # noqa: BLE001 - logged by the writer; tell NanoMDM it failed
