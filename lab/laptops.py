@@ -677,8 +677,12 @@ class Lab:
         for r in left:
             self._signal_host(r, signal.SIGKILL)
         self._wait_gone(left, 5)
-        for r in recs:
-            self._cleanup_host(r)
+        if len(recs) <= 1:
+            for r in recs:
+                self._cleanup_host(r)
+            return
+        with ThreadPoolExecutor(max_workers=min(LAUNCH_THREADS, len(recs))) as pool:
+            list(pool.map(self._cleanup_host, recs))  # list(): re-raise the first error here
 
     def _wait_ready(self, recs: list[_HostRecord]) -> None:
         if not recs:
