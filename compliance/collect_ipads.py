@@ -18,7 +18,7 @@ from compliance.collect_laptops import Progress, ProgressCallback
 from compliance.engine import DeviceFacts
 from compliance.errors import CollectionError
 from core.config import Config
-from core.errors import WerneError
+from core.errors import InputError, WerneError
 from core.inventory import Inventory
 
 QUERY_TYPES = ("DeviceInformation", "SecurityInfo", "ProfileList")
@@ -47,12 +47,16 @@ def mdm_query_sweep(config: Config, db: Any, inventory: Inventory) -> QuerySweep
     CertificateList through NanoMDM, answers stored by the webhook receiver), then the registry's
     newest facts of every device that answered."""
 
-    def sweep(deadline_s: float) -> list[SweptIPad]:
-        from mdm_client.ipads import IPadContext, query
+    from mdm_client.ipads import IPadContext, query
 
-        ctx = IPadContext(config, db, inventory, actor="compliance")
+    ctx = IPadContext(config, db, inventory, actor="compliance")
+    ctx.client  # noqa: B018 - reads the API key now: a missing one is bad config (exit 2) before any run starts
+
+    def sweep(deadline_s: float) -> list[SweptIPad]:
         try:
             report = query(ctx, deadline_s=deadline_s)
+        except InputError:
+            raise  # a missing API key or a bad setting: exit 2, not "could not run"
         except WerneError as e:
             raise CollectionError(f"MDM query sweep: {e}") from None
         devices = ctx.registry.devices_by_serial()

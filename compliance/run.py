@@ -118,6 +118,10 @@ def run_compliance(
     waivers = load_waivers(config.compliance.waivers_file, baselines.rule_ids)
     if hosts:
         inventory.select_laptops(hosts)
+    if "ipads" in fleets and inventory.ipads and sweep is None:
+        from compliance.collect_ipads import mdm_query_sweep
+
+        sweep = mdm_query_sweep(config, db, inventory)
     with RunLock(lock_path(config)) as lock:
         run_id = history.begin_run(
             db, scope, audit.current_actor(), inventory.digest(), baselines.digest(), waivers.digest

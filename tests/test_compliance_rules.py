@@ -146,3 +146,15 @@ def test_run_with_bad_baseline_exits_2_and_stores_nothing(run_cli, tmp_path, sta
     assert r.exit_code == 2
     assert r.stderr.startswith(f"Error: {d}/ipados.yaml:2: rule ios-x: title: Field required")
     assert not (state_dir / "compliance.lock").exists()
+
+
+def test_ipads_without_mdm_api_key_exit_2_before_any_run(run_cli, tmp_path, state_dir, monkeypatch):
+    monkeypatch.delenv("WERNE_MDM_API_KEY", raising=False)
+    cfg = tmp_path / "w.toml"
+    cfg.write_text(f'[site]\nstate_dir = "{state_dir}"\n')
+    r = run_cli("compliance", "run", "--ipads", config=cfg)
+    assert (r.exit_code, r.stderr) == (2, "Error: NanoMDM API key: no secret found ($WERNE_MDM_API_KEY)\n")
+    assert not (state_dir / "compliance.lock").exists()
+    r = run_cli("report", "--format", "csv", "--out", str(tmp_path / "x.csv"), config=cfg)
+    assert r.exit_code == 2
+    assert r.stderr == "Error: no complete compliance run stored yet; run `werne compliance run` first\n"
