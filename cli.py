@@ -194,24 +194,29 @@ def lab_up(app: AppContext, laptops: int, no_gateway: bool, ipads: int) -> None:
     """
     from lab.laptops import lab_up as run_lab_up
 
-    result = run_lab_up(_lab(app), laptops=laptops, gateway=not no_gateway, ipads=ipads)
+    result = run_lab_up(_lab(app), laptops=laptops, gateway=not no_gateway, ipads=ipads, config=app.config)
     for h in result.hosts:
         click.echo(f"{h.name:<8} {h.address:<15} {'running' if h.running else 'stopped'}")
     click.echo(f"inventory: {result.inventory}")
     click.echo(f"key: {result.key_file}")
+    if result.ipads is not None:
+        click.echo(f"ipads: {result.ipads.ipads} (NanoMDM at {result.ipads.nanomdm_url})")
 
 
 @lab.command("down")
 @click.option("--purge", is_flag=True, help="Also delete the laptops' disks, host keys and inventory.")
 @pass_app
 def lab_down(app: AppContext, purge: bool) -> None:
-    """Stop every lab host; nothing stays running, mounted, or in cgroups and network devices.
+    """Stop every lab host (and the lab's MDM); nothing stays running, mounted, or in cgroups and
+    network devices.
 
     Example:
 
         werne lab down
     """
-    _lab(app).down(purge=purge)
+    from lab.laptops import lab_down as run_lab_down
+
+    run_lab_down(_lab(app), purge=purge)
     click.echo("lab is down")
 
 
@@ -233,7 +238,6 @@ def lab_status(app: AppContext, as_json: bool) -> None:
         click.echo("the lab has no hosts (run `werne lab up`)")
     for h in hosts:
         click.echo(f"{h.name:<8} {h.address:<15} {'running' if h.running else 'stopped'}")
-
 
 
 # ---------------------------------------------------------------- laptop -------------------

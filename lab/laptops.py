@@ -1001,20 +1001,35 @@ class LabUpResult:
     ipads: Any = None
 
 
-def lab_up(lab: Lab, laptops: int = 3, gateway: bool = True, ipads: int = 0) -> LabUpResult:
-    """Boot the laptops, then (if asked) the simulated iPads of the MDM part of the lab (lab.mdm)."""
+def _mdm_module() -> Any:
+    import importlib
     import importlib.util
 
+    if importlib.util.find_spec("lab.mdm") is None:
+        return None
+    return importlib.import_module("lab.mdm")
+
+
+def lab_up(lab: Lab, laptops: int = 3, gateway: bool = True, ipads: int = 0,
+           config: Any = None) -> LabUpResult:
+    """Boot the laptops, then (if asked) the simulated iPads of the MDM part of the lab (lab.mdm)."""
     if ipads < 0:
         raise LabInputError(f"--ipads must be 0 or more, not {ipads}")
-    if ipads > 0 and importlib.util.find_spec("lab.mdm") is None:
+    mdm = _mdm_module() if ipads > 0 else None
+    if ipads > 0 and mdm is None:
         raise LabInputError("--ipads needs the MDM part of the lab (lab/mdm.py), which this "
                             "installation does not have yet")
     hosts = lab.up(laptops=laptops, gateway=gateway)
     ipad_result = None
-    if ipads > 0:
-        from lab import mdm  # type: ignore[attr-defined]
-
-        ipad_result = mdm.up(lab.state_dir, ipads)
+    if mdm is not None:
+        ipad_result = mdm.up(lab.state_dir, ipads, config=config)
     return LabUpResult(hosts=hosts, inventory=lab.inventory_dir / "hosts.yml", key_file=lab.key_file,
                        ipads=ipad_result)
+
+
+def lab_down(lab: Lab, purge: bool = False) -> None:
+    """Take the whole lab down: the laptops and, if this installation has it, the MDM part."""
+    mdm = _mdm_module()
+    if mdm is not None:
+        mdm.down(lab.state_dir)
+    lab.down(purge=purge)
