@@ -7,6 +7,8 @@ A coordinator sees and acts on their own schools only; an admin sees everything.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -40,6 +42,9 @@ class Principal:
     username: str
     role: str
     schools: frozenset[str] = field(default_factory=frozenset)
+    # A fingerprint of the credential the session was opened with: a password reset ends the
+    # user's other sessions, because their fingerprint no longer matches.
+    credential_tag: str = field(default="", compare=False, repr=False)
 
     @property
     def is_admin(self) -> bool:
@@ -76,7 +81,7 @@ class LocalAuthenticator:
                 return None
             if _hasher.check_needs_rehash(user.password_hash):
                 user.password_hash = _hasher.hash(password)
-            return Principal(user.username, user.role, frozenset(user.school_ids))
+            return Principal(user.username, user.role, frozenset(user.school_ids), credential_tag(user.password_hash))
 
 
 def _verify(hashed: str, password: str) -> bool:
@@ -138,9 +143,7 @@ def reset_password(db: Database, username: str, password: str, actor: str) -> No
         if user is None:
             raise NotFound(f"no such user: {username}")
         user.password_hash = _hasher.hash(password)
-        s.execute(
-            delete(LoginAttempt).where(LoginAttempt.username == username, LoginAttempt.success.is_(False))
-        )
+        s.execute(delete(LoginAttempt).where(LoginAttempt.username == username, LoginAttempt.success.is_(False)))
     audit.record(db, "user.reset_password", username, actor=actor)
 
 
@@ -188,10 +191,18 @@ def login(
     return principal
 
 
-def principal_for(db: Database, username: str) -> Principal | None:
-    """The current role and schools of an active user (sessions re-check this on every request)."""
+def credential_tag(password_hash: str) -> str:
+    return hashlib.sha256(b"werne-session:" + password_hash.encode()).hexdigest()[:24]
+
+
+def principal_for(db: Database, username: str, tag: str) -> Principal | None:
+    """The current role and schools of an active user whose password is still the one the
+    session was opened with (sessions re-check this on every request)."""
     with db.session() as s:
         user = s.scalar(select(User).where(User.username == username))
         if user is None or not user.active:
             return None
-        return Principal(user.username, user.role, frozenset(user.school_ids))
+        current = credential_tag(user.password_hash)
+        if not hmac.compare_digest(current, tag):
+            return None
+        return Principal(user.username, user.role, frozenset(user.school_ids), current)

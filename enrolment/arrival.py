@@ -182,9 +182,7 @@ def _sweep(db: Database, cfg: Config, installer: Any) -> ArrivalReport:
             if not waiting or not x.enrollment_id:
                 continue
             results = {
-                c.command_uuid: c
-                for c in registry.command_statuses(waiting)
-                if c.enrollment_id == x.enrollment_id
+                c.command_uuid: c for c in registry.command_statuses(waiting) if c.enrollment_id == x.enrollment_id
             }
             still = []
             for uuid in waiting:
@@ -196,9 +194,7 @@ def _sweep(db: Database, cfg: Config, installer: Any) -> ArrivalReport:
                     why = (
                         "; ".join(
                             str(
-                                e.get("USEnglishDescription")
-                                or e.get("LocalizedDescription")
-                                or e.get("ErrorCode", "")
+                                e.get("USEnglishDescription") or e.get("LocalizedDescription") or e.get("ErrorCode", "")
                             )
                             for e in chain
                         )

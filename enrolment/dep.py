@@ -67,9 +67,7 @@ def ios_skip_keys() -> set[str]:
     try:
         data = json.loads(SKIP_KEYS_FILE.read_text(encoding="utf-8"))
     except (OSError, ValueError) as e:
-        raise DEPProfileError(
-            f"{SKIP_KEYS_FILE}: cannot read the derived skip keys: {e.__class__.__name__}"
-        ) from None
+        raise DEPProfileError(f"{SKIP_KEYS_FILE}: cannot read the derived skip keys: {e.__class__.__name__}") from None
     return {k for k, v in data["keys"].items() if v.get("iOS", {}).get("introduced", "n/a") != "n/a"}
 
 
@@ -206,9 +204,7 @@ class NanoDEPClient:
         self._call("PUT", f"/v1/tokens/{self.name}", tokens)
 
     # -- Apple DEP, through the proxy ---------------------------------------------------------
-    def _proxy(
-        self, method: str, endpoint: str, body: Any = None, params: dict[str, str] | None = None
-    ) -> Any:
+    def _proxy(self, method: str, endpoint: str, body: Any = None, params: dict[str, str] | None = None) -> Any:
         return self._call(method, f"/proxy/{self.name}{endpoint}", body, params)
 
     def account(self) -> dict[str, Any]:
@@ -225,9 +221,7 @@ class NanoDEPClient:
         return self._proxy("GET", "/profile", params={"profile_uuid": profile_uuid}) or {}
 
     def assign_profile(self, profile_uuid: str, serials: list[str]) -> dict[str, Any]:
-        return (
-            self._proxy("PUT", "/profile/devices", {"profile_uuid": profile_uuid, "devices": serials}) or {}
-        )
+        return self._proxy("PUT", "/profile/devices", {"profile_uuid": profile_uuid, "devices": serials}) or {}
 
     def fetch_devices(self, limit: int = 1000) -> list[dict[str, Any]]:
         """Every device assigned to this MDM server (follows the cursor)."""
@@ -270,9 +264,7 @@ def assign_with_retries(
         devices = answer.get("devices") or {}
         retry_after = answer.get("retry_after_seconds")
         retry_after = (
-            int(retry_after)
-            if isinstance(retry_after, int | float | str) and str(retry_after).isdigit()
-            else None
+            int(retry_after) if isinstance(retry_after, int | float | str) and str(retry_after).isdigit() else None
         )
         throttled = []
         for s in todo:

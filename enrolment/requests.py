@@ -293,9 +293,7 @@ def export_request_csv(db: Database, principal: Principal, request_id: int) -> s
     """The request's serials as CSV for Excel; cells that start a formula are neutralised."""
     view = get_request(db, principal, request_id)
     rows: list[list[object]] = [["serial", "status", "reason", "school", "group", "purpose"]]
-    rows += [
-        [s.serial, s.status, s.reason or "", view.school_id, view.group, view.purpose] for s in view.serials
-    ]
+    rows += [[s.serial, s.status, s.reason or "", view.school_id, view.group, view.purpose] for s in view.serials]
     return write_csv(rows)
 
 
@@ -331,9 +329,7 @@ def reject_request(db: Database, principal: Principal, request_id: int, reason: 
     with db.session() as s:
         req = _load(s, principal, request_id)
         if req.status != "submitted":
-            raise InvalidTransition(
-                f"request {request_id} is {req.status}; only submitted requests can be rejected"
-            )
+            raise InvalidTransition(f"request {request_id} is {req.status}; only submitted requests can be rejected")
         now = datetime.now(UTC)
         req.status, req.reason, req.decided_by, req.decided_at, req.updated_at = (
             "rejected",
@@ -345,9 +341,7 @@ def reject_request(db: Database, principal: Principal, request_id: int, reason: 
         for x in req.serials:
             x.status, x.updated_at = "rejected", now
         view = _view(req)
-    audit.record(
-        db, "enrol.reject", f"request:{request_id}", {"reason": reason[:500]}, actor=principal.username
-    )
+    audit.record(db, "enrol.reject", f"request:{request_id}", {"reason": reason[:500]}, actor=principal.username)
     return view
 
 
@@ -359,17 +353,13 @@ def _ensure_dep_profile(
     body = dep.build_profile(template, inventory.schools[school_id], cfg.dep.enrol_url)
     digest = dep.profile_digest(body)
     with db.session() as s:
-        known = s.scalar(
-            select(DEPProfile).where(DEPProfile.school_id == school_id, DEPProfile.digest == digest)
-        )
+        known = s.scalar(select(DEPProfile).where(DEPProfile.school_id == school_id, DEPProfile.digest == digest))
         if known is not None:
             return known.profile_uuid
     uuid = client.define_profile(body)
     with db.session() as s:
         s.add(DEPProfile(school_id=school_id, digest=digest, profile_uuid=uuid, body=body))
-    audit.record(
-        db, "dep.define_profile", f"school:{school_id}", {"profile_uuid": uuid, "digest": digest}, actor=actor
-    )
+    audit.record(db, "dep.define_profile", f"school:{school_id}", {"profile_uuid": uuid, "digest": digest}, actor=actor)
     return uuid
 
 
@@ -409,9 +399,7 @@ def approve_request(
         uuid = _ensure_dep_profile(db, client, cfg, inventory, school_id, principal.username)
         result = dep.assign_with_retries(client, uuid, todo, **kwargs)
     except DEPUnavailable as e:
-        audit.record(
-            db, "enrol.approve_failed", f"request:{request_id}", {"error": str(e)}, actor=principal.username
-        )
+        audit.record(db, "enrol.approve_failed", f"request:{request_id}", {"error": str(e)}, actor=principal.username)
         raise
     now = datetime.now(UTC)
     with db.session() as s:
@@ -464,9 +452,7 @@ def close_request(db: Database, principal: Principal, request_id: int) -> Reques
     with db.session() as s:
         req = _load(s, principal, request_id)
         if req.status not in ("configured", "failed"):
-            raise InvalidTransition(
-                f"request {request_id} is {req.status}; only configured requests can be closed"
-            )
+            raise InvalidTransition(f"request {request_id} is {req.status}; only configured requests can be closed")
         req.status, req.updated_at = "done", datetime.now(UTC)
         view = _view(req)
     audit.record(db, "enrol.close", f"request:{request_id}", {}, actor=principal.username)

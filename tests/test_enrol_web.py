@@ -141,6 +141,27 @@ def test_disabled_user_cannot_log_in_and_session_ends(server: WebServer, site: E
     assert Browserless(server.url).login("dora").status_code == 401
 
 
+def test_password_reset_ends_other_sessions(server: WebServer, site: EnrolSite) -> None:
+    accounts.add_user(site.db(), "emil", PASSWORD, "coordinator", [SCHOOL_A], {SCHOOL_A}, "test")
+    old = login(server, "emil")
+    assert old.get("/requests").status_code == 200
+    accounts.reset_password(site.db(), "emil", "ein ganz neues Passwort", "test")
+    assert old.get("/requests").status_code == 303
+    fresh = Browserless(server.url)
+    assert fresh.login("emil", "ein ganz neues Passwort").status_code == 303
+    assert fresh.get("/requests").status_code == 200
+
+
+def test_logout_ends_the_session(server: WebServer) -> None:
+    b = login(server, "anna")
+    token = b.csrf("/requests")
+    assert (
+        b.s.post(server.url + "/logout", data={"csrf_token": token}, allow_redirects=False, timeout=10).status_code
+        == 303
+    )
+    assert b.get("/requests").status_code == 303
+
+
 def test_post_without_csrf_token_is_refused(server: WebServer, site: EnrolSite) -> None:
     b = login(server, "anna")
     before = count(site)

@@ -162,7 +162,8 @@ class WebApp:
         name = request.session.get("user")
         if not name:
             return None
-        p = await run_in_threadpool(accounts.principal_for, self.db, str(name))
+        tag = str(request.session.get("tag") or "")
+        p = await run_in_threadpool(accounts.principal_for, self.db, str(name), tag)
         if p is None:
             request.session.clear()
         return p
@@ -187,9 +188,7 @@ class WebApp:
         password = str(form.get("password") or "")
         address = request.client.host if request.client else "unknown"
         try:
-            p = await run_in_threadpool(
-                accounts.login, self.db, self.authenticator, username, password, address
-            )
+            p = await run_in_threadpool(accounts.login, self.db, self.authenticator, username, password, address)
         except RateLimited:
             return self.render(
                 request,
@@ -204,6 +203,7 @@ class WebApp:
             )
         request.session.clear()  # a fresh session (and CSRF token) after login
         request.session["user"] = p.username
+        request.session["tag"] = p.credential_tag
         return RedirectResponse("/requests", status_code=303)
 
     async def logout(self, request: Request) -> Response:
@@ -282,9 +282,7 @@ class WebApp:
         """Serials the MDM registry knows as enrolled: a new request for them is refused."""
         from mdm_client.registry import Registry
 
-        return {
-            serial for serial, d in Registry(self.db).devices_by_serial().items() if d.state == "enrolled"
-        }
+        return {serial for serial, d in Registry(self.db).devices_by_serial().items() if d.state == "enrolled"}
 
     async def detail(self, request: Request) -> Response:
         p = await self.require(request)

@@ -41,8 +41,7 @@ _PATTERNS: list[tuple[re.Pattern[str], str]] = [
     (re.compile(r"^(.+?): the file is larger than (\d+) MB$"), "Die Datei „{0}“ ist größer als {1} MB"),
     (
         re.compile(r"^(.+?): this is an Excel workbook, not CSV.*$"),
-        "„{0}“ ist eine Excel-Arbeitsmappe, keine CSV-Datei. "
-        "Bitte in Excel „Speichern unter → CSV UTF-8“ wählen",
+        "„{0}“ ist eine Excel-Arbeitsmappe, keine CSV-Datei. Bitte in Excel „Speichern unter → CSV UTF-8“ wählen",
     ),
     (re.compile(r"^(.+?): this is not a text file$"), "„{0}“ ist keine Textdatei (CSV)"),
     (
