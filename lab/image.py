@@ -171,7 +171,23 @@ def ensure_base(cache_dir: Path, suite: str = "bookworm", timeout_s: float = BUI
         if (target / COMPLETE_MARKER).is_file():  # another process built it while we waited
             return target
         _build(target, suite)
+        prune_old_bases(cache_dir, keep=target)
     return target
+
+
+def prune_old_bases(cache_dir: Path, keep: Path) -> list[Path]:
+    """Remove cached bases of older recipes that no overlay mount uses any more; return them."""
+    in_use = Path("/proc/self/mounts").read_text(encoding="utf-8", errors="replace")
+    removed = []
+    for old in sorted(cache_dir.glob("base-*")):
+        if old == keep or not old.is_dir() or ".tmp-" in old.name:
+            continue
+        if f"lowerdir={old}" in in_use or f":{old}," in in_use or f"{old}/" in in_use:
+            continue  # a running laptop's lower layer: never pull it from under it
+        shutil.rmtree(old, ignore_errors=True)
+        (cache_dir / f"{old.name}.lock").unlink(missing_ok=True)
+        removed.append(old)
+    return removed
 
 
 def _build(target: Path, suite: str) -> None:

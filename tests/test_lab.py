@@ -62,6 +62,18 @@ def test_recipe_hash_changes_with_the_recipe(monkeypatch):
     assert image.recipe_hash("bookworm") != before
 
 
+def test_old_bases_are_pruned_but_not_the_current_one(tmp_path):
+    current = tmp_path / "base-current"
+    old = tmp_path / "base-0123456789ab"
+    for d in (current, old):
+        (d / "etc").mkdir(parents=True)
+        (d / image.COMPLETE_MARKER).write_text("{}")
+    (tmp_path / "base-0123456789ab.lock").write_text("")
+    assert image.prune_old_bases(tmp_path, keep=current) == [old]
+    assert current.is_dir() and not old.exists()
+    assert not (tmp_path / "base-0123456789ab.lock").exists()
+
+
 def test_laptop_names():
     assert laptop_names(3) == ["lap01", "lap02", "lap03"]
     assert laptop_names(70)[-1] == "lap70"
