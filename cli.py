@@ -194,7 +194,8 @@ def lab_up(app: AppContext, laptops: int, no_gateway: bool, ipads: int) -> None:
     """
     from lab.laptops import lab_up as run_lab_up
 
-    result = run_lab_up(_lab(app), laptops=laptops, gateway=not no_gateway, ipads=ipads, config=app.config)
+    result = run_lab_up(_lab(app), laptops=laptops, gateway=not no_gateway, ipads=ipads, config=app.config,
+                        progress=lambda message: click.echo(message, err=True))
     for h in result.hosts:
         click.echo(f"{h.name:<8} {h.address:<15} {'running' if h.running else 'stopped'}")
     click.echo(f"inventory: {result.inventory}")

@@ -27,7 +27,7 @@ import subprocess
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -36,7 +36,7 @@ from typing import Any
 import yaml
 
 from lab.errors import LabBootError, LabError, LabInputError
-from lab.image import ADMIN_USER, ensure_base
+from lab.image import ADMIN_USER, COMPLETE_MARKER, base_dir, ensure_base
 
 DEFAULT_CACHE_DIR = Path("/var/cache/werne-lab")
 DEMO_SUBNET = ipaddress.IPv4Network("10.200.0.0/24")
@@ -753,7 +753,8 @@ class Lab:
         return wanted
 
     # ---- public API
-    def up(self, laptops: int = 3, gateway: bool = True) -> list[LabHost]:
+    def up(self, laptops: int = 3, gateway: bool = True,
+           progress: Callable[[str], None] | None = None) -> list[LabHost]:
         """Boot `laptops` laptops lap01.. (and the gateway vpngw) and wait for their sshd.
 
         Idempotent: running hosts stay as they are, missing ones boot, hosts beyond the requested
@@ -765,6 +766,8 @@ class Lab:
             if any(c in str(p) for c in ",:\n"):  # overlayfs mount options cannot escape these
                 raise LabInputError(f"{p}: the lab cannot use a path that contains ',' or ':'")
         self._require_root()
+        if progress is not None and not (base_dir(self.cache_dir, self.suite) / COMPLETE_MARKER).is_file():
+            progress(f"building the Debian {self.suite} base image in {self.cache_dir} (once, 1-3 minutes)")
         base = ensure_base(self.cache_dir, self.suite)
         with _flock(self._lock_file):
             st = self._load()
@@ -794,6 +797,8 @@ class Lab:
                     self._stop([have])
                 st.hosts[name] = want
                 starting.append(want)
+            if progress is not None and starting:
+                progress(f"booting {len(starting)} host(s)")
             try:
                 self._launch_all(st, starting, base)
                 self._wait_ready(starting)
@@ -1011,7 +1016,7 @@ def _mdm_module() -> Any:
 
 
 def lab_up(lab: Lab, laptops: int = 3, gateway: bool = True, ipads: int = 0,
-           config: Any = None) -> LabUpResult:
+           config: Any = None, progress: Callable[[str], None] | None = None) -> LabUpResult:
     """Boot the laptops, then (if asked) the simulated iPads of the MDM part of the lab (lab.mdm)."""
     if ipads < 0:
         raise LabInputError(f"--ipads must be 0 or more, not {ipads}")
@@ -1019,7 +1024,7 @@ def lab_up(lab: Lab, laptops: int = 3, gateway: bool = True, ipads: int = 0,
     if ipads > 0 and mdm is None:
         raise LabInputError("--ipads needs the MDM part of the lab (lab/mdm.py), which this "
                             "installation does not have yet")
-    hosts = lab.up(laptops=laptops, gateway=gateway)
+    hosts = lab.up(laptops=laptops, gateway=gateway, progress=progress)
     ipad_result = None
     if mdm is not None:
         ipad_result = mdm.up(lab.state_dir, ipads, config=config)
