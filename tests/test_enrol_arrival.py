@@ -57,6 +57,18 @@ class World:
         assert sim.wait_enrolled(60)
         return devices
 
+    def wait_registered(self, serials: list[str], timeout: float = 30) -> None:
+        """Until the webhook's writer thread has stored the TokenUpdate of every serial."""
+        from mdm_client.registry import Registry
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            known = Registry(self.db).devices_by_serial()
+            if all(s in known and known[s].state == "enrolled" for s in serials):
+                return
+            time.sleep(0.1)
+        raise AssertionError(f"the registry did not record {serials} as enrolled")
+
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory, nanodep) -> Iterator[World]:  # type: ignore[no-untyped-def]
@@ -139,11 +151,7 @@ def test_nanomdm_down_defers_and_nothing_is_lost(world: World) -> None:
     devices = world.ipads([serial])
     dead = world.site.config()
     dead.mdm.url = f"http://127.0.0.1:{free_port()}"
-    from mdm_client.registry import Registry
-
-    deadline = time.monotonic() + 30  # the webhook stores TokenUpdate in its writer thread
-    while serial not in Registry(world.db).devices_by_serial() and time.monotonic() < deadline:
-        time.sleep(0.1)
+    world.wait_registered([serial])
     r = process_arrivals(world.db, dead)
     assert serial in r.deferred and "cannot connect" in r.deferred[serial]
     assert statuses(world, rid) == {serial: "assigned"}
@@ -157,8 +165,8 @@ def test_unrequested_ipad_gets_nothing(world: World) -> None:
     from mdm_client.registry import Registry
 
     (device,) = world.ipads(["ARRSER00009"])
+    world.wait_registered(["ARRSER00009"])
     registry = Registry(world.db)
-    assert "ARRSER00009" in registry.devices_by_serial()
     r = process_arrivals(world.db, world.site.config())
     assert "ARRSER00009" not in r.enrolled
     mine = [
