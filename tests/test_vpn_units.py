@@ -121,12 +121,17 @@ def test_preferred_inventory_address_is_used_and_collisions_are_refused(db):
     assert admit(db, pool, "lap01", "10.77.0.11") == ("10.77.0.11", None)
     with pytest.raises(AddressCollisionError, match="10.77.0.11 is already held by lap01"):
         admit(db, pool, "lap02", "10.77.0.11")
-    with pytest.raises(AddressCollisionError, match="outside the pool"):
-        admit(db, pool, "lap02", "10.99.0.5")
     with pytest.raises(AddressCollisionError, match="gateway's own address"):
         admit(db, pool, "lap02", "10.77.0.1")
     with db.session() as s:  # the refused host's transaction was rolled back: nothing stored
         assert s.scalar(select(VPNPeer).where(VPNPeer.host == "lap02")) is None
+
+
+def test_inventory_address_outside_the_pool_or_not_a_host_address_gets_a_pool_address(db):
+    pool = pool_of("10.77.0.8/29")
+    assert admit(db, pool, "lap01", "10.99.0.5") == ("10.77.0.10", None)
+    assert admit(db, pool, "lap02", "10.77.0.15") == ("10.77.0.11", None)  # the broadcast address
+    assert admit(db, pool, "lap03", "10.77.0.14") == ("10.77.0.14", None)
 
 
 def test_exhausted_pool_is_a_clear_input_error(db):

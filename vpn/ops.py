@@ -99,7 +99,8 @@ def vpn_lock(config: Config) -> Iterator[None]:
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise LockHeldError(f"another VPN operation is running (lock {config.state_dir / 'vpn.lock'})") from None
+            lock = config.state_dir / "vpn.lock"
+            raise LockHeldError(f"another VPN operation is running (lock {lock})") from None
         yield
 
 
@@ -145,14 +146,14 @@ def _apply(config: Config, db: Database, inventory: Inventory, peers: list[Gatew
     settings = GatewaySettings.from_config(config.vpn)
     rendered = render_gateway(peers, settings)
     extravars = {
-        "wireguard_interface": config.vpn.interface,
+        "wireguard_gateway_interface": config.vpn.interface,
         "wireguard_gateway_config": rendered.wg_conf,
         "wireguard_gateway_nftables": rendered.nftables,
-        "wireguard_ipv6": settings.pool_v6 is not None,
-        "wireguard_go_binary": str(config.vpn.wireguard_go),
+        "wireguard_gateway_ipv6": settings.pool_v6 is not None,
+        "wireguard_gateway_go_binary": str(config.vpn.wireguard_go),
     }
     if config.vpn.userspace:
-        extravars["wireguard_userspace"] = True
+        extravars["wireguard_gateway_userspace"] = True
     run = run_vpn_playbook(config, inventory, "vpn_gateway.yml", [name], extravars,
                            {GATEWAY_KEY_TASK, GATEWAY_PEERS_TASK}, purpose)
     r = run.hosts[name]
@@ -216,7 +217,8 @@ def _validate_reported(reported: dict[str, str | None], db: Database,
 
 # ---------------------------------------------------------------- gateway ---------------------
 
-def gateway_apply(config: Config, db: Database, inventory: Inventory, actor: str | None = None) -> GatewayResult:
+def gateway_apply(config: Config, db: Database, inventory: Inventory,
+                  actor: str | None = None) -> GatewayResult:
     """`werne vpn gateway apply`: render from all active peers and install on the gateway."""
     with vpn_lock(config):
         result = _apply(config, db, inventory, planned_peers(db), "gateway")
@@ -241,11 +243,12 @@ def client_extravars(config: Config, db: Database, inventory: Inventory, hosts: 
     pool = AddressPool.from_config(config.vpn)
     clients: dict[str, dict] = {}
     revoked: list[str] = []
-    for host in hosts:
-        lap = inventory.laptops.get(host)
-        if lap is None:
-            raise UnknownPeerError(f"unknown laptop: {host} (not in {inventory.hosts_file})")
-        with db.session() as s:
+    unknown = [h for h in hosts if h not in inventory.laptops]
+    if unknown:
+        raise UnknownPeerError(f"unknown laptop: {unknown[0]} (not in {inventory.hosts_file})")
+    # One transaction: an exhausted pool or a collision leaves no allocation behind.
+    with db.session() as s:
+        for host in hosts:
             peer = _peer(s, host)
             if peer is None:
                 peer = VPNPeer(host=host, status=PEER_PENDING)
@@ -254,22 +257,22 @@ def client_extravars(config: Config, db: Database, inventory: Inventory, hosts: 
             if peer.status == PEER_REVOKED:
                 revoked.append(host)
                 continue
-            pool.assign(s, peer, lap.vpn_address)
+            pool.assign(s, peer, inventory.laptops[host].vpn_address)
             addrs = [f"{peer.address_v4}/32"] + ([f"{peer.address_v6}/128"] if peer.address_v6 else [])
             clients[host] = {"addresses": addrs, "rekey": peer.public_key is None}
     ev: dict = {
-        "wireguard_clients": clients,
-        "wireguard_revoked": revoked,
-        "wireguard_interface": config.vpn.interface,
-        "wireguard_gateway_public_key": gw_key,
-        "wireguard_endpoint": gateway_endpoint(config, inventory),
-        "wireguard_dns": list(config.vpn.dns),
-        "wireguard_killswitch_allow": list(config.vpn.killswitch_allow),
-        "wireguard_admin_networks": list(config.provisioning.admin_networks),
-        "wireguard_go_binary": str(config.vpn.wireguard_go),
+        "wireguard_client_peers": clients,
+        "wireguard_client_revoked": revoked,
+        "wireguard_client_interface": config.vpn.interface,
+        "wireguard_client_gateway_public_key": gw_key,
+        "wireguard_client_endpoint": gateway_endpoint(config, inventory),
+        "wireguard_client_dns": list(config.vpn.dns),
+        "wireguard_client_killswitch_allow": list(config.vpn.killswitch_allow),
+        "wireguard_client_admin_networks": list(config.provisioning.admin_networks),
+        "wireguard_client_go_binary": str(config.vpn.wireguard_go),
     }
     if config.vpn.userspace:
-        ev["wireguard_userspace"] = True
+        ev["wireguard_client_userspace"] = True
     return ev
 
 
@@ -285,8 +288,8 @@ def register_client_keys(config: Config, db: Database, inventory: Inventory,
         for host in list(reported):
             peer = _peer(s, host)
             if peer is None or peer.status == PEER_REVOKED:
-                results[host] = PeerResult(host=host, outcome="skipped",
-                                           reason="revoked: `werne vpn reinstate` first" if peer else "not admitted")
+                why = "revoked: `werne vpn reinstate` first" if peer else "not admitted"
+                results[host] = PeerResult(host=host, outcome="skipped", reason=why)
                 reported.pop(host)
     good = _validate_reported(reported, db, results)
     changes: dict[str, str] = {}
@@ -295,7 +298,8 @@ def register_client_keys(config: Config, db: Database, inventory: Inventory,
             peer = _peer(s, host)
             assert peer is not None
             if peer.public_key == key and peer.status == PEER_ACTIVE:
-                results[host] = PeerResult(host=host, outcome="unchanged", address=peer.address_v4, public_key=key)
+                results[host] = PeerResult(host=host, outcome="unchanged", address=peer.address_v4,
+                                           public_key=key)
             else:
                 changes[host] = key
     gateway = None
@@ -311,7 +315,8 @@ def register_client_keys(config: Config, db: Database, inventory: Inventory,
                     s.add(VPNRetiredKey(public_key=peer.public_key, host=host, reason="replaced"))
                     outcome = "replaced"
                 peer.public_key, peer.status, peer.key_created_at = key, PEER_ACTIVE, now
-                results[host] = PeerResult(host=host, outcome=outcome, address=peer.address_v4, public_key=key)
+                results[host] = PeerResult(host=host, outcome=outcome, address=peer.address_v4,
+                                           public_key=key)
         record(db, "vpn.admit", ",".join(sorted(changes)),
                {h: results[h].outcome for h in sorted(changes)}, actor=actor)
     return VPNReport(action="admit", hosts=[results[h] for h in sorted(results)], gateway=gateway)
@@ -322,14 +327,14 @@ def enrol(config: Config, db: Database, inventory: Inventory, hosts: list[str],
     """Run the wireguard_client role on `hosts` alone (vpn_client.yml) and admit their keys."""
     with vpn_lock(config):
         ev = client_extravars(config, db, inventory, hosts)
-        targets = list(ev["wireguard_clients"])
+        targets = list(ev["wireguard_client_peers"])
         run = run_vpn_playbook(config, inventory, "vpn_client.yml", targets, ev, {PUBLIC_KEY_TASK}, "enrol")
         reported = {h: r.reported.get(PUBLIC_KEY_TASK) for h, r in run.hosts.items() if r.outcome == "ok"}
         report = register_client_keys(config, db, inventory, reported, actor=actor)
     extra = [PeerResult(host=h, outcome=r.outcome, reason=r.reason)  # type: ignore[arg-type]
              for h, r in run.hosts.items() if r.outcome != "ok"]
     extra += [PeerResult(host=h, outcome="skipped", reason="revoked: `werne vpn reinstate` first")
-              for h in ev["wireguard_revoked"]]
+              for h in ev["wireguard_client_revoked"]]
     report.action = "enrol"
     report.hosts = sorted(report.hosts + extra, key=lambda r: r.host)
     return report
@@ -349,7 +354,7 @@ def revoke(config: Config, db: Database, inventory: Inventory, host: str, reason
     if host not in inventory.laptops:
         with db.session() as s:
             if _peer(s, host) is None:
-                raise UnknownPeerError(f"unknown laptop: {host} (not in {inventory.hosts_file} and no VPN peer)")
+                raise UnknownPeerError(f"unknown laptop: {host} (not in {inventory.hosts_file})")
     actor = actor or current_actor()
     with vpn_lock(config):
         with db.session() as s:
@@ -411,7 +416,8 @@ def select_for_rotation(db: Database, inventory: Inventory, hosts: list[str],
                 raise UnknownPeerError(f"unknown laptop: {h} (not in {inventory.hosts_file})")
             p = peers.get(h)
             if p is None or p.status != PEER_ACTIVE or not p.public_key:
-                raise VPNInputError(f"{h} has no active VPN key to rotate ({p.status if p else 'never admitted'})")
+                state = p.status if p else "never admitted"
+                raise VPNInputError(f"{h} has no active VPN key to rotate ({state})")
         return list(dict.fromkeys(hosts))
     if older_than_days is None:
         raise VPNInputError("name hosts to rotate, or use --older-than")
@@ -465,9 +471,10 @@ def rotate(config: Config, db: Database, inventory: Inventory, hosts: list[str],
     results: dict[str, PeerResult] = {}
     with vpn_lock(config):
         check_gateway_reachable(config, inventory)
-        base = {"wireguard_interface": config.vpn.interface}
+        base = {"wireguard_client_interface": config.vpn.interface}
         prep = run_vpn_playbook(config, inventory, "vpn_rotate.yml", targets,
-                                {**base, "wireguard_rotate_phase": "prepare"}, {NEXT_KEY_TASK}, "rotate-prepare")
+                                {**base, "wireguard_client_rotate_phase": "prepare"}, {NEXT_KEY_TASK},
+                                "rotate-prepare")
         for h, r in prep.hosts.items():
             if r.outcome != "ok":
                 results[h] = PeerResult(host=h, outcome=r.outcome,  # type: ignore[arg-type]
@@ -476,8 +483,8 @@ def rotate(config: Config, db: Database, inventory: Inventory, hosts: list[str],
         new_keys = _validate_reported(reported, db, results)
         bad = [h for h in reported if h not in new_keys]
         if bad:
-            run_vpn_playbook(config, inventory, "vpn_rotate.yml", bad, {**base, "wireguard_rotate_phase": "abort"},
-                             set(), "rotate-abort")
+            run_vpn_playbook(config, inventory, "vpn_rotate.yml", bad,
+                             {**base, "wireguard_client_rotate_phase": "abort"}, set(), "rotate-abort")
             for h in bad:
                 results[h].reason = f"{results[h].reason}; old key still in use"
         if not new_keys:
@@ -486,15 +493,16 @@ def rotate(config: Config, db: Database, inventory: Inventory, hosts: list[str],
             gateway = _apply(config, db, inventory, planned_peers(db, keys=new_keys), "rotate-switch")
         except GatewayUnreachableError:
             run_vpn_playbook(config, inventory, "vpn_rotate.yml", list(new_keys),
-                             {**base, "wireguard_rotate_phase": "abort"}, set(), "rotate-abort")
+                             {**base, "wireguard_client_rotate_phase": "abort"}, set(), "rotate-abort")
             raise
         if after_gateway_switch is not None:
             after_gateway_switch(list(new_keys))
         commit = run_vpn_playbook(config, inventory, "vpn_rotate.yml", list(new_keys),
-                                  {**base, "wireguard_rotate_phase": "commit"}, {CURRENT_KEY_TASK},
+                                  {**base, "wireguard_client_rotate_phase": "commit"}, {CURRENT_KEY_TASK},
                                   "rotate-commit")
         switched = {h: k for h, k in new_keys.items()
-                    if commit.hosts[h].outcome == "ok" and commit.hosts[h].reported.get(CURRENT_KEY_TASK, "").strip() == k}
+                    if commit.hosts[h].outcome == "ok"
+                    and commit.hosts[h].reported.get(CURRENT_KEY_TASK, "").strip() == k}
         failed = [h for h in new_keys if h not in switched]
         if failed:
             # Put the old keys back for laptops that did not switch: they keep working as before.

@@ -1,8 +1,9 @@
 """Tunnel address allocation from the configured pools (vpn.pool_v4, optional vpn.pool_v6).
 
 An allocation is stored on the peer's row and stays the same across runs. The gateway holds the
-first host address of each pool. An address held by an active or pending peer is never handed out
-again; revocation releases it (the unique columns make a collision impossible even under races).
+first host address of each pool. A laptop's inventory `vpn_address` is used when it lies in the
+pool. An address held by an active or pending peer is never handed out again; revocation releases
+it (the unique columns make a collision impossible even under races).
 """
 
 from __future__ import annotations
@@ -55,15 +56,22 @@ class AddressPool:
     def gateway_v6(self) -> ipaddress.IPv6Address | None:
         return self.v6.network_address + 1 if self.v6 is not None else None
 
-    def _check_preferred(self, host: str, preferred: IPAddress, net: IPNetwork, taken: dict[str, str]) -> str:
-        if preferred not in net:
-            raise AddressCollisionError(f"{host}: vpn_address {preferred} is outside the pool {net}")
+    def _preferred_usable(self, host: str, preferred: IPAddress, net: IPNetwork,
+                          taken: dict[str, str]) -> bool:
+        """True if the inventory's address can be used; False if it lies outside the pool's host
+        range (then the pool picks one); AddressCollisionError if another peer holds it."""
+        if preferred.version != net.version:
+            return False
+        first = int(net.network_address) + 1
+        last = int(net.broadcast_address) - (1 if net.version == 4 else 0)
+        if not first <= int(preferred) <= last:
+            return False
         if preferred in (self.gateway_v4, self.gateway_v6):
             raise AddressCollisionError(f"{host}: vpn_address {preferred} is the gateway's own address")
         holder = taken.get(str(preferred))
         if holder is not None and holder != host:
             raise AddressCollisionError(f"{host}: vpn_address {preferred} is already held by {holder}")
-        return str(preferred)
+        return True
 
     def _first_free(self, host: str, net: IPNetwork, taken: dict[str, str], gateway: IPAddress) -> str:
         for addr in _hosts(net):
@@ -74,8 +82,9 @@ class AddressPool:
                                  f"({len(taken)} addresses held; revoke a peer or widen the pool)")
 
     def assign(self, session: Session, peer: VPNPeer, preferred: IPAddress | None = None) -> None:
-        """Give `peer` its addresses if it has none: the inventory's vpn_address when free, else the
-        first free one. An address it already holds is kept (stable across runs)."""
+        """Give `peer` its addresses if it has none: the inventory's vpn_address when it lies in the
+        pool (refused if another peer holds it), else the first free one. An address the peer
+        already holds is kept (stable across runs)."""
         for version, net, column in ((4, self.v4, "address_v4"), (6, self.v6, "address_v6")):
             if net is None:
                 continue
@@ -89,8 +98,8 @@ class AddressPool:
             taken = {a: h for a, h in session.execute(select(col, VPNPeer.host).where(col.is_not(None)))}
             gateway = self.gateway_v4 if version == 4 else self.gateway_v6
             assert gateway is not None
-            if preferred is not None and preferred.version == version:
-                setattr(peer, column, self._check_preferred(peer.host, preferred, net, taken))
+            if preferred is not None and self._preferred_usable(peer.host, preferred, net, taken):
+                setattr(peer, column, str(preferred))
             else:
                 setattr(peer, column, self._first_free(peer.host, net, taken, gateway))
             session.flush()

@@ -89,7 +89,7 @@ class _Collector:
                 rec.outcome, rec.reason = "failed", _one_line(f"task '{task}' failed: {msg}")
             elif kind == "runner_on_unreachable":
                 rec.outcome = "unreachable"
-                rec.reason = _one_line(f"unreachable: {res.get('msg') or 'cannot connect'}")
+                rec.reason = _one_line(str(res.get('msg') or 'cannot connect'))
         return True
 
 
@@ -164,7 +164,7 @@ def read_gateway_dump(config: Config, inventory: Inventory) -> str:
     """`wg show <if> dump` from the gateway, without its interface line (which holds the private key)."""
     name = check_gateway_reachable(config, inventory)
     run = run_vpn_playbook(config, inventory, "vpn_status.yml", [name],
-                           {"wireguard_interface": config.vpn.interface}, {"Report the gateway's peer dump"},
+                           {"wireguard_gateway_interface": config.vpn.interface}, {"Report the gateway's peer dump"},
                            "status")
     r = run.hosts[name]
     if r.outcome != "ok":
