@@ -1144,6 +1144,22 @@ def enrol_close(app: AppContext, request_id: int) -> None:
     _print_request(close_request(app.db, cli_principal(current_actor()), request_id))
 
 
+@enrol.command("dep-status")
+@pass_app
+def enrol_dep_status(app: AppContext) -> None:
+    """Check NanoDEP and the Apple DEP account behind dep.name (tokens valid, terms accepted).
+
+    Example:
+
+        werne enrol dep-status
+    """
+    from enrolment.dep import dep_status
+
+    st = dep_status(app.config)
+    click.echo(f"NanoDEP {st.nanodep_version or '?'} at {st.nanodep_url}, DEP name {st.dep_name}: "
+               f"server '{st.server_name}' of '{st.org_name}' (admin {st.admin_id or '?'})")
+
+
 @enrol.command("sync")
 @pass_app
 def enrol_sync(app: AppContext) -> None:

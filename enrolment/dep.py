@@ -282,3 +282,30 @@ def assign_with_retries(
         sleep(float(wait))
         todo = throttled
     return result
+
+
+@dataclass
+class DEPStatus:
+    """What `werne enrol dep-status` shows: NanoDEP's version and the DEP account behind the name."""
+
+    nanodep_url: str
+    dep_name: str
+    nanodep_version: str
+    server_name: str
+    org_name: str
+    admin_id: str
+
+
+def dep_status(cfg: Config, client: NanoDEPClient | None = None) -> DEPStatus:
+    """Check that NanoDEP answers and that its DEP name reaches Apple (tokens valid, terms signed)."""
+    client = client or NanoDEPClient.from_config(cfg)
+    version = client.version()
+    account = client.account()
+    return DEPStatus(
+        client.url,
+        client.name,
+        version,
+        str(account.get("server_name", "")),
+        str(account.get("org_name", "")),
+        str(account.get("admin_id") or account.get("facilitator_id") or ""),
+    )

@@ -28,9 +28,7 @@ def _request(site: EnrolSite, serials: list[str]) -> int:
     return reqs.create_request(site.db(), inv, A, SCHOOL_A, "pupil", "5b", "\n".join(serials)).id
 
 
-def test_approve_assigns_through_nanodep_and_defines_profile(
-    enrol_site: EnrolSite, fake_dep: FakeDEP
-) -> None:
+def test_approve_assigns_through_nanodep_and_defines_profile(enrol_site: EnrolSite, fake_dep: FakeDEP) -> None:
     fake_dep.add_devices(S)
     rid = _request(enrol_site, S)
     r = enrol_site.cli("enrol", "approve", str(rid))
@@ -83,9 +81,7 @@ def test_throttled_is_retried_after_retry_after_seconds(enrol_site: EnrolSite, f
     assert set(fake_dep.assigned_serials()) == set(S)
 
 
-def test_throttled_longer_than_allowed_stays_for_a_later_run(
-    enrol_site: EnrolSite, fake_dep: FakeDEP
-) -> None:
+def test_throttled_longer_than_allowed_stays_for_a_later_run(enrol_site: EnrolSite, fake_dep: FakeDEP) -> None:
     fake_dep.add_devices(S[:2])
     fake_dep.throttle(S[0], times=1, retry_after_seconds=3600)  # more than max_retry_wait_s
     rid = _request(enrol_site, S[:2])
@@ -149,9 +145,7 @@ def test_client_error_names_method_url_and_status(nanodep) -> None:  # type: ign
     from core.secrets import Secret
 
     c = dep.NanoDEPClient(nanodep.url, "noname", Secret("wrong", "test"), timeout=5)
-    with pytest.raises(
-        DEPUnavailable, match=r"PUT http://127.0.0.1:\d+/v1/config/noname: NanoDEP refused"
-    ) as e:
+    with pytest.raises(DEPUnavailable, match=r"PUT http://127.0.0.1:\d+/v1/config/noname: NanoDEP refused") as e:
         c.set_base_url("http://127.0.0.1:1")
     assert "wrong" not in str(e.value)  # the key never appears in messages
 
@@ -180,3 +174,13 @@ def test_nanodep_failing_during_a_retry_keeps_what_apple_assigned(nanodep) -> No
         S[2]: "SUCCESS",
     }
     assert result.calls == 1
+
+
+def test_dep_status_through_nanodep(enrol_site: EnrolSite, fake_dep: FakeDEP, tmp_path: Path) -> None:
+    r = enrol_site.cli("enrol", "dep-status")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("NanoDEP ") and f"DEP name {enrol_site.dep_name}: server 'Fake DEP Server'" in r.stdout
+    assert fake_dep.requests[-1] == ("GET", "/account")
+    down = make_site(tmp_path / "down", f"http://127.0.0.1:{free_port()}")
+    r = down.cli("enrol", "dep-status")
+    assert r.returncode == 3 and "is not reachable" in r.stderr and len(r.stderr.splitlines()) == 1
