@@ -224,43 +224,48 @@ def _sweep(db: Database, cfg: Config, installer: Any) -> ArrivalReport:
     return report
 
 
-def enrolment_hook(db: Database, cfg: Config) -> Any:
-    """A callback for mdm_client.webhook.on_enrolled: sweep right after a TokenUpdate is stored,
-    when the webhook receiver runs in this process. Never raises into the webhook."""
+def enrolment_hook(watcher: ArrivalWatcher) -> Any:
+    """A callback for mdm_client.webhook.on_enrolled, for a process that runs both the webhook
+    receiver and an ArrivalWatcher: a stored TokenUpdate wakes the watcher at once. The sweep
+    itself runs in the watcher's thread, never in the webhook's writer thread."""
 
     def hook(event: Any) -> None:
-        if getattr(event, "topic", "") != "mdm.TokenUpdate":
-            return
-        try:
-            process_arrivals(db, cfg)
-        except WerneError as e:  # the periodic sweep retries
-            log.warning("arrival sweep after %s failed: %s", getattr(event, "serial", "?"), e)
+        if getattr(event, "topic", "") == "mdm.TokenUpdate":
+            watcher.wake()
 
     return hook
 
 
 class ArrivalWatcher:
-    """A background thread that sweeps every `interval` seconds until stopped."""
+    """A background thread that sweeps every `interval` seconds, or at once when woken, until stopped."""
 
     def __init__(self, db: Database, cfg: Config, interval: float = 5.0, installer: Any = None):
         self.db, self.cfg, self.interval, self.installer = db, cfg, interval, installer
+        self.sweeps = 0
         self._stop = threading.Event()
+        self._wake = threading.Event()
         self._thread = threading.Thread(target=self._run, name="werne-arrival", daemon=True)
 
     def start(self) -> ArrivalWatcher:
         self._thread.start()
         return self
 
+    def wake(self) -> None:
+        self._wake.set()
+
     def _run(self) -> None:
         while not self._stop.is_set():
+            self._wake.clear()
             try:
                 process_arrivals(self.db, self.cfg, self.installer)
             except WerneError as e:
                 log.warning("arrival sweep failed: %s", e)
             except Exception:  # a bug: log it with its traceback, keep the web page serving
                 log.exception("arrival sweep crashed")
-            self._stop.wait(self.interval)
+            self.sweeps += 1
+            self._wake.wait(self.interval)
 
     def stop(self) -> None:
         self._stop.set()
+        self._wake.set()
         self._thread.join(timeout=10)

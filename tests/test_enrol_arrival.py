@@ -178,18 +178,25 @@ def test_unrequested_ipad_gets_nothing(world: World) -> None:
     assert mine == [] and device.profiles == {}
 
 
-def test_webhook_hook_sends_profiles_on_token_update(world: World) -> None:
+def test_webhook_hook_wakes_the_watcher_on_token_update(world: World) -> None:
+    from enrolment.arrival import ArrivalWatcher
     from mdm_client.webhook import on_enrolled
 
     serial = "ARRSER00004"
     rid = world.approved_request([serial])
-    remove = on_enrolled(enrolment_hook(world.db, world.site.config()))
+    # An hour between sweeps: only the hook can make this one happen while the test waits.
+    watcher = ArrivalWatcher(world.db, world.site.config(), interval=3600).start()
+    remove = on_enrolled(enrolment_hook(watcher))
     try:
+        deadline = time.monotonic() + 30
+        while watcher.sweeps < 1 and time.monotonic() < deadline:  # the first, immediate sweep
+            time.sleep(0.05)
+        assert statuses(world, rid)[serial] == "assigned"
         world.ipads([serial])
         deadline = time.monotonic() + 60
         while statuses(world, rid)[serial] == "assigned" and time.monotonic() < deadline:
             time.sleep(0.2)
     finally:
         remove()
-    # No sweep was called by the test: the hook did it on TokenUpdate.
+        watcher.stop()
     assert statuses(world, rid)[serial] in ("enrolled", "configured")
