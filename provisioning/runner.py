@@ -128,6 +128,12 @@ def ansible_extravars(config: Config) -> dict[str, Any]:
 # ---------------------------------------------------------------- events -> outcomes ----------
 
 
+def _after_header(d: dict[str, Any]) -> str:
+    # The template module names its rendered temp file here; the template's name says more.
+    header = str(d.get("after_header") or "after")
+    return f"template {Path(header).name}" if "/.ansible/tmp/" in header else header
+
+
 def render_diff(diff: Any) -> str:
     """Ansible's diff result (one dict or a list of them) as unified-diff text."""
     diffs = diff if isinstance(diff, list) else [diff]
@@ -145,7 +151,7 @@ def render_diff(diff: Any) -> str:
                     before.splitlines(True),
                     after.splitlines(True),
                     fromfile=str(d.get("before_header") or "before"),
-                    tofile=str(d.get("after_header") or "after"),
+                    tofile=_after_header(d),
                 )
             ]
         elif isinstance(before, dict) and isinstance(after, dict):
