@@ -320,7 +320,7 @@ class WebApp:
                     reqs.approve_request, self.db, self.cfg, self.inventory, p, rid, self.dep_client
                 )
                 request.session["flash"] = (
-                    f"Antrag Nr. {rid} genehmigt: {view.status}; "
+                    f"Antrag Nr. {rid} genehmigt: {STATUS_DE.get(view.status, view.status)}; "
                     f"{sum(1 for s in view.serials if s.status == 'assigned')} von "
                     f"{view.total} bei Apple zugewiesen."
                 )
