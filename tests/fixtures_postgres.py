@@ -127,6 +127,35 @@ def _stop(cluster: PostgresCluster) -> None:
                 os.kill(pid, signal.SIGKILL)
 
 
+OWNER_FILE = "owner.pid"  # the pid of the pytest process that started the cluster
+
+
+def _alive(pid: int) -> bool:
+    # Not kill -0: an unreaped zombie would count as alive (see the lab notes).
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    return not any(line.startswith("State:") and "Z" in line.split()[1] for line in status.splitlines())
+
+
+def sweep_orphans(bindir: Path) -> None:
+    """Stop and remove clusters left by a test session that was killed before its teardown."""
+    for base in Path(tempfile.gettempdir()).glob("werne-pg-*"):
+        try:
+            owner = int((base / OWNER_FILE).read_text())
+        except (OSError, ValueError):
+            continue  # not one of ours, or still being set up
+        if _alive(owner):
+            continue
+        _stop(
+            PostgresCluster(
+                base=base, socket_dir=base, data_dir=base / "data", log_file=base / "server.log", bindir=bindir
+            )
+        )
+        shutil.rmtree(base, ignore_errors=True)
+
+
 @pytest.fixture(scope="session")
 def postgres_cluster() -> Iterator[PostgresCluster]:
     """A PostgreSQL server for the whole session, on a unix socket in its own temporary directory."""
@@ -134,18 +163,16 @@ def postgres_cluster() -> Iterator[PostgresCluster]:
         pytest.skip("PostgreSQL tests start a throwaway server as the 'postgres' user: run them as root")
     bindir = postgres_bindir()
     if bindir is None:
-        pytest.skip(
-            f"no PostgreSQL server binaries under {PG_LIB} (scripts/setup.sh installs Debian's postgresql)"
-        )
+        pytest.skip(f"no PostgreSQL server binaries under {PG_LIB} (scripts/setup.sh installs Debian's postgresql)")
     try:
         pg = pwd.getpwnam(PG_USER)
     except KeyError:
-        pytest.skip(
-            "no 'postgres' system user (scripts/setup.sh installs Debian's postgresql, which creates it)"
-        )
+        pytest.skip("no 'postgres' system user (scripts/setup.sh installs Debian's postgresql, which creates it)")
 
     # Under /tmp, not pytest's tmp_path: that sits in a root-only (0700) directory the server cannot enter.
+    sweep_orphans(bindir)
     base = Path(tempfile.mkdtemp(prefix="werne-pg-"))
+    (base / OWNER_FILE).write_text(str(os.getpid()))
     cluster = PostgresCluster(
         base=base, socket_dir=base, data_dir=base / "data", log_file=base / "server.log", bindir=bindir
     )
