@@ -39,7 +39,17 @@ def _change_rows(changes: list[Any], run: StoredRun, prev: StoredRun | None) -> 
                 "evidence": c.evidence,
             }
         )
-    rows.sort(key=lambda r: (SEVERITY_ORDER.get(r["severity"], 9), r["rule"], r["device"]))
+    # Real failures before checks that could not run, then by severity, rule and device: what got
+    # worse is on top, and one silent iPad does not push a failing laptop off the first screen.
+    rank = {"fail": 0, "error": 1, "unreachable": 2}
+    rows.sort(
+        key=lambda r: (
+            rank.get(r["after"] or "", 3),
+            SEVERITY_ORDER.get(r["severity"], 9),
+            r["rule"],
+            r["device"],
+        )
+    )
     return rows
 
 
