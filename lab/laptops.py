@@ -302,6 +302,13 @@ def sweep_orphans() -> list[str]:
 
 def _teardown_by_id(labid: str, state_dir: Path, own_mounts: bool = True) -> None:
     """Remove a lab known only by its id: its processes, mounts, cgroups, /run files and bridge."""
+    lab_dir = state_dir / "lab"
+    # Hold the lab's own lock if its dir still exists, so a `down` of the same lab waits for us.
+    with _flock(lab_dir / ".lock") if lab_dir.is_dir() else contextlib.nullcontext():
+        _teardown_by_id_locked(labid, state_dir, own_mounts)
+
+
+def _teardown_by_id_locked(labid: str, state_dir: Path, own_mounts: bool) -> None:
     dirs = [d for root in CGROUP_ROOTS for d in (root / CGROUP_PARENT).glob(f"w{labid}-*")]
     for _ in range(50):
         pids = [p for d in dirs for p in _cgroup_pids(d)]
