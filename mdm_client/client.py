@@ -13,7 +13,9 @@ back as "command already exists" for that UUID, and is counted as queued.
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import uuid as uuid_mod
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -62,8 +64,11 @@ class EnqueueResult:
     push_pending: dict[str, str] = field(default_factory=dict)
     # Not queued (or queued where it can never be fetched), with the reason.
     failed: dict[str, str] = field(default_factory=dict)
+    # The CommandUUID each id got: every request after the first needs its own (see `chunks`).
+    command_uuids: dict[str, str] = field(default_factory=dict)
 
     def merge(self, other: EnqueueResult) -> None:
+        self.command_uuids.update(other.command_uuids)
         self.queued.extend(other.queued)
         self.push_pending.update(other.push_pending)
         self.failed.update(other.failed)
@@ -142,9 +147,7 @@ class NanoMDMClient:
             )
         except requests.ConnectionError as e:
             reason = "connection refused" if "refused" in str(e).lower() else e.__class__.__name__
-            raise NanoMDMError(
-                f"{what}: cannot connect ({reason}); is NanoMDM running at {self.url}?"
-            ) from None
+            raise NanoMDMError(f"{what}: cannot connect ({reason}); is NanoMDM running at {self.url}?") from None
         except requests.Timeout:
             raise NanoMDMError(f"{what}: no answer within {self.timeout:g} s") from None
         except requests.RequestException as e:
@@ -186,27 +189,44 @@ class NanoMDMClient:
         if chunk:
             yield chunk
 
+    def chunks(self, command: Command, ids: Iterable[str]) -> list[tuple[Command, list[str]]]:
+        """Split ids so each enqueue URL stays within max_url_length, one Command per request.
+
+        NanoMDM stores a CommandUUID once: a second request with the same UUID (for other ids)
+        is answered "command already exists" and queues nothing. So every chunk after the first
+        gets a copy of the command with a fresh CommandUUID.
+        """
+        out: list[tuple[Command, list[str]]] = []
+        for n, chunk in enumerate(self.split_ids("/v1/enqueue/", list(dict.fromkeys(ids)))):
+            cmd = command if n == 0 else dataclasses.replace(command, uuid=str(uuid_mod.uuid4()).upper())
+            out.append((cmd, chunk))
+        return out
+
+    def enqueue_chunk(self, command: Command, chunk: list[str], push: bool = True) -> EnqueueResult:
+        """One enqueue request for ids that fit one URL (see `chunks`)."""
+        path = "/v1/enqueue/" + ",".join(quote(i, safe="") for i in chunk)
+        what = self._describe("PUT", path, len(chunk))
+        resp = self._request(
+            "PUT", path, command.to_plist(), n_ids=len(chunk), params=None if push else {"nopush": "1"}
+        )
+        if resp.status_code not in (200, 207, 500):
+            raise NanoMDMError(f"{what}: {resp.status_code}: {_one_line(resp.text) or resp.reason}")
+        out = self._parse_enqueue(command, chunk, self._json(resp, what))
+        out.command_uuids = dict.fromkeys(chunk, command.uuid)
+        return out
+
     def enqueue(self, command: Command, ids: Iterable[str], push: bool = True) -> EnqueueResult:
         """Queue `command` for every id; per-id results. Raises NanoMDMError (with `.partial`)."""
-        ids = list(dict.fromkeys(ids))
         total = EnqueueResult(command.uuid, command.request_type)
-        body = command.to_plist()
-        for chunk in self.split_ids("/v1/enqueue/", ids):
-            path = "/v1/enqueue/" + ",".join(quote(i, safe="") for i in chunk)
-            what = self._describe("PUT", path, len(chunk))
+        for cmd, chunk in self.chunks(command, ids):
             try:
-                resp = self._request(
-                    "PUT", path, body, n_ids=len(chunk), params=None if push else {"nopush": "1"}
-                )
-                if resp.status_code not in (200, 207, 500):
-                    raise NanoMDMError(f"{what}: {resp.status_code}: {_one_line(resp.text) or resp.reason}")
-                total.merge(self._parse_enqueue(command, chunk, self._json(resp, what), what))
+                total.merge(self.enqueue_chunk(cmd, chunk, push))
             except NanoMDMError as e:
                 raise type(e)(str(e), partial=total) from None
         return total
 
     @staticmethod
-    def _parse_enqueue(command: Command, chunk: list[str], data: dict[str, Any], what: str) -> EnqueueResult:  # noqa: ARG004
+    def _parse_enqueue(command: Command, chunk: list[str], data: dict[str, Any]) -> EnqueueResult:
         out = EnqueueResult(command.uuid, command.request_type)
         status = data.get("status") or {}
         top_cmd_error = str(data.get("command_error") or "")

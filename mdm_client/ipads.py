@@ -418,27 +418,22 @@ def _send_and_wait(
                 )
         if not ids:
             continue
-        ctx.registry.record_planned(
-            job.command.uuid, job.command.request_type, list(ids), ctx.actor, {**job.detail, "action": action}
-        )
-        try:
-            res = ctx.client.enqueue(job.command, list(ids))
-        except NanoMDMError as e:
-            done = set(e.partial.queued) if e.partial is not None else set()
-            failed = dict(e.partial.failed) if e.partial is not None else {}
-            failed.update(
-                {eid: "not queued: NanoMDM unreachable" for eid in ids if eid not in done and eid not in failed}
-            )
-            ctx.registry.mark_not_queued(job.command.uuid, failed)
-            raise
-        ctx.registry.mark_not_queued(job.command.uuid, res.failed)
-        for eid, t in ids.items():
-            if eid in res.failed:
-                o = CommandOutcome(job.command.request_type, "not sent", res.failed[eid], job.label)
-            else:
-                o = CommandOutcome(job.command.request_type, "queued", res.push_pending.get(eid, ""), job.label)
-                expect[(job.command.uuid, eid)] = (t.serial, o)
-            reports[t.serial].outcomes.append(o)
+        for cmd, chunk in ctx.client.chunks(job.command, list(ids)):
+            ctx.registry.record_planned(cmd.uuid, cmd.request_type, chunk, ctx.actor, {**job.detail, "action": action})
+            try:
+                res = ctx.client.enqueue_chunk(cmd, chunk)
+            except NanoMDMError:
+                ctx.registry.mark_not_queued(cmd.uuid, dict.fromkeys(chunk, "not queued: NanoMDM unreachable"))
+                raise
+            ctx.registry.mark_not_queued(cmd.uuid, res.failed)
+            for eid in chunk:
+                t = ids[eid]
+                if eid in res.failed:
+                    o = CommandOutcome(cmd.request_type, "not sent", res.failed[eid], job.label)
+                else:
+                    o = CommandOutcome(cmd.request_type, "queued", res.push_pending.get(eid, ""), job.label)
+                    expect[(cmd.uuid, eid)] = (t.serial, o)
+                reports[t.serial].outcomes.append(o)
     end = time.monotonic() + deadline_s
     uuids = list({k[0] for k in expect})
     while expect and uuids:

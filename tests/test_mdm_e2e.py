@@ -21,9 +21,7 @@ pytestmark = pytest.mark.mdm
 def werne(world, *args: str, input: str | None = None):  # type: ignore[no-untyped-def]
     from cli import main
 
-    return CliRunner().invoke(
-        main, ["--config", str(world.config_path), *args], input=input, catch_exceptions=False
-    )
+    return CliRunner().invoke(main, ["--config", str(world.config_path), *args], input=input, catch_exceptions=False)
 
 
 def sent(world) -> int:  # type: ignore[no-untyped-def]
@@ -105,9 +103,7 @@ def test_configure_installs_group_profiles(mdm_world) -> None:
     r = werne(mdm_world, "ipad", "configure", "--school", "gym-demo")
     assert r.exit_code == 2 and "mdm.blast_radius 5" in r.output and "--max-devices 10" in r.output
     assert sent(mdm_world) == before
-    r = werne(
-        mdm_world, "ipad", "configure", "--school", "gym-demo", "--max-devices", "10", "--deadline", "30"
-    )
+    r = werne(mdm_world, "ipad", "configure", "--school", "gym-demo", "--max-devices", "10", "--deadline", "30")
     refusing = mdm_world.serials["gym-demo"][0]
     assert r.exit_code == 1, r.output  # the refusing device: findings
     ctx = mdm_world.context()
@@ -135,7 +131,7 @@ def test_unknown_device_id_is_reported_per_id(mdm_world) -> None:
     from mdm_client import commands
 
     good = [mdm_world.sim.by_serial[s].udid for s in mdm_world.serials["gs-demo"][:3]]
-    client = mdm_world.client(max_url_length=len(mdm_world.nanomdm.url) + 120)  # forces several requests
+    client = mdm_world.client(max_url_length=len(mdm_world.nanomdm.url) + 80)  # forces several requests
     res = client.enqueue(commands.device_information(["SerialNumber"]), [*good, "NO-SUCH-DEVICE"])
     assert sorted(res.queued) == sorted(good)
     assert list(res.failed) == ["NO-SUCH-DEVICE"]
@@ -143,6 +139,20 @@ def test_unknown_device_id_is_reported_per_id(mdm_world) -> None:
     # The lab has no APNs certificate: pushes fail, and that is reported as pending, not failed.
     assert set(res.push_pending) == set(good)
     assert all("next check-in" in v for v in res.push_pending.values())
+    # Each request got its own CommandUUID (NanoMDM queues a UUID once), and every device answers.
+    assert len(set(res.command_uuids.values())) > 1
+    registry = mdm_world.context().registry
+    answered: set[str] = set()
+    for _ in range(300):
+        answered = {
+            c.enrollment_id
+            for c in registry.command_states(set(res.command_uuids.values()))
+            if c.status == "Acknowledged"
+        }
+        if answered >= set(good):
+            break
+        time.sleep(0.1)
+    assert answered == set(good)
 
 
 def test_wrong_api_key_message_names_request_not_key(mdm_world) -> None:
@@ -153,10 +163,7 @@ def test_wrong_api_key_message_names_request_not_key(mdm_world) -> None:
     client = NanoMDMClient(mdm_world.nanomdm.url, Secret("wrong-key-abc", "t"))
     with pytest.raises(NanoMDMAuthError) as e:
         client.enqueue(profile_list(), ["A"])
-    assert (
-        str(e.value)
-        == f"PUT {mdm_world.nanomdm.url}/v1/enqueue/A: 401 Unauthorized: NanoMDM refused the API key"
-    )
+    assert str(e.value) == f"PUT {mdm_world.nanomdm.url}/v1/enqueue/A: 401 Unauthorized: NanoMDM refused the API key"
     assert "wrong-key-abc" not in str(e.value)
 
 
@@ -164,17 +171,13 @@ def test_unknown_serial_exits_2_naming_it(mdm_world) -> None:
     before = sent(mdm_world)
     r = werne(mdm_world, "ipad", "lock", mdm_world.serials["gs-demo"][0], "NOSUCH1234", "NOSUCH5678")
     assert r.exit_code == 2
-    assert (
-        r.output == "Error: unknown serials: NOSUCH1234, NOSUCH5678 (not in ipads.csv and never enrolled)\n"
-    )
+    assert r.output == "Error: unknown serials: NOSUCH1234, NOSUCH5678 (not in ipads.csv and never enrolled)\n"
     assert sent(mdm_world) == before
 
 
 def _captured_event(world) -> bytes:  # type: ignore[no-untyped-def]
     udid = world.sim.devices[0].udid
-    raw = plistlib.dumps(
-        {"UDID": udid, "Status": "Acknowledged", "CommandUUID": "CAPTURED-1", "ProfileList": []}
-    )
+    raw = plistlib.dumps({"UDID": udid, "Status": "Acknowledged", "CommandUUID": "CAPTURED-1", "ProfileList": []})
     return json.dumps(
         {
             "topic": "mdm.Connect",
@@ -196,12 +199,8 @@ def _stored(world, event_id: str, command_uuid: str) -> tuple[int, int]:  # type
     con = sqlite3.connect(world.state_dir / "werne.db")
     try:
         return (
-            con.execute("select count(*) from mdm_webhook_events where event_id=?", (event_id,)).fetchone()[
-                0
-            ],
-            con.execute("select count(*) from mdm_commands where command_uuid=?", (command_uuid,)).fetchone()[
-                0
-            ],
+            con.execute("select count(*) from mdm_webhook_events where event_id=?", (event_id,)).fetchone()[0],
+            con.execute("select count(*) from mdm_commands where command_uuid=?", (command_uuid,)).fetchone()[0],
         )
     finally:
         con.close()
@@ -223,11 +222,7 @@ def test_duplicate_webhook_is_ignored(mdm_world) -> None:
 
 
 def test_bad_hmac_stores_nothing(mdm_world) -> None:
-    body = (
-        _captured_event(mdm_world)
-        .replace(b"captured-0001", b"captured-0002")
-        .replace(b"CAPTURED-1", b"CAPTURED-2")
-    )
+    body = _captured_event(mdm_world).replace(b"captured-0001", b"captured-0002").replace(b"CAPTURED-1", b"CAPTURED-2")
     wrong = requests.post(
         mdm_world.webhook.url, data=body, timeout=10, headers={"X-Hmac-Signature": sign(body, "not-the-key")}
     )
