@@ -15,6 +15,7 @@ import sys
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -143,7 +144,11 @@ def run_facts_playbook(
 
 
 def vpn_evidence(
-    config: Config, inventory: Inventory, db: Any, gathered: dict[str, tuple[str, Any]]
+    config: Config,
+    inventory: Inventory,
+    db: Any,
+    gathered: dict[str, tuple[str, Any]],
+    now: datetime | None = None,
 ) -> tuple[dict[str, dict[str, Any]], str]:
     """Per laptop: the gateway's view of its peer. Returns (evidence by host, source description)."""
     evidence: dict[str, dict[str, Any]] = {}
@@ -151,7 +156,7 @@ def vpn_evidence(
     try:
         from vpn.status import collect_status
 
-        statuses = collect_status(config, inventory, db)
+        statuses = collect_status(config, inventory, db, now=now)
         for st in statuses:
             if st.host and st.status in ("active", "pending"):
                 evidence[st.host] = {
@@ -216,15 +221,17 @@ def collect_laptops(
     artifact_dir: Path,
     hosts: list[str] | None = None,
     progress: ProgressCallback | None = None,
+    now: datetime | None = None,
 ) -> list[DeviceFacts]:
-    """Facts for every laptop in the inventory (or the named ones), with the gateway's VPN evidence."""
+    """Facts for every laptop in the inventory (or the named ones), with the gateway's VPN evidence.
+    `now` is the run's clock, against which the gateway's handshake and key ages are computed."""
     names = hosts if hosts is not None else sorted(inventory.laptops)
     if not names:
         return []
     if shutil.which("ansible-playbook", path=ansible_env(config)["PATH"]) is None:
         raise CollectionError("ansible-playbook is not installed (run scripts/setup.sh)")
     gathered = run_facts_playbook(config, inventory, names, artifact_dir, progress)
-    vpn, _ = vpn_evidence(config, inventory, db, gathered)
+    vpn, _ = vpn_evidence(config, inventory, db, gathered, now)
     out = []
     for name in names:
         status, payload = gathered[name]

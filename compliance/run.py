@@ -135,7 +135,7 @@ def run_compliance(
             with ThreadPoolExecutor(max_workers=2, thread_name_prefix="werne-collect") as pool:
                 if "laptops" in fleets:
                     jobs["laptops"] = pool.submit(
-                        collect_laptops, config, inventory, db, artifacts, hosts or None, progress
+                        collect_laptops, config, inventory, db, artifacts, hosts or None, progress, now=at
                     )
                 if "ipads" in fleets:
                     jobs["ipads"] = pool.submit(collect_ipads, config, inventory, db, progress, sweep, now=at)
