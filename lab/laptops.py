@@ -188,6 +188,26 @@ def _remove_cgroup_tree(d: Path) -> None:
             os.rmdir(dirpath)
 
 
+def _kill_and_remove_cgroups(dirs: list[Path], timeout: float = 15.0) -> list[Path]:
+    """SIGKILL what is left in these cgroup trees and remove them; return the dirs still there.
+
+    A cgroup dir can only go once its last process has been reaped, and this machine's PID 1
+    reaps slowly, so this retries for a while instead of trying once.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        for d in dirs:
+            for p in _cgroup_pids(d):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(p, signal.SIGKILL)
+        for d in dirs:
+            _remove_cgroup_tree(d)
+        left = [d for d in dirs if d.exists()]
+        if not left or time.monotonic() > deadline:
+            return left
+        time.sleep(0.1)
+
+
 def _raise_inotify_limits() -> None:
     # Dozens of systemd instances exhaust the default inotify limits: one laptop then hangs at boot.
     for key, minimum in INOTIFY_MIN.items():
@@ -297,6 +317,15 @@ def sweep_orphans() -> list[str]:
             removed.append(f"lab {labid} ({state_dir}): {reason}; removal failed: {e}")
             continue
         removed.append(f"lab {labid} ({state_dir}): {reason}")
+    # Empty cgroup dirs of labs nobody registers any more (left by a teardown that was cut short).
+    registered = {e.get("labid") for e in _registry()}
+    for root in CGROUP_ROOTS:
+        for d in (root / CGROUP_PARENT).glob("w*-*"):
+            labid = d.name[1:].split("-", 1)[0]
+            if labid not in registered and not _cgroup_pids(d):
+                _remove_cgroup_tree(d)
+                if not d.exists():
+                    removed.append(f"empty cgroup {d}")
     return removed
 
 
@@ -310,20 +339,12 @@ def _teardown_by_id(labid: str, state_dir: Path, own_mounts: bool = True) -> Non
 
 def _teardown_by_id_locked(labid: str, state_dir: Path, own_mounts: bool) -> None:
     dirs = [d for root in CGROUP_ROOTS for d in (root / CGROUP_PARENT).glob(f"w{labid}-*")]
-    for _ in range(50):
-        pids = [p for d in dirs for p in _cgroup_pids(d)]
-        if not pids:
-            break
-        for p in pids:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(p, signal.SIGKILL)
-        time.sleep(0.1)
+    _kill_and_remove_cgroups(dirs)
     prefix = str(state_dir / "lab" / "hosts") + "/"
     for m in sorted(_mounted_paths(), reverse=True) if own_mounts else []:
         if m.startswith(prefix):
             _run(["umount", "--lazy", m], f"unmount {m}", check=False)
     for d in dirs:
-        _remove_cgroup_tree(d)
         for sub in ("propagate", "unix-export", "incoming"):
             shutil.rmtree(NSPAWN_RUN / sub / d.name, ignore_errors=True)
     with _flock(GLOBAL_LOCK):
@@ -657,17 +678,8 @@ class Lab:
 
     def _cleanup_host(self, rec: _HostRecord) -> None:
         """Make sure nothing of this laptop runs, is mounted, or is left in cgroups or /run."""
-        for _ in range(50):
-            pids = [p for d in _cgroup_dirs(rec.machine) for p in _cgroup_pids(d)]
-            if not pids:
-                break
-            for p in pids:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(p, signal.SIGKILL)
-            time.sleep(0.1)
+        _kill_and_remove_cgroups(_cgroup_dirs(rec.machine))
         self._unmount(rec.name)
-        for d in _cgroup_dirs(rec.machine):
-            _remove_cgroup_tree(d)
         for sub in ("propagate", "unix-export", "incoming"):
             p = NSPAWN_RUN / sub / rec.machine
             if p.is_dir():
@@ -846,15 +858,8 @@ class Lab:
             if m.startswith(prefix):
                 _run(["umount", "--lazy", m], f"unmount {m}", check=False)
         if st.labid:
-            for root in CGROUP_ROOTS:
-                for d in (root / CGROUP_PARENT).glob(f"w{st.labid}-*"):
-                    for p in _cgroup_pids(d):
-                        with contextlib.suppress(ProcessLookupError):
-                            os.kill(p, signal.SIGKILL)
-            time.sleep(0.2)
-            for root in CGROUP_ROOTS:
-                for d in (root / CGROUP_PARENT).glob(f"w{st.labid}-*"):
-                    _remove_cgroup_tree(d)
+            _kill_and_remove_cgroups([d for root in CGROUP_ROOTS
+                                      for d in (root / CGROUP_PARENT).glob(f"w{st.labid}-*")])
             for sub in ("propagate", "unix-export", "incoming"):
                 for d in (NSPAWN_RUN / sub).glob(f"w{st.labid}-*"):
                     shutil.rmtree(d, ignore_errors=True)
