@@ -31,7 +31,9 @@ def test_vpn_rules_from_gateway_evidence(vpn_lab):
     }, {k: v.evidence for k, v in res.items()}
     assert res[("lap01", "vpn-handshake-fresh")].evidence.startswith("last handshake ")
 
-    # Drift: lap01's tunnel is narrowed to the city network only (a split tunnel).
+    # Drift: lap01's tunnel config is narrowed to the city network only (a split tunnel).
+    original = vl.sh("lap01", "grep '^AllowedIPs' /etc/wireguard/wg0.conf").stdout.strip()
+    assert original == "AllowedIPs = 0.0.0.0/0, ::/0"
     p = vl.sh("lap01", "sed -i 's|^AllowedIPs.*|AllowedIPs = 10.77.0.0/24|' /etc/wireguard/wg0.conf")
     assert p.returncode == 0
     try:
@@ -39,7 +41,7 @@ def test_vpn_rules_from_gateway_evidence(vpn_lab):
         assert {k for k, v in res.items() if v.status != "pass"} == {("lap01", "vpn-full-tunnel")}
         assert res[("lap01", "vpn-full-tunnel")].evidence == "split tunnel: AllowedIPs=10.77.0.0/24"
     finally:
-        vl.cli("laptop", "provision", "lap01")
+        vl.sh("lap01", f"sed -i 's|^AllowedIPs.*|{original}|' /etc/wireguard/wg0.conf")
 
     # 120 days later (clock injection): the keys are older than vpn.key_max_age_days and no
     # handshake is younger than vpn.handshake_max_age_s.
