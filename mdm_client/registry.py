@@ -301,7 +301,7 @@ class Registry:
                     d = {
                         "enrollment_id": e.enrollment_id,
                         "udid": e.udid or e.enrollment_id,
-                        "state": "enrolled",
+                        "state": None,  # "enrolled" unless a check-in says otherwise
                         "token_update_tally": 0,
                     }
                     new_devices[e.enrollment_id] = d
@@ -336,11 +336,14 @@ class Registry:
                     }
                 if e.message_type == "Authenticate":
                     serial = e.serial
-                    later = max(times.get("TokenUpdate", ""), times.get("CheckOut", ""))
+                    # NanoMDM stamps created_at when it sends the webhook, so an Authenticate can
+                    # carry a later time than the TokenUpdate that followed it: an Authenticate only
+                    # starts an enrolment for a new or checked-out device, never demotes an enrolled one.
+                    was = current(e, "state")
                     d.update(
                         udid=e.udid or e.enrollment_id,
                         serial=serial,
-                        state="authenticated" if later < times["Authenticate"] else current(e, "state"),
+                        state="authenticated" if was in (None, "checked_out") else was,
                         model=e.payload.get("ProductName") or e.payload.get("Model"),
                         os_version=e.payload.get("OSVersion"),
                         build_version=e.payload.get("BuildVersion"),
@@ -423,7 +426,10 @@ class Registry:
                 blank = {c.key: None for c in _T_DEV.columns if c.key != "id"}
                 conn.execute(
                     insert(_T_DEV),
-                    [{**blank, "token_update_tally": 0, **_cols(d)} for d in new_devices.values()],
+                    [
+                        {**blank, "token_update_tally": 0, **_cols(d), "state": d["state"] or "enrolled"}
+                        for d in new_devices.values()
+                    ],
                 )
             # One compiled UPDATE per set of changed columns, run as executemany (most batches: one).
             by_keys: dict[frozenset[str], list[dict[str, Any]]] = {}
