@@ -548,7 +548,7 @@ def vpn_status(app: AppContext, as_json: bool) -> None:
             key_age = "-" if p.key_age_days is None else f"{p.key_age_days:.0f}d"
             click.echo(f"{p.host or '?':<12} {p.status:<8} {p.address or '-':<15} key {key_age:<5} "
                        f"handshake {hs:<12} {p.endpoint or '-':<21} {','.join(p.flags) or 'ok'}")
-    if any(p.flags for p in peers if p.status != "revoked" or "revoked_peer_present" in p.flags):
+    if any(p.flags for p in peers):
         sys.exit(EXIT_FINDINGS)
 
 # ---------------------------------------------------------------- mdm / ipad ---------------

@@ -19,7 +19,7 @@ from core.models import AuditEvent
 from tests.conftest import write_config
 from vpn.errors import VPNInputError
 from vpn.models import PEER_ACTIVE, VPNGateway, VPNPeer
-from vpn.ops import parse_age_days, select_for_rotation
+from vpn.ops import parse_age_days, provision_extravars, select_for_rotation
 
 GW_KEY = "lAEOo+lCCbp5aqQZhd+vvHIveLeXcb7O2x5FsCoJfVM="
 K1 = "MJM9kWVdAiKVHmnMqeXUU7kXzo3364himCaSIhHE0TI="
@@ -144,3 +144,17 @@ def test_older_than_selects_only_old_active_keys(site):
     assert parse_age_days("36h") == 1.5
     with pytest.raises(VPNInputError):
         parse_age_days("-3d")
+
+
+def test_provision_extravars_leave_the_vpn_out_until_the_gateway_exists_and_skip_revoked(site):
+    _, config, db = site
+    inv = load_inventory(config.inventory_dir)
+    assert provision_extravars(config, db, inv, ["lap01"]) == {}
+    add_gateway_and_peer(db)
+    with db.session() as s:
+        s.add(VPNPeer(host="lap02", status="revoked"))
+    ev = provision_extravars(config, db, inv, ["lap01", "lap02"])
+    assert ev["wireguard_client_peers"] == {"lap01": {"addresses": ["10.99.0.2/32"], "rekey": False}}
+    assert ev["wireguard_client_revoked"] == ["lap02"]
+    assert ev["wireguard_client_gateway_public_key"] == GW_KEY
+    assert ev["wireguard_client_endpoint"] == "127.0.0.1:51820"

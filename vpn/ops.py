@@ -276,13 +276,29 @@ def client_extravars(config: Config, db: Database, inventory: Inventory, hosts: 
     return ev
 
 
+def provision_extravars(config: Config, db: Database, inventory: Inventory, hosts: list[str]) -> dict:
+    """For `werne laptop provision`: client_extravars, or {} while the VPN gateway was never applied
+    (the wireguard_client role then leaves the laptops alone and says why)."""
+    try:
+        return client_extravars(config, db, inventory, hosts)
+    except GatewayNotReadyError:
+        return {}
+
+
 def register_client_keys(config: Config, db: Database, inventory: Inventory,
                          reported: dict[str, str | None], actor: str | None = None) -> VPNReport:
-    """Store the public keys laptops reported (after the client role ran) and update the gateway.
+    """Store the public keys laptops reported (the stdout of the role's task PUBLIC_KEY_TASK, after
+    `werne laptop provision` ran playbooks/laptop.yml) and update the gateway.
 
     A malformed or duplicate key fails that laptop only. The gateway is applied first; if it is
     unreachable, no key is stored (GatewayUnreachableError, exit 3).
     """
+    with vpn_lock(config):
+        return _register_client_keys(config, db, inventory, reported, actor)
+
+
+def _register_client_keys(config: Config, db: Database, inventory: Inventory,
+                          reported: dict[str, str | None], actor: str | None = None) -> VPNReport:
     results: dict[str, PeerResult] = {}
     with db.session() as s:
         for host in list(reported):
@@ -330,7 +346,7 @@ def enrol(config: Config, db: Database, inventory: Inventory, hosts: list[str],
         targets = list(ev["wireguard_client_peers"])
         run = run_vpn_playbook(config, inventory, "vpn_client.yml", targets, ev, {PUBLIC_KEY_TASK}, "enrol")
         reported = {h: r.reported.get(PUBLIC_KEY_TASK) for h, r in run.hosts.items() if r.outcome == "ok"}
-        report = register_client_keys(config, db, inventory, reported, actor=actor)
+        report = _register_client_keys(config, db, inventory, reported, actor=actor)
     extra = [PeerResult(host=h, outcome=r.outcome, reason=r.reason)  # type: ignore[arg-type]
              for h, r in run.hosts.items() if r.outcome != "ok"]
     extra += [PeerResult(host=h, outcome="skipped", reason="revoked: `werne vpn reinstate` first")
