@@ -520,15 +520,8 @@ def rotate(config: Config, db: Database, inventory: Inventory, hosts: list[str],
                     if commit.hosts[h].outcome == "ok"
                     and commit.hosts[h].reported.get(CURRENT_KEY_TASK, "").strip() == k}
         failed = [h for h in new_keys if h not in switched]
-        if failed:
-            # Put the old keys back for laptops that did not switch: they keep working as before.
-            gateway = _apply(config, db, inventory, planned_peers(db, keys=switched), "rotate-rollback")
-            for h in failed:
-                r = commit.hosts[h]
-                outcome = "unreachable" if r.outcome == "unreachable" else "failed"
-                results[h] = PeerResult(host=h, outcome=outcome,  # type: ignore[arg-type]
-                                        reason=f"{r.reason or 'did not switch to the new key'}; "
-                                               "gateway switched back, old key still in use")
+        # The switched laptops use their new keys from now on: store them before anything else can
+        # fail, so a later `werne vpn gateway apply` renders what the laptops really use.
         now = datetime.now(UTC)
         with db.session() as s:
             for h, key in switched.items():
@@ -538,5 +531,21 @@ def rotate(config: Config, db: Database, inventory: Inventory, hosts: list[str],
                     s.add(VPNRetiredKey(public_key=peer.public_key, host=h, reason="rotated"))
                 peer.public_key, peer.key_created_at, peer.rotated_at = key, now, now
                 results[h] = PeerResult(host=h, outcome="rotated", address=peer.address_v4, public_key=key)
+        if failed:
+            # Put the old keys back for laptops that did not switch: they keep working as before.
+            try:
+                gateway = _apply(config, db, inventory, planned_peers(db), "rotate-rollback")
+            except GatewayUnreachableError as e:
+                record(db, "vpn.rotate", ",".join(targets), {"rollback_failed": failed, "error": str(e)},
+                       actor=actor)
+                raise GatewayUnreachableError(
+                    f"{e}; could not switch the gateway back for {', '.join(failed)}: "
+                    "run `werne vpn gateway apply` when the gateway is back") from None
+            for h in failed:
+                r = commit.hosts[h]
+                outcome = "unreachable" if r.outcome == "unreachable" else "failed"
+                results[h] = PeerResult(host=h, outcome=outcome,  # type: ignore[arg-type]
+                                        reason=f"{r.reason or 'did not switch to the new key'}; "
+                                               "gateway switched back, old key still in use")
     record(db, "vpn.rotate", ",".join(targets), {h: results[h].outcome for h in sorted(results)}, actor=actor)
     return VPNReport(action="rotate", hosts=[results[h] for h in sorted(results)], gateway=gateway)
