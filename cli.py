@@ -48,6 +48,12 @@ class AppContext:
             self._db = Database(self.config.database_url)
         return self._db
 
+    def close(self) -> None:
+        """Return pooled database connections (PostgreSQL logs an unexpected EOF otherwise)."""
+        if self._db is not None:
+            self._db.dispose()
+            self._db = None
+
     @property
     def inventory(self):  # type: ignore[no-untyped-def]
         if self._inventory is None:
@@ -111,7 +117,9 @@ def main(ctx: click.Context, config_path: str | None, state_dir: str | None) -> 
 
         werne inventory check
     """
-    ctx.obj = AppContext(config_path, state_dir)
+    app = AppContext(config_path, state_dir)
+    ctx.obj = app
+    ctx.call_on_close(app.close)
 
 
 # ---------------------------------------------------------------- inventory ----------------

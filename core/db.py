@@ -25,6 +25,12 @@ from core.errors import StateError
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 
 
+def _first_line(err: object) -> str:
+    """A driver's message without the DETAIL/HINT lines PostgreSQL adds (they can hold row values)."""
+    text = str(err).strip()
+    return text.splitlines()[0] if text else err.__class__.__name__
+
+
 class Base(DeclarativeBase):
     """Declarative base for every werne table."""
 
@@ -104,7 +110,7 @@ def migrate(engine: Engine) -> None:
                 cfg.attributes["connection"] = conn
                 command.upgrade(cfg, "head")
         except OperationalError as e:
-            raise StateError(f"cannot open state database: {e.orig}") from None
+            raise StateError(f"cannot open state database: {_first_line(e.orig)}") from None
         _migrated.add(url)
 
 
@@ -126,7 +132,8 @@ class Database:
             s.commit()
         except SQLAlchemyError as e:
             s.rollback()
-            raise StateError(f"state database error: {e.__class__.__name__}: {e.args[0] if e.args else e}") from None
+            reason = _first_line(getattr(e, "orig", None) or e)
+            raise StateError(f"state database error: {e.__class__.__name__}: {reason}") from None
         except BaseException:
             s.rollback()
             raise

@@ -316,14 +316,6 @@ def test_rolled_back_session_leaves_nothing(any_db: Database):
 
 def test_database_errors_are_one_line(any_db: Database, request: pytest.FixtureRequest):
     """Errors are one line (the CLI prints them after `Error: `); PostgreSQL adds DETAIL lines with row values."""
-    if any_db.engine.dialect.name == "postgresql":
-        request.applymarker(
-            pytest.mark.xfail(
-                strict=True,
-                raises=AssertionError,
-                reason="core.db.Database.session puts e.args[0] in StateError: on PostgreSQL it has a DETAIL line",
-            )
-        )
     with pytest.raises(StateError) as e:
         with any_db.session() as s:
             s.add(ProvisioningHostResult(run_id=999_999, host="lap01", outcome="ok"))
@@ -942,11 +934,6 @@ def test_cli_uses_the_configured_database(
             db.dispose()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="cli.py never disposes AppContext.db: pooled PostgreSQL connections are "
-    "dropped unclosed at exit (ResourceWarning; 'unexpected EOF' in the server log)",
-)
 def test_cli_closes_its_postgres_connections(run_cli, tmp_path: Path, state_dir: Path, fresh_postgres_url: str):  # type: ignore[no-untyped-def]
     cfg = _cli_config(tmp_path, state_dir, fresh_postgres_url)
     r = run_cli_closed(run_cli, "audit", config=cfg)
