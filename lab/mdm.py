@@ -120,17 +120,13 @@ def make_ca(directory: Path) -> tuple[Path, Path]:
     )
     _write_private(
         key_path,
-        key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        ),
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()),
     )
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     return cert_path, key_path
 
 
-def issue_identities(
-    ca_cert: Path, ca_key: Path, serials: list[str], days: int = 365
-) -> list[tuple[str, str, str]]:
+def issue_identities(ca_cert: Path, ca_key: Path, serials: list[str], days: int = 365) -> list[tuple[str, str, str]]:
     """(serial, udid, certificate PEM) per serial: device identities signed by the lab CA.
 
     One key pair serves every device: with -cert-header NanoMDM checks the chain, not a signature.
@@ -204,6 +200,9 @@ def _pid_alive(pid: int, marker: str) -> bool:
     return marker in cmdline
 
 
+_CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
+
+
 def start_process(name: str, argv: list[str], directory: Path, env: dict[str, str] | None = None) -> int:
     """Start a background process with its log and pid file in `directory`."""
     logs = directory / "logs"
@@ -219,6 +218,7 @@ def start_process(name: str, argv: list[str], directory: Path, env: dict[str, st
             cwd=str(directory),
         )
     (directory / f"{name}.pid").write_text(f"{proc.pid}\n{argv[0]}\n", encoding="utf-8")
+    _CHILDREN[proc.pid] = proc  # kept so that stop_process can reap it (no zombie, no ResourceWarning)
     return proc.pid
 
 
@@ -251,6 +251,13 @@ def stop_process(name: str, directory: Path, timeout: float = 10.0) -> None:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+    child = _CHILDREN.pop(pid, None)
+    if child is not None:
+        try:
+            child.wait(timeout)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait(5)
     pid_file.unlink(missing_ok=True)
 
 
@@ -325,9 +332,7 @@ def _inventory_serials(config: Config | None, state_dir: Path) -> list[str]:
 # --- the lab API ---------------------------------------------------------------------------------
 
 
-def up(
-    state_dir: Path, n_ipads: int, config: Config | None = None, poll_interval: float = 2.0
-) -> LabMDMStatus:
+def up(state_dir: Path, n_ipads: int, config: Config | None = None, poll_interval: float = 2.0) -> LabMDMStatus:
     """Start NanoMDM, the webhook receiver and `n_ipads` simulated iPads; idempotent."""
     from mdm_client.simulator import DeviceFaults, SimDevice, dump_devices
 
