@@ -24,6 +24,49 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 
+class InProcessMDM:
+    """NanoMDM (a real process), the webhook receiver (uvicorn in a thread) and the iPad simulator,
+    the way the test fixtures start them; used when the lab MDM cannot start."""
+
+    def __init__(self, root: Path, config) -> None:  # type: ignore[no-untyped-def]
+        from core.db import Database
+        from core.inventory import load_inventory
+        from core.secrets import Secret
+        from lab.mdm import CERT_HEADER, issue_identities, make_ca
+        from mdm_client.registry import Registry
+        from mdm_client.simulator import SimDevice, Simulator
+        from tests.fixtures_mdm import NanoMDMProcess, start_webhook
+
+        inv = load_inventory(config.inventory_dir)
+        d = root / "mdm-bench"
+        d.mkdir()
+        api_key, hmac_key = "bench-api-key-0123456789", "bench-hmac-key-9876543210"
+        (d / "api_key").write_text(api_key)
+        ca, ca_key = make_ca(d / "ca")
+        self.db = Database(config.database_url)
+        registry = Registry(
+            self.db, school_of=lambda s: (inv.ipads[s].school, inv.ipads[s].group) if s in inv.ipads else None
+        )
+        self.webhook = start_webhook(registry, Secret(hmac_key, "bench"))
+        self.nanomdm = NanoMDMProcess(d, ca, self.webhook.url, api_key, hmac_key, CERT_HEADER)
+        cfg_file = root / "werne.toml"
+        cfg_file.write_text(
+            cfg_file.read_text() + f'[mdm]\nurl = "{self.nanomdm.url}"\napi_key_file = "{d / "api_key"}"\n',
+            encoding="utf-8",
+        )
+        devices = [
+            SimDevice(serial=s, udid=u, cert_pem=pem)
+            for s, u, pem in issue_identities(ca, ca_key, sorted(inv.ipads))
+        ]
+        self.sim = Simulator(self.nanomdm.url, devices, CERT_HEADER, poll_interval=2.0).start()
+
+    def close(self) -> None:
+        self.sim.stop()
+        self.nanomdm.stop()
+        self.webhook.stop()
+        self.db.dispose()
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--laptops", type=int, default=70)
@@ -64,11 +107,18 @@ def main() -> int:
                 check=False,
             )
         t0 = time.perf_counter()
-        st = lab_mdm.up(tmp, args.ipads, config)
-        print(
-            f"lab MDM: {st.to_dict().get('ipads', args.ipads)} simulated iPads started in "
-            f"{time.perf_counter() - t0:.1f} s"
-        )
+        world = None
+        try:
+            lab_mdm.up(tmp, args.ipads, config)
+            how = "lab MDM (separate NanoMDM, webhook and simulator processes)"
+        except Exception as e:  # noqa: BLE001 - fall back to the same parts started in this process
+            print(
+                f"lab MDM did not start ({str(e)[:160]}); starting NanoMDM, the webhook and the simulator here"
+            )
+            world = InProcessMDM(tmp, config)
+            config = load_config(cfg_file)
+            how = "NanoMDM process + webhook receiver and simulator in this process"
+        print(f"{how}: {args.ipads} simulated iPads started in {time.perf_counter() - t0:.1f} s")
         inv = load_inventory(config.inventory_dir)
         db = Database(config.database_url)
         from mdm_client.registry import Registry
@@ -99,6 +149,8 @@ def main() -> int:
             f"waived {c['waived']}, not applicable {c['not_applicable']}"
         )
         db.dispose()
+        if world is not None:
+            world.close()
     finally:
         if not args.keep:
             try:
