@@ -314,7 +314,7 @@ def test_rolled_back_session_leaves_nothing(any_db: Database):
         assert s.scalars(select(ProvisioningHostResult)).all() == []
 
 
-def test_database_errors_are_one_line(any_db: Database, request: pytest.FixtureRequest):
+def test_database_errors_are_one_line(any_db: Database):
     """Errors are one line (the CLI prints them after `Error: `); PostgreSQL adds DETAIL lines with row values."""
     with pytest.raises(StateError) as e:
         with any_db.session() as s:
