@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -37,16 +38,33 @@ from provisioning.runner import PLAYBOOK_DIR, ansible_envvars, ansible_extravars
 ANSIBLE_DEFAULT_FORKS = 5
 
 
+def controller_cpu() -> float:
+    """CPU seconds of this process and its finished children (ansible-playbook and its workers).
+
+    On a shared machine wall times swing with other load; the controller's CPU time does not, and
+    it is where any overhead of ours (events, artifacts, database) would show.
+    """
+    total = 0.0
+    for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN):
+        r = resource.getrusage(who)
+        total += r.ru_utime + r.ru_stime
+    return total
+
+
 def variant(base: Config, forks: int, pipelining: bool) -> Config:
     prov = base.provisioning.model_copy(update={"forks": forks, "pipelining": pipelining})
     return base.model_copy(update={"provisioning": prov})
 
 
+CPU: list[float] = []
+
+
 def run_ours(cfg: Config, db: Database) -> tuple[float, str]:
     inv = load_inventory(cfg.inventory_dir)
-    t = time.monotonic()
+    t, cpu = time.monotonic(), controller_cpu()
     report = provision(cfg, db, inv, all_hosts=True)
     wall = time.monotonic() - t
+    CPU.append(controller_cpu() - cpu)
     changed = sum(h.changed for h in report.hosts)
     bad = [h.host for h in report.hosts if h.outcome not in ("ok", "changed")]
     return wall, f"status {report.status}, {changed} changed, {len(bad)} failed/unreachable"
@@ -57,9 +75,10 @@ def run_plain(cfg: Config) -> tuple[float, str]:
     argv = [str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(cfg.inventory_dir / "hosts.yml"),
             str(PLAYBOOK_DIR / cfg.provisioning.playbook), "--forks", str(cfg.provisioning.forks),
             "-e", json.dumps(ansible_extravars(cfg))]
-    t = time.monotonic()
+    t, cpu = time.monotonic(), controller_cpu()
     p = subprocess.run(argv, cwd=PLAYBOOK_DIR, env=env, capture_output=True, text=True, timeout=7200)
     wall = time.monotonic() - t
+    CPU.append(controller_cpu() - cpu)
     recap = p.stdout.split("PLAY RECAP", 1)[-1]
     changed = sum(int(part.split("=")[1]) for part in recap.split() if part.startswith("changed="))
     return wall, f"rc {p.returncode}, {changed} changed"
@@ -87,17 +106,23 @@ def main() -> None:
         print(f"warm-up (first run, ours tuned): {wall:7.1f} s  ({what})")
 
         results: dict[str, float] = {}
+        cpu: dict[str, float] = {}
         for name, forks, pipelining in (("defaults", ANSIBLE_DEFAULT_FORKS, False), ("tuned", tuned_forks, True)):
             cfg = variant(base, forks, pipelining)
             results[f"plain {name}"], what_plain = run_plain(cfg)
+            cpu[f"plain {name}"] = CPU[-1]
             results[f"ours {name}"], what_ours = run_ours(cfg, db)
+            cpu[f"ours {name}"] = CPU[-1]
             print(f"{name:<8} (forks {forks:>3}, pipelining {'on ' if pipelining else 'off'}): "
                   f"ansible-playbook {results[f'plain {name}']:7.1f} s ({what_plain}); "
-                  f"werne {results[f'ours {name}']:7.1f} s ({what_ours})")
+                  f"werne {results[f'ours {name}']:7.1f} s ({what_ours}); controller CPU: "
+                  f"ansible-playbook {cpu[f'plain {name}']:6.1f} s, werne {cpu[f'ours {name}']:6.1f} s")
         print()
         for name in ("defaults", "tuned"):
             ratio = results[f"ours {name}"] / results[f"plain {name}"]
-            print(f"ours / ansible-playbook, {name:<8}: x{ratio:.3f} ({(ratio - 1) * 100:+.1f} % overhead)")
+            cpu_ratio = cpu[f"ours {name}"] / cpu[f"plain {name}"]
+            print(f"ours / ansible-playbook, {name:<8}: wall x{ratio:.3f} ({(ratio - 1) * 100:+.1f} %), "
+                  f"controller CPU x{cpu_ratio:.3f} ({(cpu_ratio - 1) * 100:+.1f} %)")
         print(f"ours tuned / plain tuned target <= x1.05: "
               f"{'met' if results['ours tuned'] <= 1.05 * results['plain tuned'] else 'NOT met'}")
         print(f"tuning gain, ansible-playbook: x{results['plain defaults'] / results['plain tuned']:.2f}; "
