@@ -94,6 +94,17 @@ def json_safe(value: Any, depth: int = 0) -> Any:
     """Plist values as JSON: data blobs become a short summary, dates ISO strings."""
     if depth > 20:
         return None
+    # Hot path (every stored answer goes through here): exact plist scalars first, then exact
+    # dicts and lists, before the general isinstance chain; the results are the same.
+    t = type(value)
+    if t is str or t is int or t is bool or t is float or value is None:
+        return value
+    if t is dict:
+        d = depth + 1
+        return {(k if type(k) is str else str(k)): json_safe(v, d) for k, v in value.items()}
+    if t is list:
+        d = depth + 1
+        return [json_safe(v, d) for v in value]
     if isinstance(value, dict):
         return {str(k): json_safe(v, depth + 1) for k, v in value.items()}
     if isinstance(value, list | tuple):
