@@ -6,9 +6,14 @@ topic, event_id, created_at and acknowledge_event.raw_payload = base64 of a devi
 reports are what the simulated iPads send: DeviceInformation, SecurityInfo, ProfileList,
 CertificateList) from an asyncio load generator over keep-alive connections, and prints
 results/s. Baseline: the same load against a bare Starlette endpoint that reads the body and
-answers 200, under the same uvicorn settings, i.e. the cost of HTTP alone.
+answers 200, under the same uvicorn settings (one process), i.e. the cost of HTTP alone.
 
-    .venv/bin/python bench/webhook_ingest.py [--events 20000] [--connections 64]
+The receiver runs once per --workers value (WERNE_WEBHOOK_WORKERS: 1 = one process; 2 = the
+default on a 2-core machine with SQLite), each with a fresh database. On a shared machine the
+absolute numbers move with the load, so the load average and the ratio to the baseline of the
+same run are printed too.
+
+    .venv/bin/python bench/webhook_ingest.py [--events 20000] [--connections 64] [--workers 1,2]
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import argparse
 import asyncio
 import base64
 import json
+import os
 import plistlib
 import sqlite3
 import subprocess
@@ -129,7 +135,9 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--events", type=int, default=20000)
     ap.add_argument("--connections", type=int, default=64)
+    ap.add_argument("--workers", default="1,2", help="receiver process counts to measure, e.g. 1,2")
     args = ap.parse_args()
+    worker_counts = [int(w) for w in args.workers.split(",") if w.strip()]
     with tempfile.TemporaryDirectory(prefix="werne-bench-") as d:
         tmp = Path(d)
         print(f"building {args.events} webhook bodies ...", flush=True)
@@ -137,15 +145,20 @@ def main() -> int:
         (tmp / "hmac").write_text(KEY + "\n")
         (tmp / "hmac").chmod(0o600)
         results = {}
-        for name in ("baseline", "werne"):
+        ok = True
+        print("load average at start: {:.1f} {:.1f} {:.1f}".format(*os.getloadavg()))
+        for name in ["baseline"] + [f"werne-{w}p" for w in worker_counts]:
             port = free_port()
-            if name == "werne":
+            env = dict(os.environ)
+            state = tmp / f"state-{name}"
+            if name != "baseline":
+                env["WERNE_WEBHOOK_WORKERS"] = name.removeprefix("werne-").removesuffix("p")
                 argv = [
                     sys.executable,
                     "-c",
                     "import sys; from cli import main; sys.exit(main())",
                     "--state-dir",
-                    str(tmp / "state"),
+                    str(state),
                     "mdm",
                     "serve-webhook",
                     "--listen",
@@ -156,9 +169,9 @@ def main() -> int:
             else:
                 argv = [sys.executable, "-c", BARE_APP, str(port)]
             log = open(tmp / f"{name}.log", "wb")  # noqa: SIM115
-            proc = subprocess.Popen(argv, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+            proc = subprocess.Popen(argv, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env=env)
             try:
-                wait_http(f"http://127.0.0.1:{port}/healthz", 60, proc.pid, name, tmp / f"{name}.log")
+                wait_http(f"http://127.0.0.1:{port}/healthz", 180, proc.pid, name, tmp / f"{name}.log")
                 load(port, bodies[:500], 8)  # warm-up (also stores the first 500)
                 wall, statuses = load(port, bodies[500:], args.connections)
             finally:
@@ -167,17 +180,27 @@ def main() -> int:
                 log.close()
             n = args.events - 500
             results[name] = n / wall
-            print(f"{name:9s}: {n} events in {wall:.2f} s = {n / wall:,.0f} events/s  statuses {statuses}")
-        con = sqlite3.connect(tmp / "state" / "werne.db")
-        stored = con.execute("select count(*) from mdm_commands").fetchone()[0]
-        events = con.execute("select count(*) from mdm_webhook_events").fetchone()[0]
-        con.close()
-        print(f"stored: {stored} command results, {events} event rows (expected {args.events} each)")
-        print(
-            f"werne ingestion: {results['werne']:,.0f} results/s (target >= 2,000); "
-            f"ratio to the bare Starlette baseline: {results['werne'] / results['baseline']:.2f}"
-        )
-        return 0 if stored == args.events == events else 1
+            print(
+                f"{name:9s}: {n} events in {wall:.2f} s = {n / wall:,.0f} events/s  statuses {statuses}"
+                f"  (load {os.getloadavg()[0]:.1f})",
+                flush=True,
+            )
+            if name == "baseline":
+                continue
+            con = sqlite3.connect(state / "werne.db")
+            stored = con.execute("select count(*) from mdm_commands").fetchone()[0]
+            events = con.execute("select count(*) from mdm_webhook_events").fetchone()[0]
+            con.close()
+            ok = ok and stored == args.events == events
+            print(f"           stored: {stored} command results, {events} event rows (expected {args.events} each)")
+        for name, rate in results.items():
+            if name != "baseline":
+                print(
+                    f"{name} ingestion: {rate:,.0f} results/s (target >= 2,000); "
+                    f"ratio to the bare Starlette baseline: {rate / results['baseline']:.2f}"
+                )
+        print("load average at end: {:.1f} {:.1f} {:.1f}".format(*os.getloadavg()))
+        return 0 if ok else 1
 
 
 if __name__ == "__main__":

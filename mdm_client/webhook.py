@@ -15,6 +15,12 @@ can be lost on power failure). A repeated event_id is answered 200 and changes n
 NanoMDM does not retry failed webhooks, so a receiver that is down loses those events; the next
 `werne ipad query` refreshes the answers.
 
+Throughput (issue 4, bench/webhook_ingest.py): `serve` runs one process per core (at most 2) on
+SQLite; they share the listening socket, and each process's writer takes a lock file beside the
+database around its batch transaction, so the guarantee above holds unchanged (a 200 is answered
+after the commit that stored the event). Reports take a fast, equivalent parse (see
+`_fast_plist`, `_fast_report`); any unusual input goes through plistlib and results.parse_report.
+
 Enrolment hook: `on_enrolled(callback)` registers a function called (in the writer thread, after
 commit) with an `EnrolmentEvent` for every stored Authenticate and TokenUpdate. Another process
 can instead poll `Registry.events_since(last_id)`.
@@ -25,16 +31,21 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
+import fcntl
 import hashlib
 import hmac
 import json
 import logging
+import os
 import plistlib
 import queue
+import signal
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 from xml.etree.ElementTree import Element, XMLParser
 
@@ -375,9 +386,17 @@ class BatchWriter:
     """One thread that stores events in batches and resolves each request's future after commit."""
 
     def __init__(
-        self, registry: Registry, batch_ms: int = 20, batch_max: int = 500, idle_flush_s: float = 2.0
+        self,
+        registry: Registry,
+        batch_ms: int = 20,
+        batch_max: int = 500,
+        idle_flush_s: float = 2.0,
+        write_lock: Path | None = None,
     ):
         self.registry = registry
+        # Receiver processes sharing one SQLite file take this lock around each batch's
+        # transaction: flock wakes the next writer at once, where SQLite's busy handler sleeps.
+        self._write_lock = _FileLock(write_lock) if write_lock is not None else contextlib.nullcontext()
         # Idle polls only move last_seen: kept here (newest per device) and written every
         # idle_flush_s, and answered at once; losing the last seconds of them on a crash is harmless.
         self.idle_flush_s = idle_flush_s
@@ -409,7 +428,8 @@ class BatchWriter:
             idle, self._idle = list(self._idle.values()), {}
         if idle:
             try:
-                self.registry.apply_events(idle)
+                with self._write_lock:
+                    self.registry.apply_events(idle)
             except Exception as e:  # noqa: BLE001 - last_seen is best effort; results are not
                 log.error("webhook: storing %d Idle polls failed: %s", len(idle), e)
 
@@ -446,7 +466,8 @@ class BatchWriter:
 
     def _flush(self, batch: list[_Item]) -> None:
         try:
-            stored, hooks = self.registry.apply_events([i.event for i in batch])
+            with self._write_lock:
+                stored, hooks = self.registry.apply_events([i.event for i in batch])
         except Exception as e:  # noqa: BLE001 - a failed batch must answer every waiting request
             log.error("webhook: storing a batch of %d events failed: %s", len(batch), e)
             for i in batch:
@@ -457,6 +478,23 @@ class BatchWriter:
             i.loop.call_soon_threadsafe(_set_result, i.future, ok)
         for h in hooks:
             _call_hooks(h)
+
+
+class _FileLock:
+    """An exclusive flock on a file, opened lazily (after a fork) and held by the writer thread."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._fd: int | None = None
+
+    def __enter__(self) -> None:
+        if self._fd is None:
+            self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        fcntl.flock(self._fd, fcntl.LOCK_EX)
+
+    def __exit__(self, *_exc: object) -> None:
+        assert self._fd is not None
+        fcntl.flock(self._fd, fcntl.LOCK_UN)
 
 
 def _set_result(fut: asyncio.Future[bool], value: bool) -> None:
@@ -485,9 +523,13 @@ def create_app(
     max_body: int = 1024 * 1024,
     batch_ms: int = 20,
     batch_max: int = 500,
+    write_lock: Path | None = None,
 ) -> Starlette:
-    """The receiver as an ASGI app; the writer thread runs for the app's lifespan."""
-    writer = BatchWriter(registry, batch_ms, batch_max)
+    """The receiver as an ASGI app; the writer thread runs for the app's lifespan.
+
+    `write_lock`: a lock file taken around each batch, when several processes write one database.
+    """
+    writer = BatchWriter(registry, batch_ms, batch_max, write_lock=write_lock)
     key = hmac_key.reveal().encode() if hmac_key is not None else None
 
     def reject(status: int, reason: str, request: Request) -> PlainTextResponse:
@@ -568,30 +610,111 @@ def serve(
     batch_ms: int = 20,
     batch_max: int = 500,
     log_level: str = "info",
+    workers: int | None = None,
 ) -> None:
-    """Run the receiver in the foreground until interrupted (uvicorn, one process)."""
+    """Run the receiver in the foreground until interrupted (uvicorn in `workers` processes).
+
+    The default (also $WERNE_WEBHOOK_WORKERS) is one process per core, at most 2, on SQLite, and
+    1 on PostgreSQL. The processes share the listening socket; on SQLite each batch's transaction
+    holds a lock file beside the database, so they take turns writing without SQLite's busy sleep.
+    """
     import socket
 
-    import uvicorn
-
     host, port = parse_listen(listen)
+    db_file = _sqlite_file(registry.db.url)
+    if workers is None:
+        env = os.environ.get("WERNE_WEBHOOK_WORKERS", "")
+        if env.strip():
+            if not env.strip().isdigit() or not 1 <= int(env) <= 16:
+                raise WebhookError(f"WERNE_WEBHOOK_WORKERS: expected 1-16, got {env[:20]!r}")
+            workers = int(env)
+        else:
+            workers = min(2, os.cpu_count() or 1) if db_file is not None else 1
+    if workers > 1 and db_file is None:
+        # Without the lock file, two processes could insert the same new device at once.
+        workers = 1
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
     try:
-        with socket.create_server((host, port), reuse_port=False):
-            pass
+        sock = socket.create_server((host, port), family=family, backlog=2048)
     except OSError as e:
         raise WebhookError(f"cannot listen on {listen}: {e.strerror}") from None
-    app = create_app(registry, hmac_key, max_body, batch_ms, batch_max)
+    lock = db_file.with_name(db_file.name + ".webhook-lock") if db_file is not None and workers > 1 else None
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    uvicorn.run(
+    # No connection may cross the fork: each process opens its own.
+    registry.db.engine.dispose()
+    children: list[int] = []
+    for _ in range(workers - 1):
+        pid = os.fork()
+        if pid == 0:
+            code = 0
+            try:
+                _exit_with_parent()
+                _run_uvicorn(create_app(registry, hmac_key, max_body, batch_ms, batch_max, lock), sock, log_level)
+            except BaseException:  # noqa: BLE001 - a child must never return into the caller's code
+                log.exception("webhook: worker process failed")
+                code = 1
+            finally:
+                os._exit(code)
+        children.append(pid)
+    try:
+        _run_uvicorn(create_app(registry, hmac_key, max_body, batch_ms, batch_max, lock), sock, log_level)
+    finally:
+        _stop_children(children)
+        sock.close()
+
+
+def _sqlite_file(url: str) -> Path | None:
+    if not url.startswith("sqlite:///") or url == "sqlite:///:memory:":
+        return None
+    return Path(url.removeprefix("sqlite:///"))
+
+
+def _run_uvicorn(app: Starlette, sock: Any, log_level: str) -> None:
+    import uvicorn
+
+    config = uvicorn.Config(
         app,
-        host=host,
-        port=port,
         log_level=log_level,
         access_log=False,
         http=_http_impl(),
         loop=_loop_impl(),
         timeout_graceful_shutdown=5,
     )
+    uvicorn.Server(config).run(sockets=[sock])
+
+
+def _exit_with_parent() -> None:
+    """Linux: the worker gets SIGTERM when the main process dies, even by SIGKILL."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+    if os.getppid() == 1:
+        os._exit(0)
+
+
+def _stop_children(pids: list[int], timeout: float = 10.0) -> None:
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    end = time.monotonic() + timeout
+    for pid in pids:
+        while True:
+            try:
+                done, _status = os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                break
+            if done:
+                break
+            if time.monotonic() > end:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+                break
+            time.sleep(0.05)
 
 
 def _http_impl() -> str:

@@ -214,3 +214,104 @@ def test_missing_or_wrong_signature_is_401(receiver, key: str | None) -> None:
         "mdm_commands": 0,
         "mdm_webhook_events": 0,
     }
+
+
+PLAIN_REPORT = {
+    "UDID": UDID,
+    "Status": "Acknowledged",
+    "CommandUUID": "Q1",
+    "QueryResponses": {"OSVersion": "17.6.1", "BatteryLevel": 0.5, "Capacity": 0x40, "IsSupervised": True},
+    "CertificateList": [{"CommonName": "x", "Data": b"\x00\x01", "IsIdentity": False}],
+    "When": __import__("datetime").datetime(2026, 11, 27, 10, 0, 0),
+}
+# Shapes the fast reader hands to plistlib (or must read exactly as plistlib does).
+ODD_PLISTS = [
+    plistlib.dumps(PLAIN_REPORT),
+    plistlib.dumps(PLAIN_REPORT, fmt=plistlib.FMT_BINARY),
+    b"<plist><dict><key>UDID</key><string>a&amp;&lt;</string><key>N</key><integer>0x1F</integer>"
+    b"<key>S</key><string/><key>T</key><true>x</true><key>D</key><data>AAE=\n</data></dict></plist>",
+    b"<plist><dict><key>UDID</key><string>a<![CDATA[<b>]]></string></dict></plist>",
+    b"<?xml version='1.0'?><plist><dict><key>UDID</key><!-- c --><string>u</string></dict></plist>",
+    b"<plist><dict><key>UDID</key><string>u<b/>v</string><foo/></dict></plist>",
+    b"<?xml version='1.0'?><dict><key>UDID</key><string>u</string></dict>",
+    b"<plist><dict><key></key><key>UDID</key><string>u</string></dict><array/></plist>",
+]
+
+
+@pytest.mark.parametrize("raw", ODD_PLISTS, ids=range(len(ODD_PLISTS)))
+def test_fast_report_reader_reads_exactly_what_plistlib_reads(raw: bytes) -> None:
+    from mdm_client.webhook import _fast_plist
+
+    fast = _fast_plist(raw)
+    if raw in (ODD_PLISTS[0], ODD_PLISTS[2]):
+        assert fast is not None  # the plain shape takes the fast path
+    assert fast is None or fast == plistlib.loads(raw)
+
+
+def test_fast_report_path_stores_what_parse_report_gives() -> None:
+    from mdm_client.results import parse_report
+    from mdm_client.webhook import parse_event
+
+    chain = [{"ErrorCode": 12, "ErrorDomain": "D", "USEnglishDescription": "e", "Other": 1}]
+    for report in (PLAIN_REPORT, {"UDID": UDID, "Status": "Error", "CommandUUID": "E1", "ErrorChain": chain}):
+        raw = plistlib.dumps(report)
+        ev = parse_event(event("mdm.Connect", report, "f1", status=report["Status"], command_uuid="x"))
+        want = parse_report(raw)
+        assert (ev.status, ev.command_uuid, ev.request_type, ev.payload) == (
+            want.status,
+            want.command_uuid,
+            want.request_type,
+            want.response,
+        )
+        assert ev.error_chain == [e.model_dump(by_alias=True, exclude_none=True) for e in want.error_chain]
+
+
+def test_two_receiver_processes_store_each_event_once(tmp_path: Path) -> None:
+    """`werne mdm serve-webhook` with two processes on one SQLite file: every event once, then a clean stop."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    from lab.mdm import free_port, wait_http
+
+    repo = Path(__file__).resolve().parent.parent
+    key_file = tmp_path / "hmac"
+    key_file.write_text(KEY + "\n")
+    key_file.chmod(0o600)
+    port = free_port()
+    log = tmp_path / "webhook.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", "import sys; from cli import main; sys.exit(main())", "--state-dir",
+             str(tmp_path / "state"), "mdm", "serve-webhook", "--listen", f"127.0.0.1:{port}",
+             "--hmac-key-file", str(key_file)],
+            cwd=repo, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, "WERNE_WEBHOOK_WORKERS": "2"},
+        )  # fmt: skip
+    try:
+        wait_http(f"http://127.0.0.1:{port}/healthz", 120, proc.pid, "webhook", log)
+        url = f"http://127.0.0.1:{port}/webhook"
+        bodies = [
+            event("mdm.Connect", {"UDID": UDID, "Status": "NotNow", "CommandUUID": f"C{i}"}, f"n{i}",
+                  status="NotNow", command_uuid=f"C{i}")
+            for i in range(60)
+        ]  # fmt: skip
+        with ThreadPoolExecutor(8) as pool:
+            first = list(pool.map(lambda b: post(url, b), bodies))
+            again = list(pool.map(lambda b: post(url, b), bodies))
+        assert [r.text for r in first] == ["ok\n"] * 60 and [r.text for r in again] == ["duplicate\n"] * 60
+        workers = [int(p) for p in Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()]
+        assert len(workers) == 1
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)
+    time.sleep(0.5)
+    assert not Path(f"/proc/{workers[0]}").exists() or "zombie" in Path(f"/proc/{workers[0]}/status").read_text()
+    db = Database(f"sqlite:///{tmp_path / 'state' / 'werne.db'}")
+    try:
+        counts = Registry(db).counts()
+        assert (counts["mdm_commands"], counts["mdm_webhook_events"], counts["mdm_devices"]) == (60, 60, 1)
+    finally:
+        db.dispose()
