@@ -116,6 +116,18 @@ def load(port: int, bodies: list[tuple[bytes, str]], connections: int) -> tuple[
         return asyncio.run(run()), statuses
 
 
+def server_cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) of a server process and its worker processes, from /proc."""
+    pids = [pid]
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        pids += [int(p) for p in (task / "children").read_text().split()]
+    total = 0
+    for p in pids:
+        fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / os.sysconf("SC_CLK_TCK")
+
+
 BARE_APP = textwrap.dedent("""
     import sys, uvicorn
     from starlette.applications import Starlette
@@ -144,7 +156,8 @@ def main() -> int:
         bodies = make_bodies(args.events, tmp)
         (tmp / "hmac").write_text(KEY + "\n")
         (tmp / "hmac").chmod(0o600)
-        results = {}
+        results: dict[str, float] = {}
+        cpu_us: dict[str, float] = {}
         ok = True
         print("load average at start: {:.1f} {:.1f} {:.1f}".format(*os.getloadavg()))
         for name in ["baseline"] + [f"werne-{w}p" for w in worker_counts]:
@@ -173,16 +186,19 @@ def main() -> int:
             try:
                 wait_http(f"http://127.0.0.1:{port}/healthz", 180, proc.pid, name, tmp / f"{name}.log")
                 load(port, bodies[:500], 8)  # warm-up (also stores the first 500)
+                cpu0 = server_cpu_seconds(proc.pid)
                 wall, statuses = load(port, bodies[500:], args.connections)
+                cpu = server_cpu_seconds(proc.pid) - cpu0
             finally:
                 proc.terminate()
                 proc.wait(15)
                 log.close()
             n = args.events - 500
             results[name] = n / wall
+            cpu_us[name] = cpu / n * 1e6
             print(
                 f"{name:9s}: {n} events in {wall:.2f} s = {n / wall:,.0f} events/s  statuses {statuses}"
-                f"  (load {os.getloadavg()[0]:.1f})",
+                f"  (load {os.getloadavg()[0]:.1f}); server CPU {cpu_us[name]:.0f} us/event",
                 flush=True,
             )
             if name == "baseline":
@@ -197,7 +213,9 @@ def main() -> int:
             if name != "baseline":
                 print(
                     f"{name} ingestion: {rate:,.0f} results/s (target >= 2,000); "
-                    f"ratio to the bare Starlette baseline: {rate / results['baseline']:.2f}"
+                    f"ratio to the bare Starlette baseline: {rate / results['baseline']:.2f}; "
+                    f"server CPU per event: {cpu_us[name]:.0f} us = "
+                    f"{cpu_us[name] / cpu_us['baseline']:.2f}x the baseline's"
                 )
         print("load average at end: {:.1f} {:.1f} {:.1f}".format(*os.getloadavg()))
         return 0 if ok else 1
