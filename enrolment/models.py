@@ -6,10 +6,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, DateTime, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, Boolean, ForeignKey, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from core.db import Base
+from core.db import Base, UTCDateTime
 from core.models import utcnow
 
 ROLES = ("admin", "coordinator")
@@ -25,7 +25,7 @@ class User(Base):
     password_hash: Mapped[str] = mapped_column(Text)
     role: Mapped[str] = mapped_column(String(16))
     active: Mapped[bool] = mapped_column(Boolean, default=True)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     schools: Mapped[list[UserSchool]] = relationship(cascade="all, delete-orphan", lazy="selectin")
 
     @property
@@ -49,10 +49,10 @@ class EnrolmentRequest(Base):
     purpose: Mapped[str] = mapped_column(Text)
     status: Mapped[str] = mapped_column(String(16), default="submitted", index=True)
     created_by: Mapped[str] = mapped_column(String(64))
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     decided_by: Mapped[str | None] = mapped_column(String(64), nullable=True)
-    decided_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    decided_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     reason: Mapped[str | None] = mapped_column(Text, nullable=True)
     profile_uuid: Mapped[str | None] = mapped_column(String(64), nullable=True)
     serials: Mapped[list[RequestSerial]] = relationship(
@@ -73,7 +73,7 @@ class RequestSerial(Base):
     enrollment_id: Mapped[str | None] = mapped_column(String(128), nullable=True)
     # CommandUUIDs of InstallProfile commands not yet acknowledged.
     pending_commands: Mapped[list[str]] = mapped_column(JSON, default=list)
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     request: Mapped[EnrolmentRequest] = relationship(back_populates="serials")
 
 
@@ -87,7 +87,7 @@ class DEPProfile(Base):
     school_id: Mapped[str] = mapped_column(String(32))
     digest: Mapped[str] = mapped_column(String(64))
     profile_uuid: Mapped[str] = mapped_column(String(64))
-    defined_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    defined_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     body: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
 
 
@@ -97,5 +97,5 @@ class LoginAttempt(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     username: Mapped[str] = mapped_column(String(64), index=True)
     address: Mapped[str] = mapped_column(String(64))
-    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, index=True)
     success: Mapped[bool] = mapped_column(Boolean, default=False)

@@ -487,7 +487,7 @@ def _same(a: Any, b: Any) -> bool:
 # Packages whose models still declare DateTime(timezone=True) instead of core.db.UTCDateTime: their
 # timestamps read back naive on SQLite. When a package switches, its SQLite case passes, the strict
 # xfail below reports XPASS as a failure, and the package's name should be removed from this set.
-PLAIN_DATETIME_PACKAGES = {"vpn", "mdm_client", "compliance", "enrolment"}
+PLAIN_DATETIME_PACKAGES = {"mdm_client", "compliance"}
 
 
 def _plain_datetime_columns(models: Any) -> list[str]:

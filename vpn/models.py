@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import DateTime, Integer, String, Text
+from sqlalchemy import Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from core.db import Base
+from core.db import Base, UTCDateTime
 from core.models import utcnow
 
 PEER_PENDING = "pending"  # admitted, waiting for the laptop's first public key
@@ -31,11 +31,11 @@ class VPNPeer(Base):
     address_v6: Mapped[str | None] = mapped_column(String(64), unique=True, nullable=True)
     last_address_v4: Mapped[str | None] = mapped_column(String(64), nullable=True)
     last_address_v6: Mapped[str | None] = mapped_column(String(64), nullable=True)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     # When the current key was made (first enrolment or last rotation).
-    key_created_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
-    rotated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
-    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    key_created_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    rotated_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     revoked_by: Mapped[str | None] = mapped_column(String(128), nullable=True)
     revocation_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
 
@@ -48,7 +48,7 @@ class VPNRetiredKey(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     public_key: Mapped[str] = mapped_column(String(44), unique=True)
     host: Mapped[str] = mapped_column(String(255), index=True)
-    retired_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    retired_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     # rotated | revoked | replaced
     reason: Mapped[str] = mapped_column(String(16))
 
@@ -64,4 +64,4 @@ class VPNGateway(Base):
     endpoint: Mapped[str] = mapped_column(String(255))
     config_sha256: Mapped[str] = mapped_column(String(64))
     peers: Mapped[int] = mapped_column(Integer, default=0)
-    applied_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    applied_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
