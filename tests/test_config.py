@@ -46,3 +46,22 @@ def test_missing_config_file_cli(run_cli, tmp_path: Path):
     r = run_cli("inventory", "check", config=tmp_path / "nope.toml")
     assert r.exit_code == 2
     assert r.stderr == f"Error: config file {tmp_path / 'nope.toml'} does not exist\n"
+
+
+def test_example_config_loads_and_lists_every_setting():
+    """werne.example.toml is generated from the model; a new setting without a regenerated example fails."""
+    import tomllib
+
+    from core.config import REPO_ROOT, Config
+
+    path = REPO_ROOT / "werne.example.toml"
+    cfg = load_config(path)
+    assert cfg.inventory_dir == REPO_ROOT / "inventories" / "demo"
+    text = path.read_text(encoding="utf-8")
+    data = tomllib.loads(text)
+    for section in Config.model_fields:
+        if section == "source":
+            continue
+        for name in type(getattr(cfg, section)).model_fields:
+            listed = name in data.get(section, {}) or f"# {name} = " in text
+            assert listed, f"[{section}] {name} is missing from werne.example.toml (run tools/gen_example_config.py)"
