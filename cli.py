@@ -13,7 +13,6 @@ import functools
 import json
 import sys
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import click
@@ -1241,7 +1240,8 @@ def audit_cmd(app: AppContext, since: Any, as_json: bool) -> None:
         echo_json(rows)
         return
     for r in rows:
-        click.echo(f"{r['at']}  {r['actor']:<12} {r['action']:<24} {r['target']}  {json.dumps(r['detail'], sort_keys=True)}")
+        detail = json.dumps(r["detail"], sort_keys=True)
+        click.echo(f"{r['at']}  {r['actor']:<12} {r['action']:<24} {r['target']}  {detail}")
 
 
 # ---------------------------------------------------------------- demo ---------------------

@@ -247,8 +247,9 @@ def _load_hosts(inv: Inventory, problems: _Problems) -> None:
     for h in [*inv.laptops.values(), *inv.gateways.values()]:
         ep = (h.ansible_host, h.ansible_port)
         if ep in endpoints:
+            where = f"{h.ansible_host}:{h.ansible_port}"
             problems.add(path, host_lines[h.name][1],
-                         f"duplicate address {h.ansible_host}:{h.ansible_port} (hosts '{endpoints[ep]}' and '{h.name}')")
+                         f"duplicate address {where} (hosts '{endpoints[ep]}' and '{h.name}')")
         else:
             endpoints[ep] = h.name
     vpn: dict[str, str] = {}

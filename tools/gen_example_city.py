@@ -38,7 +38,8 @@ def main() -> None:
     school_lines = ["# Fictional schools of the example city.", "schools:"]
     for sid, name, _ in SCHOOLS:
         school_lines += [f"  - id: {sid}", f"    name: {name}", "    department: Schulverwaltung Beispielstadt",
-                         "    support_phone: \"+49 0000 000000\"", f"    support_email: it-schulen@example-city.invalid"]
+                         "    support_phone: \"+49 0000 000000\"",
+                         "    support_email: it-schulen@example-city.invalid"]
     (OUT / "schools.yml").write_text("\n".join(school_lines) + "\n", encoding="utf-8")
     rows = ["serial;model;school;group;name"]
     seen: set[str] = set()

@@ -12,7 +12,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from core.config import Config, REPO_ROOT  # noqa: E402
+from core.config import REPO_ROOT, Config  # noqa: E402
 
 HEADER = """\
 # werne site configuration: every setting with its default. Copy to werne.toml (or /etc/werne/werne.toml,
