@@ -6,10 +6,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import JSON, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from core.db import Base
+from core.db import Base, UTCDateTime
 from core.models import utcnow
 
 
@@ -17,8 +17,8 @@ class ComplianceRun(Base):
     __tablename__ = "compliance_runs"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     # running | complete | interrupted | failed. Only "complete" runs are in the hash chain.
     status: Mapped[str] = mapped_column(String(16), default="running", index=True)
     scope: Mapped[str] = mapped_column(String(16))  # laptops | ipads | all
@@ -55,5 +55,5 @@ class ComplianceResult(Base):
     # pass | fail | error | not_applicable | unreachable | waived
     status: Mapped[str] = mapped_column(String(16))
     evidence: Mapped[str] = mapped_column(Text, default="")
-    waiver: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    waiver: Mapped[str | None] = mapped_column(Text, nullable=True)
     run: Mapped[ComplianceRun] = relationship(back_populates="results")

@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import DateTime, create_engine, event
+from sqlalchemy import DateTime, String, create_engine, event
 from sqlalchemy.engine import Dialect, Engine
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
@@ -33,6 +33,24 @@ def _first_line(err: object) -> str:
 
 class Base(DeclarativeBase):
     """Declarative base for every werne table."""
+
+
+class BoundedString(TypeDecorator[str]):
+    """A VARCHAR(n) that cuts over-long values to n characters instead of failing the transaction.
+
+    For text that devices send (OS versions, names, models): PostgreSQL rejects an over-long value
+    and rolls back the whole transaction, which would lose a batch of other devices' events with it;
+    SQLite stores anything. Cutting behaves the same on both. The DDL is plain VARCHAR(n).
+    """
+
+    impl = String
+    cache_ok = True
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> Any:
+        length = self.impl.length  # type: ignore[attr-defined]
+        if isinstance(value, str) and length is not None and len(value) > length:
+            return value[:length]
+        return value
 
 
 class UTCDateTime(TypeDecorator[datetime]):

@@ -13,16 +13,14 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     Boolean,
-    DateTime,
     Integer,
     LargeBinary,
-    String,
     Text,
     UniqueConstraint,
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
-from core.db import Base
+from core.db import Base, BoundedString, UTCDateTime
 from core.models import utcnow
 
 
@@ -32,26 +30,26 @@ class MDMDevice(Base):
     __tablename__ = "mdm_devices"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    enrollment_id: Mapped[str] = mapped_column(String(255), unique=True)
-    udid: Mapped[str] = mapped_column(String(255), index=True)
-    serial: Mapped[str | None] = mapped_column(String(32), index=True, nullable=True)
-    school: Mapped[str | None] = mapped_column(String(64), index=True, nullable=True)
-    group: Mapped[str | None] = mapped_column("ipad_group", String(16), nullable=True)
-    model: Mapped[str | None] = mapped_column(String(64), nullable=True)
-    os_version: Mapped[str | None] = mapped_column(String(32), nullable=True)
-    build_version: Mapped[str | None] = mapped_column(String(32), nullable=True)
-    device_name: Mapped[str | None] = mapped_column(String(255), nullable=True)
-    topic: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    enrollment_id: Mapped[str] = mapped_column(BoundedString(255), unique=True)
+    udid: Mapped[str] = mapped_column(BoundedString(255), index=True)
+    serial: Mapped[str | None] = mapped_column(BoundedString(32), index=True, nullable=True)
+    school: Mapped[str | None] = mapped_column(BoundedString(64), index=True, nullable=True)
+    group: Mapped[str | None] = mapped_column("ipad_group", BoundedString(16), nullable=True)
+    model: Mapped[str | None] = mapped_column(BoundedString(64), nullable=True)
+    os_version: Mapped[str | None] = mapped_column(BoundedString(32), nullable=True)
+    build_version: Mapped[str | None] = mapped_column(BoundedString(32), nullable=True)
+    device_name: Mapped[str | None] = mapped_column(BoundedString(255), nullable=True)
+    topic: Mapped[str | None] = mapped_column(BoundedString(255), nullable=True)
     # enrolled | authenticated (no TokenUpdate yet) | checked_out
-    state: Mapped[str] = mapped_column(String(16), default="authenticated")
-    enrolled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
-    checked_out_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
-    last_seen_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    state: Mapped[str] = mapped_column(BoundedString(16), default="authenticated")
+    enrolled_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    checked_out_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    last_seen_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     token_update_tally: Mapped[int] = mapped_column(Integer, default=0)
     awaiting_configuration: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
     # Sent by the device in TokenUpdate; needed for ClearPasscode. Never shown or logged.
     unlock_token: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
-    identity_cert_not_after: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    identity_cert_not_after: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
 
 
 class MDMDeviceFact(Base):
@@ -66,10 +64,10 @@ class MDMDeviceFact(Base):
     __table_args__ = (UniqueConstraint("enrollment_id", "kind", name="uq_mdm_device_facts_id_kind"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    enrollment_id: Mapped[str] = mapped_column(String(255))
-    kind: Mapped[str] = mapped_column(String(64))
-    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    command_uuid: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    enrollment_id: Mapped[str] = mapped_column(BoundedString(255))
+    kind: Mapped[str] = mapped_column(BoundedString(64))
+    at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    command_uuid: Mapped[str | None] = mapped_column(BoundedString(64), nullable=True)
     value: Mapped[Any] = mapped_column(JSON, default=dict)
 
 
@@ -80,16 +78,16 @@ class MDMCommand(Base):
     __table_args__ = (UniqueConstraint("command_uuid", "enrollment_id", name="uq_mdm_commands_uuid_id"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    command_uuid: Mapped[str] = mapped_column(String(64), index=True)
-    enrollment_id: Mapped[str] = mapped_column(String(255), index=True)
-    request_type: Mapped[str] = mapped_column(String(64), default="")
+    command_uuid: Mapped[str] = mapped_column(BoundedString(64), index=True)
+    enrollment_id: Mapped[str] = mapped_column(BoundedString(255), index=True)
+    request_type: Mapped[str] = mapped_column(BoundedString(64), default="")
     # queued | Acknowledged | Error | CommandFormatError | NotNow | enqueue_failed
-    status: Mapped[str] = mapped_column(String(32), default="queued")
-    actor: Mapped[str] = mapped_column(String(128), default="")
+    status: Mapped[str] = mapped_column(BoundedString(32), default="queued")
+    actor: Mapped[str] = mapped_column(BoundedString(128), default="")
     # What the command was for, e.g. {"profile": "de.werne.ipad.wifi"}.
     detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
-    enqueued_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    enqueued_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     not_now_count: Mapped[int] = mapped_column(Integer, default=0)
     error_chain: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
     # The response keys, JSON-safe (data blobs summarised), for reports and compliance.
@@ -105,11 +103,11 @@ class MDMWebhookEvent(Base):
     __tablename__ = "mdm_webhook_events"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    event_id: Mapped[str] = mapped_column(String(128), unique=True)
-    topic: Mapped[str] = mapped_column(String(64), index=True)
-    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    created_at: Mapped[str] = mapped_column(String(64), default="")
-    enrollment_id: Mapped[str] = mapped_column(String(255), default="", index=True)
-    command_uuid: Mapped[str | None] = mapped_column(String(64), nullable=True)
-    status: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    event_id: Mapped[str] = mapped_column(BoundedString(128), unique=True)
+    topic: Mapped[str] = mapped_column(BoundedString(64), index=True)
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    created_at: Mapped[str] = mapped_column(BoundedString(64), default="")
+    enrollment_id: Mapped[str] = mapped_column(BoundedString(255), default="", index=True)
+    command_uuid: Mapped[str | None] = mapped_column(BoundedString(64), nullable=True)
+    status: Mapped[str | None] = mapped_column(BoundedString(32), nullable=True)
     message: Mapped[str | None] = mapped_column(Text, nullable=True)

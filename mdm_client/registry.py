@@ -573,7 +573,9 @@ class Registry:
 
     def list_devices(self, school: str | None = None) -> list[MDMDevice]:
         with self.db.session() as s:
-            q = select(MDMDevice).order_by(MDMDevice.school, MDMDevice.serial, MDMDevice.enrollment_id)
+            # Devices with no school last, on SQLite as on PostgreSQL (their NULL orders differ).
+            q = select(MDMDevice).order_by(MDMDevice.school.is_(None), MDMDevice.school, MDMDevice.serial,
+                                           MDMDevice.enrollment_id)
             if school is not None:
                 q = q.where(MDMDevice.school == school)
             devs = list(s.scalars(q))

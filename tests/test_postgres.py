@@ -487,7 +487,7 @@ def _same(a: Any, b: Any) -> bool:
 # Packages whose models still declare DateTime(timezone=True) instead of core.db.UTCDateTime: their
 # timestamps read back naive on SQLite. When a package switches, its SQLite case passes, the strict
 # xfail below reports XPASS as a failure, and the package's name should be removed from this set.
-PLAIN_DATETIME_PACKAGES = {"mdm_client", "compliance"}
+PLAIN_DATETIME_PACKAGES: set[str] = set()
 
 
 def _plain_datetime_columns(models: Any) -> list[str]:
@@ -793,13 +793,10 @@ def test_enrolment_accounts_and_requests_on_both(any_db: Database):
 # transaction. Where such a value can come from outside (a device, a waivers file), the same code
 # then loses data only on PostgreSQL. Strict xfail on PostgreSQL: the fix (cut or validate the
 # value before storing, or a wider column) turns these into failures, and the marker should go.
-PG_LENGTH_XFAIL = pytest.mark.xfail(strict=True, reason="value longer than its VARCHAR: PostgreSQL rolls back")
 
 
 def test_mdm_overlong_device_strings_do_not_lose_a_batch(any_db: Database, request: pytest.FixtureRequest):
     """A check-in carries strings the device chose; one odd device must not cost others their events."""
-    if any_db.engine.dialect.name == "postgresql":
-        request.applymarker(PG_LENGTH_XFAIL)
     from mdm_client.registry import Registry
     from mdm_client.webhook import parse_event
 
@@ -825,13 +822,15 @@ def test_mdm_overlong_device_strings_do_not_lose_a_batch(any_db: Database, reque
         ]
     )
     assert stored[0] is True
-    assert "00008120-000000000000AAAA" in {d.enrollment_id for d in registry.list_devices()}
+    devices = {d.enrollment_id: d for d in registry.list_devices()}
+    assert "00008120-000000000000AAAA" in devices
+    # The odd device is kept too, with its over-long strings cut to the column's length.
+    odd_dev = devices["00008120-000000000000BBBB"]
+    assert odd_dev.os_version == odd["OSVersion"][:32]
 
 
 def test_compliance_run_with_a_long_waiver_name_is_recorded(any_db: Database, request: pytest.FixtureRequest):
     """A waiver without an id is named rule@devices; listing 30 laptops makes that name 198 characters."""
-    if any_db.engine.dialect.name == "postgresql":
-        request.applymarker(PG_LENGTH_XFAIL)
     from compliance import history
     from compliance.engine import DeviceFacts, RuleResult
     from compliance.waivers import Waiver
@@ -950,3 +949,13 @@ def test_cli_with_an_unreachable_postgres_database_is_exit_3(
     assert r.stdout == ""
     assert r.stderr.startswith("Error: cannot open state database: ") and 'database "no_such_database"' in r.stderr
     assert r.stderr.count("\n") == 1 and "Traceback" not in r.stderr
+
+
+def test_ipad_list_puts_devices_without_a_school_last_on_both_backends(any_db: Database):
+    from mdm_client.models import MDMDevice
+    from mdm_client.registry import Registry
+
+    with any_db.session() as s:
+        s.add(MDMDevice(enrollment_id="U-NOSCHOOL", udid="U-NOSCHOOL", serial="ZZNOSCHOOL1", school=None))
+        s.add(MDMDevice(enrollment_id="U-SCHOOL", udid="U-SCHOOL", serial="ZZSCHOOL001", school="gs-demo"))
+    assert [d.enrollment_id for d in Registry(any_db).list_devices()] == ["U-SCHOOL", "U-NOSCHOOL"]

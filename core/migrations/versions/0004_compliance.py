@@ -43,7 +43,7 @@ def upgrade() -> None:
         sa.Column("rule_id", sa.String(64), nullable=False),
         sa.Column("status", sa.String(16), nullable=False),
         sa.Column("evidence", sa.Text, nullable=False),
-        sa.Column("waiver", sa.String(128)),
+        sa.Column("waiver", sa.Text),
     )
     op.create_index("ix_compliance_results_run_id", "compliance_results", ["run_id"])
     op.create_index("ix_compliance_results_device_rule", "compliance_results", ["device", "rule_id"])
