@@ -210,8 +210,12 @@ class _HostTrack:
 class EventCollector:
     """Folds ansible-runner events into per-host changes and reasons, and reports live progress."""
 
-    def __init__(self, hosts: list[str], progress: ProgressCallback | None):
+    def __init__(self, hosts: list[str], progress: ProgressCallback | None,
+                 report_tasks: frozenset[str] = frozenset()):
         self.hosts = {h: _HostTrack() for h in hosts}
+        # Tasks whose stdout is wanted per host (e.g. the WireGuard public key the laptop made).
+        self.report_tasks = report_tasks
+        self.reported: dict[str, dict[str, str]] = {}
         self.progress_cb = progress
         self.progress = Progress(total=len(hosts))
         self.stats: dict[str, dict[str, int]] | None = None
@@ -272,6 +276,8 @@ class EventCollector:
                     )
                 if task == BASELINE_DONE_TASK:
                     track.done = True
+                if task in self.report_tasks:
+                    self.reported.setdefault(host, {})[task] = str(res.get("stdout") or "")
             elif kind == "runner_on_failed":
                 if data.get("ignore_errors"):
                     return True
@@ -331,6 +337,7 @@ class AnsibleResult:
     rc: int | None
     artifact_dir: str
     outcomes: dict[str, HostOutcome]
+    reported: dict[str, dict[str, str]] = field(default_factory=dict)
 
 
 @contextmanager
@@ -362,6 +369,8 @@ def run_playbook(
     progress: ProgressCallback | None = None,
     forks: int | None = None,
     pipelining: bool | None = None,
+    extravars: dict[str, Any] | None = None,
+    report_tasks: frozenset[str] = frozenset(),
 ) -> AnsibleResult:
     """Run the configured playbook on `hosts` through ansible-runner; failures are results, not errors."""
     from ansible_runner import Runner, RunnerConfig
@@ -370,7 +379,7 @@ def run_playbook(
     if not playbook.is_file():
         raise ProvisioningError(f"playbook {playbook} does not exist")
     private_data_dir.mkdir(parents=True, exist_ok=True)
-    collector = EventCollector(hosts, progress)
+    collector = EventCollector(hosts, progress, report_tasks)
     rc_config = RunnerConfig(
         private_data_dir=str(private_data_dir),
         project_dir=str(PLAYBOOK_DIR),
@@ -379,7 +388,7 @@ def run_playbook(
         limit=",".join(hosts),
         forks=forks or config.provisioning.forks,
         envvars=ansible_envvars(config, pipelining),
-        extravars=ansible_extravars(config),
+        extravars={**ansible_extravars(config), **(extravars or {})},
         # A fixed option string, nothing from the user in it (RunnerConfig only takes a string here).
         cmdline="--check --diff" if check_mode else None,
         ident=ident,
@@ -397,7 +406,7 @@ def run_playbook(
         runner.run()
     artifact_dir = str(rc_config.artifact_dir)
     if runner.status == "canceled":
-        return AnsibleResult("canceled", runner.rc, artifact_dir, collector.outcomes())
+        return AnsibleResult("canceled", runner.rc, artifact_dir, collector.outcomes(), collector.reported)
     if collector.stats is None:
         tail = ""
         try:
@@ -415,7 +424,7 @@ def run_playbook(
             f"ansible-playbook stopped before reporting on the hosts "
             f"(status {runner.status}, rc {runner.rc}): {tail or 'no output'}"
         )
-    return AnsibleResult(runner.status, runner.rc, artifact_dir, collector.outcomes())
+    return AnsibleResult(runner.status, runner.rc, artifact_dir, collector.outcomes(), collector.reported)
 
 
 # ---------------------------------------------------------------- the stored run ---------------
@@ -489,6 +498,43 @@ def _with_refused(progress: ProgressCallback | None, refused: list[HostOutcome])
     return report
 
 
+VPN_PUBLIC_KEY_TASK = "Report the WireGuard public key"  # vpn.ops.PUBLIC_KEY_TASK
+
+
+def _vpn_extravars(config: Config, db: Database, inventory: Inventory, hosts: list[str]) -> dict[str, Any]:
+    """The wireguard_client role's vars from the VPN state ({} while no gateway was ever applied,
+    and revoked laptops are left out: a provision run never lets them back in)."""
+    if not inventory.gateways:
+        return {}
+    from vpn.ops import provision_extravars
+
+    return provision_extravars(config, db, inventory, hosts)
+
+
+def _admit_vpn_keys(config: Config, db: Database, inventory: Inventory, result: AnsibleResult,
+                    outcomes: dict[str, HostOutcome], actor: str) -> None:
+    """Admit the public keys the laptops reported to the gateway; a laptop whose key was refused,
+    or all of them when the gateway cannot be reached, fails with the reason (its old key, if any,
+    keeps working: the gateway is changed first and the database only after it took the change)."""
+    from core.errors import WerneError
+    from vpn.ops import register_client_keys
+
+    reported = {h: r.get(VPN_PUBLIC_KEY_TASK) for h, r in result.reported.items()
+                if outcomes.get(h) is not None and outcomes[h].outcome in ("ok", "changed")}
+    if not reported:
+        return
+    try:
+        report = register_client_keys(config, db, inventory, reported, actor=actor)
+    except WerneError as e:
+        for h in reported:
+            outcomes[h] = outcomes[h].model_copy(update={"outcome": "failed", "reason": f"VPN: {e}"})
+        return
+    for peer in report.hosts:
+        if peer.outcome in ("failed", "unreachable") and peer.host in outcomes:
+            outcomes[peer.host] = outcomes[peer.host].model_copy(
+                update={"outcome": "failed", "reason": f"VPN key not admitted: {peer.reason}"})
+
+
 def provision(
     config: Config,
     db: Database,
@@ -531,6 +577,7 @@ def provision(
         artifact_dir = str(private_data_dir / "artifacts" / str(run_id))
         try:
             if allowed:
+                vpn_vars = _vpn_extravars(config, db, inventory, allowed)
                 result = run_playbook(
                     config,
                     inventory.hosts_file,
@@ -539,11 +586,15 @@ def provision(
                     str(run_id),
                     check_mode=check_mode,
                     progress=progress,
+                    extravars=vpn_vars,
+                    report_tasks=frozenset({VPN_PUBLIC_KEY_TASK}) if vpn_vars else frozenset(),
                 )
                 artifact_dir = result.artifact_dir
                 outcomes.update(result.outcomes)
                 if result.status == "canceled":
                     status = "interrupted"
+                elif vpn_vars and not check_mode:
+                    _admit_vpn_keys(config, db, inventory, result, outcomes, actor)
         except BaseException:
             _finish(db, run_id, "error", {}, artifact_dir)
             raise
