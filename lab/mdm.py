@@ -410,6 +410,13 @@ def up(state_dir: Path, n_ipads: int, config: Config | None = None, poll_interva
             d,
             env={"PYTHONPATH": str(REPO_ROOT)},
         )
+        # The simulator has no port to poll; wait until its process shows as running (on a quiet
+        # machine /proc can lag the fork for a moment) or has died, so status() is true on return.
+        end = time.monotonic() + 15
+        while running("simulator", d) is None:
+            if time.monotonic() > end:
+                raise LabMDMError(f"the iPad simulator did not start; see {d / 'logs' / 'simulator.log'}")
+            time.sleep(0.1)
     except BaseException:
         down(state_dir)
         raise

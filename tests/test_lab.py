@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import importlib.util
 import ipaddress
 import json
 import os
@@ -112,18 +111,6 @@ def test_a_state_dir_overlayfs_cannot_name_is_refused(tmp_path):
     with pytest.raises(LabInputError, match="cannot use a path that contains"):
         Lab(tmp_path / "a,b").up(laptops=1)
     assert not (tmp_path / "a,b").exists()
-
-
-def test_ipads_without_mdm_lab_is_a_clear_error(tmp_path):
-    if importlib.util.find_spec("lab.mdm") is not None:
-        pytest.skip("lab.mdm exists: --ipads is handled by the MDM part of the lab")
-    from cli import main
-
-    r = CliRunner().invoke(main, ["--state-dir", str(tmp_path), "lab", "up", "--ipads", "2"])
-    assert r.exit_code == 2
-    assert r.output.strip() == ("Error: --ipads needs the MDM part of the lab (lab/mdm.py), "
-                                "which this installation does not have yet")
-    assert not (tmp_path / "lab" / "lab.json").exists()  # failed before touching anything
 
 
 # ---------------------------------------------------------------- with the real lab -----
