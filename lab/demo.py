@@ -72,7 +72,7 @@ def run_demo(config: Config, laptops: int = 3, ipads: int = 12, say: Say = lambd
     from compliance.reports import write_report
     from compliance.run import run_compliance
     from lab.laptops import Lab, lab_up
-    from mdm_client.ipads import IPadContext, configure
+    from mdm_client.ipads import IPadContext, configure, query
     from provisioning.preflight import run_preflight
     from provisioning.runner import provision
     from vpn.ops import enrol, gateway_apply
@@ -116,6 +116,9 @@ def run_demo(config: Config, laptops: int = 3, ipads: int = 12, say: Say = lambd
         step("VPN enrolment", ", ".join(f"{h.host} {h.outcome}" for h in vpn.hosts))
 
         ipad_ctx = IPadContext(config, db, inventory)
+        # Ask first: configure plans from the newest ProfileList answers, and a restarted lab's
+        # simulated iPads start with no profiles, whatever the database remembers from last time.
+        query(ipad_ctx, deadline_s=30.0)
         conf = configure(ipad_ctx, max_devices=max(ipads, 1), deadline_s=60.0)
         counts = conf.counts()
         step("iPad profiles", ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "nothing to change")
