@@ -498,9 +498,6 @@ def _with_refused(progress: ProgressCallback | None, refused: list[HostOutcome])
     return report
 
 
-VPN_PUBLIC_KEY_TASK = "Report the WireGuard public key"  # vpn.ops.PUBLIC_KEY_TASK
-
-
 def _vpn_extravars(config: Config, db: Database, inventory: Inventory, hosts: list[str]) -> dict[str, Any]:
     """The wireguard_client role's vars from the VPN state ({} while no gateway was ever applied,
     and revoked laptops are left out: a provision run never lets them back in)."""
@@ -511,15 +508,21 @@ def _vpn_extravars(config: Config, db: Database, inventory: Inventory, hosts: li
     return provision_extravars(config, db, inventory, hosts)
 
 
+def _vpn_report_tasks() -> frozenset[str]:
+    from vpn.ops import PUBLIC_KEY_TASK
+
+    return frozenset({PUBLIC_KEY_TASK})
+
+
 def _admit_vpn_keys(config: Config, db: Database, inventory: Inventory, result: AnsibleResult,
                     outcomes: dict[str, HostOutcome], actor: str) -> None:
     """Admit the public keys the laptops reported to the gateway; a laptop whose key was refused,
     or all of them when the gateway cannot be reached, fails with the reason (its old key, if any,
     keeps working: the gateway is changed first and the database only after it took the change)."""
     from core.errors import WerneError
-    from vpn.ops import register_client_keys
+    from vpn.ops import PUBLIC_KEY_TASK, register_client_keys
 
-    reported = {h: r.get(VPN_PUBLIC_KEY_TASK) for h, r in result.reported.items()
+    reported = {h: r.get(PUBLIC_KEY_TASK) for h, r in result.reported.items()
                 if outcomes.get(h) is not None and outcomes[h].outcome in ("ok", "changed")}
     if not reported:
         return
@@ -587,7 +590,7 @@ def provision(
                     check_mode=check_mode,
                     progress=progress,
                     extravars=vpn_vars,
-                    report_tasks=frozenset({VPN_PUBLIC_KEY_TASK}) if vpn_vars else frozenset(),
+                    report_tasks=_vpn_report_tasks() if vpn_vars else frozenset(),
                 )
                 artifact_dir = result.artifact_dir
                 outcomes.update(result.outcomes)

@@ -6,16 +6,10 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import select
 
-from provisioning.runner import VPN_PUBLIC_KEY_TASK
 from tests.fixtures_vpn import VPNLab, pin_lab_host_keys
 from vpn.models import VPNPeer
-from vpn.ops import PUBLIC_KEY_TASK
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
-
-
-def test_the_task_name_is_the_vpn_packages():
-    assert VPN_PUBLIC_KEY_TASK == PUBLIC_KEY_TASK
 
 
 @pytest.fixture(scope="module")
