@@ -203,6 +203,9 @@ def main() -> int:
             )
             if name == "baseline":
                 continue
+            for line in (tmp / f"{name}.log").read_text(errors="replace").splitlines():
+                if " batches (" in line:
+                    print("           server:", line.split(": ", 1)[-1])
             con = sqlite3.connect(state / "werne.db")
             stored = con.execute("select count(*) from mdm_commands").fetchone()[0]
             events = con.execute("select count(*) from mdm_webhook_events").fetchone()[0]

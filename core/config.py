@@ -107,7 +107,7 @@ class MDMConfig(_Section):
     # Webhook receiver: largest body accepted (NanoMDM's reports are a few KB; a ProfileList or
     # InstalledApplicationList can reach a few hundred), and the group-commit window.
     webhook_max_body: int = 1024 * 1024
-    webhook_batch_ms: int = 20
+    webhook_batch_ms: int = 0
     webhook_batch_max: int = 500
     # `werne ipad query`: how long to wait for answers before reporting who did not answer.
     query_deadline_s: float = 60.0

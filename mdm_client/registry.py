@@ -18,11 +18,12 @@ import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import cached_property
 from typing import Any
 
 from sqlalchemy import bindparam, insert, select, update
 
-from core.db import Database
+from core.db import Database, bulk_execute, select_rows
 from core.errors import InputError
 from core.models import utcnow
 from mdm_client.errors import MDMError
@@ -65,6 +66,11 @@ class ParsedEvent:
     @property
     def is_idle(self) -> bool:
         return self.status == "Idle" and not self.command_uuid
+
+    @cached_property
+    def safe_payload(self) -> dict[str, Any]:
+        """The payload as stored (json_safe), computed once; the receiver does it before the batch."""
+        return json_safe(self.payload)
 
 
 @dataclass(frozen=True)
@@ -136,15 +142,15 @@ def _identity_cert_not_after(cert_list: Any) -> datetime | None:
 
 def _fact_value(ev: ParsedEvent) -> Any:
     """What the device row keeps of an answer (None: nothing); the full answer stays in mdm_commands."""
-    resp = ev.payload
+    resp = ev.safe_payload
     if ev.request_type == "DeviceInformation":
-        return json_safe(resp.get("QueryResponses", {}))
+        return resp.get("QueryResponses", {})
     if ev.request_type == "SecurityInfo":
-        return json_safe(resp.get("SecurityInfo", {}))
+        return resp.get("SecurityInfo", {})
     if ev.request_type == "ProfileList":
         return [
             {
-                k: json_safe(p.get(k))
+                k: p.get(k)
                 for k in (
                     "PayloadIdentifier",
                     "PayloadUUID",
@@ -158,7 +164,7 @@ def _fact_value(ev: ParsedEvent) -> Any:
         ]
     if ev.request_type == "CertificateList":
         return [
-            {k: json_safe(c.get(k)) for k in ("CommonName", "IsIdentity")}
+            {k: c.get(k) for k in ("CommonName", "IsIdentity")}
             for c in resp.get("CertificateList", [])
             if isinstance(c, dict)
         ]
@@ -206,6 +212,21 @@ _T_CMD = MDMCommand.__table__
 _T_EV = MDMWebhookEvent.__table__
 _T_FACT = MDMDeviceFact.__table__
 _STATEMENTS: dict[tuple[str, frozenset[str], tuple[str, ...]], Any] = {}
+_INSERT_EV = insert(_T_EV)
+# The batch's lookups, built once (SQLAlchemy then compiles each once per list length).
+_SEL_KNOWN_EVENTS = select(_T_EV.c.event_id).where(_T_EV.c.event_id.in_(bindparam("ids", expanding=True)))
+_SEL_DEVICES = select(_T_DEV).where(_T_DEV.c.enrollment_id.in_(bindparam("ids", expanding=True)))
+_SEL_CHECKIN_TIMES = select(_T_FACT.c.enrollment_id, _T_FACT.c.kind, _T_FACT.c.value).where(
+    _T_FACT.c.enrollment_id.in_(bindparam("ids", expanding=True)), _T_FACT.c.kind.like("_checkin.%")
+)
+_SEL_COMMANDS = select(
+    _T_CMD.c.id, _T_CMD.c.command_uuid, _T_CMD.c.enrollment_id, _T_CMD.c.not_now_count, _T_CMD.c.request_type
+).where(
+    _T_CMD.c.command_uuid.in_(bindparam("uuids", expanding=True)),
+    _T_CMD.c.enrollment_id.in_(bindparam("eids", expanding=True)),
+)
+_INSERT_CMD = insert(_T_CMD)
+_INSERT_DEV = insert(_T_DEV)
 
 
 def _cols(values: dict[str, Any]) -> dict[str, Any]:
@@ -246,17 +267,13 @@ class Registry:
         now = utcnow()
         stored = [False] * len(events)
         hooks: list[EnrolmentEvent] = []
-        with self.db.session() as s:
-            conn = s.connection()
+        with self.db.transaction() as conn:
             keyed = [i for i, e in enumerate(events) if not e.is_idle]
             ids = list({events[i].event_id for i in keyed})
             known: set[str] = set()
             for start in range(0, len(ids), 500):
-                known.update(
-                    conn.execute(
-                        select(MDMWebhookEvent.event_id).where(MDMWebhookEvent.event_id.in_(ids[start : start + 500]))
-                    ).scalars()
-                )
+                found = select_rows(conn, _SEL_KNOWN_EVENTS, {"ids": ids[start : start + 500]})
+                known.update(r["event_id"] for r in found)
             fresh: list[int] = []
             for i, e in enumerate(events):
                 if e.is_idle:
@@ -280,24 +297,18 @@ class Registry:
                 if not events[i].is_idle
             ]
             if rows:
-                conn.execute(insert(_T_EV), rows)
+                bulk_execute(conn, _INSERT_EV, rows)
             eids = list({events[i].enrollment_id for i in fresh})
             devices: dict[str, dict[str, Any]] = {}
             for start in range(0, len(eids), 500):
-                for row in conn.execute(
-                    select(MDMDevice.__table__).where(MDMDevice.enrollment_id.in_(eids[start : start + 500]))
-                ).mappings():
-                    devices[row["enrollment_id"]] = dict(row)
+                for row in select_rows(conn, _SEL_DEVICES, {"ids": eids[start : start + 500]}):
+                    devices[row["enrollment_id"]] = row
             # Check-in times, only for devices with a check-in in this batch (rare next to results).
             times_of: dict[str, dict[str, str]] = {}
             checkin_ids = list({events[i].enrollment_id for i in fresh if events[i].message_type})
             for start in range(0, len(checkin_ids), 500):
-                for eid, kind, value in conn.execute(
-                    select(_T_FACT.c.enrollment_id, _T_FACT.c.kind, _T_FACT.c.value).where(
-                        _T_FACT.c.enrollment_id.in_(checkin_ids[start : start + 500]),
-                        _T_FACT.c.kind.like("_checkin.%"),
-                    )
-                ):
+                for row in select_rows(conn, _SEL_CHECKIN_TIMES, {"ids": checkin_ids[start : start + 500]}):
+                    eid, kind, value = row["enrollment_id"], row["kind"], row["value"]
                     times_of.setdefault(eid, {})[kind.removeprefix("_checkin.")] = str(value)
             facts_out: dict[tuple[str, str], dict[str, Any]] = {}
             changes: dict[str, dict[str, Any]] = {}
@@ -435,8 +446,9 @@ class Registry:
             if new_devices:
                 # executemany needs the same keys in every row.
                 blank = {c.key: None for c in _T_DEV.columns if c.key != "id"}
-                conn.execute(
-                    insert(_T_DEV),
+                bulk_execute(
+                    conn,
+                    _INSERT_DEV,
                     [
                         {**blank, "token_update_tally": 0, **_cols(d), "state": d["state"] or "enrolled"}
                         for d in new_devices.values()
@@ -451,29 +463,24 @@ class Registry:
                         {"b_eid": eid, **{f"b_{k}": v for k, v in cols.items()}}
                     )
             for keys, params in by_keys.items():
-                conn.execute(_update_stmt(_T_DEV, keys, ("enrollment_id",)), params)
+                bulk_execute(conn, _update_stmt(_T_DEV, keys, ("enrollment_id",)), params)
             if facts_out:
-                conn.execute(_upsert_facts(conn.dialect.name), list(facts_out.values()))
+                bulk_execute(conn, _upsert_facts(conn.dialect.name), list(facts_out.values()))
             if cmd_events:
                 self._apply_command_results(conn, cmd_events, now)
         return stored, hooks
 
     @staticmethod
     def _apply_command_results(conn: Any, evs: list[ParsedEvent], now: datetime) -> None:
-        keys = list({(e.command_uuid, e.enrollment_id) for e in evs})
+        # A bulk command has one row per device, and a batch holds the answers of a few of them:
+        # select by CommandUUID and enrollment id (both indexed; a row-value IN is not, on SQLite).
+        keys = {(e.command_uuid, e.enrollment_id) for e in evs}
         uuids = list({k[0] for k in keys})
+        eids = list({k[1] for k in keys})
         existing: dict[tuple[str, str], dict[str, Any]] = {}
-        for start in range(0, len(uuids), 500):
-            for row in conn.execute(
-                select(
-                    MDMCommand.id,
-                    MDMCommand.command_uuid,
-                    MDMCommand.enrollment_id,
-                    MDMCommand.not_now_count,
-                    MDMCommand.request_type,
-                ).where(MDMCommand.command_uuid.in_(uuids[start : start + 500]))
-            ).mappings():
-                existing[(row["command_uuid"], row["enrollment_id"])] = dict(row)
+        for start in range(0, len(uuids), 250):
+            for row in select_rows(conn, _SEL_COMMANDS, {"uuids": uuids[start : start + 250], "eids": eids}):
+                existing[(row["command_uuid"], row["enrollment_id"])] = row
         inserts: dict[tuple[str, str], dict[str, Any]] = {}
         updates: dict[tuple[str, str], dict[str, Any]] = {}
         for e in evs:
@@ -481,7 +488,7 @@ class Registry:
             values: dict[str, Any] = {"status": e.status, "updated_at": now}
             if e.status != "NotNow":
                 values["error_chain"] = e.error_chain
-                values["result"] = json_safe(e.payload)
+                values["result"] = e.safe_payload
             if key in inserts:  # first seen in this very batch
                 row = inserts[key]
                 if e.status == "NotNow":
@@ -510,14 +517,14 @@ class Registry:
                 values["request_type"] = e.request_type
             updates.setdefault(key, {}).update(values)
         if inserts:
-            conn.execute(insert(_T_CMD), list(inserts.values()))
+            bulk_execute(conn, _INSERT_CMD, list(inserts.values()))
         by_keys: dict[frozenset[str], list[dict[str, Any]]] = {}
         for (uuid_, eid), values in updates.items():
             by_keys.setdefault(frozenset(values), []).append(
                 {"b_command_uuid": uuid_, "b_enrollment_id": eid, **{f"b_{k}": v for k, v in values.items()}}
             )
         for keys, params in by_keys.items():
-            conn.execute(_update_stmt(_T_CMD, keys, ("command_uuid", "enrollment_id")), params)
+            bulk_execute(conn, _update_stmt(_T_CMD, keys, ("command_uuid", "enrollment_id")), params)
 
     # -- writing (ipad commands) -----------------------------------------------------------
 

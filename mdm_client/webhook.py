@@ -6,24 +6,26 @@ order, and anything wrong is answered with a 4xx, one log line, and nothing stor
     X-Hmac-Signature missing or wrong (key set)       -> 401  (base64 HMAC-SHA256 of the raw body)
     not UTF-8, not JSON, not a NanoMDM event, bad
     base64 or plist in raw_payload                     -> 400
-A good event goes to the single writer thread, which commits in batches (group commit: every
-mdm.webhook_batch_ms or webhook_batch_max events) and only then answers 200. Idle polls (most of
-the traffic) only move `last_seen_at`: they are answered at once and written every 2 s, newest per
-device. For every other event a 200 means
-"stored" (SQLite WAL, synchronous=NORMAL: survives a crash of this process; the newest batches
-can be lost on power failure). A repeated event_id is answered 200 and changes nothing.
-NanoMDM does not retry failed webhooks, so a receiver that is down loses those events; the next
-`werne ipad query` refreshes the answers.
+A good event goes to the batch writer, which commits in batches (group commit: each batch is what
+arrived while the previous one was written, at most mdm.webhook_batch_max) and only then answers
+200. Idle polls (most of the traffic) only move `last_seen_at`: they are answered at once and
+written every 2 s, newest per device. For every other event a 200 means "stored" (SQLite WAL,
+synchronous=NORMAL: survives a crash of this process; the newest batches can be lost on power
+failure). A repeated event_id is answered 200 and changes nothing. NanoMDM does not retry failed
+webhooks, so a receiver that is down loses those events; the next `werne ipad query` refreshes
+the answers.
 
 Throughput (issue 4, bench/webhook_ingest.py): `serve` runs one process per core (at most 2) on
 SQLite; they share the listening socket, and each process's writer takes a lock file beside the
 database around its batch transaction, so the guarantee above holds unchanged (a 200 is answered
-after the commit that stored the event). Reports take a fast, equivalent parse (see
-`_fast_plist`, `_fast_report`); any unusual input goes through plistlib and results.parse_report.
+after the commit that stored the event). The writer works in the event loop (no thread, see
+BatchWriter), writes rows with core.db.bulk_execute, and checkpoints the WAL once per tick
+instead of inside commits. Reports take a fast, equivalent parse (see `_fast_plist`,
+`_fast_report`); any unusual input goes through plistlib and results.parse_report.
 
-Enrolment hook: `on_enrolled(callback)` registers a function called (in the writer thread, after
-commit) with an `EnrolmentEvent` for every stored Authenticate and TokenUpdate. Another process
-can instead poll `Registry.events_since(last_id)`.
+Enrolment hook: `on_enrolled(callback)` registers a function called (in the receiver's event
+loop, after the commit; keep it short) with an `EnrolmentEvent` for every stored Authenticate and
+TokenUpdate. Another process can instead poll `Registry.events_since(last_id)`.
 """
 
 from __future__ import annotations
@@ -39,7 +41,6 @@ import json
 import logging
 import os
 import plistlib
-import queue
 import signal
 import threading
 import time
@@ -98,7 +99,8 @@ class BadEvent(ValueError):
 def on_enrolled(callback: EnrolmentHook) -> Callable[[], None]:
     """Call `callback(EnrolmentEvent)` after each stored Authenticate/TokenUpdate; returns an unregister.
 
-    Callbacks run in the writer thread after the commit; an exception in one is logged and ignored.
+    Callbacks run in the receiver's event loop after the commit (a slow one delays the receiver);
+    an exception in one is logged and ignored.
     """
     with _hooks_lock:
         _hooks.append(callback)
@@ -375,113 +377,127 @@ def _fast_report(data: Any) -> _Report | None:
     return _Report(udid, status, command_uuid, enrollment_id, request_type, response, chain)
 
 
-@dataclass
-class _Item:
-    event: ParsedEvent
-    loop: asyncio.AbstractEventLoop
-    future: asyncio.Future[bool]
-
-
 class BatchWriter:
-    """One thread that stores events in batches and resolves each request's future after commit."""
+    """Stores events in batches, in the event loop's thread: group commit without a writer thread.
+
+    A request hands its event to `submit` and waits; the first waiting event schedules one flush
+    (`loop.call_soon`, or after `batch_ms` if set), which runs after the requests that are ready
+    in the same turn of the loop have been parsed, so the batch is everything that arrived since
+    the previous commit (at most `batch_max`; the rest go to the next flush). The transaction runs
+    in the loop itself: a batch takes a few milliseconds, during which new requests wait in the
+    socket buffers and form the next batch. A worker thread was measured slower: it and the loop
+    handed the interpreter lock back and forth around every SQLite call.
+
+    Idle polls are only kept (newest per device) and written every `idle_flush_s`, together with
+    a passive WAL checkpoint when `checkpoints` is on (Database.defer_checkpoints).
+    """
 
     def __init__(
         self,
         registry: Registry,
-        batch_ms: int = 20,
+        batch_ms: int = 0,
         batch_max: int = 500,
         idle_flush_s: float = 2.0,
         write_lock: Path | None = None,
+        checkpoints: bool = False,
     ):
         self.registry = registry
         # Receiver processes sharing one SQLite file take this lock around each batch's
         # transaction: flock wakes the next writer at once, where SQLite's busy handler sleeps.
         self._write_lock = _FileLock(write_lock) if write_lock is not None else contextlib.nullcontext()
-        # Idle polls only move last_seen: kept here (newest per device) and written every
-        # idle_flush_s, and answered at once; losing the last seconds of them on a crash is harmless.
         self.idle_flush_s = idle_flush_s
-        self._idle: dict[str, ParsedEvent] = {}
-        self._idle_lock = threading.Lock()
-        self._idle_flushed = time.monotonic()
         self.batch_s = batch_ms / 1000
         self.batch_max = batch_max
-        self._q: queue.Queue[_Item | None] = queue.Queue()
-        self._thread = threading.Thread(target=self._run, name="werne-webhook-writer", daemon=True)
+        self.checkpoints = checkpoints
+        self._pending: list[tuple[ParsedEvent, asyncio.Future[bool]]] = []
+        self._idle: dict[str, ParsedEvent] = {}
+        self._flush_handle: asyncio.Handle | None = None
+        self._tick_handle: asyncio.TimerHandle | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._checkpointed_at = 0
         self.batches = 0
+        self.events = 0
 
     def start(self) -> None:
-        self._thread.start()
+        self._loop = asyncio.get_running_loop()
+        self._tick_handle = self._loop.call_later(self.idle_flush_s, self._tick)
 
     def stop(self) -> None:
-        self._q.put(None)
-        self._thread.join(timeout=30)
+        """Write what is pending (the loop still runs), then the idle polls; log the totals."""
+        if self._tick_handle is not None:
+            self._tick_handle.cancel()
+        while self._pending:
+            self._flush()
+        self._flush_idle()
+        if self.batches:
+            log.info(
+                "webhook: stored %d events in %d batches (%.1f per batch)",
+                self.events,
+                self.batches,
+                self.events / self.batches,
+            )
 
     def note_idle(self, event: ParsedEvent) -> None:
-        with self._idle_lock:
-            self._idle[event.enrollment_id] = event
+        self._idle[event.enrollment_id] = event
 
-    def _flush_idle(self, force: bool = False) -> None:
-        if not force and time.monotonic() - self._idle_flushed < self.idle_flush_s:
+    def submit(self, event: ParsedEvent) -> asyncio.Future[bool]:
+        """Queue one event; the future resolves to stored (True) or duplicate (False) after commit."""
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[bool] = loop.create_future()
+        self._pending.append((event, fut))
+        if self._flush_handle is None:
+            self._flush_handle = (
+                loop.call_later(self.batch_s, self._flush) if self.batch_s > 0 else loop.call_soon(self._flush)
+            )
+        return fut
+
+    def _flush(self) -> None:
+        self._flush_handle = None
+        batch, self._pending = self._pending[: self.batch_max], self._pending[self.batch_max :]
+        if self._pending:
+            self._flush_handle = asyncio.get_running_loop().call_soon(self._flush)
+        if not batch:
             return
-        self._idle_flushed = time.monotonic()
-        with self._idle_lock:
-            idle, self._idle = list(self._idle.values()), {}
+        try:
+            with self._write_lock:
+                stored, hooks = self.registry.apply_events([event for event, _ in batch])
+        except Exception as e:  # noqa: BLE001 - a failed batch must answer every waiting request
+            log.error("webhook: storing a batch of %d events failed: %s", len(batch), e)
+            for _, fut in batch:
+                if not fut.done():
+                    fut.set_exception(e)
+            return
+        self.batches += 1
+        self.events += len(batch)
+        for (_, fut), ok in zip(batch, stored, strict=True):
+            if not fut.done():  # the client may have gone; its event is stored all the same
+                fut.set_result(ok)
+        for h in hooks:
+            _call_hooks(h)
+
+    def _tick(self) -> None:
+        assert self._loop is not None
+        self._tick_handle = self._loop.call_later(self.idle_flush_s, self._tick)
+        self._flush_idle()
+
+    def _flush_idle(self) -> None:
+        idle, self._idle = list(self._idle.values()), {}
         if idle:
             try:
                 with self._write_lock:
                     self.registry.apply_events(idle)
             except Exception as e:  # noqa: BLE001 - last_seen is best effort; results are not
                 log.error("webhook: storing %d Idle polls failed: %s", len(idle), e)
-
-    def submit(self, event: ParsedEvent) -> asyncio.Future[bool]:
-        loop = asyncio.get_running_loop()
-        fut: asyncio.Future[bool] = loop.create_future()
-        self._q.put(_Item(event, loop, fut))
-        return fut
-
-    def _run(self) -> None:
-        stopping = False
-        while not stopping:
-            self._flush_idle()
+        if self.checkpoints and self.batches != self._checkpointed_at:
+            self._checkpointed_at = self.batches
             try:
-                first = self._q.get(timeout=self.idle_flush_s)
-            except queue.Empty:
-                continue
-            if first is None:
-                break
-            batch = [first]
-            deadline = time.monotonic() + self.batch_s
-            while len(batch) < self.batch_max:
-                left = deadline - time.monotonic()
-                try:
-                    item = self._q.get(timeout=left) if left > 0 else self._q.get_nowait()
-                except queue.Empty:
-                    break
-                if item is None:
-                    stopping = True
-                    break
-                batch.append(item)
-            self._flush(batch)
-        self._flush_idle(force=True)
-
-    def _flush(self, batch: list[_Item]) -> None:
-        try:
-            with self._write_lock:
-                stored, hooks = self.registry.apply_events([i.event for i in batch])
-        except Exception as e:  # noqa: BLE001 - a failed batch must answer every waiting request
-            log.error("webhook: storing a batch of %d events failed: %s", len(batch), e)
-            for i in batch:
-                i.loop.call_soon_threadsafe(_set_exception, i.future, e)
-            return
-        self.batches += 1
-        for i, ok in zip(batch, stored, strict=True):
-            i.loop.call_soon_threadsafe(_set_result, i.future, ok)
-        for h in hooks:
-            _call_hooks(h)
+                self.registry.db.checkpoint()
+            except Exception as e:  # noqa: BLE001 - the next tick tries again; SQLite stays consistent
+                log.warning("webhook: WAL checkpoint failed: %s", e)
 
 
 class _FileLock:
-    """An exclusive flock on a file, opened lazily (after a fork) and held by the writer thread."""
+    """An exclusive flock on a file, opened lazily (after a fork) and held around each batch."""
 
     def __init__(self, path: Path):
         self.path = path
@@ -495,16 +511,6 @@ class _FileLock:
     def __exit__(self, *_exc: object) -> None:
         assert self._fd is not None
         fcntl.flock(self._fd, fcntl.LOCK_UN)
-
-
-def _set_result(fut: asyncio.Future[bool], value: bool) -> None:
-    if not fut.done():
-        fut.set_result(value)
-
-
-def _set_exception(fut: asyncio.Future[bool], exc: BaseException) -> None:
-    if not fut.done():
-        fut.set_exception(exc)
 
 
 def _call_hooks(event: EnrolmentEvent) -> None:
@@ -521,15 +527,20 @@ def create_app(
     registry: Registry,
     hmac_key: Secret | None = None,
     max_body: int = 1024 * 1024,
-    batch_ms: int = 20,
+    batch_ms: int = 0,
     batch_max: int = 500,
     write_lock: Path | None = None,
+    own_checkpoints: bool = False,
 ) -> Starlette:
-    """The receiver as an ASGI app; the writer thread runs for the app's lifespan.
+    """The receiver as an ASGI app; the batch writer runs for the app's lifespan.
 
     `write_lock`: a lock file taken around each batch, when several processes write one database.
+    `own_checkpoints`: the writer checkpoints the SQLite WAL on its 2-second tick instead of
+    inside commits (Database.defer_checkpoints; `serve` sets it: the process's only writer).
     """
-    writer = BatchWriter(registry, batch_ms, batch_max, write_lock=write_lock)
+    if own_checkpoints:
+        registry.db.defer_checkpoints()
+    writer = BatchWriter(registry, batch_ms, batch_max, write_lock=write_lock, checkpoints=own_checkpoints)
     key = hmac_key.reveal().encode() if hmac_key is not None else None
 
     # A plain ASGI endpoint rather than Starlette's Request/Response: this is the hot path, and
@@ -587,6 +598,8 @@ def create_app(
         if event.is_idle:
             writer.note_idle(event)
             return await respond(send, 200, "ok\n")
+        # Per request rather than inside the batch (with 2 processes: outside the write lock).
+        _ = event.safe_payload
         try:
             stored = await writer.submit(event)
         except Exception:  # noqa: BLE001 - logged by the writer; tell NanoMDM it failed
@@ -610,7 +623,7 @@ def create_app(
         try:
             yield
         finally:
-            await asyncio.get_running_loop().run_in_executor(None, writer.stop)
+            writer.stop()
 
     app = Starlette(
         routes=[Route(WEBHOOK_PATH, _Endpoint(), methods=["POST"]), Route("/healthz", health, methods=["GET"])],
@@ -632,7 +645,7 @@ def serve(
     listen: str,
     hmac_key: Secret | None,
     max_body: int = 1024 * 1024,
-    batch_ms: int = 20,
+    batch_ms: int = 0,
     batch_max: int = 500,
     log_level: str = "info",
     workers: int | None = None,
@@ -643,7 +656,6 @@ def serve(
     1 on PostgreSQL. The processes share the listening socket; on SQLite each batch's transaction
     holds a lock file beside the database, so they take turns writing without SQLite's busy sleep.
     """
-    import socket
 
     host, port = parse_listen(listen)
     db_file = _sqlite_file(registry.db.url)
@@ -658,34 +670,56 @@ def serve(
     if workers > 1 and db_file is None:
         # Without the lock file, two processes could insert the same new device at once.
         workers = 1
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    try:
-        sock = socket.create_server((host, port), family=family, backlog=2048)
-    except OSError as e:
-        raise WebhookError(f"cannot listen on {listen}: {e.strerror}") from None
+    socks = _listen(host, port, workers, listen)
     lock = db_file.with_name(db_file.name + ".webhook-lock") if db_file is not None and workers > 1 else None
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # No connection may cross the fork: each process opens its own.
     registry.db.engine.dispose()
     children: list[int] = []
-    for _ in range(workers - 1):
+    for i in range(1, workers):
         pid = os.fork()
         if pid == 0:
             code = 0
             try:
                 _exit_with_parent()
-                _run_uvicorn(create_app(registry, hmac_key, max_body, batch_ms, batch_max, lock), sock, log_level)
+                for j, other in enumerate(socks):
+                    if j != i:
+                        other.close()
+                app = create_app(registry, hmac_key, max_body, batch_ms, batch_max, lock, True)
+                _run_uvicorn(app, socks[i], log_level)
             except BaseException:  # noqa: BLE001 - a child must never return into the caller's code
                 log.exception("webhook: worker process failed")
                 code = 1
             finally:
                 os._exit(code)
         children.append(pid)
+    for other in socks[1:]:
+        other.close()
     try:
-        _run_uvicorn(create_app(registry, hmac_key, max_body, batch_ms, batch_max, lock), sock, log_level)
+        _run_uvicorn(create_app(registry, hmac_key, max_body, batch_ms, batch_max, lock, True), socks[0], log_level)
     finally:
         _stop_children(children)
-        sock.close()
+        socks[0].close()
+
+
+def _listen(host: str, port: int, workers: int, listen: str) -> list[Any]:
+    """One listening socket per process. With several, each has SO_REUSEPORT, so the kernel spreads
+    connections evenly over the processes (on one shared socket, the process that wakes first takes
+    most of NanoMDM's keep-alive connections). A plain bind first, so that a port already in use,
+    also by another receiver, is still an error rather than a silent share."""
+    import socket
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        probe = socket.create_server((host, port), family=family, backlog=2048)
+        if workers == 1:
+            return [probe]
+        probe.close()
+        return [
+            socket.create_server((host, port), family=family, backlog=2048, reuse_port=True) for _ in range(workers)
+        ]
+    except OSError as e:
+        raise WebhookError(f"cannot listen on {listen}: {e.strerror}") from None
 
 
 def _sqlite_file(url: str) -> Path | None:
