@@ -417,6 +417,7 @@ class BatchWriter:
         self._checkpointed_at = 0
         self.batches = 0
         self.events = 0
+        self.duplicates = 0
 
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -431,10 +432,11 @@ class BatchWriter:
         self._flush_idle()
         if self.batches:
             log.info(
-                "webhook: stored %d events in %d batches (%.1f per batch)",
+                "webhook: wrote %d events in %d batches (%.1f per batch), %d of them duplicates",
                 self.events,
                 self.batches,
                 self.events / self.batches,
+                self.duplicates,
             )
 
     def note_idle(self, event: ParsedEvent) -> None:
@@ -469,6 +471,7 @@ class BatchWriter:
             return
         self.batches += 1
         self.events += len(batch)
+        self.duplicates += stored.count(False)
         for (_, fut), ok in zip(batch, stored, strict=True):
             if not fut.done():  # the client may have gone; its event is stored all the same
                 fut.set_result(ok)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import base64
 import json
 import plistlib
+import re
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -298,20 +300,94 @@ def test_two_receiver_processes_store_each_event_once(tmp_path: Path) -> None:
                   status="NotNow", command_uuid=f"C{i}")
             for i in range(60)
         ]  # fmt: skip
-        with ThreadPoolExecutor(8) as pool:
-            first = list(pool.map(lambda b: post(url, b), bodies))
-            again = list(pool.map(lambda b: post(url, b), bodies))
+        # 16 keep-alive connections, as NanoMDM keeps them: each process gets a share (SO_REUSEPORT).
+        sessions = [requests.Session() for _ in range(16)]
+
+        def send(i: int, body: bytes) -> requests.Response:
+            headers = {"Content-Type": "application/json", "X-Hmac-Signature": sign(body, KEY)}
+            return sessions[i % 16].post(url, data=body, headers=headers, timeout=10)
+
+        with ThreadPoolExecutor(16) as pool:
+            first = list(pool.map(send, range(60), bodies))
+            again = list(pool.map(send, range(60), bodies))
         assert [r.text for r in first] == ["ok\n"] * 60 and [r.text for r in again] == ["duplicate\n"] * 60
         workers = [int(p) for p in Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()]
         assert len(workers) == 1
+        # The writer checkpoints the WAL on its 2-second tick (its commits do not): the database
+        # file alone (read immutable, without the WAL) holds every event within a few seconds.
+        db_file = tmp_path / "state" / "werne.db"
+
+        def in_main_file() -> int:
+            con = sqlite3.connect(f"file:{db_file}?immutable=1", uri=True)
+            try:
+                return con.execute("SELECT count(*) FROM mdm_webhook_events").fetchone()[0]
+            finally:
+                con.close()
+
+        end = time.monotonic() + 15
+        while in_main_file() < 60 and time.monotonic() < end:
+            time.sleep(0.2)
+        assert in_main_file() == 60
     finally:
+        for sess in locals().get("sessions", []):
+            sess.close()
         proc.send_signal(signal.SIGTERM)
         proc.wait(30)
     time.sleep(0.5)
     assert not Path(f"/proc/{workers[0]}").exists() or "zombie" in Path(f"/proc/{workers[0]}/status").read_text()
+    # Each process logs its totals on a clean stop; both wrote a share of the 60 events and 60 repeats.
+    totals = re.findall(r"webhook: wrote (\d+) events in \d+ batches .*, (\d+) of them duplicates", log.read_text())
+    assert len(totals) == 2 and all(int(n) > 0 for n, _ in totals)
+    assert (sum(int(n) for n, _ in totals), sum(int(d) for _, d in totals)) == (120, 60)
     db = Database(f"sqlite:///{tmp_path / 'state' / 'werne.db'}")
     try:
         counts = Registry(db).counts()
         assert (counts["mdm_commands"], counts["mdm_webhook_events"], counts["mdm_devices"]) == (60, 60, 1)
     finally:
         db.dispose()
+
+
+def test_concurrent_events_are_committed_together(tmp_path: Path, webhook_server) -> None:  # type: ignore[no-untyped-def]
+    """Group commit: events that arrive while a batch is written share the next transaction."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    db = Database(f"sqlite:///{tmp_path / 'werne.db'}")
+    server = webhook_server(Registry(db), Secret(KEY, "test"))
+    writer = server.server.config.app.state.writer
+    bodies = [
+        event("mdm.Connect", {"UDID": UDID, "Status": "NotNow", "CommandUUID": f"G{i}"}, f"g{i}",
+              status="NotNow", command_uuid=f"G{i}")
+        for i in range(64)
+    ]  # fmt: skip
+    try:
+        with ThreadPoolExecutor(16) as pool:
+            answers = list(pool.map(lambda b: post(server.url, b), bodies))
+        assert [r.text for r in answers] == ["ok\n"] * 64
+        assert writer.events == 64 and writer.batches < 64
+        assert Registry(db).counts()["mdm_commands"] == 64
+    finally:
+        db.dispose()
+
+
+def test_a_port_in_use_is_a_clear_error(tmp_path: Path) -> None:
+    """Also against another receiver's SO_REUSEPORT sockets: a second receiver must not share the port."""
+    import socket
+
+    from mdm_client.webhook import WebhookError, _listen
+
+    taken = socket.create_server(("127.0.0.1", 0))
+    port = taken.getsockname()[1]
+    try:
+        for workers in (1, 2):
+            with pytest.raises(WebhookError, match=f"cannot listen on 127.0.0.1:{port}: Address already in use"):
+                _listen("127.0.0.1", port, workers, f"127.0.0.1:{port}")
+    finally:
+        taken.close()
+    first = _listen("127.0.0.1", port, 2, f"127.0.0.1:{port}")
+    try:
+        assert len(first) == 2 and all(s.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT) for s in first)
+        with pytest.raises(WebhookError, match="Address already in use"):
+            _listen("127.0.0.1", port, 2, f"127.0.0.1:{port}")
+    finally:
+        for sock in first:
+            sock.close()
