@@ -78,7 +78,7 @@ class MDMCommand(Base):
     __table_args__ = (UniqueConstraint("command_uuid", "enrollment_id", name="uq_mdm_commands_uuid_id"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    command_uuid: Mapped[str] = mapped_column(BoundedString(64), index=True)
+    command_uuid: Mapped[str] = mapped_column(BoundedString(64))  # indexed by the unique constraint
     enrollment_id: Mapped[str] = mapped_column(BoundedString(255), index=True)
     request_type: Mapped[str] = mapped_column(BoundedString(64), default="")
     # queued | Acknowledged | Error | CommandFormatError | NotNow | enqueue_failed
@@ -104,10 +104,10 @@ class MDMWebhookEvent(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     event_id: Mapped[str] = mapped_column(BoundedString(128), unique=True)
-    topic: Mapped[str] = mapped_column(BoundedString(64), index=True)
+    topic: Mapped[str] = mapped_column(BoundedString(64))
     received_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     created_at: Mapped[str] = mapped_column(BoundedString(64), default="")
-    enrollment_id: Mapped[str] = mapped_column(BoundedString(255), default="", index=True)
+    enrollment_id: Mapped[str] = mapped_column(BoundedString(255), default="")
     command_uuid: Mapped[str | None] = mapped_column(BoundedString(64), nullable=True)
     status: Mapped[str | None] = mapped_column(BoundedString(32), nullable=True)
     message: Mapped[str | None] = mapped_column(Text, nullable=True)
