@@ -105,7 +105,8 @@ class MDMConfig(_Section):
     # Device endpoint and header NanoMDM reads the identity cert from (-cert-header); simulator only.
     cert_header: str = "X-Werne-Client-Cert"
     # Webhook receiver: largest body accepted (NanoMDM's reports are a few KB; a ProfileList or
-    # InstalledApplicationList can reach a few hundred), and the group-commit window.
+    # InstalledApplicationList can reach a few hundred); group commit: a batch is what arrived while
+    # the previous one was written, plus what arrives within webhook_batch_ms (0: no extra wait).
     webhook_max_body: int = 1024 * 1024
     webhook_batch_ms: int = 0
     webhook_batch_max: int = 500
