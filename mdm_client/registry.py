@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from functools import cached_property
 from typing import Any
 
-from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy import bindparam, case, func, insert, literal_column, select, update
 
 from core.db import Database, bulk_execute, select_rows
 from core.errors import InputError
@@ -192,6 +192,39 @@ def _upsert_facts(dialect: str) -> Any:
     return stmt
 
 
+def _upsert_commands(dialect: str) -> Any:
+    """INSERT a command result ... ON CONFLICT (command_uuid, enrollment_id) DO UPDATE.
+
+    A row that `werne ipad` recorded when it enqueued the command (status queued, actor, detail)
+    keeps those; the answer sets status and time, adds its NotNow count, and replaces the error
+    chain and result unless it is a NotNow (which carries neither); an empty request_type is filled.
+    """
+    stmt = _STATEMENTS.get(("commands-upsert", frozenset(), (dialect,)))
+    if stmt is None:
+        if dialect == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert as dialect_insert
+        else:
+            from sqlalchemy.dialects.sqlite import insert as dialect_insert
+        ins = dialect_insert(_T_CMD)
+        new, old = ins.excluded, _T_CMD.c
+        not_now = new.status == literal_column("'NotNow'")
+        stmt = ins.on_conflict_do_update(
+            index_elements=["command_uuid", "enrollment_id"],
+            set_={
+                "status": new.status,
+                "updated_at": new.updated_at,
+                "not_now_count": func.coalesce(old.not_now_count, literal_column("0")) + new.not_now_count,
+                "error_chain": case((not_now, old.error_chain), else_=new.error_chain),
+                "result": case((not_now, old.result), else_=new.result),
+                "request_type": case(
+                    (old.request_type == literal_column("''"), new.request_type), else_=old.request_type
+                ),
+            },
+        )
+        _STATEMENTS[("commands-upsert", frozenset(), (dialect,))] = stmt
+    return stmt
+
+
 def _ts_key(created_at: str) -> str:
     """NanoMDM's RFC 3339 created_at as a sortable string (fraction padded to 9 digits)."""
     t = created_at.rstrip("Z")
@@ -219,13 +252,6 @@ _SEL_DEVICES = select(_T_DEV).where(_T_DEV.c.enrollment_id.in_(bindparam("ids", 
 _SEL_CHECKIN_TIMES = select(_T_FACT.c.enrollment_id, _T_FACT.c.kind, _T_FACT.c.value).where(
     _T_FACT.c.enrollment_id.in_(bindparam("ids", expanding=True)), _T_FACT.c.kind.like("_checkin.%")
 )
-_SEL_COMMANDS = select(
-    _T_CMD.c.id, _T_CMD.c.command_uuid, _T_CMD.c.enrollment_id, _T_CMD.c.not_now_count, _T_CMD.c.request_type
-).where(
-    _T_CMD.c.command_uuid.in_(bindparam("uuids", expanding=True)),
-    _T_CMD.c.enrollment_id.in_(bindparam("eids", expanding=True)),
-)
-_INSERT_CMD = insert(_T_CMD)
 _INSERT_DEV = insert(_T_DEV)
 
 
@@ -472,32 +498,17 @@ class Registry:
 
     @staticmethod
     def _apply_command_results(conn: Any, evs: list[ParsedEvent], now: datetime) -> None:
-        # A bulk command has one row per device, and a batch holds the answers of a few of them:
-        # select by CommandUUID and enrollment id (both indexed; a row-value IN is not, on SQLite).
-        keys = {(e.command_uuid, e.enrollment_id) for e in evs}
-        uuids = list({k[0] for k in keys})
-        eids = list({k[1] for k in keys})
-        existing: dict[tuple[str, str], dict[str, Any]] = {}
-        for start in range(0, len(uuids), 250):
-            for row in select_rows(conn, _SEL_COMMANDS, {"uuids": uuids[start : start + 250], "eids": eids}):
-                existing[(row["command_uuid"], row["enrollment_id"])] = row
-        inserts: dict[tuple[str, str], dict[str, Any]] = {}
-        updates: dict[tuple[str, str], dict[str, Any]] = {}
+        """One upsert row per (CommandUUID, device): no lookup first (see _upsert_commands).
+
+        Several answers to one command in a batch (NotNow, then the answer) are merged here, in
+        created_at order, because PostgreSQL refuses to update one row twice in one statement.
+        """
+        merged: dict[tuple[str, str], dict[str, Any]] = {}
         for e in evs:
             key = (e.command_uuid or "", e.enrollment_id)
-            values: dict[str, Any] = {"status": e.status, "updated_at": now}
-            if e.status != "NotNow":
-                values["error_chain"] = e.error_chain
-                values["result"] = e.safe_payload
-            if key in inserts:  # first seen in this very batch
-                row = inserts[key]
-                if e.status == "NotNow":
-                    values["not_now_count"] = row["not_now_count"] + 1
-                row.update(values)
-                continue
-            row = existing.get(key)
+            row = merged.get(key)
             if row is None:
-                inserts[key] = {
+                row = merged[key] = {
                     "command_uuid": key[0],
                     "enrollment_id": key[1],
                     "request_type": e.request_type or "",
@@ -506,25 +517,18 @@ class Registry:
                     "enqueued_at": None,
                     "error_chain": [],
                     "result": {},
-                    **values,
-                    "not_now_count": 1 if e.status == "NotNow" else 0,
+                    "not_now_count": 0,
                 }
-                continue
+            row["status"] = e.status
+            row["updated_at"] = now
             if e.status == "NotNow":
-                row["not_now_count"] = (row.get("not_now_count") or 0) + 1
-                values["not_now_count"] = row["not_now_count"]
-            if e.request_type and not row.get("request_type"):
-                values["request_type"] = e.request_type
-            updates.setdefault(key, {}).update(values)
-        if inserts:
-            bulk_execute(conn, _INSERT_CMD, list(inserts.values()))
-        by_keys: dict[frozenset[str], list[dict[str, Any]]] = {}
-        for (uuid_, eid), values in updates.items():
-            by_keys.setdefault(frozenset(values), []).append(
-                {"b_command_uuid": uuid_, "b_enrollment_id": eid, **{f"b_{k}": v for k, v in values.items()}}
-            )
-        for keys, params in by_keys.items():
-            bulk_execute(conn, _update_stmt(_T_CMD, keys, ("command_uuid", "enrollment_id")), params)
+                row["not_now_count"] += 1
+            else:
+                row["error_chain"] = e.error_chain
+                row["result"] = e.safe_payload
+            if e.request_type and not row["request_type"]:
+                row["request_type"] = e.request_type
+        bulk_execute(conn, _upsert_commands(conn.dialect.name), list(merged.values()))
 
     # -- writing (ipad commands) -----------------------------------------------------------
 

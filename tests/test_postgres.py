@@ -711,6 +711,44 @@ def test_mdm_registry_webhook_batches_on_both(any_db: Database):
     }
 
 
+def test_mdm_command_results_upsert_on_both(any_db: Database):
+    """Answers are upserted onto the rows `werne ipad` recorded; repeats of one command in a batch merge."""
+    from mdm_client.registry import Registry
+    from mdm_client.webhook import parse_event
+
+    udid = "00008120-00AABBCCDDEEFF00"
+    registry = Registry(any_db)
+    registry.record_planned("P1", "ProfileList", [udid, "other"], actor="admin", detail={"why": "query"})
+
+    def answer(uuid: str, status: str, n: int, profiles: int = 0) -> Any:
+        report: dict[str, Any] = {"UDID": udid, "Status": status, "CommandUUID": uuid}
+        if status == "Acknowledged":
+            report["ProfileList"] = [{"PayloadIdentifier": f"p{i}", "PayloadUUID": f"U{i}"} for i in range(profiles)]
+        return parse_event(
+            _webhook_body("mdm.Connect", report, f"{uuid}-{n}", f"2026-11-27T10:00:{n:02d}Z",
+                          status=status, command_uuid=uuid)
+        )  # fmt: skip
+
+    # NotNow twice in one batch, then (next batch) the answer; an unplanned command: NotNow, answer, in one batch.
+    assert registry.apply_events([answer("P1", "NotNow", 1), answer("P1", "NotNow", 2)])[0] == [True, True]
+    (p1,) = [c for c in registry.command_statuses(["P1"]) if c.enrollment_id == udid]
+    assert (p1.status, p1.not_now_count, p1.result, p1.actor, p1.detail) == ("NotNow", 2, {}, "admin", {"why": "query"})
+    stored, _ = registry.apply_events([answer("P1", "Acknowledged", 3, 2), answer("X9", "NotNow", 4),
+                                       answer("X9", "Acknowledged", 5, 1)])  # fmt: skip
+    assert stored == [True, True, True]
+    rows = {(c.command_uuid, c.enrollment_id): c for c in registry.command_statuses(["P1", "X9"])}
+    p1, other, x9 = rows[("P1", udid)], rows[("P1", "other")], rows[("X9", udid)]
+    assert (p1.status, p1.not_now_count, p1.actor, p1.request_type) == ("Acknowledged", 2, "admin", "ProfileList")
+    assert [p["PayloadIdentifier"] for p in p1.result["ProfileList"]] == ["p0", "p1"] and p1.enqueued_at is not None
+    assert (other.status, other.not_now_count) == ("queued", 0)
+    assert (x9.status, x9.not_now_count, x9.actor, x9.request_type) == ("Acknowledged", 1, "", "ProfileList")
+    assert len(x9.result["ProfileList"]) == 1
+    # A later NotNow for an answered command keeps its result.
+    registry.apply_events([answer("X9", "NotNow", 6)])
+    (x9,) = registry.command_statuses(["X9"])
+    assert (x9.status, x9.not_now_count, len(x9.result["ProfileList"])) == ("NotNow", 2, 1)
+
+
 def test_compliance_history_chain_on_both(any_db: Database):
     from compliance import history
     from compliance.engine import DeviceFacts, RuleResult
