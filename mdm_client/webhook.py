@@ -615,6 +615,19 @@ def create_app(
         async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
             await receive_event(scope, receive, send)
 
+    class _ReceiverApp(Starlette):
+        """Starlette, with POST /webhook answered before its middleware and router (the hot path).
+
+        Everything else (other paths and methods, lifespan) is Starlette's; an unexpected error in
+        the endpoint is uvicorn's 500 and log line, as Starlette's would be.
+        """
+
+        async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+            if scope["type"] == "http" and scope["method"] == "POST" and scope["path"] == WEBHOOK_PATH:
+                await receive_event(scope, receive, send)
+            else:
+                await super().__call__(scope, receive, send)
+
     async def health(_request: Request) -> PlainTextResponse:
         return PlainTextResponse("ok\n")
 
@@ -628,7 +641,7 @@ def create_app(
         finally:
             writer.stop()
 
-    app = Starlette(
+    app = _ReceiverApp(
         routes=[Route(WEBHOOK_PATH, _Endpoint(), methods=["POST"]), Route("/healthz", health, methods=["GET"])],
         lifespan=lifespan,
     )
@@ -741,6 +754,8 @@ def _run_uvicorn(app: Starlette, sock: Any, log_level: str) -> None:
         http=_http_impl(),
         loop=_loop_impl(),
         timeout_graceful_shutdown=5,
+        # NanoMDM posts directly (loopback or the admin LAN); no proxy's X-Forwarded-For is trusted.
+        proxy_headers=False,
     )
     uvicorn.Server(config).run(sockets=[sock])
 
