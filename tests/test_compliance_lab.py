@@ -18,7 +18,7 @@ from core.inventory import load_inventory
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
 
-DROPIN = "/etc/ssh/sshd_config.d/10-werne-hardening.conf"
+DROPIN = "/etc/ssh/sshd_config.d/00-werne-hardening.conf"
 
 
 def cli(cfg, *args):

@@ -20,7 +20,7 @@ from core.models import ProvisioningRun
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
 
-DROPIN = "/etc/ssh/sshd_config.d/10-werne-hardening.conf"
+DROPIN = "/etc/ssh/sshd_config.d/00-werne-hardening.conf"
 # Files the baseline writes; all absent on a fresh laptop except the banner (Debian's default).
 WRITTEN = [
     DROPIN,
