@@ -1257,8 +1257,8 @@ def demo_cmd(app: AppContext, laptops: int, ipads: int) -> None:
     """Run the nightly job on the built-in demo fleet, from nothing, and write the HTML report.
 
     Boots the lab (laptops, VPN gateway, NanoMDM and simulated iPads), pins host keys, applies
-    the VPN gateway, provisions the laptops, enrols them in the VPN, installs the iPads' profiles,
-    runs the compliance check over both fleets and writes the report. Needs root. Some simulated
+    the VPN gateway, provisions the laptops (which enrols them in the VPN), installs the iPads'
+    profiles, runs the compliance check over both fleets and writes the report. Needs root. Some simulated
     iPads are faulty on purpose (offline, no passcode, old iPadOS), so the report has findings.
     Stop the lab afterwards with `werne lab down`.
 

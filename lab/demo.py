@@ -1,9 +1,9 @@
 """The README's first command: from nothing to a compliance report on the built-in demo fleet.
 
 Boots the lab (laptops, VPN gateway, NanoMDM with simulated iPads), pins the lab's host keys,
-applies the VPN gateway, provisions the laptops with the baseline, enrols them in the VPN,
-installs the iPads' group profiles, runs the nightly compliance job over both fleets and writes
-the HTML report. Every step is the same library call the CLI and the nightly timer make.
+applies the VPN gateway, provisions the laptops with the baseline (which enrols them in the VPN
+too), installs the iPads' group profiles, runs the nightly compliance job over both fleets and
+writes the HTML report. Every step is the same library call the CLI and the nightly timer make.
 """
 
 from __future__ import annotations
@@ -75,7 +75,7 @@ def run_demo(config: Config, laptops: int = 3, ipads: int = 12, say: Say = lambd
     from mdm_client.ipads import IPadContext, configure, query
     from provisioning.preflight import run_preflight
     from provisioning.runner import provision
-    from vpn.ops import enrol, gateway_apply
+    from vpn.ops import gateway_apply
 
     steps: list[tuple[str, str]] = []
 
@@ -109,11 +109,10 @@ def run_demo(config: Config, laptops: int = 3, ipads: int = 12, say: Say = lambd
         gw = gateway_apply(config, db, inventory)
         step("VPN gateway", f"{gw.gateway} applied with {gw.peers} peer(s)")
 
+        # The baseline includes the WireGuard client role and admits the keys the laptops made
+        # (provisioning.runner), so no separate VPN enrolment step follows.
         prov = provision(config, db, inventory, all_hosts=True)
         step("provisioning", ", ".join(f"{h.host} {h.outcome}" for h in prov.hosts))
-
-        vpn = enrol(config, db, inventory, hosts=sorted(inventory.laptops))
-        step("VPN enrolment", ", ".join(f"{h.host} {h.outcome}" for h in vpn.hosts))
 
         ipad_ctx = IPadContext(config, db, inventory)
         # Ask first: configure plans from the newest ProfileList answers, and a restarted lab's
