@@ -16,8 +16,8 @@ webhooks, so a receiver that is down loses those events; the next `werne ipad qu
 the answers.
 
 Throughput (issue 4, bench/webhook_ingest.py): `serve` runs one process per core (at most 2) on
-SQLite; they share the listening socket, and each process's writer takes a lock file beside the
-database around its batch transaction, so the guarantee above holds unchanged (a 200 is answered
+SQLite, each with its own SO_REUSEPORT listening socket; each process's writer takes a lock file
+beside the database around its batch transaction, so the guarantee above holds unchanged (a 200 is answered
 after the commit that stored the event). The writer works in the event loop (no thread, see
 BatchWriter), writes rows with core.db.bulk_execute, and checkpoints the WAL once per tick
 instead of inside commits. Reports take a fast, equivalent parse (see `_fast_plist`,
@@ -386,10 +386,12 @@ class BatchWriter:
     the previous commit (at most `batch_max`; the rest go to the next flush). The transaction runs
     in the loop itself: a batch takes a few milliseconds, during which new requests wait in the
     socket buffers and form the next batch. A worker thread was measured slower: it and the loop
-    handed the interpreter lock back and forth around every SQLite call.
+    handed the interpreter lock back and forth around every SQLite call. With two receiver
+    processes, a loop may wait on the write lock while the other process commits its batch.
 
-    Idle polls are only kept (newest per device) and written every `idle_flush_s`, together with
-    a passive WAL checkpoint when `checkpoints` is on (Database.defer_checkpoints).
+    Idle polls are only kept (newest per device) and written every `idle_flush_s`. When
+    `checkpoints` is on (Database.defer_checkpoints), the same tick starts a passive WAL checkpoint
+    in a worker thread (SQLite runs it without the interpreter lock, beside the loop's commits).
     """
 
     def __init__(
@@ -415,6 +417,7 @@ class BatchWriter:
         self._tick_handle: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._checkpointed_at = 0
+        self._checkpointing: asyncio.Future[None] | None = None
         self.batches = 0
         self.events = 0
         self.duplicates = 0
@@ -424,12 +427,14 @@ class BatchWriter:
         self._tick_handle = self._loop.call_later(self.idle_flush_s, self._tick)
 
     def stop(self) -> None:
-        """Write what is pending (the loop still runs), then the idle polls; log the totals."""
+        """Write what is pending (the loop still runs), then the idle polls and a last checkpoint."""
         if self._tick_handle is not None:
             self._tick_handle.cancel()
         while self._pending:
             self._flush()
         self._flush_idle()
+        if self.checkpoints:
+            self._checkpoint()
         if self.batches:
             log.info(
                 "webhook: wrote %d events in %d batches (%.1f per batch), %d of them duplicates",
@@ -491,12 +496,16 @@ class BatchWriter:
                     self.registry.apply_events(idle)
             except Exception as e:  # noqa: BLE001 - last_seen is best effort; results are not
                 log.error("webhook: storing %d Idle polls failed: %s", len(idle), e)
-        if self.checkpoints and self.batches != self._checkpointed_at:
+        busy = self._checkpointing is not None and not self._checkpointing.done()
+        if self.checkpoints and self.batches != self._checkpointed_at and not busy and self._loop is not None:
             self._checkpointed_at = self.batches
-            try:
-                self.registry.db.checkpoint()
-            except Exception as e:  # noqa: BLE001 - the next tick tries again; SQLite stays consistent
-                log.warning("webhook: WAL checkpoint failed: %s", e)
+            self._checkpointing = self._loop.run_in_executor(None, self._checkpoint)
+
+    def _checkpoint(self) -> None:
+        try:
+            self.registry.db.checkpoint()
+        except Exception as e:  # noqa: BLE001 - the next tick tries again; SQLite stays consistent
+            log.warning("webhook: WAL checkpoint failed: %s", e)
 
 
 class _FileLock:
@@ -669,10 +678,10 @@ def serve(
     """Run the receiver in the foreground until interrupted (uvicorn in `workers` processes).
 
     The default (also $WERNE_WEBHOOK_WORKERS) is one process per core, at most 2, on SQLite, and
-    1 on PostgreSQL. The processes share the listening socket; on SQLite each batch's transaction
-    holds a lock file beside the database, so they take turns writing without SQLite's busy sleep.
+    1 on PostgreSQL. Each process listens on its own SO_REUSEPORT socket (see _listen); on SQLite
+    each batch's transaction holds a lock file beside the database, so they take turns writing
+    without SQLite's busy sleep.
     """
-
     host, port = parse_listen(listen)
     db_file = _sqlite_file(registry.db.url)
     if workers is None:
