@@ -107,6 +107,7 @@ def bulk_execute(conn: Connection, stmt: Any, rows: list[dict[str, Any]]) -> Non
     value object repeated across rows (the batch's timestamp) is converted once. The result is
     the same rows as conn.execute; anything the plan does not cover (another dialect, a column
     the rows leave to a Python-side default, rows with differing keys) takes conn.execute.
+    Plans are kept per statement object: pass statements built once (module constants, caches).
     """
     if not rows:
         return
@@ -174,7 +175,8 @@ def select_rows(conn: Connection, stmt: Any, params: dict[str, Any]) -> list[dic
     For a SELECT whose list parameters are expanding bindparams (`col.in_(bindparam(..., expanding=True))`):
     on SQLite it is compiled once, each list's `IN (?)` is widened to the call's length, and the
     rows are converted with SQLAlchemy's own result processors, so the values are the same as
-    conn.execute gives. Elsewhere, or with an empty list, it is conn.execute.
+    conn.execute gives. Elsewhere, or with an empty list, it is conn.execute. Plans are kept per
+    statement object: pass statements built once, and the same parameters as lists on every call.
     """
     if conn.dialect.name != "sqlite" or conn.dialect.paramstyle != "qmark" or any(
         isinstance(v, list | tuple) and not v for v in params.values()
