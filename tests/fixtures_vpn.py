@@ -87,13 +87,14 @@ def pin_lab_host_keys(lab: Any, state_dir: Path) -> None:
     (state_dir / "known_hosts").write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
-@pytest.fixture(scope="module")
-def vpn_lab(lab_factory: Callable[..., Any]) -> Iterator[VPNLab]:
+def start_vpn_lab(lab_factory: Callable[..., Any]) -> VPNLab:
+    """Two laptops and the gateway, host keys pinned, a werne config (userspace WireGuard) and
+    database pointing at them, and the gateway applied; no laptop enrolled yet."""
     from core.config import load_config
     from core.db import Database
     from core.inventory import load_inventory
     from tests.fixtures_lab import write_lab_config
-    from vpn.ops import enrol, gateway_apply
+    from vpn.ops import gateway_apply
 
     lab = lab_factory(2, gateway=True)
     pin_lab_host_keys(lab, lab.state_dir)
@@ -101,8 +102,16 @@ def vpn_lab(lab_factory: Callable[..., Any]) -> Iterator[VPNLab]:
     config = load_config(path)
     db = Database(config.database_url)
     inventory = load_inventory(config.inventory_dir)
-    vl = VPNLab(lab, path, config, db, inventory)
     gateway_apply(config, db, inventory)
+    return VPNLab(lab, path, config, db, inventory)
+
+
+@pytest.fixture(scope="module")
+def vpn_lab(lab_factory: Callable[..., Any]) -> Iterator[VPNLab]:
+    from vpn.ops import enrol
+
+    vl = start_vpn_lab(lab_factory)
+    config, db, inventory = vl.config, vl.db, vl.inventory
     report = enrol(config, db, inventory, ["lap01", "lap02"])
     outcomes = [(h.host, h.outcome) for h in report.hosts]
     assert outcomes == [("lap01", "admitted"), ("lap02", "admitted")], report

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import select
 
-from tests.fixtures_vpn import VPNLab, pin_lab_host_keys
+from tests.fixtures_vpn import VPNLab, start_vpn_lab
 from vpn.models import VPNPeer
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
@@ -14,21 +14,9 @@ pytestmark = [pytest.mark.lab, pytest.mark.slow]
 
 @pytest.fixture(scope="module")
 def prov_vpn_lab(lab_factory):  # type: ignore[no-untyped-def]
-    from core.config import load_config
-    from core.db import Database
-    from core.inventory import load_inventory
-    from tests.fixtures_lab import write_lab_config
-    from vpn.ops import gateway_apply
-
-    lab = lab_factory(2, gateway=True)
-    pin_lab_host_keys(lab, lab.state_dir)
-    path = write_lab_config(lab, extra="\n[vpn]\nuserspace = true\n")
-    config = load_config(path)
-    db = Database(config.database_url)
-    inventory = load_inventory(config.inventory_dir)
-    gateway_apply(config, db, inventory)
-    yield VPNLab(lab, path, config, db, inventory)
-    db.dispose()
+    vl = start_vpn_lab(lab_factory)
+    yield vl
+    vl.db.dispose()
 
 
 def peer(vl: VPNLab, host: str) -> VPNPeer | None:
