@@ -25,6 +25,18 @@ REPO = Path(__file__).resolve().parent.parent
 NANOMDM = REPO / ".tools" / "bin" / "nanomdm"
 
 
+def rows_in_db_file(db_file: Path, table: str) -> int:
+    """Rows of a table in the SQLite database file alone, without its WAL (immutable=1): what a
+    checkpoint has copied back so far."""
+    import sqlite3
+
+    con = sqlite3.connect(f"file:{db_file}?immutable=1", uri=True)
+    try:
+        return con.execute(f"SELECT count(*) FROM {table}").fetchone()[0]  # noqa: S608 - tests' own table names
+    finally:
+        con.close()
+
+
 @dataclass
 class RunningWebhook:
     """A webhook receiver served by uvicorn in a thread."""

@@ -17,6 +17,7 @@ from core.db import Database, bulk_execute, select_rows
 from core.errors import StateError
 from mdm_client.models import MDMCommand, MDMDevice, MDMDeviceFact
 from mdm_client.registry import _upsert_facts
+from tests.fixtures_mdm import rows_in_db_file
 
 T_CMD = MDMCommand.__table__
 T_DEV = MDMDevice.__table__
@@ -165,14 +166,6 @@ def test_deferred_checkpoints_keep_the_wal_until_checkpoint(tmp_path: Path) -> N
     db_file = tmp_path / "w.db"
     db = Database(f"sqlite:///{db_file}")
 
-    def in_main_file() -> int:
-        # immutable=1 reads the database file alone, without the WAL.
-        con = sqlite3.connect(f"file:{db_file}?immutable=1", uri=True)
-        try:
-            return con.execute("SELECT count(*) FROM mdm_commands").fetchone()[0]
-        finally:
-            con.close()
-
     try:
         db.defer_checkpoints()
         db.defer_checkpoints()  # idempotent
@@ -183,8 +176,8 @@ def test_deferred_checkpoints_keep_the_wal_until_checkpoint(tmp_path: Path) -> N
                     r["enrollment_id"] = f"E{start + j}"
                     r["result"] = {"pad": "x" * 1500}
                 bulk_execute(conn, insert(T_CMD), rows)
-        assert in_main_file() == 0
+        assert rows_in_db_file(db_file, "mdm_commands") == 0
         db.checkpoint()
-        assert in_main_file() == 3000
+        assert rows_in_db_file(db_file, "mdm_commands") == 3000
     finally:
         db.dispose()

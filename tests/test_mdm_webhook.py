@@ -6,7 +6,6 @@ import base64
 import json
 import plistlib
 import re
-import sqlite3
 from pathlib import Path
 
 import pytest
@@ -16,6 +15,7 @@ from core.db import Database
 from core.secrets import Secret
 from mdm_client.registry import Registry
 from mdm_client.webhook import on_enrolled, sign
+from tests.fixtures_mdm import rows_in_db_file
 
 KEY = "webhook-test-key"
 UDID = "00008120-0011223344556677"
@@ -317,17 +317,10 @@ def test_two_receiver_processes_store_each_event_once(tmp_path: Path) -> None:
         # file alone (read immutable, without the WAL) holds every event within a few seconds.
         db_file = tmp_path / "state" / "werne.db"
 
-        def in_main_file() -> int:
-            con = sqlite3.connect(f"file:{db_file}?immutable=1", uri=True)
-            try:
-                return con.execute("SELECT count(*) FROM mdm_webhook_events").fetchone()[0]
-            finally:
-                con.close()
-
         end = time.monotonic() + 15
-        while in_main_file() < 60 and time.monotonic() < end:
+        while rows_in_db_file(db_file, "mdm_webhook_events") < 60 and time.monotonic() < end:
             time.sleep(0.2)
-        assert in_main_file() == 60
+        assert rows_in_db_file(db_file, "mdm_webhook_events") == 60
     finally:
         for sess in locals().get("sessions", []):
             sess.close()
