@@ -171,15 +171,20 @@ def _fact_value(ev: ParsedEvent) -> Any:
     return None
 
 
+def _dialect_insert(table: Any, dialect: str) -> Any:
+    """An INSERT with the dialect's ON CONFLICT clauses (PostgreSQL or SQLite)."""
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as dialect_insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert as dialect_insert
+    return dialect_insert(table)
+
+
 def _upsert_facts(dialect: str) -> Any:
     """INSERT ... ON CONFLICT (enrollment_id, kind) DO UPDATE, for SQLite or PostgreSQL."""
     stmt = _STATEMENTS.get(("facts-upsert", frozenset(), (dialect,)))
     if stmt is None:
-        if dialect == "postgresql":
-            from sqlalchemy.dialects.postgresql import insert as dialect_insert
-        else:
-            from sqlalchemy.dialects.sqlite import insert as dialect_insert
-        ins = dialect_insert(_T_FACT)
+        ins = _dialect_insert(_T_FACT, dialect)
         stmt = ins.on_conflict_do_update(
             index_elements=["enrollment_id", "kind"],
             set_={
@@ -201,11 +206,7 @@ def _upsert_commands(dialect: str) -> Any:
     """
     stmt = _STATEMENTS.get(("commands-upsert", frozenset(), (dialect,)))
     if stmt is None:
-        if dialect == "postgresql":
-            from sqlalchemy.dialects.postgresql import insert as dialect_insert
-        else:
-            from sqlalchemy.dialects.sqlite import insert as dialect_insert
-        ins = dialect_insert(_T_CMD)
+        ins = _dialect_insert(_T_CMD, dialect)
         new, old = ins.excluded, _T_CMD.c
         not_now = new.status == literal_column("'NotNow'")
         stmt = ins.on_conflict_do_update(
