@@ -32,9 +32,9 @@ class InProcessMDM:
         from core.db import Database
         from core.inventory import load_inventory
         from core.secrets import Secret
+        from ipad.store import Registry
+        from lab.ipad_sim import SimDevice, Simulator
         from lab.mdm import CERT_HEADER, issue_identities, make_ca
-        from mdm_client.registry import Registry
-        from mdm_client.simulator import SimDevice, Simulator
         from tests.fixtures_mdm import NanoMDMProcess, start_webhook
 
         inv = load_inventory(config.inventory_dir)
@@ -121,7 +121,7 @@ def main() -> int:
         print(f"{how}: {args.ipads} simulated iPads started in {time.perf_counter() - t0:.1f} s")
         inv = load_inventory(config.inventory_dir)
         db = Database(config.database_url)
-        from mdm_client.registry import Registry
+        from ipad.store import Registry
 
         end = time.monotonic() + 180
         while time.monotonic() < end:

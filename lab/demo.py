@@ -71,8 +71,8 @@ def run_demo(config: Config, laptops: int = 3, ipads: int = 12, say: Say = lambd
     """Run the whole demo; raises the first step's WerneError if a step cannot run at all."""
     from compliance.reports import write_report
     from compliance.run import run_compliance
+    from ipad.ops import IPadContext, configure, query
     from lab.laptops import Lab, lab_up
-    from mdm_client.ipads import IPadContext, configure, query
     from provisioning.preflight import run_preflight
     from provisioning.runner import provision
     from vpn.ops import gateway_apply

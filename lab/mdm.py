@@ -7,7 +7,7 @@ STATE/mdm/), then starts three processes with pid files and logs under STATE/mdm
                 -webhook-url http://127.0.0.1:<port>/webhook  (API key and HMAC key via environment,
                 so they never show in `ps`)
     webhook     `werne mdm serve-webhook` on 127.0.0.1:<free port>
-    simulator   `python -m mdm_client.simulator --state-dir STATE`
+    simulator   `python -m lab.ipad_sim --state-dir STATE`
 STATE/mdm/lab.json records the URLs; `werne ipad ...` uses them when no mdm.api_key_file is set.
 `down(state_dir)` stops whatever runs (and is a no-op when nothing does).
 
@@ -334,7 +334,7 @@ def _inventory_serials(config: Config | None, state_dir: Path) -> list[str]:
 
 def up(state_dir: Path, n_ipads: int, config: Config | None = None, poll_interval: float = 2.0) -> LabMDMStatus:
     """Start NanoMDM, the webhook receiver and `n_ipads` simulated iPads; idempotent."""
-    from mdm_client.simulator import DeviceFaults, SimDevice, dump_devices
+    from lab.ipad_sim import DeviceFaults, SimDevice, dump_devices
 
     state_dir = Path(state_dir).resolve()
     d = state_dir / "mdm"
@@ -406,7 +406,7 @@ def up(state_dir: Path, n_ipads: int, config: Config | None = None, poll_interva
         wait_http(lab["nanomdm_url"] + "/version", 10, pid, "NanoMDM", d / "logs" / "nanomdm.log")
         start_process(
             "simulator",
-            [sys.executable, "-m", "mdm_client.simulator", "--state-dir", str(state_dir)],
+            [sys.executable, "-m", "lab.ipad_sim", "--state-dir", str(state_dir)],
             d,
             env={"PYTHONPATH": str(REPO_ROOT)},
         )

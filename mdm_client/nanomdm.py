@@ -27,7 +27,7 @@ from urllib3.util.retry import Retry
 
 from core.errors import EXIT_INPUT
 from core.secrets import Secret
-from mdm_client.commands import Command
+from ipad.commands import Command
 from mdm_client.errors import MDMError
 
 API_USER = "nanomdm"

@@ -56,15 +56,15 @@ from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
 from core.secrets import Secret
-from mdm_client.errors import MalformedReport, MDMError
-from mdm_client.registry import EnrolmentEvent, EnrolmentHook, ParsedEvent, Registry
-from mdm_client.results import (
+from ipad.results import (
     _REPORT_ENVELOPE,
     _RESPONSE_KEY_TO_REQUEST_TYPE,
     COMMAND_STATUSES,
     parse_checkin,
     parse_report,
 )
+from ipad.store import EnrolmentEvent, EnrolmentHook, ParsedEvent, Registry
+from mdm_client.errors import MalformedReport, MDMError
 
 log = logging.getLogger("werne.mdm.webhook")
 

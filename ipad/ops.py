@@ -26,12 +26,12 @@ from core.db import Database
 from core.errors import EXIT_FINDINGS, EXIT_OK, InputError
 from core.inventory import Inventory, normalise_serial
 from core.secrets import read_secret
-from mdm_client import commands
-from mdm_client.client import NanoMDMClient, NanoMDMError
-from mdm_client.commands import Command
+from ipad import commands
+from ipad.commands import Command
+from ipad.models import MDMDevice
+from ipad.store import FINAL, Registry, UnknownDevicesError
 from mdm_client.errors import MDMError
-from mdm_client.models import MDMDevice
-from mdm_client.registry import FINAL, Registry, UnknownDevicesError
+from mdm_client.nanomdm import NanoMDMClient, NanoMDMError
 
 POLL_S = 0.25
 
@@ -44,7 +44,7 @@ class SafetyError(MDMError, InputError):
 
 def certificate_list() -> Command:
     """CertificateList: the device's certificates, to read its identity certificate's expiry."""
-    # Not (yet) among mdm_client.commands' builders; same shape: fresh CommandUUID, no keys.
+    # Not (yet) among ipad.commands' builders; same shape: fresh CommandUUID, no keys.
     return Command(uuid=str(uuid.uuid4()).upper(), request_type="CertificateList")
 
 
@@ -520,13 +520,13 @@ def query(
 
 @dataclass
 class ProfileChange:
-    install: list[Any]  # mdm_client.profiles.Profile
+    install: list[Any]  # ipad.profiles.Profile
     remove: list[str]
     known: bool  # False when the device never sent a ProfileList
 
 
 def _profile_changes(ctx: IPadContext, targets: list[Target]) -> dict[str, ProfileChange]:
-    from mdm_client.profiles import load_group_assignment, profile_set_for
+    from ipad.profiles import load_group_assignment, profile_set_for
 
     prefix = load_group_assignment(ctx.config).identifier_prefix + "."
     sets: dict[str, list[Any]] = {}
@@ -562,7 +562,7 @@ def configure(
     The current profiles come from the newest ProfileList answer; iPads that never sent one are
     asked first (ProfileList, waiting up to the deadline).
     """
-    from mdm_client.profiles import profile_payload_for_install
+    from ipad.profiles import profile_payload_for_install
 
     targets = select_targets(ctx, school, serials)
     deadline = ctx.config.mdm.query_deadline_s if deadline_s is None else deadline_s
