@@ -242,7 +242,7 @@ ODD_PLISTS = [
 
 @pytest.mark.parametrize("raw", ODD_PLISTS, ids=range(len(ODD_PLISTS)))
 def test_fast_report_reader_reads_exactly_what_plistlib_reads(raw: bytes) -> None:
-    from ipad.webhook.serve import _fast_plist
+    from ipad.webhook.parse import _fast_plist
 
     fast = _fast_plist(raw)
     if raw in (ODD_PLISTS[0], ODD_PLISTS[2]):
@@ -366,7 +366,7 @@ def test_a_port_in_use_is_a_clear_error(tmp_path: Path) -> None:
     """Also against another receiver's SO_REUSEPORT sockets: a second receiver must not share the port."""
     import socket
 
-    from ipad.webhook.serve import WebhookError, _listen
+    from ipad.webhook.supervise import WebhookError, _listen
 
     taken = socket.create_server(("127.0.0.1", 0))
     port = taken.getsockname()[1]
