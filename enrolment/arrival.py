@@ -59,13 +59,11 @@ def _default_installer(cfg: Config, db: Database) -> Any:
     Each InstallProfile is recorded in the MDM registry as planned *before* it is enqueued, so
     its acknowledgement cannot arrive first, and is marked not queued if NanoMDM refuses it.
     """
-    from core.secrets import read_secret
     from ipad.commands import install_profile
     from ipad.profiles import profile_payload_for_install, profile_set_for
-    from mdm_client.nanomdm import NanoMDMClient
+    from mdm_client.factory import nanomdm_client
 
-    key = read_secret(file=cfg.mdm.api_key_file, env=cfg.mdm.api_key_env, what="NanoMDM API key")
-    client = NanoMDMClient(cfg.mdm.url, key, timeout=cfg.mdm.timeout)
+    client = nanomdm_client(cfg)
     registry = _registry(db)
 
     def install(group: str, enrollment_id: str, request_id: int) -> list[tuple[str, str]]:

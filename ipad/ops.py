@@ -25,12 +25,12 @@ from core.config import Config
 from core.db import Database
 from core.errors import EXIT_FINDINGS, EXIT_OK, InputError
 from core.inventory import Inventory, normalise_serial
-from core.secrets import read_secret
 from ipad import commands
 from ipad.commands import Command
 from ipad.models import MDMDevice
 from ipad.store import FINAL, Registry, UnknownDevicesError
 from mdm_client.errors import MDMError
+from mdm_client.factory import nanomdm_client
 from mdm_client.nanomdm import NanoMDMClient, NanoMDMError
 
 POLL_S = 0.25
@@ -83,24 +83,8 @@ class IPadContext:
     @property
     def client(self) -> NanoMDMClient:
         if self._client is None:
-            self._client = make_client(self.config)
+            self._client = nanomdm_client(self.config)
         return self._client
-
-
-def make_client(config: Config) -> NanoMDMClient:
-    """The NanoMDM client from mdm.* settings, or from the lab (STATE/mdm/lab.json) when no key is set."""
-    import os
-
-    from lab.mdm import lab_endpoint
-
-    url = config.mdm.url
-    key_file = config.mdm.api_key_file
-    if key_file is None and not os.environ.get(config.mdm.api_key_env):
-        lab = lab_endpoint(config.state_dir)
-        if lab is not None:
-            url, key_file = lab["nanomdm_url"], lab["api_key_file"]
-    key = read_secret(file=key_file, env=config.mdm.api_key_env, what="NanoMDM API key")
-    return NanoMDMClient(url, key, timeout=config.mdm.timeout, max_url_length=config.mdm.max_url_length)
 
 
 # --- list ------------------------------------------------------------------------------------------
