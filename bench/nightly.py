@@ -75,7 +75,7 @@ def main() -> int:
     ap.add_argument("--keep", action="store_true", help="leave the lab running")
     args = ap.parse_args()
     from compliance.run import run_compliance
-    from core.config import LabConfig, load_config
+    from core.config import LabConfig, apply_endpoints, load_config
     from core.db import Database
     from core.inventory import load_inventory
     from lab import mdm as lab_mdm
@@ -110,6 +110,7 @@ def main() -> int:
         world = None
         try:
             lab_mdm.up(tmp, args.ipads, config)
+            apply_endpoints(config)  # the lab's NanoMDM, from the endpoints file up() wrote
             how = "lab MDM (separate NanoMDM, webhook and simulator processes)"
         except Exception as e:  # noqa: BLE001 - fall back to the same parts started in this process
             print(
