@@ -587,7 +587,7 @@ def mdm_serve_webhook(app: AppContext, listen: str | None, hmac_key_file: str | 
     import os
 
     from core.secrets import read_secret
-    from ipad.ops import IPadContext
+    from ipad.ops import open_store
     from ipad.webhook import serve
 
     cfg = app.config.mdm
@@ -596,9 +596,8 @@ def mdm_serve_webhook(app: AppContext, listen: str | None, hmac_key_file: str | 
     if key_file or os.environ.get(cfg.webhook_hmac_key_env):
         key = read_secret(file=key_file, env=None if hmac_key_file else cfg.webhook_hmac_key_env,
                           what="webhook HMAC key")
-    ctx = IPadContext(app.config, app.db, app.inventory)
-    serve(ctx.registry, listen or cfg.webhook_listen, key, cfg.webhook_max_body, cfg.webhook_batch_ms,
-          cfg.webhook_batch_max)
+    serve(open_store(app.db, app.inventory), listen or cfg.webhook_listen, key, cfg.webhook_max_body,
+          cfg.webhook_batch_ms, cfg.webhook_batch_max)
 
 
 @main.group(cls=WerneGroup)

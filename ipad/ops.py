@@ -58,6 +58,16 @@ def query_commands() -> list[Command]:
     ]
 
 
+def open_store(db: Database, inventory: Inventory) -> Registry:
+    """The iPad store of this database, which knows each serial's school and group from the inventory."""
+
+    def school_of(serial: str) -> tuple[str, str] | None:
+        ipad = inventory.ipads.get(serial)
+        return (ipad.school, ipad.group) if ipad else None
+
+    return Registry(db, school_of=school_of)
+
+
 class IPadContext:
     """Config, database, inventory and (lazily) the NanoMDM client of one CLI call."""
 
