@@ -54,6 +54,7 @@ PROFILE_KEYS = {
 }
 REQUIRED_PROFILE_KEYS = ("profile_name", "url", "is_mdm_removable")
 
+
 def ios_skip_keys() -> set[str]:
     """Skip keys that iOS/iPadOS knows, from the derived Apple schema."""
     try:

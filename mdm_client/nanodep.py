@@ -27,7 +27,6 @@ APPLE_ERRORS = {
 }
 
 
-
 class NanoDEPClient:
     """One requests.Session to NanoDEP's API and DEP proxy; every call has a timeout."""
 
@@ -60,9 +59,7 @@ class NanoDEPClient:
             text = r.text.strip()[:200]
             hint = next((v for k, v in APPLE_ERRORS.items() if k in text), "")
             what = f"{method} {url}: HTTP {r.status_code}: {text or r.reason}"
-            raise NanoDEPError(
-                f"{what} ({hint})" if hint else what, status=r.status_code, server_message=text, **where
-            )
+            raise NanoDEPError(f"{what} ({hint})" if hint else what, status=r.status_code, server_message=text, **where)
         if not r.content:
             return None
         try:

@@ -23,7 +23,6 @@ class WebhookError(MDMError):
     """The webhook receiver cannot start (bad listen address, port in use, unusable database)."""
 
 
-
 def parse_listen(listen: str) -> tuple[str, int]:
     host, _, port = listen.rpartition(":")
     if not host or not port.isdigit() or not 0 < int(port) < 65536:
