@@ -587,8 +587,8 @@ def mdm_serve_webhook(app: AppContext, listen: str | None, hmac_key_file: str | 
     import os
 
     from core.secrets import read_secret
-    from mdm_client.ipads import IPadContext
-    from mdm_client.webhook import serve
+    from ipad.ops import open_store
+    from ipad.webhook import serve
 
     cfg = app.config.mdm
     key = None
@@ -596,9 +596,8 @@ def mdm_serve_webhook(app: AppContext, listen: str | None, hmac_key_file: str | 
     if key_file or os.environ.get(cfg.webhook_hmac_key_env):
         key = read_secret(file=key_file, env=None if hmac_key_file else cfg.webhook_hmac_key_env,
                           what="webhook HMAC key")
-    ctx = IPadContext(app.config, app.db, app.inventory)
-    serve(ctx.registry, listen or cfg.webhook_listen, key, cfg.webhook_max_body, cfg.webhook_batch_ms,
-          cfg.webhook_batch_max)
+    serve(open_store(app.db, app.inventory), listen or cfg.webhook_listen, key, cfg.webhook_max_body,
+          cfg.webhook_batch_ms, cfg.webhook_batch_max)
 
 
 @main.group(cls=WerneGroup)
@@ -612,7 +611,7 @@ def ipad() -> None:
 
 
 def _ipad_ctx(app: AppContext):  # type: ignore[no-untyped-def]
-    from mdm_client.ipads import IPadContext
+    from ipad.ops import IPadContext
 
     return IPadContext(app.config, app.db, app.inventory)
 
@@ -655,7 +654,7 @@ def ipad_list(app: AppContext, school: str | None, as_json: bool) -> None:
 
         werne ipad list --school gs-demo --json
     """
-    from mdm_client.ipads import list_ipads
+    from ipad.ops import list_ipads
 
     rows = list_ipads(_ipad_ctx(app), school)
     if as_json:
@@ -687,7 +686,7 @@ def ipad_query(app: AppContext, school: str | None, serials: tuple[str, ...], de
 
         werne ipad query --school gs-demo --deadline 60
     """
-    from mdm_client.ipads import query
+    from ipad.ops import query
 
     _print_action(query(_ipad_ctx(app), school, serials, deadline), as_json)
 
@@ -708,7 +707,7 @@ def ipad_configure(app: AppContext, school: str | None, serials: tuple[str, ...]
 
         werne ipad configure --school gs-demo --plan
     """
-    from mdm_client.ipads import configure
+    from ipad.ops import configure
 
     _print_action(configure(_ipad_ctx(app), school, serials, plan, max_devices, deadline), as_json)
 
@@ -729,7 +728,7 @@ def ipad_lock(app: AppContext, serials: tuple[str, ...], message: str | None, ph
 
         werne ipad lock ZDWK1DEGZD --message "Bitte im Sekretariat abgeben"
     """
-    from mdm_client.ipads import lock
+    from ipad.ops import lock
 
     _print_action(lock(_ipad_ctx(app), serials, message, phone, max_devices, deadline), as_json)
 
@@ -753,7 +752,7 @@ def ipad_lost_mode(app: AppContext, serials: tuple[str, ...], message: str | Non
 
         werne ipad lost-mode ZDWK1DEGZD --phone "+49 2389 0000"
     """
-    from mdm_client.ipads import lost_mode
+    from ipad.ops import lost_mode
 
     _print_action(lost_mode(_ipad_ctx(app), serials, message, phone, footnote, disable, max_devices, deadline),
                   as_json)
@@ -773,7 +772,7 @@ def ipad_clear_passcode(app: AppContext, serials: tuple[str, ...], max_devices: 
 
         werne ipad clear-passcode ZDWK1DEGZD
     """
-    from mdm_client.ipads import clear_passcode
+    from ipad.ops import clear_passcode
 
     _print_action(clear_passcode(_ipad_ctx(app), serials, max_devices, deadline), as_json)
 
@@ -793,7 +792,7 @@ def ipad_wipe(app: AppContext, serials: tuple[str, ...], yes: bool, max_devices:
 
         werne ipad wipe ZDWK1DEGZD
     """
-    from mdm_client.ipads import select_targets, wipe
+    from ipad.ops import select_targets, wipe
 
     ctx = _ipad_ctx(app)
     typed = None

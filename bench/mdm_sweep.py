@@ -23,12 +23,12 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from core.config import load_config  # noqa: E402
+from core.config import apply_endpoints, load_config  # noqa: E402
 from core.db import Database  # noqa: E402
 from core.inventory import load_inventory  # noqa: E402
+from ipad.ops import IPadContext, list_ipads, query  # noqa: E402
 from lab import mdm as lab_mdm  # noqa: E402
 from lab.mdm import generated_serials  # noqa: E402
-from mdm_client.ipads import IPadContext, list_ipads, query  # noqa: E402
 
 SCHOOLS = [f"schule-{i:02d}" for i in range(12)]
 
@@ -67,6 +67,7 @@ def main() -> int:
     try:
         t0 = time.perf_counter()
         lab_mdm.up(state, args.ipads, cfg, poll_interval=args.poll_interval)
+        apply_endpoints(cfg)  # the lab's NanoMDM, from the endpoints file up() wrote
         db = Database(cfg.database_url)
         ctx = IPadContext(cfg, db, load_inventory(cfg.inventory_dir), actor="bench")
         while True:

@@ -32,9 +32,9 @@ class InProcessMDM:
         from core.db import Database
         from core.inventory import load_inventory
         from core.secrets import Secret
+        from ipad.store import Registry
+        from lab.ipad_sim import SimDevice, Simulator
         from lab.mdm import CERT_HEADER, issue_identities, make_ca
-        from mdm_client.registry import Registry
-        from mdm_client.simulator import SimDevice, Simulator
         from tests.fixtures_mdm import NanoMDMProcess, start_webhook
 
         inv = load_inventory(config.inventory_dir)
@@ -75,7 +75,7 @@ def main() -> int:
     ap.add_argument("--keep", action="store_true", help="leave the lab running")
     args = ap.parse_args()
     from compliance.run import run_compliance
-    from core.config import LabConfig, load_config
+    from core.config import LabConfig, apply_endpoints, load_config
     from core.db import Database
     from core.inventory import load_inventory
     from lab import mdm as lab_mdm
@@ -110,6 +110,7 @@ def main() -> int:
         world = None
         try:
             lab_mdm.up(tmp, args.ipads, config)
+            apply_endpoints(config)  # the lab's NanoMDM, from the endpoints file up() wrote
             how = "lab MDM (separate NanoMDM, webhook and simulator processes)"
         except Exception as e:  # noqa: BLE001 - fall back to the same parts started in this process
             print(
@@ -121,7 +122,7 @@ def main() -> int:
         print(f"{how}: {args.ipads} simulated iPads started in {time.perf_counter() - t0:.1f} s")
         inv = load_inventory(config.inventory_dir)
         db = Database(config.database_url)
-        from mdm_client.registry import Registry
+        from ipad.store import Registry
 
         end = time.monotonic() + 180
         while time.monotonic() < end:

@@ -35,11 +35,11 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from ipad import commands  # noqa: E402
+from ipad.ops import certificate_list  # noqa: E402
+from ipad.webhook import sign  # noqa: E402
+from lab.ipad_sim import SimDevice  # noqa: E402
 from lab.mdm import free_port, issue_identities, make_ca, wait_http  # noqa: E402
-from mdm_client import commands  # noqa: E402
-from mdm_client.ipads import certificate_list  # noqa: E402
-from mdm_client.simulator import SimDevice  # noqa: E402
-from mdm_client.webhook import sign  # noqa: E402
 
 KEY = "bench-hmac-key"
 

@@ -43,11 +43,11 @@ class QuerySweep(Protocol):
 
 
 def mdm_query_sweep(config: Config, db: Any, inventory: Inventory) -> QuerySweep:
-    """The real sweep: `mdm_client.ipads.query` (DeviceInformation, SecurityInfo, ProfileList,
+    """The real sweep: `ipad.ops.query` (DeviceInformation, SecurityInfo, ProfileList,
     CertificateList through NanoMDM, answers stored by the webhook receiver), then the registry's
     newest facts of every device that answered."""
 
-    from mdm_client.ipads import IPadContext, query
+    from ipad.ops import IPadContext, query
 
     ctx = IPadContext(config, db, inventory, actor="compliance")
     ctx.client  # noqa: B018 - reads the API key now: a missing one is bad config (exit 2) before any run starts

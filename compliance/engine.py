@@ -70,7 +70,7 @@ class EvalContext:
 
     config: Any
     now: datetime = field(default_factory=lambda: datetime.now(UTC))
-    # device -> the set of profile identifiers its group must have (mdm_client.profiles.profile_set_for)
+    # device -> the set of profile identifiers its group must have (ipad.profiles.profile_set_for)
     profile_set_for: Callable[[DeviceFacts], set[str]] | None = None
 
 

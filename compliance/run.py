@@ -77,11 +77,11 @@ def rules_snapshot(baselines: BaselineSet, fleets: tuple[str, ...]) -> dict[str,
 
 
 def group_profile_identifiers(config: Config) -> Any:
-    """device -> the profile identifiers its group must have, from mdm_client.profiles (cached per group)."""
+    """device -> the profile identifiers its group must have, from ipad.profiles (cached per group)."""
 
     @functools.lru_cache(maxsize=16)
     def for_group(group: str) -> frozenset[str]:
-        from mdm_client import profiles
+        from ipad import profiles
 
         try:
             return frozenset(p.identifier for p in profiles.profile_set_for(group, config))

@@ -4,16 +4,22 @@ Lookup order for the file: `--config PATH`, then `$WERNE_CONFIG`, then `./werne.
 else built-in defaults (the demo inventory and a state dir under the user's home). `--state-dir`
 overrides the state directory. Secrets are never settings: settings name a file or an environment
 variable that holds them (see core.secrets).
+
+Endpoints file: `<state_dir>/endpoints.toml`, written by whatever installs or starts the servers
+(e.g. `werne lab up`), fills the settings the config file leaves unset (same sections and keys,
+absolute paths; not [site]). The config file wins over it, and core.secrets' environment
+variables win over any key file.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
 from core.errors import ConfigError
 
@@ -21,6 +27,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_INVENTORY = REPO_ROOT / "inventories" / "demo"
 CONFIG_ENV = "WERNE_CONFIG"
 STATE_DIR_ENV = "WERNE_STATE_DIR"
+ENDPOINTS_FILE = "endpoints.toml"
 
 
 def default_state_dir() -> Path:
@@ -240,6 +247,8 @@ class Config(_Section):
     web: WebConfig = WebConfig()
     # Where this config came from, for messages; not a setting.
     source: str = Field(default="built-in defaults", exclude=True)
+    # The keys the config file set, per section: the endpoints file does not override them.
+    _explicit: dict[str, set[str]] = PrivateAttr(default_factory=dict)
 
     @property
     def state_dir(self) -> Path:
@@ -312,4 +321,71 @@ def load_config(path: str | Path | None = None, state_dir: str | Path | None = N
     override = state_dir or os.environ.get(STATE_DIR_ENV)
     if override:
         cfg.site.state_dir = Path(override).expanduser().resolve()
+    cfg._explicit = {k: set(v) for k, v in data.items() if isinstance(v, dict)}
+    return apply_endpoints(cfg)
+
+
+def endpoints_file(state_dir: Path) -> Path:
+    """The endpoints file of a state dir (see the module docstring)."""
+    return Path(state_dir) / ENDPOINTS_FILE
+
+
+def apply_endpoints(cfg: Config) -> Config:
+    """Fill the settings cfg's config file leaves unset from its state dir's endpoints file, in place.
+
+    load_config does this; call it again after something (re)wrote the endpoints file, e.g. after
+    `lab.mdm.up` in the same process. Raises ConfigError for an unreadable or invalid file.
+    """
+    path = endpoints_file(cfg.state_dir)
+    if not path.is_file():
+        return cfg
+    try:
+        overlay = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: not valid TOML: {e}") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: cannot read: {e.__class__.__name__}") from None
+    fill: dict[str, dict[str, Any]] = {}
+    for section, values in overlay.items():
+        if section == "site" or not isinstance(values, dict):
+            raise ConfigError(f"{path}: {section}: only sections other than [site] can be set here")
+        explicit = cfg._explicit.get(section, set())
+        fill[section] = {k: v for k, v in values.items() if k not in explicit}
+    try:
+        filled = Config.model_validate(fill)
+    except ValidationError as e:
+        raise ConfigError(_format_validation(e, str(path))) from None
+    for section, values in fill.items():
+        for key in values:
+            setattr(getattr(cfg, section), key, getattr(getattr(filled, section), key))
     return cfg
+
+
+def write_endpoints(state_dir: Path, section: str, values: dict[str, str | int | float | bool | Path]) -> Path:
+    """Set one section of the state dir's endpoints file (the other sections are kept)."""
+    path = endpoints_file(state_dir)
+    sections: dict[str, Any] = {}
+    if path.is_file():
+        try:
+            sections = tomllib.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+            sections = {}
+    sections[section] = {k: str(Path(v).resolve()) if isinstance(v, Path) else v for k, v in values.items()}
+    lines = ["# Written by werne (see core.config: endpoints file); the config file wins over it.\n"]
+    for name, table in sections.items():
+        lines.append(f"\n[{name}]\n")
+        for key, value in table.items():
+            lines.append(f"{key} = {_toml_value(value)}\n")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(lines), encoding="utf-8")
+    os.replace(tmp, path)
+    return path
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    return json.dumps(str(value), ensure_ascii=False)  # a JSON string is a valid TOML basic string

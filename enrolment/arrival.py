@@ -47,7 +47,7 @@ class ArrivalReport:
 
 def _registry(db: Database) -> Any:
     try:
-        from mdm_client.registry import Registry
+        from ipad.store import Registry
     except ImportError as e:  # the MDM package is part of the same install; this is a broken install
         raise ArrivalError(f"the MDM registry is not available: {e}") from None
     return Registry(db)
@@ -59,13 +59,11 @@ def _default_installer(cfg: Config, db: Database) -> Any:
     Each InstallProfile is recorded in the MDM registry as planned *before* it is enqueued, so
     its acknowledgement cannot arrive first, and is marked not queued if NanoMDM refuses it.
     """
-    from core.secrets import read_secret
-    from mdm_client.client import NanoMDMClient
-    from mdm_client.commands import install_profile
-    from mdm_client.profiles import profile_payload_for_install, profile_set_for
+    from ipad.commands import install_profile
+    from ipad.profiles import profile_payload_for_install, profile_set_for
+    from mdm_client.factory import nanomdm_client
 
-    key = read_secret(file=cfg.mdm.api_key_file, env=cfg.mdm.api_key_env, what="NanoMDM API key")
-    client = NanoMDMClient(cfg.mdm.url, key, timeout=cfg.mdm.timeout)
+    client = nanomdm_client(cfg)
     registry = _registry(db)
 
     def install(group: str, enrollment_id: str, request_id: int) -> list[tuple[str, str]]:
@@ -225,7 +223,7 @@ def _sweep(db: Database, cfg: Config, installer: Any) -> ArrivalReport:
 
 
 def enrolment_hook(watcher: ArrivalWatcher) -> Any:
-    """A callback for mdm_client.webhook.on_enrolled, for a process that runs both the webhook
+    """A callback for ipad.webhook.on_enrolled, for a process that runs both the webhook
     receiver and an ArrivalWatcher: a stored TokenUpdate wakes the watcher at once. The sweep
     itself runs in the watcher's thread, never in the webhook's writer thread."""
 

@@ -1,10 +1,8 @@
-"""NanoDEP client and the city's DEP enrolment profile.
+"""The DEP use cases: the city's DEP enrolment profile, assigning it to serials, and the status check.
 
-All Apple DEP calls go through NanoDEP's transparently-authenticating proxy
-(`/proxy/{name}/<endpoint>`), so Apple's OAuth tokens live only in NanoDEP. Configuration calls
-(`PUT /v1/config/{name}`, `PUT /v1/tokens/{name}`) use the same API key (HTTP Basic, user
-`depserver`). Per-serial outcomes of an assignment are SUCCESS, NOT_ACCESSIBLE, FAILED or
-THROTTLED; THROTTLED serials are retried after Apple's `retry_after_seconds`, bounded.
+The calls go through the NanoDEP client (mdm_client.nanodep, made by mdm_client.factory).
+Per-serial outcomes of an assignment are SUCCESS, NOT_ACCESSIBLE, FAILED or THROTTLED; THROTTLED
+serials are retried after Apple's `retry_after_seconds`, bounded.
 """
 
 from __future__ import annotations
@@ -17,13 +15,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import requests
 import yaml
 
 from core.config import REPO_ROOT, Config
 from core.inventory import School
-from core.secrets import Secret, read_secret
 from enrolment.errors import DEPProfileError, DEPUnavailable
+from mdm_client.factory import nanodep_client
+from mdm_client.nanodep import NanoDEPClient
+
+# NanoDEPClient is part of this module's interface (tests and enrolment.requests use dep.NanoDEPClient).
+__all__ = ["NanoDEPClient", "assign_with_retries", "dep_status", "load_profile_template"]
 
 DEFAULT_PROFILE_FILE = Path(__file__).resolve().parent / "dep_profile.yaml"
 SKIP_KEYS_FILE = REPO_ROOT / "data" / "dep-skip-keys.json"
@@ -52,14 +53,6 @@ PROFILE_KEYS = {
     "configuration_web_url": str,
 }
 REQUIRED_PROFILE_KEYS = ("profile_name", "url", "is_mdm_removable")
-
-# What an Apple error code in a DEP answer means for the admin.
-APPLE_ERRORS = {
-    "T_C_NOT_SIGNED": "new terms and conditions must be accepted in Apple School Manager",
-    "FORBIDDEN": "the DEP token has expired or does not match; renew it in Apple School Manager",
-    "USER_AGENT_INVALID": "Apple rejected the client's user agent",
-    "PROFILE_NOT_FOUND": "Apple does not know the enrolment profile",
-}
 
 
 def ios_skip_keys() -> set[str]:
@@ -147,98 +140,6 @@ class AssignResult:
     calls: int = 0
 
 
-class NanoDEPClient:
-    """One requests.Session to NanoDEP's API and DEP proxy; every call has a timeout."""
-
-    def __init__(
-        self,
-        url: str,
-        name: str,
-        api_key: Secret,
-        timeout: float = 15.0,
-        session: requests.Session | None = None,
-    ):
-        self.url = url.rstrip("/")
-        self.name = name
-        self.timeout = timeout
-        self.session = session or requests.Session()
-        self.session.auth = ("depserver", api_key.reveal())
-
-    @classmethod
-    def from_config(cls, cfg: Config) -> NanoDEPClient:
-        key = read_secret(file=cfg.dep.api_key_file, env=cfg.dep.api_key_env, what="NanoDEP API key")
-        return cls(cfg.dep.url, cfg.dep.name, key, cfg.dep.timeout)
-
-    def _call(self, method: str, path: str, body: Any = None, params: dict[str, str] | None = None) -> Any:
-        url = f"{self.url}{path}"
-        try:
-            r = self.session.request(method, url, json=body, params=params, timeout=self.timeout)
-        except requests.RequestException as e:
-            raise DEPUnavailable(
-                f"NanoDEP at {self.url} is not reachable ({e.__class__.__name__}); nothing was changed"
-            ) from None
-        if r.status_code == 401 and not path.startswith("/proxy/"):
-            raise DEPUnavailable(f"{method} {url}: NanoDEP refused the API key (HTTP 401)")
-        if r.status_code >= 400:
-            text = r.text.strip()[:200]
-            hint = next((v for k, v in APPLE_ERRORS.items() if k in text), "")
-            what = f"{method} {url}: HTTP {r.status_code}: {text or r.reason}"
-            raise DEPUnavailable(f"{what} ({hint})" if hint else what)
-        if not r.content:
-            return None
-        try:
-            return r.json()
-        except ValueError:
-            raise DEPUnavailable(f"{method} {url}: answer is not JSON") from None
-
-    # -- NanoDEP configuration --------------------------------------------------------------
-    def version(self) -> str:
-        return str((self._call("GET", "/version") or {}).get("version", ""))
-
-    def set_base_url(self, base_url: str) -> None:
-        """Point this DEP name at another DEP server (a simulator in tests)."""
-        self._call("PUT", f"/v1/config/{self.name}", {"base_url": base_url})
-
-    def set_tokens(self, tokens: dict[str, str]) -> None:
-        """Store raw OAuth1 tokens (consumer_key, consumer_secret, access_token, access_secret, expiry)."""
-        self._call("PUT", f"/v1/tokens/{self.name}", tokens)
-
-    # -- Apple DEP, through the proxy ---------------------------------------------------------
-    def _proxy(self, method: str, endpoint: str, body: Any = None, params: dict[str, str] | None = None) -> Any:
-        return self._call(method, f"/proxy/{self.name}{endpoint}", body, params)
-
-    def account(self) -> dict[str, Any]:
-        return self._proxy("GET", "/account") or {}
-
-    def define_profile(self, profile: dict[str, Any]) -> str:
-        answer = self._proxy("POST", "/profile", profile) or {}
-        uuid = answer.get("profile_uuid")
-        if not uuid:
-            raise DEPUnavailable("POST /profile: Apple's answer has no profile_uuid")
-        return str(uuid)
-
-    def get_profile(self, profile_uuid: str) -> dict[str, Any]:
-        return self._proxy("GET", "/profile", params={"profile_uuid": profile_uuid}) or {}
-
-    def assign_profile(self, profile_uuid: str, serials: list[str]) -> dict[str, Any]:
-        return self._proxy("PUT", "/profile/devices", {"profile_uuid": profile_uuid, "devices": serials}) or {}
-
-    def fetch_devices(self, limit: int = 1000) -> list[dict[str, Any]]:
-        """Every device assigned to this MDM server (follows the cursor)."""
-        out: list[dict[str, Any]] = []
-        cursor: str | None = None
-        for _ in range(10_000):
-            body: dict[str, Any] = {"limit": limit}
-            if cursor:
-                body["cursor"] = cursor
-            page = self._proxy("POST", "/server/devices", body) or {}
-            out.extend(page.get("devices") or [])
-            cursor = page.get("cursor")
-            if not page.get("more_to_follow"):
-                break
-        return out
-
-
 def assign_with_retries(
     client: NanoDEPClient,
     profile_uuid: str,
@@ -298,7 +199,7 @@ class DEPStatus:
 
 def dep_status(cfg: Config, client: NanoDEPClient | None = None) -> DEPStatus:
     """Check that NanoDEP answers and that its DEP name reaches Apple (tokens valid, terms signed)."""
-    client = client or NanoDEPClient.from_config(cfg)
+    client = client or nanodep_client(cfg)
     version = client.version()
     account = client.account()
     return DEPStatus(

@@ -9,13 +9,16 @@ core.errors.WerneError
     ├── AuthError                wrong user name or password, or account disabled  (exit 2)
     ├── RateLimited              too many failed logins for this user and address  (exit 2)
     ├── DEPProfileError          the DEP profile data file is invalid              (exit 2)
-    ├── DEPUnavailable           NanoDEP or Apple's DEP service cannot be used      (exit 3)
     └── ArrivalError             the profile set could not be sent to an arrived iPad (exit 3)
+
+DEPUnavailable (NanoDEP or Apple's DEP service cannot be used, exit 3) is the NanoDEP client's
+error, mdm_client.errors.NanoDEPError: the client raises it, the DEP use cases pass it on.
 """
 
 from __future__ import annotations
 
 from core.errors import EXIT_INPUT, WerneError
+from mdm_client.errors import NanoDEPError
 
 
 class EnrolmentError(WerneError):
@@ -70,8 +73,8 @@ class DEPProfileError(EnrolmentError, ValueError):
     exit_code = EXIT_INPUT
 
 
-class DEPUnavailable(EnrolmentError):
-    """NanoDEP or Apple's DEP service cannot be reached or refused the call."""
+# NanoDEP or Apple's DEP service cannot be reached or refused the call.
+DEPUnavailable = NanoDEPError
 
 
 class ArrivalError(EnrolmentError):

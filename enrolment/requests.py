@@ -28,6 +28,7 @@ from enrolment import dep
 from enrolment.accounts import Principal
 from enrolment.errors import DEPUnavailable, InvalidTransition, NotAllowed, NotFound, RequestInputError
 from enrolment.models import DEPProfile, EnrolmentRequest, RequestSerial
+from mdm_client.factory import nanodep_client
 
 MAX_SERIALS_PER_REQUEST = 2000
 MAX_PURPOSE_LENGTH = 200
@@ -388,7 +389,7 @@ def approve_request(
         raise InvalidTransition(f"request {request_id} has no serials left to assign")
     if school_id not in inventory.schools:
         raise RequestInputError(f"request {request_id}: school '{school_id}' is no longer in the inventory")
-    client = client or dep.NanoDEPClient.from_config(cfg)
+    client = client or nanodep_client(cfg)
     kwargs: dict[str, Any] = {
         "max_attempts": cfg.dep.max_assign_attempts,
         "max_wait_s": cfg.dep.max_retry_wait_s,

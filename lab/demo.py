@@ -71,8 +71,9 @@ def run_demo(config: Config, laptops: int = 3, ipads: int = 12, say: Say = lambd
     """Run the whole demo; raises the first step's WerneError if a step cannot run at all."""
     from compliance.reports import write_report
     from compliance.run import run_compliance
+    from core.config import apply_endpoints
+    from ipad.ops import IPadContext, configure, query
     from lab.laptops import Lab, lab_up
-    from mdm_client.ipads import IPadContext, configure, query
     from provisioning.preflight import run_preflight
     from provisioning.runner import provision
     from vpn.ops import gateway_apply
@@ -87,6 +88,8 @@ def run_demo(config: Config, laptops: int = 3, ipads: int = 12, say: Say = lambd
     say("[demo] booting the lab (the first run builds the Debian base image: 1-2 minutes)")
     up = lab_up(lab, laptops=laptops, gateway=True, ipads=ipads, config=config, progress=say)
     step("lab", f"{len(up.hosts)} hosts up, {ipads} simulated iPads enrolling")
+    # The lab wrote its NanoMDM's URL and key file into the state dir's endpoints file.
+    apply_endpoints(config)
 
     # The demo fleet is the lab's: its inventory carries the lab's addresses and controller key.
     config.site.inventory = lab.inventory_dir

@@ -7,8 +7,10 @@ STATE/mdm/), then starts three processes with pid files and logs under STATE/mdm
                 -webhook-url http://127.0.0.1:<port>/webhook  (API key and HMAC key via environment,
                 so they never show in `ps`)
     webhook     `werne mdm serve-webhook` on 127.0.0.1:<free port>
-    simulator   `python -m mdm_client.simulator --state-dir STATE`
-STATE/mdm/lab.json records the URLs; `werne ipad ...` uses them when no mdm.api_key_file is set.
+    simulator   `python -m lab.ipad_sim --state-dir STATE`
+STATE/mdm/lab.json records the URLs (for the simulator and `status`); the NanoMDM URL, API key
+file and webhook settings also go into the state dir's endpoints file (core.config.write_endpoints),
+so `werne ipad ...` on this state dir finds the lab unless the config file names another NanoMDM.
 `down(state_dir)` stops whatever runs (and is a no-op when nothing does).
 
 Lab faults (with 8 or more iPads, on the last six, so the demo shows every problem state):
@@ -34,7 +36,7 @@ from typing import Any
 
 import requests
 
-from core.config import DEFAULT_INVENTORY, REPO_ROOT, Config
+from core.config import DEFAULT_INVENTORY, REPO_ROOT, Config, write_endpoints
 from core.errors import WerneError
 
 NANOMDM_BIN = REPO_ROOT / ".tools" / "bin" / "nanomdm"
@@ -334,7 +336,7 @@ def _inventory_serials(config: Config | None, state_dir: Path) -> list[str]:
 
 def up(state_dir: Path, n_ipads: int, config: Config | None = None, poll_interval: float = 2.0) -> LabMDMStatus:
     """Start NanoMDM, the webhook receiver and `n_ipads` simulated iPads; idempotent."""
-    from mdm_client.simulator import DeviceFaults, SimDevice, dump_devices
+    from lab.ipad_sim import DeviceFaults, SimDevice, dump_devices
 
     state_dir = Path(state_dir).resolve()
     d = state_dir / "mdm"
@@ -368,6 +370,16 @@ def up(state_dir: Path, n_ipads: int, config: Config | None = None, poll_interva
         "poll_interval": poll_interval,
     }
     (d / "lab.json").write_text(json.dumps(lab, indent=1), encoding="utf-8")
+    write_endpoints(
+        state_dir,
+        "mdm",
+        {
+            "url": lab["nanomdm_url"],
+            "api_key_file": d / "api_key",
+            "webhook_listen": lab["webhook_listen"],
+            "webhook_hmac_key_file": d / "webhook_hmac_key",
+        },
+    )
     cli = [sys.executable, "-c", "import sys; from cli import main; sys.exit(main())"]
     cfg_args = ["--state-dir", str(state_dir)]
     if config is not None and config.source not in ("built-in defaults",) and Path(config.source).is_file():
@@ -406,7 +418,7 @@ def up(state_dir: Path, n_ipads: int, config: Config | None = None, poll_interva
         wait_http(lab["nanomdm_url"] + "/version", 10, pid, "NanoMDM", d / "logs" / "nanomdm.log")
         start_process(
             "simulator",
-            [sys.executable, "-m", "mdm_client.simulator", "--state-dir", str(state_dir)],
+            [sys.executable, "-m", "lab.ipad_sim", "--state-dir", str(state_dir)],
             d,
             env={"PYTHONPATH": str(REPO_ROOT)},
         )
@@ -443,14 +455,3 @@ def status(state_dir: Path) -> LabMDMStatus:
         pid = running(name, d) if d.is_dir() else None
         st.pids[name], st.running[name] = pid, pid is not None
     return st
-
-
-def lab_endpoint(state_dir: Path) -> dict[str, Any] | None:
-    """The lab's URLs and secret file paths from STATE/mdm/lab.json, if a lab was started there."""
-    p = Path(state_dir) / "mdm" / "lab.json"
-    if not p.is_file():
-        return None
-    try:
-        return dict(json.loads(p.read_text(encoding="utf-8")))
-    except (OSError, ValueError):
-        return None

@@ -230,8 +230,8 @@ class IPadWorld:
         from core.db import Database
         from core.inventory import load_inventory
         from core.secrets import Secret
+        from ipad.store import Registry
         from lab.mdm import CERT_HEADER, generated_serials, issue_identities, make_ca
-        from mdm_client.registry import Registry
         from tests.conftest import DEMO_INVENTORY
         from tests.fixtures_mdm import NanoMDMProcess, start_webhook
 
@@ -273,14 +273,14 @@ class IPadWorld:
         )
         self.cert_header = CERT_HEADER
         self.devices = []
-        from mdm_client.simulator import SimDevice
+        from lab.ipad_sim import SimDevice
 
         for serial, udid, pem in issue_identities(ca, ca_key, serials):
             self.devices.append(SimDevice(serial=serial, udid=udid, cert_pem=pem))
         self.sim = self._start(self.devices)
 
     def _start(self, devices: list[Any]) -> Any:
-        from mdm_client.simulator import Simulator
+        from lab.ipad_sim import Simulator
 
         return Simulator(self.nanomdm.url, devices, self.cert_header, poll_interval=0.3).start()
 

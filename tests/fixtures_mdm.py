@@ -53,8 +53,8 @@ class RunningWebhook:
 def start_webhook(registry: Any, hmac_key: Any, max_body: int = 1024 * 1024) -> RunningWebhook:
     import uvicorn
 
+    from ipad.webhook import WEBHOOK_PATH, create_app
     from lab.mdm import free_port
-    from mdm_client.webhook import WEBHOOK_PATH, create_app
 
     port = free_port()
     app = create_app(registry, hmac_key, max_body=max_body, batch_ms=10)
@@ -165,19 +165,19 @@ class MDMWorld:
 
     def context(self) -> Any:
         from core.inventory import load_inventory
-        from mdm_client.ipads import IPadContext
+        from ipad.ops import IPadContext
 
         cfg = self.config()
         return IPadContext(cfg, self.db, load_inventory(cfg.inventory_dir), actor="pytest")
 
     def client(self, **kw: Any) -> Any:
         from core.secrets import Secret
-        from mdm_client.client import NanoMDMClient
+        from mdm_client.nanomdm import NanoMDMClient
 
         return NanoMDMClient(self.nanomdm.url, Secret(self.api_key, "test"), **kw)
 
     def counts(self) -> dict[str, int]:
-        from mdm_client.registry import Registry
+        from ipad.store import Registry
 
         return Registry(self.db).counts()
 
@@ -213,10 +213,10 @@ WORLD_FAULTS = {
 def mdm_world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MDMWorld]:
     from core.db import Database
     from core.secrets import Secret
+    from ipad.store import Registry
+    from ipad.webhook import on_enrolled
+    from lab.ipad_sim import DeviceFaults, SimDevice, Simulator
     from lab.mdm import CERT_HEADER, issue_identities, make_ca
-    from mdm_client.registry import Registry
-    from mdm_client.simulator import DeviceFaults, SimDevice, Simulator
-    from mdm_client.webhook import on_enrolled
 
     root = tmp_path_factory.mktemp("mdm-world")
     state = root / "state"

@@ -16,8 +16,8 @@ pytestmark = pytest.mark.mdm
 
 
 def test_ipad_sweep_passcode_offline_and_out_of_contact(ipad_world):
-    from mdm_client.ipads import IPadContext, configure
-    from mdm_client.registry import Registry
+    from ipad.ops import IPadContext, configure
+    from ipad.store import Registry
 
     w = ipad_world
     assert w.sim.wait_enrolled(60)

@@ -65,3 +65,26 @@ def test_example_config_loads_and_lists_every_setting():
         for name in type(getattr(cfg, section)).model_fields:
             listed = name in data.get(section, {}) or f"# {name} = " in text
             assert listed, f"[{section}] {name} is missing from werne.example.toml (run tools/gen_example_config.py)"
+
+
+def test_endpoints_file_fills_only_what_the_config_file_leaves_unset(tmp_path: Path, monkeypatch):
+    from core.config import apply_endpoints, write_endpoints
+
+    monkeypatch.delenv("WERNE_STATE_DIR", raising=False)
+    state = tmp_path / "state"
+    cfg_file = tmp_path / "werne.toml"
+    cfg_file.write_text(f'[site]\nstate_dir = "{state}"\n[mdm]\nwebhook_listen = "127.0.0.1:7000"\n')
+    before = load_config(cfg_file)
+    assert before.mdm.url == "http://127.0.0.1:9000" and before.mdm.api_key_file is None
+    write_endpoints(state, "mdm", {"url": "http://127.0.0.1:4711", "api_key_file": tmp_path / "k",
+                                   "webhook_listen": "127.0.0.1:4712"})
+    cfg = load_config(cfg_file)
+    assert cfg.mdm.url == "http://127.0.0.1:4711" and cfg.mdm.api_key_file == tmp_path / "k"
+    assert cfg.mdm.webhook_listen == "127.0.0.1:7000"  # the config file wins
+    assert apply_endpoints(before) is before and before.mdm.url == "http://127.0.0.1:4711"
+    write_endpoints(state, "dep", {"url": "http://127.0.0.1:4713"})  # other sections are kept
+    cfg = load_config(cfg_file)
+    assert (cfg.mdm.url, cfg.dep.url) == ("http://127.0.0.1:4711", "http://127.0.0.1:4713")
+    (state / "endpoints.toml").write_text("[mdm]\nblast_radius = 'many'\n")
+    with pytest.raises(ConfigError, match=r"endpoints.toml: mdm.blast_radius: Input should be a valid integer"):
+        load_config(cfg_file)

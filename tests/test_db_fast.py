@@ -15,8 +15,8 @@ from sqlalchemy import bindparam, insert, select, update
 
 from core.db import Database, bulk_execute, select_rows
 from core.errors import StateError
-from mdm_client.models import MDMCommand, MDMDevice, MDMDeviceFact
-from mdm_client.registry import _upsert_facts
+from ipad.models import MDMCommand, MDMDevice, MDMDeviceFact
+from ipad.store import _upsert_facts
 from tests.fixtures_mdm import rows_in_db_file
 
 T_CMD = MDMCommand.__table__

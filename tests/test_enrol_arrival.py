@@ -45,8 +45,8 @@ class World:
         return rid
 
     def ipads(self, serials: list[str], **faults: Any) -> list[Any]:
+        from lab.ipad_sim import DeviceFaults, SimDevice, Simulator
         from lab.mdm import CERT_HEADER, issue_identities
-        from mdm_client.simulator import DeviceFaults, SimDevice, Simulator
 
         devices = [
             SimDevice(serial=s, udid=u, cert_pem=pem, faults=DeviceFaults(**faults.get(s, {})))
@@ -59,7 +59,7 @@ class World:
 
     def wait_registered(self, serials: list[str], timeout: float = 30) -> None:
         """Until the webhook's writer thread has stored the TokenUpdate of every serial."""
-        from mdm_client.registry import Registry
+        from ipad.store import Registry
 
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -75,8 +75,8 @@ def world(tmp_path_factory: pytest.TempPathFactory, nanodep) -> Iterator[World]:
     import enrolment.models  # noqa: F401
     from core.db import Database
     from core.secrets import Secret
+    from ipad.store import Registry
     from lab.mdm import CERT_HEADER, make_ca
-    from mdm_client.registry import Registry
     from tests.fixtures_mdm import NanoMDMProcess, start_webhook
 
     root = tmp_path_factory.mktemp("arrival") / "site"
@@ -156,13 +156,13 @@ def test_nanomdm_down_defers_and_nothing_is_lost(world: World) -> None:
     assert serial in r.deferred and "cannot connect" in r.deferred[serial]
     assert statuses(world, rid) == {serial: "assigned"}
     assert sweep_until(world, lambda: statuses(world, rid) == {serial: "configured"})
-    from mdm_client.profiles import profile_set_for
+    from ipad.profiles import profile_set_for
 
     assert {p.identifier for p in profile_set_for("teacher", world.site.config())} <= set(devices[0].profiles)
 
 
 def test_unrequested_ipad_gets_nothing(world: World) -> None:
-    from mdm_client.registry import Registry
+    from ipad.store import Registry
 
     (device,) = world.ipads(["ARRSER00009"])
     world.wait_registered(["ARRSER00009"])
@@ -180,7 +180,7 @@ def test_unrequested_ipad_gets_nothing(world: World) -> None:
 
 def test_webhook_hook_wakes_the_watcher_on_token_update(world: World) -> None:
     from enrolment.arrival import ArrivalWatcher
-    from mdm_client.webhook import on_enrolled
+    from ipad.webhook import on_enrolled
 
     serial = "ARRSER00004"
     rid = world.approved_request([serial])

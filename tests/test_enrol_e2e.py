@@ -60,9 +60,9 @@ def test_coordinator_to_configured_ipads(tmp_path: Path, nanodep, browser) -> No
     import enrolment.models  # noqa: F401
     from core.db import Database
     from core.secrets import Secret
+    from ipad.store import Registry
+    from lab.ipad_sim import SimDevice, Simulator
     from lab.mdm import CERT_HEADER, issue_identities, make_ca
-    from mdm_client.registry import Registry
-    from mdm_client.simulator import SimDevice, Simulator
     from tests.fixtures_mdm import NanoMDMProcess, start_webhook
 
     root = tmp_path / "site"
@@ -141,7 +141,7 @@ def test_coordinator_to_configured_ipads(tmp_path: Path, nanodep, browser) -> No
         assert "konfiguriert" in page.locator("#request-status").inner_text()
 
         # Every iPad really holds the pupil profile set.
-        from mdm_client.profiles import profile_set_for
+        from ipad.profiles import profile_set_for
 
         want = {p.identifier for p in profile_set_for("pupil", site.config())}
         for d in devices:

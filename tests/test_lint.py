@@ -8,7 +8,7 @@ from pathlib import Path
 
 from tests.conftest import REPO
 
-LIBRARY_PACKAGES = ["core", "lab", "provisioning", "mdm_client", "vpn", "compliance", "enrolment"]
+LIBRARY_PACKAGES = ["core", "lab", "provisioning", "mdm_client", "ipad", "vpn", "compliance", "enrolment"]
 
 
 def test_ruff_is_clean():

@@ -9,9 +9,8 @@ import uuid
 import pytest
 
 from core.errors import EXIT_INPUT, WerneError
-from mdm_client import commands
-from mdm_client.errors import CommandError, MalformedReport, MDMError
-from mdm_client.results import (
+from ipad import commands
+from ipad.results import (
     CommandResult,
     DeviceInformationResult,
     InstalledApplicationListResult,
@@ -22,6 +21,7 @@ from mdm_client.results import (
     parse_report,
     typed_view,
 )
+from mdm_client.errors import CommandError, MalformedReport, MDMError
 
 
 def report(**keys) -> bytes:
@@ -267,7 +267,7 @@ def test_certificate_list_view_reads_identity_expiry():
     from cryptography.hazmat.primitives.asymmetric import ec
     from cryptography.x509.oid import NameOID
 
-    from mdm_client.results import CertificateListResult
+    from ipad.results import CertificateListResult
 
     def cert(cn: str, days: int) -> bytes:
         key = ec.generate_private_key(ec.SECP256R1())

@@ -12,8 +12,8 @@ import pytest
 import requests
 from click.testing import CliRunner
 
-from mdm_client.ipads import list_ipads
-from mdm_client.webhook import sign
+from ipad.ops import list_ipads
+from ipad.webhook import sign
 
 pytestmark = pytest.mark.mdm
 
@@ -95,7 +95,7 @@ def test_configure_plan_changes_nothing(mdm_world) -> None:
 
 
 def test_configure_installs_group_profiles(mdm_world) -> None:
-    from mdm_client.profiles import profile_set_for
+    from ipad.profiles import profile_set_for
 
     cfg = mdm_world.config()
     # 10 iPads > blast_radius 5: refused without --max-devices, nothing sent.
@@ -128,7 +128,7 @@ def test_configure_installs_group_profiles(mdm_world) -> None:
 
 
 def test_unknown_device_id_is_reported_per_id(mdm_world) -> None:
-    from mdm_client import commands
+    from ipad import commands
 
     good = [mdm_world.sim.by_serial[s].udid for s in mdm_world.serials["gs-demo"][:3]]
     client = mdm_world.client(max_url_length=len(mdm_world.nanomdm.url) + 80)  # forces several requests
@@ -157,8 +157,8 @@ def test_unknown_device_id_is_reported_per_id(mdm_world) -> None:
 
 def test_wrong_api_key_message_names_request_not_key(mdm_world) -> None:
     from core.secrets import Secret
-    from mdm_client.client import NanoMDMAuthError, NanoMDMClient
-    from mdm_client.commands import profile_list
+    from ipad.commands import profile_list
+    from mdm_client.nanomdm import NanoMDMAuthError, NanoMDMClient
 
     client = NanoMDMClient(mdm_world.nanomdm.url, Secret("wrong-key-abc", "t"))
     with pytest.raises(NanoMDMAuthError) as e:

@@ -13,8 +13,8 @@ import requests
 
 from core.db import Database
 from core.secrets import Secret
-from mdm_client.registry import Registry
-from mdm_client.webhook import on_enrolled, sign
+from ipad.store import Registry
+from ipad.webhook import on_enrolled, sign
 from tests.fixtures_mdm import rows_in_db_file
 
 KEY = "webhook-test-key"
@@ -242,7 +242,7 @@ ODD_PLISTS = [
 
 @pytest.mark.parametrize("raw", ODD_PLISTS, ids=range(len(ODD_PLISTS)))
 def test_fast_report_reader_reads_exactly_what_plistlib_reads(raw: bytes) -> None:
-    from mdm_client.webhook import _fast_plist
+    from ipad.webhook.parse import _fast_plist
 
     fast = _fast_plist(raw)
     if raw in (ODD_PLISTS[0], ODD_PLISTS[2]):
@@ -251,8 +251,8 @@ def test_fast_report_reader_reads_exactly_what_plistlib_reads(raw: bytes) -> Non
 
 
 def test_fast_report_path_stores_what_parse_report_gives() -> None:
-    from mdm_client.results import parse_report
-    from mdm_client.webhook import parse_event
+    from ipad.results import parse_report
+    from ipad.webhook import parse_event
 
     chain = [{"ErrorCode": 12, "ErrorDomain": "D", "USEnglishDescription": "e", "Other": 1}]
     for report in (PLAIN_REPORT, {"UDID": UDID, "Status": "Error", "CommandUUID": "E1", "ErrorChain": chain}):
@@ -366,7 +366,7 @@ def test_a_port_in_use_is_a_clear_error(tmp_path: Path) -> None:
     """Also against another receiver's SO_REUSEPORT sockets: a second receiver must not share the port."""
     import socket
 
-    from mdm_client.webhook import WebhookError, _listen
+    from ipad.webhook.supervise import WebhookError, _listen
 
     taken = socket.create_server(("127.0.0.1", 0))
     port = taken.getsockname()[1]

@@ -349,7 +349,7 @@ def _rows_vpn(m: Any, now: datetime) -> list[Any]:
     ]
 
 
-def _rows_mdm_client(m: Any, now: datetime) -> list[Any]:
+def _rows_ipad(m: Any, now: datetime) -> list[Any]:
     cmd_uuid = "5d0c7f0e-1111-4e3a-9f00-000000000001"
     return [
         m.MDMDevice(
@@ -458,7 +458,7 @@ def _rows_enrolment(m: Any, now: datetime) -> list[Any]:
 
 PACKAGE_ROWS: dict[str, Callable[[Any, datetime], list[Any]]] = {
     "vpn": _rows_vpn,
-    "mdm_client": _rows_mdm_client,
+    "ipad": _rows_ipad,
     "compliance": _rows_compliance,
     "enrolment": _rows_enrolment,
 }
@@ -616,9 +616,9 @@ def _webhook_body(topic: str, payload: dict[str, Any], event_id: str, created_at
 
 
 def test_mdm_registry_webhook_batches_on_both(any_db: Database):
-    from mdm_client.models import MDMDeviceFact
-    from mdm_client.registry import Registry
-    from mdm_client.webhook import parse_event
+    from ipad.models import MDMDeviceFact
+    from ipad.store import Registry
+    from ipad.webhook import parse_event
 
     udid = "00008120-0011223344556677"
     registry = Registry(any_db, school_of=lambda s: ("gs-demo", "pupil") if s == "ZDWK1DEGZD" else None)
@@ -713,8 +713,8 @@ def test_mdm_registry_webhook_batches_on_both(any_db: Database):
 
 def test_mdm_command_results_upsert_on_both(any_db: Database):
     """Answers are upserted onto the rows `werne ipad` recorded; repeats of one command in a batch merge."""
-    from mdm_client.registry import Registry
-    from mdm_client.webhook import parse_event
+    from ipad.store import Registry
+    from ipad.webhook import parse_event
 
     udid = "00008120-00AABBCCDDEEFF00"
     registry = Registry(any_db)
@@ -835,8 +835,8 @@ def test_enrolment_accounts_and_requests_on_both(any_db: Database):
 
 def test_mdm_overlong_device_strings_do_not_lose_a_batch(any_db: Database, request: pytest.FixtureRequest):
     """A check-in carries strings the device chose; one odd device must not cost others their events."""
-    from mdm_client.registry import Registry
-    from mdm_client.webhook import parse_event
+    from ipad.store import Registry
+    from ipad.webhook import parse_event
 
     normal = {
         "MessageType": "Authenticate",
@@ -990,8 +990,8 @@ def test_cli_with_an_unreachable_postgres_database_is_exit_3(
 
 
 def test_ipad_list_puts_devices_without_a_school_last_on_both_backends(any_db: Database):
-    from mdm_client.models import MDMDevice
-    from mdm_client.registry import Registry
+    from ipad.models import MDMDevice
+    from ipad.store import Registry
 
     with any_db.session() as s:
         s.add(MDMDevice(enrollment_id="U-NOSCHOOL", udid="U-NOSCHOOL", serial="ZZNOSCHOOL1", school=None))

@@ -19,9 +19,9 @@ from pydantic import ValidationError
 
 from core.config import Config
 from core.errors import EXIT_INPUT, InputError
-from mdm_client import profiles
+from ipad import profiles
+from ipad.ikev2 import IKEv2Profile
 from mdm_client.errors import ProfileError
-from vpn.ikev2 import IKEv2Profile
 
 REPO = Path(__file__).resolve().parent.parent
 GOLDEN = Path(__file__).resolve().parent / "golden" / "profiles"

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from core.config import Config
-from mdm_client import commands, profiles, schema
+from ipad import commands, profiles, schema
 
 REPO = Path(__file__).resolve().parent.parent
 REFERENCE = REPO.parent / "shared" / "reference"

@@ -11,7 +11,7 @@ the two traps of the data:
     folders): cycles are found by object identity while walking, the list is stored once under
     "defs" and the recursive place gets {"ref": NAME};
   * payload types that several files define (com.apple.MCX has six): every file is kept as one
-    variant, and mdm_client.schema validates a payload against each variant (union).
+    variant, and ipad.schema validates a payload against each variant (union).
 
 Node format: {"key", "type", "req": true (only when required), "values": [rangelist],
 "min"/"max" (range), "sub": [nodes] | "ref": NAME, "ios": false (only when not on iOS),

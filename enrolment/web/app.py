@@ -280,7 +280,7 @@ class WebApp:
 
     def _managed_serials(self) -> set[str]:
         """Serials the MDM registry knows as enrolled: a new request for them is refused."""
-        from mdm_client.registry import Registry
+        from ipad.store import Registry
 
         return {serial for serial, d in Registry(self.db).devices_by_serial().items() if d.state == "enrolled"}
 

@@ -6,11 +6,11 @@ import plistlib
 
 import pytest
 
+from ipad import commands
+from ipad.ops import certificate_list
+from ipad.schema import validate_checkin, validate_response
+from lab.ipad_sim import DeviceFaults, SimDevice
 from lab.mdm import issue_identities, make_ca
-from mdm_client import commands
-from mdm_client.ipads import certificate_list
-from mdm_client.schema import validate_checkin, validate_response
-from mdm_client.simulator import DeviceFaults, SimDevice
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ ErrorChain), and an EraseDevice it never answers.
 
 One asyncio loop drives every device over plain HTTP/1.1 keep-alive connections, so 523 devices fit
 on two cores. Use it as a library (`Simulator(...).start()`) or as a process:
-    python -m mdm_client.simulator --state-dir STATE  (reads STATE/mdm/devices.json and lab.json)
+    python -m lab.ipad_sim --state-dir STATE  (reads STATE/mdm/devices.json and lab.json)
 """
 
 from __future__ import annotations
@@ -640,7 +640,7 @@ def dump_devices(path: Path, devices: list[SimDevice]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m mdm_client.simulator", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m lab.ipad_sim", description=__doc__.splitlines()[0])
     p.add_argument("--state-dir", required=True, type=Path)
     p.add_argument("--count", type=int, default=None, help="simulate only the first N devices")
     p.add_argument("--poll-interval", type=float, default=None)

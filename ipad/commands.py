@@ -164,7 +164,7 @@ def _sample_profile() -> bytes:
     # A real profile (the passcode policy needs no secret), so the schema test also checks the
     # profile embedded in InstallProfile. Imported here to keep commands free of profile code.
     from core.config import Config
-    from mdm_client.profiles import build_named_profile
+    from ipad.profiles import build_named_profile
 
     return build_named_profile("passcode", Config()).to_bytes()
 

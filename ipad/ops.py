@@ -25,13 +25,13 @@ from core.config import Config
 from core.db import Database
 from core.errors import EXIT_FINDINGS, EXIT_OK, InputError
 from core.inventory import Inventory, normalise_serial
-from core.secrets import read_secret
-from mdm_client import commands
-from mdm_client.client import NanoMDMClient, NanoMDMError
-from mdm_client.commands import Command
+from ipad import commands
+from ipad.commands import Command
+from ipad.models import MDMDevice
+from ipad.store import FINAL, Registry, UnknownDevicesError
 from mdm_client.errors import MDMError
-from mdm_client.models import MDMDevice
-from mdm_client.registry import FINAL, Registry, UnknownDevicesError
+from mdm_client.factory import nanomdm_client
+from mdm_client.nanomdm import NanoMDMClient, NanoMDMError
 
 POLL_S = 0.25
 
@@ -44,7 +44,7 @@ class SafetyError(MDMError, InputError):
 
 def certificate_list() -> Command:
     """CertificateList: the device's certificates, to read its identity certificate's expiry."""
-    # Not (yet) among mdm_client.commands' builders; same shape: fresh CommandUUID, no keys.
+    # Not (yet) among ipad.commands' builders; same shape: fresh CommandUUID, no keys.
     return Command(uuid=str(uuid.uuid4()).upper(), request_type="CertificateList")
 
 
@@ -56,6 +56,16 @@ def query_commands() -> list[Command]:
         commands.profile_list(),
         certificate_list(),
     ]
+
+
+def open_store(db: Database, inventory: Inventory) -> Registry:
+    """The iPad store of this database, which knows each serial's school and group from the inventory."""
+
+    def school_of(serial: str) -> tuple[str, str] | None:
+        ipad = inventory.ipads.get(serial)
+        return (ipad.school, ipad.group) if ipad else None
+
+    return Registry(db, school_of=school_of)
 
 
 class IPadContext:
@@ -83,24 +93,8 @@ class IPadContext:
     @property
     def client(self) -> NanoMDMClient:
         if self._client is None:
-            self._client = make_client(self.config)
+            self._client = nanomdm_client(self.config)
         return self._client
-
-
-def make_client(config: Config) -> NanoMDMClient:
-    """The NanoMDM client from mdm.* settings, or from the lab (STATE/mdm/lab.json) when no key is set."""
-    import os
-
-    from lab.mdm import lab_endpoint
-
-    url = config.mdm.url
-    key_file = config.mdm.api_key_file
-    if key_file is None and not os.environ.get(config.mdm.api_key_env):
-        lab = lab_endpoint(config.state_dir)
-        if lab is not None:
-            url, key_file = lab["nanomdm_url"], lab["api_key_file"]
-    key = read_secret(file=key_file, env=config.mdm.api_key_env, what="NanoMDM API key")
-    return NanoMDMClient(url, key, timeout=config.mdm.timeout, max_url_length=config.mdm.max_url_length)
 
 
 # --- list ------------------------------------------------------------------------------------------
@@ -520,13 +514,13 @@ def query(
 
 @dataclass
 class ProfileChange:
-    install: list[Any]  # mdm_client.profiles.Profile
+    install: list[Any]  # ipad.profiles.Profile
     remove: list[str]
     known: bool  # False when the device never sent a ProfileList
 
 
 def _profile_changes(ctx: IPadContext, targets: list[Target]) -> dict[str, ProfileChange]:
-    from mdm_client.profiles import load_group_assignment, profile_set_for
+    from ipad.profiles import load_group_assignment, profile_set_for
 
     prefix = load_group_assignment(ctx.config).identifier_prefix + "."
     sets: dict[str, list[Any]] = {}
@@ -562,7 +556,7 @@ def configure(
     The current profiles come from the newest ProfileList answer; iPads that never sent one are
     asked first (ProfileList, waiting up to the deadline).
     """
-    from mdm_client.profiles import profile_payload_for_install
+    from ipad.profiles import profile_payload_for_install
 
     targets = select_targets(ctx, school, serials)
     deadline = ctx.config.mdm.query_deadline_s if deadline_s is None else deadline_s

@@ -26,8 +26,8 @@ from sqlalchemy import bindparam, case, func, insert, literal_column, select, up
 from core.db import Database, bulk_execute, select_rows
 from core.errors import InputError
 from core.models import utcnow
+from ipad.models import MDMCommand, MDMDevice, MDMDeviceFact, MDMWebhookEvent
 from mdm_client.errors import MDMError
-from mdm_client.models import MDMCommand, MDMDevice, MDMDeviceFact, MDMWebhookEvent
 
 log = logging.getLogger("werne.mdm.registry")
 

@@ -1,14 +1,15 @@
 """The NanoMDM API client: enqueue commands and send pushes, with per-device results.
 
 One `requests.Session` (injected or made here) carries every call, with a timeout and bounded
-retries: connection errors and 502/503/504 only. NanoMDM answers 500 when every *push* failed,
-which is normal without an APNs certificate (the lab), so 500 is parsed, not retried. Enqueue is
-a PUT that NanoMDM deduplicates by CommandUUID, so a retried enqueue that had already arrived comes
-back as "command already exists" for that UUID, and is counted as queued.
+retries: connection errors and 502/503/504 only (mdm_client.http). NanoMDM answers 500 when every
+*push* failed, which is normal without an APNs certificate (the lab), so 500 is parsed, not
+retried. Enqueue is a PUT that NanoMDM deduplicates by CommandUUID, so a retried enqueue that had
+already arrived comes back as "command already exists" for that UUID, and is counted as queued.
 
     MDMError
-    └── NanoMDMError           NanoMDM unreachable or answered with an error   (exit 3)
-        └── NanoMDMAuthError   NanoMDM refused the API key                     (exit 2)
+    └── APIError (mdm_client.errors)
+        └── NanoMDMError           NanoMDM unreachable or answered with an error   (exit 3)
+            └── NanoMDMAuthError   NanoMDM refused the API key                     (exit 2)
 """
 
 from __future__ import annotations
@@ -18,38 +19,33 @@ import json
 import uuid as uuid_mod
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import quote
 
 import requests
-from requests.adapters import HTTPAdapter
-from urllib3.util.retry import Retry
 
-from core.errors import EXIT_INPUT
 from core.secrets import Secret
-from mdm_client.commands import Command
-from mdm_client.errors import MDMError
+from mdm_client import http
+from mdm_client.errors import NanoMDMAuthError, NanoMDMError
+from mdm_client.http import one_line as _one_line
+
+__all__ = ["EnqueueResult", "NanoMDMAuthError", "NanoMDMClient", "NanoMDMError", "PushResult"]
+
+
+class Command(Protocol):
+    """What the client needs of a command (ipad.commands.Command is one): a dataclass with these."""
+
+    uuid: str
+    request_type: str
+
+    def to_plist(self) -> bytes: ...
+
 
 API_USER = "nanomdm"
 PUSH_PENDING = "will be picked up at next check-in"
 # NanoMDM's per-id push_error when it has no push token for an id: the id never completed
 # enrolment (or does not exist), so a queued command would never be fetched.
 NO_PUSH_DATA = "push data missing for id"
-
-
-class NanoMDMError(MDMError):
-    """NanoMDM could not be reached, or answered with an error we cannot read per device."""
-
-    def __init__(self, message: str, partial: EnqueueResult | None = None):
-        super().__init__(message)
-        # What was queued before the failure, so callers can record it (no state is lost).
-        self.partial = partial
-
-
-class NanoMDMAuthError(NanoMDMError):
-    """NanoMDM refused the API key (HTTP 401): check mdm.api_key_file or its variable."""
-
-    exit_code = EXIT_INPUT
 
 
 @dataclass
@@ -82,11 +78,6 @@ class PushResult:
     pending: dict[str, str] = field(default_factory=dict)  # id -> reason; picked up at next check-in
 
 
-def _one_line(text: str, limit: int = 300) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
 class NanoMDMClient:
     """Client for NanoMDM's API (`/v1/enqueue`, `/v1/push`, `/version`)."""
 
@@ -103,20 +94,7 @@ class NanoMDMClient:
         self._auth = (API_USER, api_key.reveal())
         self.timeout = timeout
         self.max_url_length = max_url_length
-        self.session = session or requests.Session()
-        retry = Retry(
-            total=retries,
-            connect=retries,
-            read=retries,
-            status=retries,
-            status_forcelist=(502, 503, 504),
-            allowed_methods=frozenset({"GET", "PUT"}),
-            backoff_factor=0.2,
-            raise_on_status=False,
-            respect_retry_after_header=False,
-        )
-        adapter = HTTPAdapter(max_retries=retry, pool_maxsize=8)
-        self.session.mount(self.url + "/", adapter)
+        self.session = http.api_session(self.url, session, retries, ("GET", "PUT"))
 
     # -- plumbing --------------------------------------------------------------------------
 
@@ -135,26 +113,42 @@ class NanoMDMClient:
         auth: bool = True,
     ) -> requests.Response:
         what = self._describe(method, path, n_ids)
+        where = {"method": method, "url": self.url + path}
         try:
-            resp = self.session.request(
+            resp = http.send(
+                self.session,
                 method,
                 self.url + path,
+                timeout=(min(3.05, self.timeout), self.timeout),
                 data=body,
                 params=params,
                 auth=self._auth if auth else None,
-                timeout=(min(3.05, self.timeout), self.timeout),
                 headers={"Content-Type": "application/xml"} if body else None,
             )
-        except requests.ConnectionError as e:
-            reason = "connection refused" if "refused" in str(e).lower() else e.__class__.__name__
-            raise NanoMDMError(f"{what}: cannot connect ({reason}); is NanoMDM running at {self.url}?") from None
-        except requests.Timeout:
-            raise NanoMDMError(f"{what}: no answer within {self.timeout:g} s") from None
-        except requests.RequestException as e:
-            raise NanoMDMError(f"{what}: {e.__class__.__name__}") from None
+        except http.Unreachable as e:
+            if e.kind == "connect":
+                message = f"{what}: cannot connect ({e.reason}); is NanoMDM running at {self.url}?"
+            elif e.kind == "timeout":
+                message = f"{what}: no answer within {self.timeout:g} s"
+            else:
+                message = f"{what}: {e.exc_name}"
+            raise NanoMDMError(message, **where) from None
         if resp.status_code == 401:
-            raise NanoMDMAuthError(f"{what}: 401 Unauthorized: NanoMDM refused the API key")
+            raise NanoMDMAuthError(
+                f"{what}: 401 Unauthorized: NanoMDM refused the API key", status=401, server_message="", **where
+            )
         return resp
+
+    def _failed(self, what: str, resp: requests.Response) -> NanoMDMError:
+        """The error for an answer that is not one of NanoMDM's per-device results."""
+        message = _one_line(resp.text)
+        return NanoMDMError(
+            f"{what}: {resp.status_code}: {message or resp.reason}",
+            method=resp.request.method if resp.request is not None else None,
+            url=resp.url,
+            status=resp.status_code,
+            server_message=message,
+        )
 
     def _json(self, resp: requests.Response, what: str) -> dict[str, Any]:
         try:
@@ -162,7 +156,13 @@ class NanoMDMClient:
         except (ValueError, json.JSONDecodeError):
             data = None
         if not isinstance(data, dict):
-            raise NanoMDMError(f"{what}: {resp.status_code}: {_one_line(resp.text) or 'empty answer'}")
+            message = _one_line(resp.text)
+            raise NanoMDMError(
+                f"{what}: {resp.status_code}: {message or 'empty answer'}",
+                url=resp.url,
+                status=resp.status_code,
+                server_message=message,
+            )
         return data
 
     # -- API -------------------------------------------------------------------------------
@@ -210,7 +210,7 @@ class NanoMDMClient:
             "PUT", path, command.to_plist(), n_ids=len(chunk), params=None if push else {"nopush": "1"}
         )
         if resp.status_code not in (200, 207, 500):
-            raise NanoMDMError(f"{what}: {resp.status_code}: {_one_line(resp.text) or resp.reason}")
+            raise self._failed(what, resp)
         out = self._parse_enqueue(command, chunk, self._json(resp, what))
         out.command_uuids = dict.fromkeys(chunk, command.uuid)
         return out
@@ -222,7 +222,9 @@ class NanoMDMClient:
             try:
                 total.merge(self.enqueue_chunk(cmd, chunk, push))
             except NanoMDMError as e:
-                raise type(e)(str(e), partial=total) from None
+                raise type(e)(
+                    str(e), partial=total, method=e.method, url=e.url, status=e.status, server_message=e.server_message
+                ) from None
         return total
 
     @staticmethod
@@ -259,7 +261,7 @@ class NanoMDMClient:
             what = self._describe("GET", path, len(chunk))
             resp = self._request("GET", path, n_ids=len(chunk))
             if resp.status_code not in (200, 207, 500):
-                raise NanoMDMError(f"{what}: {resp.status_code}: {_one_line(resp.text) or resp.reason}")
+                raise self._failed(what, resp)
             data = self._json(resp, what)
             status = data.get("status") or {}
             for i in chunk:

@@ -2,7 +2,7 @@
 
 A profile file names its payloads; each payload takes its keys from literal `keys`, from the NIST
 mSCP rules of a baseline (`mscp`, values from data/mscp-ios-indigo.json), from the IKEv2 model
-(`ikev2`, vpn.ikev2.IKEv2Profile) and from secrets (`secrets`, e.g. the Wi-Fi password read from
+(`ikev2`, ipad.ikev2.IKEv2Profile) and from secrets (`secrets`, e.g. the Wi-Fi password read from
 the file named by mdm.wifi_secret_file). UUIDs are uuid5 of the identifier and the content, so the
 same inputs always give the same bytes and a changed profile gets a new PayloadUUID.
 profiles/groups.yaml (or the inventory's ipad-profiles.yml) maps each iPad group to its profiles.
@@ -26,8 +26,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from core.config import REPO_ROOT, Config
 from core.errors import SecretError
 from core.secrets import Secret, read_secret
+from ipad.ikev2 import IKEv2Profile
 from mdm_client.errors import ProfileError
-from vpn.ikev2 import IKEv2Profile
 
 PROFILES_DIR = REPO_ROOT / "profiles"
 MSCP_FILE = REPO_ROOT / "data" / "mscp-ios-indigo.json"

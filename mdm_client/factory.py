@@ -1,0 +1,27 @@
+"""The one place that makes API clients from the configuration; every caller gets its client here.
+
+Endpoints and key files come from the config only (`core.config.load_config`, which also reads the
+endpoints file of the state dir, e.g. the one `werne lab up` writes); the keys through
+core.secrets (environment variable first, then file).
+"""
+
+from __future__ import annotations
+
+from core.config import Config
+from core.secrets import read_secret
+from mdm_client.nanodep import NanoDEPClient
+from mdm_client.nanomdm import NanoMDMClient
+
+
+def nanomdm_client(config: Config) -> NanoMDMClient:
+    """The NanoMDM API client from the mdm.* settings."""
+    mdm = config.mdm
+    key = read_secret(file=mdm.api_key_file, env=mdm.api_key_env, what="NanoMDM API key")
+    return NanoMDMClient(mdm.url, key, timeout=mdm.timeout, max_url_length=mdm.max_url_length)
+
+
+def nanodep_client(config: Config) -> NanoDEPClient:
+    """The NanoDEP client (configuration API and DEP proxy) from the dep.* settings."""
+    dep = config.dep
+    key = read_secret(file=dep.api_key_file, env=dep.api_key_env, what="NanoDEP API key")
+    return NanoDEPClient(dep.url, dep.name, key, dep.timeout)

@@ -1,0 +1,82 @@
+"""The HTTP conventions every API client here shares: one `requests.Session` per client, a timeout
+on every call, bounded retries (connection errors and 502/503/504 only, for the methods a client
+names), and failures turned into `errors.APIError` subclasses that name method, URL, status and the
+server's message (see `Unreachable` for calls that got no answer at all).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import requests
+from requests.adapters import HTTPAdapter
+from urllib3.util.retry import Retry
+
+RETRY_STATUSES = (502, 503, 504)
+
+
+def one_line(text: str, limit: int = 300) -> str:
+    """A server's message on one line, cut to `limit` characters."""
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def api_session(
+    base_url: str,
+    session: requests.Session | None = None,
+    retries: int = 0,
+    retry_methods: Iterable[str] = ("GET", "PUT"),
+    pool_maxsize: int = 8,
+) -> requests.Session:
+    """The client's session (injected or new), with `retries` bounded retries mounted for base_url.
+
+    Retried: connection errors and 502/503/504, for `retry_methods` only; every other answer is
+    returned to the client as it is (a 500 can be a normal, per-device answer), without waiting for
+    Retry-After.
+    """
+    session = session or requests.Session()
+    if retries:
+        retry = Retry(
+            total=retries,
+            connect=retries,
+            read=retries,
+            status=retries,
+            status_forcelist=RETRY_STATUSES,
+            allowed_methods=frozenset(retry_methods),
+            backoff_factor=0.2,
+            raise_on_status=False,
+            respect_retry_after_header=False,
+        )
+        session.mount(base_url.rstrip("/") + "/", HTTPAdapter(max_retries=retry, pool_maxsize=pool_maxsize))
+    return session
+
+
+class Unreachable(Exception):
+    """A call that got no HTTP answer; the client turns it into its own APIError message.
+
+    kind: "connect" (no connection; `refused` if the server side refused it), "timeout" (no answer
+    in time) or "other" (any other requests failure); exc_name: the requests exception's class name.
+    """
+
+    def __init__(self, kind: str, exc_name: str, refused: bool = False):
+        super().__init__(f"{kind}: {exc_name}")
+        self.kind = kind
+        self.exc_name = exc_name
+        self.refused = refused
+
+    @property
+    def reason(self) -> str:
+        return "connection refused" if self.refused else self.exc_name
+
+
+def send(session: requests.Session, method: str, url: str, timeout: Any, **kwargs: Any) -> requests.Response:
+    """One request with a timeout; raises Unreachable when there is no HTTP answer."""
+    try:
+        return session.request(method, url, timeout=timeout, **kwargs)
+    except requests.ConnectionError as e:
+        raise Unreachable("connect", e.__class__.__name__, "refused" in str(e).lower()) from None
+    except requests.Timeout as e:
+        raise Unreachable("timeout", e.__class__.__name__) from None
+    except requests.RequestException as e:
+        raise Unreachable("other", e.__class__.__name__) from None
