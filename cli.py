@@ -561,6 +561,9 @@ def vpn_status(app: AppContext, as_json: bool) -> None:
 # ---------------------------------------------------------------- mdm / ipad ---------------
 # (owned by the MDM work)
 
+_json_opt_early = click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+
+
 @main.group(cls=WerneGroup)
 def mdm() -> None:
     """The NanoMDM side: the webhook receiver that stores device results.
@@ -599,6 +602,87 @@ def mdm_serve_webhook(app: AppContext, listen: str | None, hmac_key_file: str | 
     ctx = IPadContext(app.config, app.db, app.inventory)
     serve(ctx.registry, listen or cfg.webhook_listen, key, cfg.webhook_max_body, cfg.webhook_batch_ms,
           cfg.webhook_batch_max)
+
+
+@mdm.group("push-cert", cls=WerneGroup)
+def mdm_push_cert() -> None:
+    """The APNs push certificate: key and CSR, install the signed certificate, show it (docs/go-live.md).
+
+    Example:
+
+        werne mdm push-cert csr --out push.csr
+    """
+
+
+@mdm_push_cert.command("csr")
+@click.option("--out", "out_path", type=click.Path(dir_okay=False), default=None,
+              help="Write the CSR (PEM) here. Default: print it.")
+@pass_app
+def mdm_push_cert_csr(app: AppContext, out_path: str | None) -> None:
+    """Make the push certificate key (once, mode 0600) and a CSR for the vendor signing step.
+
+    Example:
+
+        werne mdm push-cert csr --out push.csr
+    """
+    from pathlib import Path
+
+    from ipad.pushcert import make_csr
+
+    result = make_csr(app.config)
+    if out_path:
+        Path(out_path).write_bytes(result.csr_pem)
+        click.echo(f"CSR written to {out_path}; key {'created' if result.key_created else 'kept'}: "
+                   f"{result.key_file}")
+    else:
+        click.echo(result.csr_pem.decode(), nl=False)
+
+
+@mdm_push_cert.command("install")
+@click.argument("cert_file", type=click.Path(dir_okay=False, exists=True))
+@click.option("--force", is_flag=True, help="Install even if the topic differs from the installed one "
+                                            "(every iPad must then be enrolled again).")
+@pass_app
+def mdm_push_cert_install(app: AppContext, cert_file: str, force: bool) -> None:
+    """Check the certificate Apple signed, upload it with its key to NanoMDM, and record it.
+
+    Example:
+
+        werne mdm push-cert install MDM_Stadt_Werne_Certificate.pem
+    """
+    from pathlib import Path
+
+    from ipad.pushcert import install_push_cert
+    from mdm_client.ipads import make_client
+
+    data = Path(cert_file).read_bytes()
+    installed = install_push_cert(app.config, app.db, make_client(app.config), data, source=cert_file, force=force)
+    click.echo(f"installed push certificate {installed.topic}, valid until {installed.not_after:%Y-%m-%d}")
+
+
+@mdm_push_cert.command("show")
+@_json_opt_early
+@pass_app
+def mdm_push_cert_show(app: AppContext, as_json: bool) -> None:
+    """Show the installed push certificate: topic, expiry, who installed it.
+
+    Example:
+
+        werne mdm push-cert show --json
+    """
+    from datetime import UTC, datetime
+
+    from ipad.pushcert import show_push_cert
+
+    cert = show_push_cert(app.db)
+    if as_json:
+        echo_json(cert.to_dict())
+        return
+    days = (cert.not_after - datetime.now(UTC)).days
+    click.echo(f"topic:      {cert.topic}")
+    click.echo(f"expires:    {cert.not_after:%Y-%m-%d %H:%M} UTC ({days} days)")
+    click.echo(f"serial:     {cert.serial}")
+    click.echo(f"installed:  {cert.installed_at:%Y-%m-%d %H:%M} UTC by {cert.installed_by}")
 
 
 @main.group(cls=WerneGroup)
