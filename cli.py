@@ -660,6 +660,68 @@ def mdm_push_cert_install(app: AppContext, cert_file: str, force: bool) -> None:
     click.echo(f"installed push certificate {installed.topic}, valid until {installed.not_after:%Y-%m-%d}")
 
 
+@mdm.group("scep", cls=WerneGroup)
+def mdm_scep() -> None:
+    """The SCEP CA and server that issue the iPads' device identities (micromdm/scep).
+
+    Example:
+
+        werne mdm scep init
+    """
+
+
+@mdm_scep.command("init")
+@click.option("--import-ca-cert", type=click.Path(dir_okay=False, exists=True), default=None,
+              help="Use this existing CA certificate (PEM) instead of making one; needs --import-ca-key.")
+@click.option("--import-ca-key", type=click.Path(dir_okay=False, exists=True), default=None,
+              help="The existing CA's RSA key (unencrypted PEM).")
+@_json_opt_early
+@pass_app
+def mdm_scep_init(app: AppContext, import_ca_cert: str | None, import_ca_key: str | None, as_json: bool) -> None:
+    """Make (or import) the SCEP CA in scepserver's depot layout, and the challenge (mode 0600); idempotent.
+
+    Example:
+
+        werne mdm scep init
+    """
+    from pathlib import Path
+
+    from ipad.scep_ca import init_scep_ca
+
+    ca = init_scep_ca(app.config, Path(import_ca_cert) if import_ca_cert else None,
+                      Path(import_ca_key) if import_ca_key else None)
+    if as_json:
+        echo_json(ca.to_dict())
+        return
+    click.echo(f"SCEP CA {'created' if ca.created else 'kept'}: {ca.subject}")
+    click.echo(f"  depot:      {ca.depot} (scepserver -depot; NanoMDM -ca {ca.ca_cert})")
+    click.echo(f"  challenge:  {ca.challenge_file}")
+    click.echo(f"  sha256:     {ca.fingerprint_sha256}")
+
+
+@mdm_scep.command("check")
+@click.option("--url", default=None, help="SCEP URL to ask. Default: scep.url.")
+@_json_opt_early
+@pass_app
+def mdm_scep_check(app: AppContext, url: str | None, as_json: bool) -> None:
+    """Ask the SCEP server for its capabilities and CA, and compare the CA with the local depot's.
+
+    Example:
+
+        werne mdm scep check --url http://127.0.0.1:9002/scep
+    """
+    from ipad.scep_ca import check_scep_server
+    from mdm_client.scep import SCEPClient
+
+    result = check_scep_server(app.config, SCEPClient(url or app.config.scep.url, timeout=app.config.scep.timeout))
+    if as_json:
+        echo_json(result.to_dict())
+        return
+    same = {True: "werne's CA", False: "another CA", None: "no local depot to compare"}[result.matches_depot]
+    click.echo(f"{result.url}: {', '.join(result.caps)}")
+    click.echo(f"CA {result.ca_subject} ({same}), sha256 {result.ca_fingerprint_sha256}")
+
+
 @mdm_push_cert.command("show")
 @_json_opt_early
 @pass_app
