@@ -566,7 +566,7 @@ _json_opt_early = click.option("--json", "as_json", is_flag=True, help="Print th
 
 @main.group(cls=WerneGroup)
 def mdm() -> None:
-    """The NanoMDM side: the webhook receiver that stores device results.
+    """The NanoMDM side: webhook receiver, push certificate, SCEP, enrolment profile.
 
     Example:
 
@@ -658,6 +658,29 @@ def mdm_push_cert_install(app: AppContext, cert_file: str, force: bool) -> None:
     data = Path(cert_file).read_bytes()
     installed = install_push_cert(app.config, app.db, make_client(app.config), data, source=cert_file, force=force)
     click.echo(f"installed push certificate {installed.topic}, valid until {installed.not_after:%Y-%m-%d}")
+
+
+@mdm.command("enrolment-profile")
+@click.option("--out", "out_path", type=click.Path(dir_okay=False), required=True,
+              help="Write the signed profile (.mobileconfig, CMS DER) here.")
+@pass_app
+def mdm_enrolment_profile(app: AppContext, out_path: str) -> None:
+    """Write the signed MDM enrolment profile, for iPads enrolled by hand (Apple Configurator).
+
+    Example:
+
+        werne mdm enrolment-profile --out enrol.mobileconfig
+    """
+    import os
+
+    from ipad.enrolment_profile import signed_enrolment_profile
+
+    data = signed_enrolment_profile(app.config, app.db)
+    # It carries the SCEP challenge: readable by its owner only.
+    fd = os.open(out_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+    click.echo(f"signed enrolment profile written to {out_path} ({len(data)} bytes)")
 
 
 @mdm.group("scep", cls=WerneGroup)
