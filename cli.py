@@ -561,9 +561,12 @@ def vpn_status(app: AppContext, as_json: bool) -> None:
 # ---------------------------------------------------------------- mdm / ipad ---------------
 # (owned by the MDM work)
 
+_json_opt_early = click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+
+
 @main.group(cls=WerneGroup)
 def mdm() -> None:
-    """The NanoMDM side: the webhook receiver that stores device results.
+    """The NanoMDM side: webhook receiver, push certificate, SCEP, enrolment profile.
 
     Example:
 
@@ -598,6 +601,172 @@ def mdm_serve_webhook(app: AppContext, listen: str | None, hmac_key_file: str | 
                           what="webhook HMAC key")
     serve(open_store(app.db, app.inventory), listen or cfg.webhook_listen, key, cfg.webhook_max_body,
           cfg.webhook_batch_ms, cfg.webhook_batch_max)
+
+
+@mdm.group("push-cert", cls=WerneGroup)
+def mdm_push_cert() -> None:
+    """The APNs push certificate: key and CSR, install the signed certificate, show it (docs/go-live.md).
+
+    Example:
+
+        werne mdm push-cert csr --out push.csr
+    """
+
+
+@mdm_push_cert.command("csr")
+@click.option("--out", "out_path", type=click.Path(dir_okay=False), default=None,
+              help="Write the CSR (PEM) here. Default: print it.")
+@pass_app
+def mdm_push_cert_csr(app: AppContext, out_path: str | None) -> None:
+    """Make the push certificate key (once, mode 0600) and a CSR for the vendor signing step.
+
+    Example:
+
+        werne mdm push-cert csr --out push.csr
+    """
+    from pathlib import Path
+
+    from ipad.pushcert import make_csr
+
+    result = make_csr(app.config)
+    if out_path:
+        Path(out_path).write_bytes(result.csr_pem)
+        click.echo(f"CSR written to {out_path}; key {'created' if result.key_created else 'kept'}: "
+                   f"{result.key_file}")
+    else:
+        click.echo(result.csr_pem.decode(), nl=False)
+
+
+@mdm_push_cert.command("install")
+@click.argument("cert_file", type=click.Path(dir_okay=False, exists=True))
+@click.option("--force", is_flag=True, help="Install even if the topic differs from the installed one "
+                                            "(every iPad must then be enrolled again).")
+@pass_app
+def mdm_push_cert_install(app: AppContext, cert_file: str, force: bool) -> None:
+    """Check the certificate Apple signed, upload it with its key to NanoMDM, and record it.
+
+    Example:
+
+        werne mdm push-cert install MDM_Stadt_Werne_Certificate.pem
+    """
+    from pathlib import Path
+
+    from ipad.pushcert import install_push_cert
+    from mdm_client.factory import nanomdm_client
+
+    data = Path(cert_file).read_bytes()
+    installed = install_push_cert(app.config, app.db, nanomdm_client(app.config), data, source=cert_file, force=force)
+    click.echo(f"installed push certificate {installed.topic}, valid until {installed.not_after:%Y-%m-%d}")
+
+
+@mdm.command("enrolment-profile")
+@click.option("--out", "out_path", type=click.Path(dir_okay=False), required=True,
+              help="Write the signed profile (.mobileconfig, CMS DER) here.")
+@pass_app
+def mdm_enrolment_profile(app: AppContext, out_path: str) -> None:
+    """Write the signed MDM enrolment profile, for iPads enrolled by hand (Apple Configurator).
+
+    Example:
+
+        werne mdm enrolment-profile --out enrol.mobileconfig
+    """
+    import os
+
+    from ipad.enrolment_profile import signed_enrolment_profile
+
+    data = signed_enrolment_profile(app.config, app.db)
+    # It carries the SCEP challenge: readable by its owner only.
+    fd = os.open(out_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+    click.echo(f"signed enrolment profile written to {out_path} ({len(data)} bytes)")
+
+
+@mdm.group("scep", cls=WerneGroup)
+def mdm_scep() -> None:
+    """The SCEP CA and server that issue the iPads' device identities (micromdm/scep).
+
+    Example:
+
+        werne mdm scep init
+    """
+
+
+@mdm_scep.command("init")
+@click.option("--import-ca-cert", type=click.Path(dir_okay=False, exists=True), default=None,
+              help="Use this existing CA certificate (PEM) instead of making one; needs --import-ca-key.")
+@click.option("--import-ca-key", type=click.Path(dir_okay=False, exists=True), default=None,
+              help="The existing CA's RSA key (unencrypted PEM).")
+@_json_opt_early
+@pass_app
+def mdm_scep_init(app: AppContext, import_ca_cert: str | None, import_ca_key: str | None, as_json: bool) -> None:
+    """Make (or import) the SCEP CA in scepserver's depot layout, and the challenge (mode 0600); idempotent.
+
+    Example:
+
+        werne mdm scep init
+    """
+    from pathlib import Path
+
+    from ipad.scep_ca import init_scep_ca
+
+    ca = init_scep_ca(app.config, Path(import_ca_cert) if import_ca_cert else None,
+                      Path(import_ca_key) if import_ca_key else None)
+    if as_json:
+        echo_json(ca.to_dict())
+        return
+    click.echo(f"SCEP CA {'created' if ca.created else 'kept'}: {ca.subject}")
+    click.echo(f"  depot:      {ca.depot} (scepserver -depot; NanoMDM -ca {ca.ca_cert})")
+    click.echo(f"  challenge:  {ca.challenge_file}")
+    click.echo(f"  sha256:     {ca.fingerprint_sha256}")
+
+
+@mdm_scep.command("check")
+@click.option("--url", default=None, help="SCEP URL to ask. Default: scep.url.")
+@_json_opt_early
+@pass_app
+def mdm_scep_check(app: AppContext, url: str | None, as_json: bool) -> None:
+    """Ask the SCEP server for its capabilities and CA, and compare the CA with the local depot's.
+
+    Example:
+
+        werne mdm scep check --url http://127.0.0.1:9002/scep
+    """
+    from ipad.scep_ca import check_scep_server
+    from mdm_client.scep import SCEPClient
+
+    result = check_scep_server(app.config, SCEPClient(url or app.config.scep.url, timeout=app.config.scep.timeout))
+    if as_json:
+        echo_json(result.to_dict())
+        return
+    same = {True: "werne's CA", False: "another CA", None: "no local depot to compare"}[result.matches_depot]
+    click.echo(f"{result.url}: {', '.join(result.caps)}")
+    click.echo(f"CA {result.ca_subject} ({same}), sha256 {result.ca_fingerprint_sha256}")
+
+
+@mdm_push_cert.command("show")
+@_json_opt_early
+@pass_app
+def mdm_push_cert_show(app: AppContext, as_json: bool) -> None:
+    """Show the installed push certificate: topic, expiry, who installed it.
+
+    Example:
+
+        werne mdm push-cert show --json
+    """
+    from datetime import UTC, datetime
+
+    from ipad.pushcert import show_push_cert
+
+    cert = show_push_cert(app.db)
+    if as_json:
+        echo_json(cert.to_dict())
+        return
+    days = (cert.not_after - datetime.now(UTC)).days
+    click.echo(f"topic:      {cert.topic}")
+    click.echo(f"expires:    {cert.not_after:%Y-%m-%d %H:%M} UTC ({days} days)")
+    click.echo(f"serial:     {cert.serial}")
+    click.echo(f"installed:  {cert.installed_at:%Y-%m-%d %H:%M} UTC by {cert.installed_by}")
 
 
 @main.group(cls=WerneGroup)

@@ -40,6 +40,9 @@ class DeviceFacts:
     group: str | None = None
     name: str = ""
     last_seen: datetime | None = None
+    # "fleet": not a device but the fleet's shared facts (compliance.collect_fleet); only rules of
+    # scope "fleet" are evaluated on it, and only on it.
+    scope: str = "device"
 
     def info(self) -> dict[str, Any]:
         return {
@@ -381,6 +384,20 @@ def _ipad_in_contact(dev: DeviceFacts, params: dict[str, Any], ctx: EvalContext)
     return "pass", f"last seen {seen} UTC"
 
 
+@python_check("push_cert_valid")
+def _push_cert_valid(dev: DeviceFacts, params: dict[str, Any], ctx: EvalContext) -> Outcome:
+    cert = lookup(dev.facts, "push_cert")
+    min_days = ctx.config.compliance.push_cert_min_days
+    not_after = datetime.fromisoformat(str(cert["not_after"]))
+    days = (not_after - ctx.now).total_seconds() / 86400
+    when = f"{cert['topic']} expires {not_after.astimezone(UTC):%Y-%m-%d}"
+    if days <= 0:
+        return "fail", f"{when}: expired, NanoMDM cannot wake any iPad"
+    if days < min_days:
+        return "fail", f"{when}, in {days:.0f} days (limit {min_days}): renew it under the same Apple ID"
+    return "pass", f"{when}, in {days:.0f} days"
+
+
 # --- evaluation ----------------------------------------------------------------------------
 
 
@@ -413,4 +430,4 @@ def evaluate_rule(rule: Rule, dev: DeviceFacts, ctx: EvalContext) -> RuleResult:
 
 
 def evaluate(rules: list[Rule], devices: list[DeviceFacts], ctx: EvalContext) -> list[RuleResult]:
-    return [evaluate_rule(r, d, ctx) for d in devices for r in rules]
+    return [evaluate_rule(r, d, ctx) for d in devices for r in rules if r.scope == d.scope]

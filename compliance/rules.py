@@ -143,6 +143,9 @@ class Rule(_Strict):
     remediation: Remediation
     # Evaluate even when the device did not answer (e.g. "in contact within N days").
     when_unreachable: bool = False
+    # "fleet": checked once for the whole fleet, on its fleet-wide facts (the MDM push certificate),
+    # not on each device.
+    scope: Literal["device", "fleet"] = "device"
 
 
 class BaselineHeader(_Strict):

@@ -142,6 +142,10 @@ def run_compliance(
                 devices: list[DeviceFacts] = []
                 for fleet in fleets:
                     devices += jobs[fleet].result()
+            if "ipads" in fleets:
+                from compliance.collect_fleet import ipad_fleet_facts
+
+                devices += ipad_fleet_facts(db)
             ctx = EvalContext(config=config, now=at, profile_set_for=group_profile_identifiers(config))
             results: list[RuleResult] = []
             for fleet in fleets:

@@ -128,6 +128,33 @@ class MDMConfig(_Section):
     wifi_secret_file: Path | None = None
     signing_cert_file: Path | None = None
     signing_key_file: Path | None = None
+    # The device-facing MDM URL (behind the TLS proxy) that the enrolment profile names as ServerURL;
+    # check-ins go there too unless checkin_url is set (NanoMDM's -checkin).
+    server_url: str = "https://mdm.example-city.invalid/mdm"
+    checkin_url: str = ""
+    # The APNs push certificate's private key (`werne mdm push-cert csr` makes it, mode 0600).
+    # Empty means <state_dir>/mdm/push/push.key.
+    push_key_file: Path | None = None
+
+
+class SCEPConfig(_Section):
+    """[scep]: the SCEP server (micromdm/scep) that issues the iPads' device identities."""
+
+    # The device-facing SCEP URL the enrolment profile names (behind the TLS proxy).
+    url: str = "https://mdm.example-city.invalid/scep"
+    # The CA depot scepserver reads (ca.pem, ca.key, serial, index.txt). Empty: <state_dir>/scep/depot.
+    depot_dir: Path | None = None
+    # The challenge devices present; a secret file (mode 0600). Empty: <state_dir>/scep/challenge.
+    challenge_file: Path | None = None
+    challenge_env: str = "WERNE_SCEP_CHALLENGE"
+    # Device identity certificates: subject, RSA key size, validity (scepserver's -crtvalid).
+    subject_organization: str = "Stadt Werne"
+    subject_common_name: str = "werne iPad"
+    key_size: int = Field(default=2048, ge=2048, le=4096)
+    cert_valid_days: int = Field(default=365, ge=1, le=3650)
+    # Where `werne lab` and the deploy units run scepserver.
+    listen: str = "127.0.0.1:9002"
+    timeout: float = Field(default=10.0, gt=0)
 
 
 class VPNConfig(_Section):
@@ -206,6 +233,8 @@ class ComplianceConfig(_Section):
     # When set, every run also writes compliance-<run>.html and latest.html here.
     report_dir: Path | None = None
     forks: int = Field(default=20, ge=1)
+    # The APNs push certificate is a finding when it expires within this many days (fleet-wide rule).
+    push_cert_min_days: int = Field(default=30, ge=1, le=365)
 
 
 class DEPConfig(_Section):
@@ -218,6 +247,10 @@ class DEPConfig(_Section):
     # enrolment URL that overrides the file's `url`.
     profile_file: Path | None = None
     enrol_url: str = ""
+    # The enrolment endpoint (served by `werne web serve` at the path of enrol_url) accepts a
+    # MachineInfo only if its CMS signer chains to a certificate in this PEM file (Apple's device
+    # CAs). Empty: the signature is checked, the signer's issuer is not.
+    machineinfo_ca_file: Path | None = None
     # THROTTLED serials: at most this many assignment calls, waiting Apple's retry_after_seconds
     # but never longer than max_retry_wait_s at a time (longer: left for a later approval run).
     max_assign_attempts: int = Field(default=3, ge=1, le=10)
@@ -241,6 +274,7 @@ class Config(_Section):
     provisioning: ProvisioningConfig = ProvisioningConfig()
     lab: LabConfig = LabConfig()
     mdm: MDMConfig = MDMConfig()
+    scep: SCEPConfig = SCEPConfig()
     vpn: VPNConfig = VPNConfig()
     compliance: ComplianceConfig = ComplianceConfig()
     dep: DEPConfig = DEPConfig()
@@ -269,7 +303,7 @@ class Config(_Section):
 
 def _resolve_paths(cfg: Config, base: Path) -> None:
     """Relative paths in a config file are relative to that file's folder."""
-    for section in (cfg.site, cfg.ssh, cfg.lab, cfg.mdm, cfg.compliance, cfg.dep, cfg.web, cfg.vpn):
+    for section in (cfg.site, cfg.ssh, cfg.lab, cfg.mdm, cfg.scep, cfg.compliance, cfg.dep, cfg.web, cfg.vpn):
         for name in type(section).model_fields:
             value = getattr(section, name)
             if isinstance(value, Path):

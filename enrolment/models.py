@@ -99,3 +99,22 @@ class LoginAttempt(Base):
     address: Mapped[str] = mapped_column(String(64))
     at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, index=True)
     success: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class ADEEnrolmentAttempt(Base):
+    """One device's request at the ADE enrolment endpoint (its MachineInfo), served or refused."""
+
+    __tablename__ = "enrol_ade_attempts"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, index=True)
+    address: Mapped[str] = mapped_column(String(64))
+    # What the device said (empty when the body could not be read).
+    serial: Mapped[str] = mapped_column(String(64), default="", index=True)
+    udid: Mapped[str] = mapped_column(String(64), default="")
+    product: Mapped[str] = mapped_column(String(64), default="")
+    os_version: Mapped[str] = mapped_column(String(32), default="")
+    # served | refused
+    outcome: Mapped[str] = mapped_column(String(16))
+    status_code: Mapped[int] = mapped_column(Integer)
+    reason: Mapped[str] = mapped_column(Text, default="")

@@ -111,3 +111,23 @@ class MDMWebhookEvent(Base):
     command_uuid: Mapped[str | None] = mapped_column(BoundedString(64), nullable=True)
     status: Mapped[str | None] = mapped_column(BoundedString(32), nullable=True)
     message: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+class MDMPushCertificate(Base):
+    """One APNs push certificate werne installed in NanoMDM (the certificate; the key stays a file).
+
+    The newest row is the current certificate (ipad.pushcert_store).
+    """
+
+    __tablename__ = "mdm_push_certs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    topic: Mapped[str] = mapped_column(BoundedString(128), index=True)
+    serial: Mapped[str] = mapped_column(BoundedString(64))
+    fingerprint_sha256: Mapped[str] = mapped_column(BoundedString(64))
+    subject: Mapped[str] = mapped_column(Text)
+    not_before: Mapped[datetime] = mapped_column(UTCDateTime())
+    not_after: Mapped[datetime] = mapped_column(UTCDateTime())
+    cert_pem: Mapped[str] = mapped_column(Text)
+    installed_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    installed_by: Mapped[str] = mapped_column(BoundedString(128))

@@ -272,3 +272,17 @@ class NanoMDMClient:
                     err = per.get("push_error") or data.get("push_error") or "no push result"
                     out.pending[i] = f"{PUSH_PENDING} (push failed: {_one_line(str(err), 120)})"
         return out
+
+    def put_push_cert(self, cert_and_key_pem: bytes) -> dict[str, str]:
+        """Upload the APNs push certificate and its unencrypted key (PEM, concatenated).
+
+        NanoMDM checks that they pair and answers with the certificate's topic and expiry:
+        {"topic": ..., "not_after": RFC 3339}. A 400 carries its reason (e.g. no APNs topic).
+        """
+        what = self._describe("PUT", "/v1/pushcert")
+        resp = self._request("PUT", "/v1/pushcert", cert_and_key_pem)
+        data = self._json(resp, what)
+        if resp.status_code != 200 or not data.get("topic"):
+            reason = data.get("error") or _one_line(resp.text) or resp.reason
+            raise NanoMDMError(f"{what}: {resp.status_code}: {_one_line(str(reason), 200)}")
+        return {"topic": str(data["topic"]), "not_after": str(data.get("not_after") or "")}

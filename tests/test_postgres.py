@@ -396,6 +396,17 @@ def _rows_ipad(m: Any, now: datetime) -> list[Any]:
             status="Error",
             message=None,
         ),
+        m.MDMPushCertificate(
+            topic="com.apple.mgmt.External.00000000-0000-4000-8000-000000000001",
+            serial="1a2b",
+            fingerprint_sha256="f" * 64,
+            subject="UID=com.apple.mgmt.External.00000000-0000-4000-8000-000000000001,CN=APSP:1",
+            not_before=now,
+            not_after=now + timedelta(days=365),
+            cert_pem="-----BEGIN CERTIFICATE-----\n...\n-----END CERTIFICATE-----\n",
+            installed_at=now,
+            installed_by="admin",
+        ),
     ]
 
 
@@ -453,6 +464,17 @@ def _rows_enrolment(m: Any, now: datetime) -> list[Any]:
             body={"profile_name": "GS Demo", "is_supervised": True},
         ),
         m.LoginAttempt(username="koordinator", address="127.0.0.1", at=now, success=False),
+        m.ADEEnrolmentAttempt(
+            at=now,
+            address="127.0.0.1",
+            serial="DMPX00000001",
+            udid="00008120-0000000000000001",
+            product="iPad13,18",
+            os_version="18.5",
+            outcome="refused",
+            status_code=403,
+            reason="serial DMPX00000001 is not in the inventory",
+        ),
     ]
 
 

@@ -37,6 +37,7 @@ from core.secrets import read_secret
 from enrolment import accounts
 from enrolment import requests as reqs
 from enrolment.accounts import Authenticator, LocalAuthenticator, Principal
+from enrolment.ade import enrol_path
 from enrolment.errors import (
     AuthError,
     DEPProfileError,
@@ -336,6 +337,21 @@ class WebApp:
             request.session["flash"] = f"Nicht ausgeführt: {e}"
         return RedirectResponse(f"/requests/{rid}", status_code=303)
 
+    async def ade_enrol(self, request: Request) -> Response:
+        """The ADE enrolment endpoint (enrolment.ade): MachineInfo in, signed enrolment profile out."""
+        from enrolment import ade
+
+        address = request.client.host if request.client else "unknown"
+        try:
+            body = await read_bounded_body(request, ade.MAX_BODY)
+        except UploadTooLarge:
+            answer = await run_in_threadpool(ade.refuse_too_large, self.db, address)
+        else:
+            answer = await run_in_threadpool(ade.answer_enrolment, self.cfg, self.db, self.inventory, body, address)
+        if answer.status != 200:
+            log.warning("ADE enrolment refused (%s) from %s: %s", answer.status, address, answer.reason)
+        return Response(answer.body, status_code=answer.status, media_type=answer.content_type)
+
     async def css(self, request: Request) -> Response:
         return Response(CSS, media_type="text/css")
 
@@ -386,6 +402,7 @@ def create_app(
         Route("/requests/{rid:int}", web.detail, methods=["GET"]),
         Route("/requests/{rid:int}/export.csv", web.export_csv, methods=["GET"]),
         Route("/requests/{rid:int}/{action:str}", web.decide, methods=["POST"]),
+        Route(enrol_path(cfg), web.ade_enrol, methods=["POST"]),
         Route("/static/style.css", web.css),
         Route("/healthz", web.healthz),
     ]

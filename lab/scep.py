@@ -1,0 +1,85 @@
+"""The SCEP part of the lab: a real micromdm/scep `scepserver` on a free loopback port.
+
+`up(state_dir, config)` makes the SCEP CA and challenge if needed (ipad.scep_ca, the same code as
+`werne mdm scep init`), then starts
+    scepserver -depot <depot> -http-addr 127.0.0.1:<free port> -crtvalid <scep.cert_valid_days>
+with the challenge in SCEP_CHALLENGE_PASSWORD (so it never shows in `ps`), pid file and log under
+STATE/scep/. STATE/scep/lab.json records the URL. `down(state_dir)` stops it (a no-op when it does
+not run).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from core.config import REPO_ROOT, Config
+from ipad.scep_ca import depot_dir, init_scep_ca, read_challenge
+from lab.mdm import LabMDMError, free_port, running, start_process, stop_process, wait_http
+
+SCEPSERVER_BIN = REPO_ROOT / ".tools" / "bin" / "scepserver"
+SCEPCLIENT_BIN = REPO_ROOT / ".tools" / "bin" / "scepclient"
+PROCESS = "scepserver"
+
+
+@dataclass(frozen=True)
+class LabSCEP:
+    """A running lab scepserver: its URL, depot and pid."""
+
+    url: str
+    depot: Path
+    pid: int | None
+    log: Path
+
+
+def _dir(state_dir: Path) -> Path:
+    return Path(state_dir).resolve() / "scep"
+
+
+def scepserver_argv(depot: Path, listen: str, valid_days: int, binary: Path = SCEPSERVER_BIN) -> list[str]:
+    """scepserver's command line; the challenge goes in SCEP_CHALLENGE_PASSWORD."""
+    return [str(binary), "-depot", str(depot), "-http-addr", listen, "-crtvalid", str(valid_days)]
+
+
+def up(state_dir: Path, config: Config) -> LabSCEP:
+    """Start scepserver for this state dir (restarting one that runs)."""
+    d = _dir(state_dir)
+    d.mkdir(parents=True, exist_ok=True)
+    if not SCEPSERVER_BIN.is_file():
+        raise LabMDMError(f"{SCEPSERVER_BIN} is missing; run scripts/setup.sh")
+    down(state_dir)
+    init_scep_ca(config)
+    challenge = read_challenge(config)
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/scep"
+    pid = start_process(
+        PROCESS,
+        scepserver_argv(depot_dir(config), f"127.0.0.1:{port}", config.scep.cert_valid_days),
+        d,
+        env={"SCEP_CHALLENGE_PASSWORD": challenge.reveal()},
+    )
+    log = d / "logs" / f"{PROCESS}.log"
+    try:
+        wait_http(f"{url}?operation=GetCACaps", 15, pid, "scepserver", log)
+    except BaseException:
+        down(state_dir)
+        raise
+    (d / "lab.json").write_text(json.dumps({"url": url}, indent=1), encoding="utf-8")
+    return LabSCEP(url, depot_dir(config), pid, log)
+
+
+def down(state_dir: Path) -> None:
+    d = _dir(state_dir)
+    if d.is_dir():
+        stop_process(PROCESS, d)
+
+
+def status(state_dir: Path) -> LabSCEP | None:
+    """The lab's scepserver if it was started in this state dir."""
+    d = _dir(state_dir)
+    try:
+        url = json.loads((d / "lab.json").read_text(encoding="utf-8"))["url"]
+    except (OSError, ValueError, KeyError):
+        return None
+    return LabSCEP(url, d / "depot", running(PROCESS, d), d / "logs" / f"{PROCESS}.log")
