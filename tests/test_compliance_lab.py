@@ -42,8 +42,7 @@ def pin_gateway(lab, cfg):
 def provisioned_lab(lab_factory, lab_config):
     from cli import main
 
-    if "laptop" not in main.commands or "provision" not in getattr(main.commands["laptop"], "commands", {}):
-        pytest.skip("`werne laptop provision` is not in the CLI yet")
+    assert "provision" in main.commands["laptop"].commands, "`werne laptop provision` left the CLI"
     lab = lab_factory(3, gateway=True)
     cfg = lab_config(lab, extra='\n[compliance]\nluks_missing = "not_applicable"\n')
     r = cli(cfg, "laptop", "preflight", "--all", "--accept-new")

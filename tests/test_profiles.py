@@ -21,6 +21,7 @@ from core.config import Config
 from core.errors import EXIT_INPUT, InputError
 from mdm_client import profiles
 from mdm_client.errors import ProfileError
+from tests.parts import require_tool
 from vpn.ikev2 import IKEv2Profile
 
 REPO = Path(__file__).resolve().parent.parent
@@ -274,8 +275,8 @@ def openssl_cms_verify(signed: bytes, tmp_path: Path) -> subprocess.CompletedPro
                            "-in", str(blob)], capture_output=True, timeout=30, check=False)
 
 
-@pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl is not installed")
 def test_signed_profile_verifies_and_contains_the_profile(config, tmp_path):
+    require_tool("openssl", hint="Debian's openssl package")
     cert_file, key_file = make_signing_identity(tmp_path)
     config.mdm.signing_cert_file, config.mdm.signing_key_file = cert_file, key_file
     profile = profiles.build_named_profile("passcode", config)
