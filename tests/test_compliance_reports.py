@@ -1,12 +1,11 @@
 """Reports: golden CSV, JSON and JUnit files; the JSON against its schema; JUnit through an XML parser.
 
-Set UPDATE_GOLDEN=1 to rewrite the golden files after an intended change (then review the diff).
+Set WERNE_UPDATE_GOLDEN=1 to rewrite the golden files after an intended change (then review the diff).
 """
 
 from __future__ import annotations
 
 import json
-import os
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -14,6 +13,7 @@ import pytest
 
 from compliance.reports import render, write_report
 from compliance.reports.schema_check import SCHEMA_FILE, validate
+from tests.golden import assert_golden
 from tests.parts import require
 
 GOLDEN = Path(__file__).parent / "golden" / "compliance"
@@ -31,10 +31,7 @@ def _normalise_json(data: bytes) -> str:
 
 
 def _golden(name: str, actual: bytes) -> None:
-    path = GOLDEN / name
-    if os.environ.get("UPDATE_GOLDEN"):
-        path.write_bytes(actual)
-    assert actual == path.read_bytes(), f"{name} differs from the golden file"
+    assert_golden(GOLDEN / name, actual)
 
 
 def test_csv_golden_and_german_excel(compliance_db, two_runs):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 import plistlib
 import shutil
 import subprocess
@@ -21,13 +20,13 @@ from core.config import Config
 from core.errors import EXIT_INPUT, InputError
 from mdm_client import profiles
 from mdm_client.errors import ProfileError
+from tests.golden import assert_golden
 from tests.parts import require_tool
 from vpn.ikev2 import IKEv2Profile
 
 REPO = Path(__file__).resolve().parent.parent
 GOLDEN = Path(__file__).resolve().parent / "golden" / "profiles"
 GOLDEN_WIFI_SECRET = "golden-test-passphrase"  # a test value, not a real Wi-Fi password
-UPDATE_GOLDEN = os.environ.get("WERNE_UPDATE_GOLDEN") == "1"
 
 
 @pytest.fixture
@@ -320,9 +319,5 @@ def test_golden_profile(name, tmp_path):
     cfg.site.inventory = tmp_path / "no-inventory"
     produced = profiles.build_named_profile(name, cfg).to_bytes()
     golden = GOLDEN / f"{name}.mobileconfig"
-    if UPDATE_GOLDEN:
-        golden.parent.mkdir(parents=True, exist_ok=True)
-        golden.write_bytes(produced)
-    assert golden.is_file(), f"no golden file {golden}; run with WERNE_UPDATE_GOLDEN=1"
-    assert produced == golden.read_bytes()
+    assert_golden(golden, produced)
     assert plistlib.loads(produced)["PayloadIdentifier"] == f"de.werne.ipad.{name}"
