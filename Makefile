@@ -4,7 +4,7 @@ SHELL := /bin/bash
 VENV := .venv/bin
 export PATH := $(CURDIR)/.venv/bin:$(CURDIR)/.tools/bin:$(PATH)
 
-.PHONY: setup demo test lint bench clean-lab
+.PHONY: setup demo test check lint bench clean-lab
 
 setup:
 	@scripts/setup.sh
@@ -14,6 +14,13 @@ demo: setup
 
 test: setup
 	$(VENV)/python -m pytest $(PYTEST_ARGS)
+
+# The fast tier for contributors: ruff, then every test that needs no lab (root, nspawn), no
+# browser, no PostgreSQL and is not slow. Markers follow the fixtures a test uses (tests/parts.py).
+CHECK_MARKERS := not lab and not browser and not postgres and not slow
+check: setup
+	$(VENV)/ruff check .
+	$(VENV)/python -m pytest -q -m "$(CHECK_MARKERS)" $(PYTEST_ARGS)
 
 lint: setup
 	$(VENV)/ruff check .

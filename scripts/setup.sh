@@ -12,6 +12,7 @@ log() { printf 'setup: %s\n' "$*" >&2; }
 # --- Debian packages -------------------------------------------------------
 APT_PACKAGES=(
   systemd-container debootstrap   # the lab of laptops (systemd-nspawn)
+  systemd                         # systemd-analyze verify for the units in deploy/ (tests)
   openssh-client                  # ssh-keygen for lab keys; ansible's ssh
   wireguard-tools nftables iproute2  # VPN tests: wg, netns, veth
   chromium                        # real browser for the web page and report tests

@@ -48,6 +48,8 @@ def run_cli(state_dir: Path):
 
 # Each area keeps its fixtures in its own module, so parallel work does not collide here.
 pytest_plugins = [
+    "pytester",
+    "tests.parts",
     "tests.fixtures_lab",
     "tests.fixtures_provisioning",
     "tests.fixtures_vpn",

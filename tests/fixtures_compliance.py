@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from compliance.engine import DeviceFacts, EvalContext, evaluate
+from compliance.engine import DeviceFacts, EvalContext, MissingFact, evaluate, lookup
 from compliance.rules import load_baselines
 from core.config import Config, load_config
 
@@ -88,6 +88,54 @@ def laptop_facts(**overrides: Any) -> dict[str, Any]:
             node = node[p]
         node[parts[-1]] = value
     return facts
+
+
+# ---- the shape of facts: what the engine tests assume, held against real werne_facts output ----
+
+
+def fact_types(value: Any, path: str = "") -> dict[str, type]:
+    """Every leaf of a facts tree as dotted path -> type; a list's elements are checked by the
+    shape of its first element (path + "[]")."""
+    if isinstance(value, dict):
+        out: dict[str, type] = {}
+        for k, v in value.items():
+            out.update(fact_types(v, f"{path}.{k}" if path else k))
+        return out
+    if isinstance(value, list) and value:
+        return {path: list, **fact_types(value[0], path + "[]")}
+    return {path: type(value)}
+
+
+def lookup_typed(facts: Any, path: str) -> Any:
+    """The value at a fact_types path (lists: every element's value, flattened)."""
+    head, _, rest = path.partition("[]")
+    values = [lookup(facts, head)] if head else [facts]
+    if not _:
+        return values
+    out = []
+    for items in values:
+        for item in items:
+            out += lookup_typed(item, rest.lstrip(".")) if rest else [item]
+    return out
+
+
+def fact_mismatches(assumed: dict[str, type], rule_facts: list[str], facts: dict[str, Any]) -> list[str]:
+    """Where `facts` lacks a key, or has another type, than the assumed shape and the rules' facts."""
+    wrong = []
+    for path, want in assumed.items():
+        try:
+            got = {type(v) for v in lookup_typed(facts, path)}
+        except MissingFact as e:
+            wrong.append(f"{path}: missing ({e})")
+            continue
+        if got - {want}:
+            wrong.append(f"{path}: {sorted(t.__name__ for t in got)} where the tests assume {want.__name__}")
+    for path in rule_facts:
+        try:
+            lookup(facts, path)
+        except MissingFact as e:
+            wrong.append(f"rule fact {path}: missing ({e})")
+    return wrong
 
 
 def ipad_facts(**overrides: Any) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 import requests
 
+from tests import parts
 from tests.fake_dep import FakeDEP
 
 REPO = Path(__file__).resolve().parent.parent
@@ -78,8 +79,7 @@ class NanoDEP:
 
 
 def start_nanodep(tmp: Path, port: int | None = None) -> NanoDEP:
-    if not DEPSERVER.exists():
-        pytest.skip("depserver is not installed (scripts/setup.sh installs it)")
+    parts.require_file("NanoDEP", DEPSERVER, marker="nanodep", hint="scripts/setup.sh installs depserver")
     tmp.mkdir(parents=True, exist_ok=True)
     key = secrets.token_urlsafe(24)
     key_file = tmp / "dep-api-key"

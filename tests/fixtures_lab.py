@@ -15,13 +15,15 @@ from pathlib import Path
 import pytest
 
 from core.config import LabConfig
+from tests import parts
 
 NOT_ROOT_REASON = "the lab needs root (systemd-nspawn, overlay mounts, bridges); run the tests as root"
 
 
 def require_root() -> None:
-    if os.geteuid() != 0:
-        pytest.skip(NOT_ROOT_REASON)
+    """Root and systemd-nspawn, or the test is skipped (fails under CI=true) naming what is missing."""
+    parts.require_root("the lab", marker="lab", why=NOT_ROOT_REASON)
+    parts.require_tool("systemd-nspawn", marker="lab", hint="scripts/setup.sh installs systemd-container")
 
 
 @pytest.fixture(scope="module")

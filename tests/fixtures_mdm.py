@@ -21,6 +21,8 @@ from typing import Any
 import pytest
 import requests
 
+from tests import parts
+
 REPO = Path(__file__).resolve().parent.parent
 NANOMDM = REPO / ".tools" / "bin" / "nanomdm"
 
@@ -99,8 +101,7 @@ class NanoMDMProcess:
     ):
         from lab.mdm import free_port, nanomdm_argv
 
-        if not NANOMDM.is_file():
-            pytest.skip(f"{NANOMDM} is missing; run scripts/setup.sh")
+        parts.require_file("NanoMDM", NANOMDM, marker="mdm", hint="scripts/setup.sh installs it")
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         env = {**os.environ, "NANOMDM_API": api_key}

@@ -24,6 +24,8 @@ from pathlib import Path
 
 import pytest
 
+from tests import parts
+
 PG_LIB = Path("/usr/lib/postgresql")
 PG_USER = "postgres"
 # Not UTC on purpose: timestamps must come back as the same instant whatever the session zone.
@@ -159,15 +161,15 @@ def sweep_orphans(bindir: Path) -> None:
 @pytest.fixture(scope="session")
 def postgres_cluster() -> Iterator[PostgresCluster]:
     """A PostgreSQL server for the whole session, on a unix socket in its own temporary directory."""
-    if os.geteuid() != 0:
-        pytest.skip("PostgreSQL tests start a throwaway server as the 'postgres' user: run them as root")
+    parts.require_root("PostgreSQL", marker="postgres",
+                       why="PostgreSQL tests start a throwaway server as the 'postgres' user: run them as root")
     bindir = postgres_bindir()
     if bindir is None:
-        pytest.skip(f"no PostgreSQL server binaries under {PG_LIB} (scripts/setup.sh installs Debian's postgresql)")
+        parts.require("PostgreSQL", f"no server binaries under {PG_LIB}; scripts/setup.sh installs Debian's postgresql")
     try:
         pg = pwd.getpwnam(PG_USER)
     except KeyError:
-        pytest.skip("no 'postgres' system user (scripts/setup.sh installs Debian's postgresql, which creates it)")
+        parts.require("PostgreSQL", "no 'postgres' system user; scripts/setup.sh installs Debian's postgresql")
 
     # Under /tmp, not pytest's tmp_path: that sits in a root-only (0700) directory the server cannot enter.
     sweep_orphans(bindir)
@@ -236,4 +238,7 @@ def fresh_postgres_url(postgres_cluster: PostgresCluster) -> str:
     Tests that need a whole new database (a plain URL, the `public` schema) call
     `postgres_cluster.create_database()` instead.
     """
+    # Function-scoped, so this sees every test that uses PostgreSQL, also through
+    # request.getfixturevalue (which the collection-time marking cannot see).
+    parts.check_marker("PostgreSQL", "postgres")
     return postgres_cluster.create_schema()

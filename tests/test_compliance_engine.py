@@ -157,3 +157,24 @@ def test_offline_ipad_is_unreachable_then_out_of_contact(compliance_config):
 def test_lookup_matches_dotted_keys():
     assert lookup({"sysctl": {"net.ipv4.tcp_syncookies": "1"}}, "sysctl.net.ipv4.tcp_syncookies") == "1"
     assert lookup({"a": {"b": {"c": 3}}}, "a.b.c") == 3
+
+
+def test_fact_shape_check_finds_a_missing_key_and_a_wrong_type():
+    """The check the lab test holds real werne_facts output to (test_compliance_lab) can fail."""
+    from tests.fixtures_compliance import fact_mismatches, fact_types
+
+    assumed = fact_types(laptop_facts())
+    assert len(assumed) > 50 and "sshd.ciphers[]" in assumed and "nft.input_chains[].policy" in assumed
+    rules = ["sshd.permitrootlogin", "apt.periodic.APT::Periodic::Unattended-Upgrade"]
+    assert fact_mismatches(assumed, rules, laptop_facts()) == []
+    broken = laptop_facts(sshd__maxauthtries=3, nft__input_chains=[{"family": "inet"}])
+    del broken["sshd"]["permitrootlogin"]
+    assert fact_mismatches(assumed, rules, broken) == [
+        "sshd.permitrootlogin: missing (sshd.permitrootlogin)",
+        "sshd.maxauthtries: ['int'] where the tests assume str",
+        "nft.input_chains[].table: missing (table)",
+        "nft.input_chains[].chain: missing (chain)",
+        "nft.input_chains[].policy: missing (policy)",
+        "nft.input_chains[].priority: missing (priority)",
+        "rule fact sshd.permitrootlogin: missing (sshd.permitrootlogin)",
+    ]

@@ -3,14 +3,12 @@ numbers read from the page equal the database's; the file is self-contained (no 
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from compliance.history import load_run
 from compliance.reports import write_report
+from tests.parts import require_tool
 
-CHROMIUM = "/usr/bin/chromium"
 ARGS = [
     "--headless",
     "--no-sandbox",
@@ -26,12 +24,11 @@ pytestmark = pytest.mark.browser
 
 @pytest.fixture(scope="module")
 def browser():
-    if not Path(CHROMIUM).exists():
-        pytest.skip("Debian's chromium is not installed (scripts/setup.sh installs it)")
+    chromium = require_tool("chromium", marker="browser", hint="scripts/setup.sh installs Debian's chromium")
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        b = pw.chromium.launch(executable_path=chromium, args=ARGS)
         yield b
         b.close()
 

@@ -15,6 +15,7 @@ from compliance.run import run_compliance
 pytestmark = pytest.mark.mdm
 
 
+@pytest.mark.slow  # ~15 s: waits for simulated iPads to enrol and to fall out of contact
 def test_ipad_sweep_passcode_offline_and_out_of_contact(ipad_world):
     from ipad.ops import IPadContext, configure
     from ipad.store import Registry

@@ -115,6 +115,7 @@ def kill_group(p: subprocess.Popen) -> None:
     p.communicate()  # reap it and close its pipes
 
 
+@pytest.mark.slow  # ~30 s: the second run waits for ansible to give up on the dead laptop
 def test_sigkill_mid_run_leaves_no_complete_run_and_next_run_works(slow_site):
     cfg, state, srv = slow_site
     p = werne(cfg, "compliance", "run", "--laptops")

@@ -107,7 +107,7 @@ def test_nanodep_down_gives_clear_message_and_changes_nothing(tmp_path: Path) ->
     assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
     view = reqs.get_request(site.db(), ADMIN, rid)
     assert view.status == "submitted" and view.decided_by is None
-    assert all(x.status == "requested" and x.dep_status is None for x in view.serials)
+    assert [(x.status, x.dep_status) for x in view.serials] == [("requested", None)] * len(S)
 
 
 def test_apple_error_is_explained(enrol_site: EnrolSite, fake_dep: FakeDEP, nanodep) -> None:  # type: ignore[no-untyped-def]

@@ -15,10 +15,10 @@ import pytest
 
 from tests.fake_dep import FakeDEP
 from tests.fixtures_enrolment import PASSWORD, SCHOOL_A, add_user, make_site, start_web
+from tests.parts import require_tool
 
 pytestmark = [pytest.mark.mdm, pytest.mark.browser, pytest.mark.slow]
 
-CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
     "--headless",
     "--no-sandbox",
@@ -33,12 +33,11 @@ SERIALS = ["E2ESER00001", "E2ESER00002", "E2ESER00003"]
 
 @pytest.fixture
 def browser() -> Iterator[object]:
-    if not CHROMIUM.exists():
-        pytest.skip("Debian's chromium is not installed (scripts/setup.sh installs it)")
+    chromium = require_tool("chromium", marker="browser", hint="scripts/setup.sh installs Debian's chromium")
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
+        b = p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS, headless=True)
         yield b
         b.close()
 

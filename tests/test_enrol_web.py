@@ -1,10 +1,14 @@
 """The coordinators' web app under real uvicorn (`werne web serve` in a subprocess): authorization
 between schools, CSRF, cookies, login rate limiting and bad uploads. Each case checks that nothing
-was stored when it was refused."""
+was stored when it was refused.
+
+Only the tests that touch DEP (they ask for `site_nanodep`) need NanoDEP: the others run, and
+pass, on a machine without it."""
 
 from __future__ import annotations
 
 import re
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,6 +29,7 @@ from tests.fixtures_enrolment import (
     WebServer,
     free_port,
     make_site,
+    start_nanodep,
     start_web,
 )
 
@@ -32,18 +37,37 @@ ADMIN = Principal("it", "admin")
 
 
 @pytest.fixture(scope="module")
-def site(tmp_path_factory: pytest.TempPathFactory, nanodep) -> Iterator[EnrolSite]:  # type: ignore[no-untyped-def]
+def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EnrolSite]:
     fake = FakeDEP({"WEBSER00001", "WEBSER00002"}).start()
-    s = make_site(tmp_path_factory.mktemp("web") / "site", nanodep.url, nanodep.key_file)
-    nanodep.configure(s.dep_name, fake)
+    root = tmp_path_factory.mktemp("web") / "site"
+    # NanoDEP starts only when a test that touches DEP asks for it (site_nanodep). Until then the
+    # site's DEP URL is a port held by a bound, not listening, socket: DEP calls are refused, and
+    # no other process can take the port. The web server reads the URL and key file per call.
+    port_holder = socket.socket()
+    port_holder.bind(("127.0.0.1", 0))
+    dep_port = port_holder.getsockname()[1]
+    (root / "nanodep").mkdir(parents=True)
+    s = make_site(root, f"http://127.0.0.1:{dep_port}", root / "nanodep" / "dep-api-key")
     db = s.db()
     known = {SCHOOL_A, SCHOOL_B}
     accounts.add_user(db, "anna", PASSWORD, "coordinator", [SCHOOL_A], known, "test")
     accounts.add_user(db, "bernd", PASSWORD, "coordinator", [SCHOOL_B], known, "test")
     accounts.add_user(db, "it-admin", PASSWORD, "admin", [], known, "test")
     s.fake = fake  # type: ignore[attr-defined]
+    s.dep_port, s.dep_port_holder = dep_port, port_holder  # type: ignore[attr-defined]
     yield s
+    port_holder.close()
     fake.stop()
+
+
+@pytest.fixture(scope="module")
+def site_nanodep(site: EnrolSite) -> Iterator[object]:
+    """The real NanoDEP behind `site`, on the port the site was given, pointed at the site's fake DEP."""
+    site.dep_port_holder.close()  # type: ignore[attr-defined]
+    dep = start_nanodep(site.root / "nanodep", port=site.dep_port)  # type: ignore[attr-defined]
+    dep.configure(site.dep_name, site.fake)  # type: ignore[attr-defined]
+    yield dep
+    dep.stop()
 
 
 @pytest.fixture(scope="module")
@@ -240,7 +264,10 @@ def test_duplicate_of_other_schools_serial_does_not_name_it(server: WebServer, b
     assert f"Antrag Nr. {b_request}" not in r.text and f"#{b_request}" not in r.text
 
 
-def test_coordinator_cannot_approve_or_reject(server: WebServer, site: EnrolSite, b_request: int) -> None:
+def test_coordinator_cannot_approve_or_reject(
+    server: WebServer, site: EnrolSite, b_request: int, site_nanodep: object
+) -> None:
+    # Needs NanoDEP: "nothing reached DEP" (the last assertion) means something only if DEP is reachable.
     a = login(server, "anna")
     own = created_id(new_request(a, SCHOOL_A, "WEBSER00001"))
     for rid in (own, b_request, 999999):
@@ -255,7 +282,9 @@ def test_coordinator_cannot_approve_or_reject(server: WebServer, site: EnrolSite
     assert site.fake.assignments == []  # type: ignore[attr-defined]
 
 
-def test_admin_sees_all_and_approves_on_the_web(server: WebServer, site: EnrolSite, b_request: int) -> None:
+def test_admin_sees_all_and_approves_on_the_web(
+    server: WebServer, site: EnrolSite, b_request: int, site_nanodep: object
+) -> None:
     a = login(server, "anna")
     rid = created_id(new_request(a, SCHOOL_A, "WEBSER00002", purpose="Admin-Test"))
     admin = login(server, "it-admin")

@@ -165,7 +165,7 @@ def test_fetch_and_sync_devices(dep) -> None:  # type: ignore[no-untyped-def]
     assert {d["serial_number"] for d in body["devices"] + body2["devices"]} == set(SERIALS)
     assert c.call("POST", "/devices/sync", json={"limit": 10}).status_code == 400  # cursor required
     synced = c.call("POST", "/devices/sync", json={"cursor": "0", "limit": 10}).json()
-    assert all(d["op_type"] in ("added", "modified", "deleted") for d in synced["devices"])
+    assert synced["devices"] and all(d["op_type"] in ("added", "modified", "deleted") for d in synced["devices"])
 
 
 def test_nanodep_reauthenticates_after_session_expiry(nanodep) -> None:  # type: ignore[no-untyped-def]

@@ -91,7 +91,7 @@ def test_configure_plan_changes_nothing(mdm_world) -> None:
     assert "    8 iPads  install de.werne.ipad.webfilter" in r.output
     assert "Plan only: nothing was sent." in r.output
     assert sent(mdm_world) == before
-    assert all(not d.profiles for d in mdm_world.sim.devices)
+    assert mdm_world.sim.devices and all(not d.profiles for d in mdm_world.sim.devices)
 
 
 def test_configure_installs_group_profiles(mdm_world) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 import plistlib
 import shutil
 import subprocess
@@ -22,11 +21,12 @@ from core.errors import EXIT_INPUT, InputError
 from ipad import profiles
 from ipad.ikev2 import IKEv2Profile
 from mdm_client.errors import ProfileError
+from tests.golden import assert_golden
+from tests.parts import require_tool
 
 REPO = Path(__file__).resolve().parent.parent
 GOLDEN = Path(__file__).resolve().parent / "golden" / "profiles"
 GOLDEN_WIFI_SECRET = "golden-test-passphrase"  # a test value, not a real Wi-Fi password
-UPDATE_GOLDEN = os.environ.get("WERNE_UPDATE_GOLDEN") == "1"
 
 
 @pytest.fixture
@@ -274,8 +274,8 @@ def openssl_cms_verify(signed: bytes, tmp_path: Path) -> subprocess.CompletedPro
                            "-in", str(blob)], capture_output=True, timeout=30, check=False)
 
 
-@pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl is not installed")
 def test_signed_profile_verifies_and_contains_the_profile(config, tmp_path):
+    require_tool("openssl", hint="Debian's openssl package")
     cert_file, key_file = make_signing_identity(tmp_path)
     config.mdm.signing_cert_file, config.mdm.signing_key_file = cert_file, key_file
     profile = profiles.build_named_profile("passcode", config)
@@ -319,9 +319,5 @@ def test_golden_profile(name, tmp_path):
     cfg.site.inventory = tmp_path / "no-inventory"
     produced = profiles.build_named_profile(name, cfg).to_bytes()
     golden = GOLDEN / f"{name}.mobileconfig"
-    if UPDATE_GOLDEN:
-        golden.parent.mkdir(parents=True, exist_ok=True)
-        golden.write_bytes(produced)
-    assert golden.is_file(), f"no golden file {golden}; run with WERNE_UPDATE_GOLDEN=1"
-    assert produced == golden.read_bytes()
+    assert_golden(golden, produced)
     assert plistlib.loads(produced)["PayloadIdentifier"] == f"de.werne.ipad.{name}"

@@ -14,6 +14,7 @@ import pytest
 
 from core.config import Config
 from ipad import commands, profiles, schema
+from tests.parts import require_file
 
 REPO = Path(__file__).resolve().parent.parent
 REFERENCE = REPO.parent / "shared" / "reference"
@@ -350,8 +351,8 @@ def test_derivation_keeps_duplicate_payload_types_and_validates_the_union(synthe
 
 # --- the committed JSON is what the tool makes --------------------------------------------------
 
-@pytest.mark.skipif(not APPLE_REF.is_dir(), reason="Apple's reference data (../shared/reference) is not here")
 def test_derive_apple_schema_reproduces_the_committed_json(tmp_path):
+    require_file("Apple's device-management reference data", APPLE_REF)
     out = tmp_path / "schema.json"
     tool = REPO / "tools" / "derive_apple_schema.py"
     run = subprocess.run([sys.executable, str(tool), str(APPLE_REF), str(out)],
@@ -360,8 +361,8 @@ def test_derive_apple_schema_reproduces_the_committed_json(tmp_path):
     assert out.read_bytes() == (REPO / "data" / "apple-mdm-schema.json").read_bytes()
 
 
-@pytest.mark.skipif(not MSCP_REF.is_dir(), reason="the mSCP reference data (../shared/reference) is not here")
 def test_derive_mscp_reproduces_the_committed_json(tmp_path):
+    require_file("the mSCP reference data", MSCP_REF)
     out = tmp_path / "mscp.json"
     run = subprocess.run([sys.executable, str(REPO / "tools" / "derive_mscp.py"), str(MSCP_REF), str(out)],
                          capture_output=True, timeout=300, check=False)
