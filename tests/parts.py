@@ -39,6 +39,7 @@ FIXTURE_MARKERS: dict[str, str] = {
     "site_nanodep": "nanodep",
     "mdm_world": "mdm",
     "ipad_world": "mdm",
+    "nanomdm": "mdm",
 }
 
 # The test whose setup/call is running now: `require` checks its markers.

@@ -24,7 +24,10 @@ from lab import scep as lab_scep
 from tests.fake_apple import FakeAppleDevice, FakeApplePushCA
 from tests.fixtures_enrolment import EnrolSite, InThreadServer, WebServer, make_site, start_web
 from tests.fixtures_mdm import NanoMDMProcess
+from tests.parts import require_file
 from tests.test_enrolment_profile import signing_identity
+
+pytestmark = pytest.mark.mdm
 
 KNOWN_SERIAL = "ZDWK1DEGZD"  # in the demo inventory
 ENROL_PATH = "/mdm/enroll"  # the path of enrolment/dep_profile.yaml's url
@@ -43,8 +46,7 @@ class GoLive:
 def golive(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GoLive]:
     from lab.mdm import make_ca
 
-    if not lab_scep.SCEPSERVER_BIN.is_file():
-        pytest.skip("scepserver missing; run scripts/setup.sh")
+    require_file("scepserver", lab_scep.SCEPSERVER_BIN, hint="run scripts/setup.sh")
     root = tmp_path_factory.mktemp("golive")
     ca, _ = make_ca(root / "nanomdm")
     api_key = secrets.token_urlsafe(24)

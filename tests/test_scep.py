@@ -19,9 +19,13 @@ from core.config import Config, load_config
 from lab import scep as lab_scep
 from mdm_client.scep import SCEPClient, SCEPError
 from tests.conftest import write_config
+from tests.parts import require_file
 
-pytestmark = pytest.mark.skipif(not lab_scep.SCEPSERVER_BIN.is_file() or not lab_scep.SCEPCLIENT_BIN.is_file(),
-                                reason="scepserver/scepclient missing; run scripts/setup.sh")
+
+@pytest.fixture(autouse=True)
+def _scep_binaries() -> None:
+    require_file("scepserver", lab_scep.SCEPSERVER_BIN, hint="run scripts/setup.sh")
+    require_file("scepclient", lab_scep.SCEPCLIENT_BIN, hint="run scripts/setup.sh")
 
 
 @pytest.fixture(scope="module")
