@@ -431,3 +431,7 @@ def evaluate_rule(rule: Rule, dev: DeviceFacts, ctx: EvalContext) -> RuleResult:
 
 def evaluate(rules: list[Rule], devices: list[DeviceFacts], ctx: EvalContext) -> list[RuleResult]:
     return [evaluate_rule(r, d, ctx) for d in devices for r in rules if r.scope == d.scope]
+
+
+# The patch level checks live in their own module and register themselves here.
+from compliance import patch_level  # noqa: E402, F401

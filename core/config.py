@@ -235,6 +235,17 @@ class ComplianceConfig(_Section):
     forks: int = Field(default=20, ge=1)
     # The APNs push certificate is a finding when it expires within this many days (fleet-wide rule).
     push_cert_min_days: int = Field(default=30, ge=1, le=365)
+    # Patch level (lx-security-updates, lx-unattended-upgrade-recent, lx-reboot-pending,
+    # lx-kernel-current). The nightly run never refreshes package lists; lists older than this
+    # make "no pending security updates" unprovable, so the rule fails.
+    apt_lists_max_age_days: int = Field(default=7, ge=1)
+    # A laptop with no package lists at all: "fail", or "not_applicable" where there is no mirror
+    # to fetch them from (the lab's containers).
+    apt_lists_missing: Literal["fail", "not_applicable"] = "fail"
+    # unattended-upgrade runs daily; a week covers laptops left off over a holiday weekend.
+    unattended_upgrade_max_age_days: int = Field(default=7, ge=1)
+    # Days a reboot may stay pending after an update asked for one (or a newer kernel was installed).
+    reboot_max_pending_days: int = Field(default=3, ge=0)
 
 
 class DEPConfig(_Section):

@@ -25,6 +25,42 @@ GOOD_CIPHERS = [
 ]
 
 
+def _epoch(hours_ago: float) -> int:
+    return int((NOW - timedelta(hours=hours_ago)).timestamp())
+
+
+def patch_facts() -> dict[str, Any]:
+    """The `patch` facts of a patched laptop: fresh lists with a security release, nothing pending,
+    unattended-upgrade ran this morning, no reboot pending, running its newest kernel."""
+    return {
+        "lists": {
+            "release_files": 3,
+            "releases": ["Debian-Security/bookworm-security", "Debian/bookworm", "Debian/bookworm-updates"],
+            "security_releases": ["Debian-Security/bookworm-security"],
+            "newest_release_file": _epoch(20),
+            "stamps": {"update-success-stamp": _epoch(20), "update-stamp": _epoch(20)},
+            "refreshed": _epoch(20),
+            "age_s": 20 * 3600,
+        },
+        "pending": {"security_count": 0, "other_count": 2, "security": []},
+        "unattended_upgrade": {
+            "installed": True,
+            "stamps": {"upgrade-stamp": _epoch(19), "unattended-upgrades-stamp": _epoch(19)},
+            "last_run": _epoch(19),
+            "age_s": 19 * 3600,
+        },
+        "reboot": {"required": False, "since": None, "age_s": None, "packages": []},
+        "kernel": {
+            "running": "6.1.0-28-amd64",
+            "container": None,
+            "installed": ["6.1.0-27-amd64", "6.1.0-28-amd64"],
+            "newest": "6.1.0-28-amd64",
+            "newest_installed_at": _epoch(24 * 20),
+            "newest_age_s": 20 * 86400,
+        },
+    }
+
+
 def laptop_facts(**overrides: Any) -> dict[str, Any]:
     """Facts of a laptop that passes every rule (as werne_facts returns them)."""
     facts: dict[str, Any] = {
@@ -80,6 +116,7 @@ def laptop_facts(**overrides: Any) -> dict[str, Any]:
         "accounts": {"admin": {"name": "admin", "exists": True, "sudo": True}},
         "wg": {"installed": True, "config_present": True, "allowed_ips": ["0.0.0.0/0", "::/0"]},
         "vpn": {"evidence": True, "peer": True, "handshake_age_s": 90, "key_age_days": 10.0},
+        "patch": patch_facts(),
     }
     for path, value in overrides.items():
         node = facts

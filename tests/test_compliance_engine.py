@@ -17,7 +17,7 @@ def test_compliant_fleet_passes_every_rule(compliance_config):
     results = evaluate_fleet(compliance_config, fleet())
     bad = [(r.device, r.rule_id, r.status, r.evidence) for r in results if r.status != "pass"]
     assert bad == []
-    assert len(results) == 3 * 16 + 4 * 6
+    assert len(results) == 3 * 20 + 4 * 6
 
 
 def test_root_login_drift_fails_exactly_that_rule_on_that_host(compliance_config):
@@ -53,6 +53,10 @@ DRIFTS = {
     "vpn-handshake-fresh": {"vpn__handshake_age_s": 5 * 3600},
     "vpn-full-tunnel": {"wg__allowed_ips": ["10.77.0.0/24", "192.168.10.0/24"]},
     "vpn-key-age": {"vpn__key_age_days": 120.0},
+    "lx-security-updates": {"patch__pending__security_count": 2},
+    "lx-unattended-upgrade-recent": {"patch__unattended_upgrade__age_s": 9 * 86400},
+    "lx-reboot-pending": {"patch__reboot": {"required": True, "age_s": 5 * 86400, "packages": ["libc6"]}},
+    "lx-kernel-current": {"patch__kernel__running": "6.1.0-27-amd64"},
 }
 
 

@@ -23,9 +23,9 @@ from ipad.enrolment_profile import build_enrolment_profile
 from ipad.models import MDMPushCertificate
 from ipad.pushcert_store import record_push_cert
 from tests.conftest import write_config
+from tests.golden import assert_golden
 
 GOLDEN = Path(__file__).resolve().parent / "golden" / "profiles" / "enrolment.mobileconfig"
-UPDATE_GOLDEN = os.environ.get("WERNE_UPDATE_GOLDEN") == "1"
 GOLDEN_TOPIC = "com.apple.mgmt.External.5f2c6d8e-0000-4000-8000-000000000001"
 GOLDEN_CHALLENGE = "golden-test-scep-challenge"  # a test value, not a real challenge
 
@@ -99,10 +99,7 @@ def test_profile_matches_apple_schema(config: Config) -> None:
 def test_golden_enrolment_profile(config: Config) -> None:
     """Given this config, challenge and topic, exactly this profile (WERNE_UPDATE_GOLDEN=1 rewrites it)."""
     produced = build_enrolment_profile(config, Database(config.database_url)).to_bytes()
-    if UPDATE_GOLDEN:
-        GOLDEN.write_bytes(produced)
-    assert GOLDEN.is_file(), f"no golden file {GOLDEN}; run with WERNE_UPDATE_GOLDEN=1"
-    assert produced == GOLDEN.read_bytes()
+    assert_golden(GOLDEN, produced)
 
 
 def test_checkin_url_when_configured(config: Config) -> None:

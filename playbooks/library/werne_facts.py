@@ -4,13 +4,16 @@
 Runs on the laptop (become: true, works in check mode because it never changes anything) and
 returns `werne_facts`: the effective sshd config (`sshd -T`), the nftables input chains, sysctl
 settings from the boot-time files, pam_pwquality, the usb-storage block, unattended-upgrades, the
-login banner, the LUKS fact, the screen lock, the local admin account and the WireGuard client
-config (AllowedIPs only: keys are never read). On the VPN gateway (`gateway: true`) it adds the
+login banner, the LUKS fact, the screen lock, the local admin account, the WireGuard client
+config (AllowedIPs only: keys are never read) and the patch level (pending security updates from the
+package lists already on the laptop, the lists' age, the last unattended-upgrade, reboot required,
+running versus newest installed kernel; `apt-get update` is never run). On the VPN gateway (`gateway: true`) it adds the
 peers of `wg show all dump` without the interface lines, which hold the private key.
 """
 
 from __future__ import annotations
 
+import functools
 import glob
 import grp
 import json
@@ -19,6 +22,7 @@ import pwd
 import re
 import shutil
 import subprocess
+import time
 
 from ansible.module_utils.basic import AnsibleModule
 
@@ -338,6 +342,269 @@ def wg_gateway_peers():
     return {"available": True, "peers": peers}
 
 
+# --- patch level ------------------------------------------------------------------------------
+# Every path below is joined to `root`, so the unit tests lay the files out in a temporary
+# directory; commands are run by gather() and their output parsed by pure functions.
+
+# apt-get -s prints one line per package it would install or upgrade, e.g.
+#   Inst libgcrypt20 [1.10.1-3] (1.10.1-3+deb12u1 Debian:12.15/oldstable, Debian-Security:12/oldstable-security [amd64])
+# The parenthesis holds the candidate version and every release (Label:Version/Suite) that offers it.
+APT_INST = re.compile(r"^Inst (?P<pkg>\S+)(?: \[(?P<current>[^\]]*)\])? \((?P<candidate>\S+) (?P<releases>[^()]*)\)")
+
+
+def _under(root, path):
+    return os.path.join(root, path.lstrip("/"))
+
+
+def _mtime(path):
+    try:
+        return int(os.stat(path).st_mtime)
+    except OSError:
+        return None
+
+
+def _age(epoch, now):
+    """Seconds since `epoch` by the laptop's own clock: ages stay right when that clock is off."""
+    return None if epoch is None else max(0, int(now - epoch))
+
+
+def is_security_release(*words):
+    """A release is a security one when its label, suite or codename says so: Debian-Security,
+    bookworm-security, noble-security. The same word unattended-upgrades' default origins key on."""
+    return any("security" in str(w).lower() for w in words if w)
+
+
+def release_fields(text):
+    """The header fields of a Release or InRelease file (the clear-signed armour is skipped)."""
+    fields = {}
+    for line in (text or "").splitlines():
+        if line.startswith("-----BEGIN PGP SIGNED") or line.startswith("Hash:"):
+            continue
+        if not line.strip():
+            if fields:
+                break
+            continue
+        if line[0] in " \t" or ":" not in line:
+            continue  # checksum lists
+        k, _, v = line.partition(":")
+        if v.strip():
+            fields[k.strip()] = v.strip()
+    return fields
+
+
+def apt_lists_facts(root="/", now=None):
+    """The package lists already downloaded: which releases they describe, which are security
+    releases, and when they were last refreshed.
+
+    "Refreshed" is the newest of: /var/lib/apt/periodic/update-success-stamp (touched by an APT
+    Post-Invoke-Success hook after every successful `apt-get update`; the baseline installs it, Ubuntu
+    ships it), update-stamp (apt.systemd.daily, after its daily update) and the Release files' mtimes
+    (APT gives them the server's Last-Modified, so they can only understate freshness).
+    """
+    lists = _under(root, "/var/lib/apt/lists")
+    files = sorted(glob.glob(os.path.join(lists, "*_InRelease")) + glob.glob(os.path.join(lists, "*_Release")))
+    releases, newest = [], None
+    for f in files:
+        fields = release_fields(read(f))
+        label = fields.get("Label") or fields.get("Origin") or "?"
+        suite = fields.get("Suite") or fields.get("Codename") or "?"
+        releases.append(
+            {
+                "release": f"{label}/{suite}",
+                "security": is_security_release(fields.get("Label"), fields.get("Suite"), fields.get("Codename")),
+            }
+        )
+        m = _mtime(f)
+        newest = m if newest is None or (m or 0) > newest else newest
+    stamps = {
+        name: _mtime(_under(root, f"/var/lib/apt/periodic/{name}"))
+        for name in ("update-success-stamp", "update-stamp")
+    }
+    candidates = [t for t in [newest, *stamps.values()] if t]
+    refreshed = max(candidates) if candidates else None
+    return {
+        "release_files": len(files),
+        "releases": sorted({r["release"] for r in releases}),
+        "security_releases": sorted({r["release"] for r in releases if r["security"]}),
+        "newest_release_file": newest,
+        "stamps": stamps,
+        "refreshed": refreshed,
+        "age_s": _age(refreshed, time.time() if now is None else now),
+    }
+
+
+def parse_apt_simulation(text):
+    """Packages `apt-get -s dist-upgrade` would install or upgrade, split by whether the candidate
+    version comes from a security release. dist-upgrade, not upgrade: a kernel security update
+    arrives as a new linux-image package, which `upgrade` would hold back."""
+    security, other = [], []
+    for line in (text or "").splitlines():
+        m = APT_INST.match(line)
+        if not m:
+            continue
+        releases = re.sub(r"\s*\[[^\]]*\]\s*$", "", m.group("releases"))
+        item = {"package": m.group("pkg"), "current": m.group("current"), "candidate": m.group("candidate")}
+        (security if is_security_release(releases) else other).append(item)
+    return {"security": security, "other": other}
+
+
+def pending_updates_facts():
+    # Simulation reads the lists and dpkg's status only; NoLocking so that a running apt-daily
+    # does not make the nightly run fail (the answer is then at worst a few minutes old).
+    rc, out, err = run(["apt-get", "-s", "-o", "Debug::NoLocking=true", "dist-upgrade"], timeout=120)
+    if rc != 0:
+        return {"error": (err or out).strip()[-200:] or f"apt-get -s dist-upgrade exited {rc}"}
+    sim = parse_apt_simulation(out)
+    return {
+        "security_count": len(sim["security"]),
+        "other_count": len(sim["other"]),
+        # Enough to name them in evidence; the count is the fact rules use.
+        "security": [f"{p['package']} {p['current'] or '-'} -> {p['candidate']}" for p in sim["security"][:25]],
+    }
+
+
+def unattended_upgrade_facts(root="/", now=None):
+    """When unattended-upgrade last completed a run.
+
+    Two stamps, no log parsing (the log's messages are translated into the laptop's locale and the
+    file is rotated): /var/lib/apt/periodic/upgrade-stamp, touched by apt.systemd.daily only when
+    unattended-upgrade exited 0 (timer runs only), and unattended-upgrades-stamp, written by
+    unattended-upgrade itself at the end of every run that got through its package set (also runs
+    started by an admin or by provisioning). The newer one counts. Whether the updates really went
+    in is the pending-updates fact's job.
+    """
+    stamps = {
+        name: _mtime(_under(root, f"/var/lib/apt/periodic/{name}"))
+        for name in ("upgrade-stamp", "unattended-upgrades-stamp")
+    }
+    known = [t for t in stamps.values() if t]
+    last = max(known) if known else None
+    return {
+        "installed": os.path.exists(_under(root, "/usr/bin/unattended-upgrade")),
+        "stamps": stamps,
+        "last_run": last,
+        "age_s": _age(last, time.time() if now is None else now),
+    }
+
+
+def reboot_facts(root="/", now=None):
+    """/run/reboot-required (/var/run is a link to it) is written by packages' postinst scripts and
+    lives on tmpfs, so its mtime is when the first update since the last boot asked for a reboot."""
+    flag = _under(root, "/run/reboot-required")
+    pkgs = read(_under(root, "/run/reboot-required.pkgs")) or ""
+    since = _mtime(flag)
+    return {
+        "required": os.path.exists(flag),
+        "since": since,
+        "age_s": _age(since, time.time() if now is None else now),
+        "packages": sorted({p.strip() for p in pkgs.splitlines() if p.strip()}),
+    }
+
+
+def _dpkg_order(c):
+    if not c or c.isdigit():
+        return 0
+    if c.isalpha():
+        return ord(c)
+    if c == "~":
+        return -1
+    return ord(c) + 256
+
+
+def _dpkg_verrevcmp(a, b):
+    """dpkg's verrevcmp (lib/dpkg/version.c), for one of upstream version or revision."""
+    i = j = 0
+
+    def ch(s, k):
+        return s[k] if k < len(s) else ""
+
+    while i < len(a) or j < len(b):
+        first_diff = 0
+        while (ch(a, i) and not ch(a, i).isdigit()) or (ch(b, j) and not ch(b, j).isdigit()):
+            ac, bc = _dpkg_order(ch(a, i)), _dpkg_order(ch(b, j))
+            if ac != bc:
+                return ac - bc
+            i, j = i + 1, j + 1
+        while ch(a, i) == "0":
+            i += 1
+        while ch(b, j) == "0":
+            j += 1
+        while ch(a, i).isdigit() and ch(b, j).isdigit():
+            if not first_diff:
+                first_diff = ord(a[i]) - ord(b[j])
+            i, j = i + 1, j + 1
+        if ch(a, i).isdigit():
+            return 1
+        if ch(b, j).isdigit():
+            return -1
+        if first_diff:
+            return first_diff
+    return 0
+
+
+def dpkg_compare_versions(a, b):
+    """<0, 0, >0 as `dpkg --compare-versions a lt|eq|gt b`."""
+
+    def split(v):
+        epoch, _, rest = v.partition(":") if ":" in v else ("0", "", v)
+        upstream, _, revision = rest.rpartition("-") if "-" in rest else (rest, "", "")
+        return int(epoch or 0), upstream, revision
+
+    ea, ua, ra = split(a)
+    eb, ub, rb = split(b)
+    if ea != eb:
+        return ea - eb
+    return _dpkg_verrevcmp(ua, ub) or _dpkg_verrevcmp(ra, rb)
+
+
+def kernel_facts(running, dpkg_lines, container, root="/", now=None):
+    """The running kernel (uname -r) and the kernel image packages dpkg has installed.
+
+    `dpkg_lines` is `dpkg-query -W -f '${Package}\\t${Version}\\t${db:Status-Abbrev}\\n' 'linux-image-*'`.
+    linux-image-6.1.0-18-amd64 holds the kernel release 6.1.0-18-amd64 (Debian's -unsigned
+    variant the same one); the meta packages (linux-image-amd64) and debug symbols do not count.
+    The newest installed one is the highest package version; its install time is the mtime of
+    dpkg's file list for it. In a container the running kernel is the host's, which is recorded.
+    """
+    installed = []
+    for line in (dpkg_lines or "").splitlines():
+        parts = line.split("\t")
+        if len(parts) < 3 or not parts[2].startswith("ii"):
+            continue
+        pkg, version = parts[0], parts[1]
+        release = pkg[len("linux-image-"):]
+        if not release[:1].isdigit() or release.endswith(("-dbg", "-dbgsym")):
+            continue
+        release = release.removesuffix("-unsigned")
+        lists = glob.glob(_under(root, f"/var/lib/dpkg/info/{pkg}.list")) + glob.glob(
+            _under(root, f"/var/lib/dpkg/info/{pkg}:*.list")
+        )
+        installed.append({"release": release, "version": version, "installed_at": _mtime(lists[0]) if lists else None})
+    installed.sort(key=functools.cmp_to_key(lambda x, y: dpkg_compare_versions(x["version"], y["version"])))
+    newest = installed[-1] if installed else None
+    return {
+        "running": running,
+        "container": container,
+        "installed": [k["release"] for k in installed],
+        "newest": newest["release"] if newest else None,
+        "newest_installed_at": newest["installed_at"] if newest else None,
+        "newest_age_s": _age(newest["installed_at"], time.time() if now is None else now) if newest else None,
+    }
+
+
+def patch_facts():
+    _, running, _ = run(["uname", "-r"])
+    _, dpkg_out, _ = run(["dpkg-query", "-W", "-f", "${Package}\t${Version}\t${db:Status-Abbrev}\n", "linux-image-*"])
+    rc, container, _ = run(["systemd-detect-virt", "--container"])
+    return {
+        "lists": apt_lists_facts(),
+        "pending": pending_updates_facts(),
+        "unattended_upgrade": unattended_upgrade_facts(),
+        "reboot": reboot_facts(),
+        "kernel": kernel_facts(running.strip(), dpkg_out, container.strip() if rc == 0 else None),
+    }
+
+
 def gather(admin, iface, gateway):
     sshd = sshd_facts()
     sysctl, sysctl_origin = sysctl_facts()
@@ -363,6 +630,7 @@ def gather(admin, iface, gateway):
         "screen_lock": screen_lock_facts(),
         "accounts": account_facts(admin),
         "wg": wg_client_facts(iface),
+        "patch": patch_facts(),
     }
     if gateway:
         facts["wg_gateway"] = wg_gateway_peers()
