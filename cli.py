@@ -24,6 +24,8 @@ from core.signals import exit_code_for, signal_name, termination_handlers
 from core.text import terminal_safe
 
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+# Ids of requests and runs are 64-bit integers in the database: a longer number is bad input (exit 2).
+ID = click.IntRange(1, 2**63 - 1)
 
 
 class AppContext:
@@ -599,6 +601,7 @@ def mdm_serve_webhook(app: AppContext, listen: str | None, hmac_key_file: str | 
     import os
 
     from core.secrets import read_secret
+    from core.signals import default_termination
     from mdm_client.ipads import IPadContext
     from mdm_client.webhook import serve
 
@@ -609,6 +612,7 @@ def mdm_serve_webhook(app: AppContext, listen: str | None, hmac_key_file: str | 
         key = read_secret(file=key_file, env=None if hmac_key_file else cfg.webhook_hmac_key_env,
                           what="webhook HMAC key")
     ctx = IPadContext(app.config, app.db, app.inventory)
+    default_termination()  # uvicorn stops cleanly on SIGTERM by itself (systemd's stop)
     serve(ctx.registry, listen or cfg.webhook_listen, key, cfg.webhook_max_body, cfg.webhook_batch_ms,
           cfg.webhook_batch_max)
 
@@ -651,7 +655,7 @@ def _print_action(report: Any, as_json: bool) -> None:
 _deadline_opt = click.option("--deadline", "deadline", type=float, default=None,
                              help="Seconds to wait for the iPads' answers (default: mdm.query_deadline_s; "
                                   "30 for lock/lost-mode/clear-passcode/wipe).")
-_max_devices_opt = click.option("--max-devices", type=int, default=None,
+_max_devices_opt = click.option("--max-devices", type=click.IntRange(0, None), default=None,
                                 help="Confirm an action on more iPads than mdm.blast_radius (must cover the count).")
 _json_opt = click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 
@@ -901,8 +905,8 @@ def compliance_verify(app: AppContext, as_json: bool) -> None:
 
 
 @compliance.command("diff")
-@click.argument("run_a", type=int)
-@click.argument("run_b", type=int)
+@click.argument("run_a", type=ID)
+@click.argument("run_b", type=ID)
 @click.option("--json", "as_json", is_flag=True, help="Print the changes as JSON.")
 @pass_app
 def compliance_diff(app: AppContext, run_a: int, run_b: int, as_json: bool) -> None:
@@ -928,7 +932,7 @@ def compliance_diff(app: AppContext, run_a: int, run_b: int, as_json: bool) -> N
 
 
 @main.command("report")
-@click.option("--run", "run_id", type=int, help="Run id (default: the latest complete run).")
+@click.option("--run", "run_id", type=ID, help="Run id (default: the latest complete run).")
 @click.option("--format", "fmt", type=click.Choice(["html", "csv", "json", "junit"]), default="html",
               show_default=True, help="Report format.")
 @click.option("--out", "out_path", type=click.Path(dir_okay=False), required=True, help="Output file.")
@@ -1085,7 +1089,7 @@ def enrol_list(app: AppContext, status: str | None, as_json: bool) -> None:
 
 
 @enrol.command("show")
-@click.argument("request_id", type=int)
+@click.argument("request_id", type=ID)
 @click.option("--json", "as_json", is_flag=True, help="Print the request as JSON.")
 @pass_app
 def enrol_show(app: AppContext, request_id: int, as_json: bool) -> None:
@@ -1107,7 +1111,7 @@ def enrol_show(app: AppContext, request_id: int, as_json: bool) -> None:
 
 
 @enrol.command("approve")
-@click.argument("request_id", type=int)
+@click.argument("request_id", type=ID)
 @pass_app
 def enrol_approve(app: AppContext, request_id: int) -> None:
     """Approve a request: assign its serials to the school's DEP profile through NanoDEP.
@@ -1129,7 +1133,7 @@ def enrol_approve(app: AppContext, request_id: int) -> None:
 
 
 @enrol.command("reject")
-@click.argument("request_id", type=int)
+@click.argument("request_id", type=ID)
 @click.option("--reason", required=True, help="Why; the coordinator sees it.")
 @pass_app
 def enrol_reject(app: AppContext, request_id: int, reason: str) -> None:
@@ -1147,7 +1151,7 @@ def enrol_reject(app: AppContext, request_id: int, reason: str) -> None:
 
 
 @enrol.command("close")
-@click.argument("request_id", type=int)
+@click.argument("request_id", type=ID)
 @pass_app
 def enrol_close(app: AppContext, request_id: int) -> None:
     """Mark a configured request done.
@@ -1213,7 +1217,7 @@ def web() -> None:
 
 @web.command("serve")
 @click.option("--host", help="Listen address (default: web.listen).")
-@click.option("--port", type=int, help="Listen port (default: web.listen).")
+@click.option("--port", type=click.IntRange(1, 65535), help="Listen port (default: web.listen).")
 @pass_app
 def web_serve(app: AppContext, host: str | None, port: int | None) -> None:
     """Serve the web page and sweep for arriving iPads until interrupted.
@@ -1222,8 +1226,10 @@ def web_serve(app: AppContext, host: str | None, port: int | None) -> None:
 
         werne web serve --port 8080
     """
+    from core.signals import default_termination
     from enrolment.web.app import serve
 
+    default_termination()  # uvicorn stops cleanly on SIGTERM by itself (systemd's stop)
     serve(app.config, host, port)
 
 # ---------------------------------------------------------------- audit --------------------
