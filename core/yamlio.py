@@ -53,6 +53,26 @@ def _check_tags(node: yaml.Node, path: Path | str) -> None:
             stack += n.value
 
 
+def _failing_line(node: yaml.Node) -> int:
+    """The line of the first scalar that does not construct on its own (where a ValueError came from)."""
+    stack = [node]
+    while stack:
+        n = stack.pop(0)
+        if isinstance(n, yaml.ScalarNode):
+            loader = yaml.SafeLoader("")
+            try:
+                loader.construct_object(n)
+            except Exception:  # noqa: BLE001 - this is the one that fails, whatever it raises
+                return n.start_mark.line + 1
+            finally:
+                loader.dispose()
+        elif isinstance(n, yaml.MappingNode):
+            stack += [x for kv in n.value for x in kv]
+        elif isinstance(n, yaml.SequenceNode):
+            stack += n.value
+    return node.start_mark.line + 1
+
+
 def construct(node: yaml.Node, path: Path | str) -> Any:
     """The Python value of a composed node, with the safe loader; raises YAMLInputError."""
     _check_tags(node, path)
@@ -64,7 +84,7 @@ def construct(node: yaml.Node, path: Path | str) -> Any:
         line = mark.line + 1 if mark else node.start_mark.line + 1
         raise YAMLInputError(path, line, f"bad YAML value: {str(e.problem or e.context)[:200]}") from None
     except (ValueError, TypeError, OverflowError) as e:
-        raise YAMLInputError(path, node.start_mark.line + 1, f"bad YAML value: {str(e)[:200]}") from None
+        raise YAMLInputError(path, _failing_line(node), f"bad YAML value: {str(e)[:200]}") from None
     except RecursionError:
         raise YAMLInputError(path, node.start_mark.line + 1, "YAML nested too deeply") from None
     finally:
