@@ -857,7 +857,8 @@ def compliance_run(app: AppContext, fleet: str, as_json: bool) -> None:
 
     def progress(p: Any) -> None:
         if live:
-            stderr.write(f"\r{p.fleet}: {p.done}/{p.total} {p.device} {p.status} {p.message}".ljust(78)[:78])
+            line = terminal_safe(f"{p.fleet}: {p.done}/{p.total} {p.device} {p.status} {p.message}")
+            stderr.write(f"\r{line}".ljust(78)[:78])
             stderr.flush()
 
     summary = run_compliance(app.config, app.db, app.inventory, fleets, progress=progress)
