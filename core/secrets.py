@@ -56,8 +56,10 @@ def read_secret(*, file: str | Path | None = None, env: str | None = None, what:
         try:
             value = read_regular_file(path, limit=MAX_SECRET_BYTES).decode("utf-8").strip()
         except FileNotFoundError:
-            raise SecretError(f"{what}: the configured secret file does not exist "
-                              "(its name is not shown, in case the secret itself was pasted there)") from None
+            if _looks_like_a_secret(path.name):
+                raise SecretError(f"{what}: the configured secret file does not exist (its name is not "
+                                  "shown: it looks like the secret itself was pasted there)") from None
+            raise SecretError(f"{what}: secret file {path} does not exist") from None
         except PermissionError:
             raise SecretError(f"{what}: secret file {path} is not readable") from None
         except OSError as e:
@@ -70,6 +72,18 @@ def read_secret(*, file: str | Path | None = None, env: str | None = None, what:
         return Secret(value, source=str(path))
     where = f"${env}" if env else "no file configured"
     raise SecretError(f"{what}: no secret found ({where})")
+
+
+def _looks_like_a_secret(name: str) -> bool:
+    """A file name that is long, random-looking token text (letters and digits, base64 or hex
+    alphabet, no dot), as a pasted key would be; names people give key files are not."""
+    return (
+        len(name) >= 16
+        and "." not in name
+        and all(c.isascii() and (c.isalnum() or c in "+/=_-") for c in name)
+        and any(c.isdigit() for c in name)
+        and any(c.isalpha() for c in name)
+    )
 
 
 def warn_if_others_can_read(path: Path, what: str) -> None:
