@@ -4,7 +4,8 @@ This module is the only place that knows about click. It parses, calls one libra
 and prints. Library errors (core.errors.WerneError) become `Error: ...` and a documented exit
 code here, at the one error boundary; anything else is a bug and keeps its traceback.
 
-Exit codes: 0 ok, 1 findings or failed hosts, 2 bad input or config, 3 could not run, 130 interrupted.
+Exit codes: 0 ok, 1 findings or failed hosts, 2 bad input or config, 3 could not run, 130 interrupted
+(Ctrl-C), 143 terminated (SIGTERM), 129 hung up (SIGHUP).
 """
 
 from __future__ import annotations
@@ -19,8 +20,12 @@ import click
 
 from core.config import Config, load_config
 from core.errors import EXIT_INTERRUPTED, WerneError
+from core.signals import exit_code_for, signal_name, termination_handlers
+from core.text import terminal_safe
 
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+# Ids of requests and runs are 64-bit integers in the database: a longer number is bad input (exit 2).
+ID = click.IntRange(1, 2**63 - 1)
 
 
 class AppContext:
@@ -65,13 +70,19 @@ class AppContext:
 pass_app = click.make_pass_decorator(AppContext)
 
 
+def echo(message: Any = "", err: bool = False) -> None:
+    """click.echo, with text from others (web page, devices, CSV files) made terminal-safe."""
+    click.echo(terminal_safe(message), err=err)
+
+
 def echo_json(data: Any) -> None:
+    # JSON escapes control characters itself (ensure_ascii), so it is safe as it is.
     click.echo(json.dumps(data, indent=2, sort_keys=True, default=str))
 
 
 def fail(message: str, code: int) -> None:
     """Print `Error: message` on stderr and exit with `code`."""
-    click.echo(f"Error: {message}", err=True)
+    echo(f"Error: {message}", err=True)
     sys.exit(code)
 
 
@@ -86,11 +97,13 @@ def error_boundary(fn: Callable[..., Any]) -> Callable[..., Any]:
             problems = getattr(e, "problems", None)
             if problems and len(problems) > 1:
                 for p in problems:
-                    click.echo(f"Error: {p}", err=True)
+                    echo(f"Error: {p}", err=True)
                 sys.exit(e.exit_code)
             fail(str(e), e.exit_code)
-        except KeyboardInterrupt:
-            fail("interrupted", EXIT_INTERRUPTED)
+        except KeyboardInterrupt as e:
+            # Ctrl-C, or SIGTERM/SIGHUP (core.signals.Terminated): the cleanup ran on the way here.
+            code = exit_code_for(e)
+            fail("interrupted" if code == EXIT_INTERRUPTED else f"terminated by {signal_name(e)}", code)
 
     return wrapper
 
@@ -119,6 +132,7 @@ def main(ctx: click.Context, config_path: str | None, state_dir: str | None) -> 
     app = AppContext(config_path, state_dir)
     ctx.obj = app
     ctx.call_on_close(app.close)
+    ctx.with_resource(termination_handlers())
 
 
 # ---------------------------------------------------------------- inventory ----------------
@@ -152,14 +166,14 @@ def inventory_check(app: AppContext, as_json: bool) -> None:
         if as_json:
             echo_json({"ok": False, "problems": e.problems})
         for p in e.problems:
-            click.echo(f"Error: {p}", err=True)
+            echo(f"Error: {p}", err=True)
         sys.exit(e.exit_code)
     summary = {"ok": True, "inventory": str(inv.root), "laptops": len(inv.laptops),
                "vpn_gateways": len(inv.gateways), "schools": len(inv.schools), "ipads": len(inv.ipads)}
     if as_json:
         echo_json(summary)
     else:
-        click.echo(f"{inv.root}: ok: {len(inv.laptops)} laptops, {len(inv.gateways)} VPN gateway(s), "
+        echo(f"{inv.root}: ok: {len(inv.laptops)} laptops, {len(inv.gateways)} VPN gateway(s), "
                    f"{len(inv.schools)} schools, {len(inv.ipads)} iPads")
 
 
@@ -202,13 +216,13 @@ def lab_up(app: AppContext, laptops: int, no_gateway: bool, ipads: int) -> None:
     from lab.laptops import lab_up as run_lab_up
 
     result = run_lab_up(_lab(app), laptops=laptops, gateway=not no_gateway, ipads=ipads, config=app.config,
-                        progress=lambda message: click.echo(message, err=True))
+                        progress=lambda message: echo(message, err=True))
     for h in result.hosts:
-        click.echo(f"{h.name:<8} {h.address:<15} {'running' if h.running else 'stopped'}")
-    click.echo(f"inventory: {result.inventory}")
-    click.echo(f"key: {result.key_file}")
+        echo(f"{h.name:<8} {h.address:<15} {'running' if h.running else 'stopped'}")
+    echo(f"inventory: {result.inventory}")
+    echo(f"key: {result.key_file}")
     if result.ipads is not None:
-        click.echo(f"ipads: {result.ipads.ipads} (NanoMDM at {result.ipads.nanomdm_url})")
+        echo(f"ipads: {result.ipads.ipads} (NanoMDM at {result.ipads.nanomdm_url})")
 
 
 @lab.command("down")
@@ -225,7 +239,7 @@ def lab_down(app: AppContext, purge: bool) -> None:
     from lab.laptops import lab_down as run_lab_down
 
     run_lab_down(_lab(app), purge=purge)
-    click.echo("lab is down")
+    echo("lab is down")
 
 
 @lab.command("status")
@@ -243,9 +257,9 @@ def lab_status(app: AppContext, as_json: bool) -> None:
         echo_json([h.to_dict() for h in hosts])
         return
     if not hosts:
-        click.echo("the lab has no hosts (run `werne lab up`)")
+        echo("the lab has no hosts (run `werne lab up`)")
     for h in hosts:
-        click.echo(f"{h.name:<8} {h.address:<15} {'running' if h.running else 'stopped'}")
+        echo(f"{h.name:<8} {h.address:<15} {'running' if h.running else 'stopped'}")
 
 
 # ---------------------------------------------------------------- laptop -------------------
@@ -311,10 +325,10 @@ def laptop_preflight(app: AppContext, hosts: tuple[str, ...], all_hosts: bool, a
         _rich_console().print(table)
         for h in report.hosts:
             if h.host_key_recorded:
-                click.echo(f"{h.host}: pinned new host key {h.host_key_fingerprint}")
+                echo(f"{h.host}: pinned new host key {h.host_key_fingerprint}")
         for h in report.failed:
-            click.echo(f"{h.host}: {h.reason}")
-        click.echo(f"{len(report.hosts)} checked, {len(report.failed)} failed")
+            echo(f"{h.host}: {h.reason}")
+        echo(f"{len(report.hosts)} checked, {len(report.failed)} failed")
     if not report.ok:
         sys.exit(EXIT_FINDINGS)
 
@@ -373,17 +387,17 @@ def laptop_provision(app: AppContext, hosts: tuple[str, ...], all_hosts: bool, c
             for h in report.hosts:
                 if not h.changes:
                     continue
-                click.echo(f"{h.host}: would change {len(h.changes)} task(s):")
+                echo(f"{h.host}: would change {len(h.changes)} task(s):")
                 for c in h.changes:
-                    click.echo(f"  - {c.role + ': ' if c.role else ''}{c.task}")
+                    echo(f"  - {c.role + ': ' if c.role else ''}{c.task}")
                     for d in c.diff.splitlines():
-                        click.echo(f"      {d}")
+                        echo(f"      {d}")
         for h in report.hosts:
             if h.reason:
-                click.echo(f"{h.host}: {h.reason}")
+                echo(f"{h.host}: {h.reason}")
         if report.interrupted_runs:
-            click.echo(f"marked interrupted: run(s) {', '.join(map(str, report.interrupted_runs))}")
-        click.echo(f"run {report.run_id}: {report.status}{' (check mode)' if check_mode else ''}; "
+            echo(f"marked interrupted: run(s) {', '.join(map(str, report.interrupted_runs))}")
+        echo(f"run {report.run_id}: {report.status}{' (check mode)' if check_mode else ''}; "
                    f"artifacts in {report.artifact_dir}")
     if not report.ok:
         sys.exit(EXIT_FINDINGS)
@@ -414,9 +428,9 @@ def vpn_gateway() -> None:
 def _vpn_peer_lines(report: Any) -> None:
     for h in report.hosts:
         extra = f" ({h.address})" if h.address and h.ok else ""
-        click.echo(f"{h.host}: {h.outcome}{extra}" + (f": {h.reason}" if h.reason else ""))
+        echo(f"{h.host}: {h.outcome}{extra}" + (f": {h.reason}" if h.reason else ""))
     if report.gateway is not None:
-        click.echo(f"gateway {report.gateway.gateway}: {report.gateway.peers} active peer(s)")
+        echo(f"gateway {report.gateway.gateway}: {report.gateway.peers} active peer(s)")
 
 
 @vpn_gateway.command("apply")
@@ -437,7 +451,7 @@ def vpn_gateway_apply(app: AppContext, as_json: bool) -> None:
     if as_json:
         echo_json(result.model_dump())
         return
-    click.echo(f"gateway {result.gateway}: {result.peers} active peer(s), public key {result.public_key}")
+    echo(f"gateway {result.gateway}: {result.peers} active peer(s), public key {result.public_key}")
 
 
 @vpn.command("enrol")
@@ -487,7 +501,7 @@ def vpn_rotate(app: AppContext, hosts: tuple[str, ...], older_than: str | None, 
     if as_json:
         echo_json(report.model_dump())
     elif not report.hosts:
-        click.echo("no keys to rotate")
+        echo("no keys to rotate")
     else:
         _vpn_peer_lines(report)
     if not report.ok:
@@ -511,7 +525,7 @@ def vpn_revoke(app: AppContext, host: str, reason: str) -> None:
     from vpn.ops import revoke
 
     r = revoke(app.config, app.db, app.inventory, host, reason)
-    click.echo(f"{r.host}: {r.outcome}" + (f" ({r.reason})" if r.reason else ""))
+    echo(f"{r.host}: {r.outcome}" + (f" ({r.reason})" if r.reason else ""))
 
 
 @vpn.command("reinstate")
@@ -527,7 +541,7 @@ def vpn_reinstate(app: AppContext, host: str) -> None:
     from vpn.ops import reinstate
 
     r = reinstate(app.config, app.db, app.inventory, host)
-    click.echo(f"{r.host}: {r.outcome}: {r.reason}")
+    echo(f"{r.host}: {r.outcome}: {r.reason}")
 
 
 @vpn.command("status")
@@ -553,7 +567,7 @@ def vpn_status(app: AppContext, as_json: bool) -> None:
         for p in peers:
             hs = "never" if p.handshake_age_s is None else f"{p.handshake_age_s}s ago"
             key_age = "-" if p.key_age_days is None else f"{p.key_age_days:.0f}d"
-            click.echo(f"{p.host or '?':<12} {p.status:<8} {p.address or '-':<15} key {key_age:<5} "
+            echo(f"{p.host or '?':<12} {p.status:<8} {p.address or '-':<15} key {key_age:<5} "
                        f"handshake {hs:<12} {p.endpoint or '-':<21} {','.join(p.flags) or 'ok'}")
     if any(p.flags for p in peers):
         sys.exit(EXIT_FINDINGS)
@@ -590,6 +604,7 @@ def mdm_serve_webhook(app: AppContext, listen: str | None, hmac_key_file: str | 
     import os
 
     from core.secrets import read_secret
+    from core.signals import default_termination
     from ipad.ops import open_store
     from ipad.webhook import serve
 
@@ -599,6 +614,7 @@ def mdm_serve_webhook(app: AppContext, listen: str | None, hmac_key_file: str | 
     if key_file or os.environ.get(cfg.webhook_hmac_key_env):
         key = read_secret(file=key_file, env=None if hmac_key_file else cfg.webhook_hmac_key_env,
                           what="webhook HMAC key")
+    default_termination()  # uvicorn stops cleanly on SIGTERM by itself (systemd's stop)
     serve(open_store(app.db, app.inventory), listen or cfg.webhook_listen, key, cfg.webhook_max_body,
           cfg.webhook_batch_ms, cfg.webhook_batch_max)
 
@@ -791,15 +807,15 @@ def _print_action(report: Any, as_json: bool) -> None:
     else:
         if report.plan is not None:
             for school, changes in sorted(report.plan.items()):
-                click.echo(f"{school}:")
+                echo(f"{school}:")
                 for change, n in sorted(changes.items()):
-                    click.echo(f"  {n:4d} iPad{'s' if n != 1 else ' '}  {change}")
-            click.echo("Plan only: nothing was sent.")
+                    echo(f"  {n:4d} iPad{'s' if n != 1 else ' '}  {change}")
+            echo("Plan only: nothing was sent.")
             return
         for d in report.devices:
-            click.echo(f"{d.serial:<13} {d.school or '-':<12} {'ok' if d.ok else 'NOT OK':<7} {d.summary()}")
+            echo(f"{d.serial:<13} {d.school or '-':<12} {'ok' if d.ok else 'NOT OK':<7} {d.summary()}")
         counts = report.counts()
-        click.echo(f"{report.action}: {counts.get('ok', 0)} ok, {counts.get('not ok', 0)} not ok"
+        echo(f"{report.action}: {counts.get('ok', 0)} ok, {counts.get('not ok', 0)} not ok"
                    + (f"; no answer from: {', '.join(report.not_answered)}" if report.not_answered else ""))
     sys.exit(report.exit_code)
 
@@ -807,7 +823,7 @@ def _print_action(report: Any, as_json: bool) -> None:
 _deadline_opt = click.option("--deadline", "deadline", type=float, default=None,
                              help="Seconds to wait for the iPads' answers (default: mdm.query_deadline_s; "
                                   "30 for lock/lost-mode/clear-passcode/wipe).")
-_max_devices_opt = click.option("--max-devices", type=int, default=None,
+_max_devices_opt = click.option("--max-devices", type=click.IntRange(0, None), default=None,
                                 help="Confirm an action on more iPads than mdm.blast_radius (must cover the count).")
 _json_opt = click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 
@@ -829,14 +845,14 @@ def ipad_list(app: AppContext, school: str | None, as_json: bool) -> None:
     if as_json:
         echo_json([r.to_dict() for r in rows])
         return
-    click.echo(f"{'SERIAL':<13} {'SCHOOL':<12} {'GROUP':<8} {'STATE':<13} {'LAST SEEN':<17} {'OS':<8} "
+    echo(f"{'SERIAL':<13} {'SCHOOL':<12} {'GROUP':<8} {'STATE':<13} {'LAST SEEN':<17} {'OS':<8} "
                f"{'PEND':>4} {'NOTNOW':>6} {'CERT UNTIL':<10}  PROBLEMS")
     for r in rows:
         seen = r.last_seen.strftime("%Y-%m-%d %H:%M") if r.last_seen else "-"
         cert = r.identity_cert_not_after.strftime("%Y-%m-%d") if r.identity_cert_not_after else "-"
-        click.echo(f"{r.serial:<13} {r.school or '-':<12} {r.group or '-':<8} {r.state:<13} {seen:<17} "
+        echo(f"{r.serial:<13} {r.school or '-':<12} {r.group or '-':<8} {r.state:<13} {seen:<17} "
                    f"{r.os_version or '-':<8} {r.pending:>4} {r.not_now:>6} {cert:<10}  {'; '.join(r.problems)}")
-    click.echo(f"{len(rows)} iPads, {sum(1 for r in rows if r.problems)} with problems")
+    echo(f"{len(rows)} iPads, {sum(1 for r in rows if r.problems)} with problems")
 
 
 @ipad.command("query")
@@ -1009,7 +1025,8 @@ def compliance_run(app: AppContext, fleet: str, as_json: bool) -> None:
 
     def progress(p: Any) -> None:
         if live:
-            stderr.write(f"\r{p.fleet}: {p.done}/{p.total} {p.device} {p.status} {p.message}".ljust(78)[:78])
+            line = terminal_safe(f"{p.fleet}: {p.done}/{p.total} {p.device} {p.status} {p.message}")
+            stderr.write(f"\r{line}".ljust(78)[:78])
             stderr.flush()
 
     summary = run_compliance(app.config, app.db, app.inventory, fleets, progress=progress)
@@ -1023,14 +1040,14 @@ def compliance_run(app: AppContext, fleet: str, as_json: bool) -> None:
         echo_json(data)
     else:
         if summary.recovered_stale_lock:
-            click.echo("note: recovered a stale lock left by a run that died", err=True)
+            echo("note: recovered a stale lock left by a run that died", err=True)
         c = summary.counts
-        click.echo(f"run {summary.run_id}: {summary.compliant_devices}/{summary.devices} devices compliant, "
+        echo(f"run {summary.run_id}: {summary.compliant_devices}/{summary.devices} devices compliant, "
                    f"pass rate {summary.pass_rate * 100:.1f} %; pass {c['pass']}, fail {c['fail']}, "
                    f"error {c['error']}, unreachable {c['unreachable']}, waived {c['waived']}, "
                    f"not applicable {c['not_applicable']}")
         if summary.report_path:
-            click.echo(f"report: {summary.report_path}")
+            echo(f"report: {summary.report_path}")
     sys.exit(summary.exit_code)
 
 
@@ -1050,15 +1067,15 @@ def compliance_verify(app: AppContext, as_json: bool) -> None:
     if as_json:
         echo_json({"ok": rep.ok, "runs": rep.runs_checked, "head": rep.head, "problems": rep.problems})
     elif rep.ok:
-        click.echo(f"ok: {rep.runs_checked} run(s), chain head {rep.head or 'none'}")
+        echo(f"ok: {rep.runs_checked} run(s), chain head {rep.head or 'none'}")
     for p in rep.problems if not as_json else []:
-        click.echo(f"Error: {p}", err=True)
+        echo(f"Error: {p}", err=True)
     sys.exit(0 if rep.ok else 1)
 
 
 @compliance.command("diff")
-@click.argument("run_a", type=int)
-@click.argument("run_b", type=int)
+@click.argument("run_a", type=ID)
+@click.argument("run_b", type=ID)
 @click.option("--json", "as_json", is_flag=True, help="Print the changes as JSON.")
 @pass_app
 def compliance_diff(app: AppContext, run_a: int, run_b: int, as_json: bool) -> None:
@@ -1078,13 +1095,13 @@ def compliance_diff(app: AppContext, run_a: int, run_b: int, as_json: bool) -> N
                    **{k.replace(" ", "_"): [c.as_dict() for c in v] for k, v in sections}})
         return
     for title, changes in sections:
-        click.echo(f"{title} ({len(changes)}):")
+        echo(f"{title} ({len(changes)}):")
         for c in changes:
-            click.echo(f"  {c.device:<14} {c.rule_id:<26} {c.before or '-'} -> {c.after or '-'}  {c.evidence}")
+            echo(f"  {c.device:<14} {c.rule_id:<26} {c.before or '-'} -> {c.after or '-'}  {c.evidence}")
 
 
 @main.command("report")
-@click.option("--run", "run_id", type=int, help="Run id (default: the latest complete run).")
+@click.option("--run", "run_id", type=ID, help="Run id (default: the latest complete run).")
 @click.option("--format", "fmt", type=click.Choice(["html", "csv", "json", "junit"]), default="html",
               show_default=True, help="Report format.")
 @click.option("--out", "out_path", type=click.Path(dir_okay=False), required=True, help="Output file.")
@@ -1099,7 +1116,7 @@ def report_cmd(app: AppContext, run_id: int | None, fmt: str, out_path: str) -> 
     from compliance.reports import write_report
 
     path = write_report(app.db, run_id, fmt, out_path)
-    click.echo(str(path))
+    echo(str(path))
 
 # ---------------------------------------------------------------- enrol / user / web -------
 # (owned by the enrolment work)
@@ -1139,7 +1156,7 @@ def user_add(app: AppContext, username: str, role: str, schools: tuple[str, ...]
 
     password = _read_new_password(password_stdin)
     p = add_user(app.db, username, password, role, list(schools), set(app.inventory.schools), current_actor())
-    click.echo(f"user {p.username} added ({p.role}{': ' + ', '.join(sorted(p.schools)) if p.schools else ''})")
+    echo(f"user {p.username} added ({p.role}{': ' + ', '.join(sorted(p.schools)) if p.schools else ''})")
 
 
 @user.command("disable")
@@ -1156,7 +1173,7 @@ def user_disable(app: AppContext, username: str) -> None:
     from enrolment.accounts import set_active
 
     set_active(app.db, username, False, current_actor())
-    click.echo(f"user {username} disabled")
+    echo(f"user {username} disabled")
 
 
 @user.command("reset-password")
@@ -1174,7 +1191,7 @@ def user_reset_password(app: AppContext, username: str, password_stdin: bool) ->
     from enrolment.accounts import reset_password
 
     reset_password(app.db, username, _read_new_password(password_stdin), current_actor())
-    click.echo(f"password of {username} reset")
+    echo(f"password of {username} reset")
 
 
 @user.command("list")
@@ -1194,7 +1211,7 @@ def user_list(app: AppContext, as_json: bool) -> None:
         echo_json(users)
         return
     for u in users:
-        click.echo(f"{u['username']:<24} {u['role']:<12} {'active' if u['active'] else 'disabled':<9} "
+        echo(f"{u['username']:<24} {u['role']:<12} {'active' if u['active'] else 'disabled':<9} "
                    f"{', '.join(u['schools'])}")  # type: ignore[arg-type]
 
 
@@ -1209,12 +1226,12 @@ def enrol() -> None:
 
 
 def _print_request(view: Any) -> None:
-    click.echo(f"request {view.id}: {view.school_id} {view.group} '{view.purpose}' {view.status} "
+    echo(f"request {view.id}: {view.school_id} {view.group} '{view.purpose}' {view.status} "
                f"({view.enrolled} of {view.total} enrolled, {view.configured} configured) by {view.created_by}")
     if view.reason:
-        click.echo(f"  reason: {view.reason}")
+        echo(f"  reason: {view.reason}")
     for s in view.serials:
-        click.echo(f"  {s.serial:<13} {s.status:<11} {s.reason or ''}".rstrip())
+        echo(f"  {s.serial:<13} {s.status:<11} {s.reason or ''}".rstrip())
 
 
 @enrol.command("list")
@@ -1237,11 +1254,11 @@ def enrol_list(app: AppContext, status: str | None, as_json: bool) -> None:
         echo_json([i.as_dict() for i in items])
         return
     for v in items:
-        click.echo(f"{v.id:>5}  {v.status:<10} {v.school_id:<12} {v.group:<8} {v.enrolled}/{v.total}  {v.purpose}")
+        echo(f"{v.id:>5}  {v.status:<10} {v.school_id:<12} {v.group:<8} {v.enrolled}/{v.total}  {v.purpose}")
 
 
 @enrol.command("show")
-@click.argument("request_id", type=int)
+@click.argument("request_id", type=ID)
 @click.option("--json", "as_json", is_flag=True, help="Print the request as JSON.")
 @pass_app
 def enrol_show(app: AppContext, request_id: int, as_json: bool) -> None:
@@ -1263,7 +1280,7 @@ def enrol_show(app: AppContext, request_id: int, as_json: bool) -> None:
 
 
 @enrol.command("approve")
-@click.argument("request_id", type=int)
+@click.argument("request_id", type=ID)
 @pass_app
 def enrol_approve(app: AppContext, request_id: int) -> None:
     """Approve a request: assign its serials to the school's DEP profile through NanoDEP.
@@ -1285,7 +1302,7 @@ def enrol_approve(app: AppContext, request_id: int) -> None:
 
 
 @enrol.command("reject")
-@click.argument("request_id", type=int)
+@click.argument("request_id", type=ID)
 @click.option("--reason", required=True, help="Why; the coordinator sees it.")
 @pass_app
 def enrol_reject(app: AppContext, request_id: int, reason: str) -> None:
@@ -1303,7 +1320,7 @@ def enrol_reject(app: AppContext, request_id: int, reason: str) -> None:
 
 
 @enrol.command("close")
-@click.argument("request_id", type=int)
+@click.argument("request_id", type=ID)
 @pass_app
 def enrol_close(app: AppContext, request_id: int) -> None:
     """Mark a configured request done.
@@ -1331,7 +1348,7 @@ def enrol_dep_status(app: AppContext) -> None:
     from enrolment.dep import dep_status
 
     st = dep_status(app.config)
-    click.echo(f"NanoDEP {st.nanodep_version or '?'} at {st.nanodep_url}, DEP name {st.dep_name}: "
+    echo(f"NanoDEP {st.nanodep_version or '?'} at {st.nanodep_url}, DEP name {st.dep_name}: "
                f"server '{st.server_name}' of '{st.org_name}' (admin {st.admin_id or '?'})")
 
 
@@ -1349,10 +1366,10 @@ def enrol_sync(app: AppContext) -> None:
     from enrolment.arrival import process_arrivals
 
     r = process_arrivals(app.db, app.config)
-    click.echo(f"enrolled {len(r.enrolled)}, configured {len(r.configured)}, failed {len(r.failed)}, "
+    echo(f"enrolled {len(r.enrolled)}, configured {len(r.configured)}, failed {len(r.failed)}, "
                f"deferred {len(r.deferred)}, commands sent {r.commands_sent}")
     for serial, why in {**r.failed, **r.deferred}.items():
-        click.echo(f"  {serial}: {why}")
+        echo(f"  {serial}: {why}")
     if r.failed or r.deferred:
         sys.exit(1)
 
@@ -1369,7 +1386,7 @@ def web() -> None:
 
 @web.command("serve")
 @click.option("--host", help="Listen address (default: web.listen).")
-@click.option("--port", type=int, help="Listen port (default: web.listen).")
+@click.option("--port", type=click.IntRange(1, 65535), help="Listen port (default: web.listen).")
 @pass_app
 def web_serve(app: AppContext, host: str | None, port: int | None) -> None:
     """Serve the web page and sweep for arriving iPads until interrupted.
@@ -1378,8 +1395,10 @@ def web_serve(app: AppContext, host: str | None, port: int | None) -> None:
 
         werne web serve --port 8080
     """
+    from core.signals import default_termination
     from enrolment.web.app import serve
 
+    default_termination()  # uvicorn stops cleanly on SIGTERM by itself (systemd's stop)
     serve(app.config, host, port)
 
 # ---------------------------------------------------------------- audit --------------------
@@ -1409,7 +1428,7 @@ def audit_cmd(app: AppContext, since: Any, as_json: bool) -> None:
         return
     for r in rows:
         detail = json.dumps(r["detail"], sort_keys=True)
-        click.echo(f"{r['at']}  {r['actor']:<12} {r['action']:<24} {r['target']}  {detail}")
+        echo(f"{r['at']}  {r['actor']:<12} {r['action']:<24} {r['target']}  {detail}")
 
 
 # ---------------------------------------------------------------- demo ---------------------
@@ -1436,13 +1455,13 @@ def demo_cmd(app: AppContext, laptops: int, ipads: int) -> None:
     """
     from lab.demo import run_demo
 
-    result = run_demo(app.config, laptops=laptops, ipads=ipads, say=lambda m: click.echo(m, err=True))
-    click.echo("")
+    result = run_demo(app.config, laptops=laptops, ipads=ipads, say=lambda m: echo(m, err=True))
+    echo("")
     for name, outcome in result.steps:
-        click.echo(f"{name:<16} {outcome}")
-    click.echo("")
-    click.echo(f"Report: {result.report_path}")
-    click.echo("Stop the lab with: werne lab down")
+        echo(f"{name:<16} {outcome}")
+    echo("")
+    echo(f"Report: {result.report_path}")
+    echo("Stop the lab with: werne lab down")
 
 
 if __name__ == "__main__":  # pragma: no cover

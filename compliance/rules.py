@@ -17,6 +17,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from compliance.errors import BaselineError
+from core.files import read_regular_file
+from core.yamlio import YAMLInputError, compose, construct, scalar_key
 
 BASELINES_DIR = Path(__file__).resolve().parent / "baselines"
 Fleet = Literal["laptops", "ipads"]
@@ -209,28 +211,27 @@ def load_baseline_file(
     """Parse one baseline file; returns (baseline or None, problems as `file:line: reason`)."""
     problems: list[str] = []
     try:
-        raw = path.read_bytes()
-        root = yaml.compose(raw.decode("utf-8-sig"), Loader=yaml.SafeLoader)
+        raw = read_regular_file(path)
+        root = compose(raw.decode("utf-8-sig"), path)
     except FileNotFoundError:
         return None, [f"{path}: file does not exist"]
     except (OSError, UnicodeDecodeError) as e:
         return None, [f"{path}: cannot read: {e.__class__.__name__}"]
-    except yaml.MarkedYAMLError as e:
-        line = e.problem_mark.line + 1 if e.problem_mark else 0
-        return None, [f"{path}:{line}: broken YAML: {e.problem}"]
+    except YAMLInputError as e:
+        return None, [str(e)]
     if not isinstance(root, yaml.MappingNode):
         return None, [f"{path}: a baseline is a mapping with 'baseline:' and 'rules:'"]
-    nodes = {k.value: v for k, v in root.value}
-    unknown = sorted(set(nodes) - {"baseline", "rules"})
+    nodes = {scalar_key(k): v for k, v in root.value}
+    unknown = sorted(str(k) for k in set(nodes) - {"baseline", "rules"})
     if unknown:
         problems.append(f"{path}: unknown top-level key(s): {', '.join(unknown)}")
     header = None
     try:
-        header = BaselineHeader.model_validate(
-            yaml.safe_load(yaml.serialize(nodes["baseline"])) if "baseline" in nodes else None
-        )
+        header = BaselineHeader.model_validate(construct(nodes["baseline"], path) if "baseline" in nodes else None)
     except ValidationError as e:
         problems.append(f"{path}:1: baseline: {_first_error(e)}")
+    except YAMLInputError as e:
+        problems.append(str(e))
     rules_node = nodes.get("rules")
     rules: list[Rule] = []
     if not isinstance(rules_node, yaml.SequenceNode):
@@ -239,7 +240,11 @@ def load_baseline_file(
         seen: dict[str, int] = {}
         for item in rules_node.value:
             line = item.start_mark.line + 1
-            data = yaml.safe_load(yaml.serialize(item))
+            try:
+                data = construct(item, path)
+            except YAMLInputError as e:
+                problems.append(str(e))
+                continue
             rid = data.get("id", "?") if isinstance(data, dict) else "?"
             try:
                 rule = Rule.model_validate(data)

@@ -9,7 +9,7 @@ unreachable), and errors raise: 2 bad input or config (BaselineError, WaiverErro
 from __future__ import annotations
 
 import functools
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import wait
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,6 +28,7 @@ from core.config import Config
 from core.db import Database
 from core.errors import EXIT_FINDINGS, EXIT_OK, WerneError
 from core.inventory import Inventory
+from core.signals import start_daemon
 
 FLEETS = ("laptops", "ipads")
 
@@ -131,17 +132,24 @@ def run_compliance(
             artifacts = config.state_dir / "compliance" / "artifacts"
             jobs = {}
             # The two fleets are collected side by side: the laptops wait on Ansible and SSH, the
-            # iPads on the MDM sweep's deadline; neither needs the other.
-            with ThreadPoolExecutor(max_workers=2, thread_name_prefix="werne-collect") as pool:
-                if "laptops" in fleets:
-                    jobs["laptops"] = pool.submit(
-                        collect_laptops, config, inventory, db, artifacts, hosts or None, progress, now=at
-                    )
-                if "ipads" in fleets:
-                    jobs["ipads"] = pool.submit(collect_ipads, config, inventory, db, progress, sweep, now=at)
-                devices: list[DeviceFacts] = []
+            # iPads on the MDM sweep's deadline; neither needs the other. Daemon threads, not a
+            # pool: on Ctrl-C or SIGTERM the run ends now, not when a hung MDM call times out.
+            if "laptops" in fleets:
+                jobs["laptops"] = start_daemon(
+                    collect_laptops, config, inventory, db, artifacts, hosts or None, progress, now=at,
+                    name="werne-collect-laptops",
+                )
+            if "ipads" in fleets:
+                jobs["ipads"] = start_daemon(
+                    collect_ipads, config, inventory, db, progress, sweep, now=at, name="werne-collect-ipads"
+                )
+            devices: list[DeviceFacts] = []
+            try:
                 for fleet in fleets:
                     devices += jobs[fleet].result()
+            except Exception:
+                wait(list(jobs.values()))  # as a pool would: no collector still runs once the run has failed
+                raise
             if "ipads" in fleets:
                 from compliance.collect_fleet import ipad_fleet_facts
 

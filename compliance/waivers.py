@@ -21,6 +21,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from compliance.engine import DeviceFacts, RuleResult, _clip
 from compliance.errors import WaiverError
+from core.files import read_regular_file
+from core.yamlio import YAMLInputError, compose, construct, scalar_key
 
 SELECTOR_KINDS = ("school", "group", "fleet")
 
@@ -134,21 +136,20 @@ def load_waivers(path: Path | None, known_rules: set[str]) -> WaiverSet:
     if path is None:
         return WaiverSet([], EMPTY_DIGEST)
     try:
-        raw = path.read_bytes()
+        raw = read_regular_file(path)
     except FileNotFoundError:
         raise WaiverError(f"waivers file {path} does not exist") from None
     except OSError as e:
         raise WaiverError(f"waivers file {path}: cannot read: {e.strerror}") from None
     try:
-        root = yaml.compose(raw.decode("utf-8-sig"), Loader=yaml.SafeLoader)
+        root = compose(raw.decode("utf-8-sig"), path)
     except UnicodeDecodeError:
         raise WaiverError(f"{path}: not UTF-8 text") from None
-    except yaml.MarkedYAMLError as e:
-        line = e.problem_mark.line + 1 if e.problem_mark else 0
-        raise WaiverError(f"{path}:{line}: broken YAML: {e.problem}") from None
+    except YAMLInputError as e:
+        raise WaiverError(str(e)) from None
     if root is None:
         return WaiverSet([], hashlib.sha256(raw).hexdigest(), str(path))
-    top = {k.value: v for k, v in root.value} if isinstance(root, yaml.MappingNode) else {}
+    top = {scalar_key(k): v for k, v in root.value} if isinstance(root, yaml.MappingNode) else {}
     node = top.get("waivers")
     if not isinstance(node, yaml.SequenceNode):
         raise WaiverError(f"{path}: expected a top-level 'waivers:' list")
@@ -156,7 +157,10 @@ def load_waivers(path: Path | None, known_rules: set[str]) -> WaiverSet:
     names: dict[str, int] = {}
     for item in node.value:
         line = item.start_mark.line + 1
-        data = yaml.safe_load(yaml.serialize(item))
+        try:
+            data = construct(item, path)
+        except YAMLInputError as e:
+            raise WaiverError(str(e)) from None
         try:
             w = Waiver.model_validate(data)
         except ValidationError as e:

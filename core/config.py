@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
 from core.errors import ConfigError
 
@@ -33,6 +34,25 @@ ENDPOINTS_FILE = "endpoints.toml"
 def default_state_dir() -> Path:
     base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
     return Path(base) / "werne"
+
+
+def _check_listen(v: str) -> str:
+    from core.netaddr import split_listen
+
+    split_listen(v)
+    return v
+
+
+def _check_env_name(v: str) -> str:
+    # A secret pasted where the *name* of its variable belongs must not come back in a message.
+    if v and not re.match(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$", v):
+        raise ValueError("must name an environment variable (letters, digits, '_'); the value is not "
+                         "shown, in case it is the secret itself")
+    return v
+
+
+EnvName = Annotated[str, AfterValidator(_check_env_name)]
+ListenAddress = Annotated[str, AfterValidator(_check_listen)]
 
 
 class _Section(BaseModel):
@@ -103,10 +123,10 @@ class LabConfig(_Section):
 class MDMConfig(_Section):
     url: str = "http://127.0.0.1:9000"
     api_key_file: Path | None = None
-    api_key_env: str = "WERNE_MDM_API_KEY"
+    api_key_env: EnvName = "WERNE_MDM_API_KEY"
     webhook_hmac_key_file: Path | None = None
-    webhook_hmac_key_env: str = "WERNE_WEBHOOK_HMAC_KEY"
-    webhook_listen: str = "127.0.0.1:9080"
+    webhook_hmac_key_env: EnvName = "WERNE_WEBHOOK_HMAC_KEY"
+    webhook_listen: ListenAddress = "127.0.0.1:9080"
     timeout: float = 10.0
     blast_radius: int = 25
     # Device endpoint and header NanoMDM reads the identity cert from (-cert-header); simulator only.
@@ -252,7 +272,7 @@ class DEPConfig(_Section):
     url: str = "http://127.0.0.1:9001"
     name: str = "werne"
     api_key_file: Path | None = None
-    api_key_env: str = "WERNE_DEP_API_KEY"
+    api_key_env: EnvName = "WERNE_DEP_API_KEY"
     timeout: float = 15.0
     # The DEP profile data file (default: enrolment/dep_profile.yaml) and, if set, the MDM
     # enrolment URL that overrides the file's `url`.
@@ -269,14 +289,30 @@ class DEPConfig(_Section):
 
 
 class WebConfig(_Section):
-    listen: str = "127.0.0.1:8080"
+    listen: ListenAddress = "127.0.0.1:8080"
+    # Reverse proxies (addresses or networks) whose X-Forwarded-For is believed. Empty: the header
+    # is ignored and the login rate limit counts the connecting address (anyone could forge it).
+    trusted_proxies: list[str] = []
     secret_key_file: Path | None = None
-    secret_key_env: str = "WERNE_WEB_SECRET"
+    secret_key_env: EnvName = "WERNE_WEB_SECRET"
     # Secure cookies need HTTPS in front (deploy/); only a test over plain http sets this false.
     secure_cookies: bool = True
     session_max_age_s: int = Field(default=8 * 3600, ge=60)
     # Uploads larger than this are refused while they stream in, before they are parsed.
     max_upload_bytes: int = Field(default=2 * 1024 * 1024, ge=1024)
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxies(cls, v: list[str]) -> list[str]:
+        import ipaddress
+
+        out = []
+        for item in v:
+            try:
+                out.append(str(ipaddress.ip_network(item, strict=False)))
+            except ValueError:
+                raise ValueError(f"'{item[:60]}' is not an address or network") from None
+        return out
 
 
 class Config(_Section):

@@ -43,28 +43,45 @@ def read_rows(text: str, name: str, aliases: dict[str, set[str]], required: set[
               ) -> list[tuple[int, dict[str, str]]]:
     """Rows as (line number, {canonical column: value}). Header names are matched case-insensitively
     against `aliases` (canonical name -> accepted spellings)."""
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=sniff_delimiter(text))
+    # strict: an unclosed quote at the end of the file is an error, not a cell that ends there.
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=sniff_delimiter(text), strict=True)
     try:
         header = next(reader)
     except StopIteration:
         raise CSVFormatError(f"{name}: the file is empty") from None
     except csv.Error as e:
-        raise CSVFormatError(f"{name}:1: {e}") from None
+        raise CSVFormatError(f"{name}:1: {_reason(e)}") from None
+    if reader.line_num != 1:
+        raise CSVFormatError(f"{name}:1: the header runs over {reader.line_num} lines; is a closing quote missing?")
     lookup = {a.lower(): canon for canon, names in aliases.items() for a in names | {canon}}
     columns = [lookup.get(h.strip().lower()) for h in header]
     missing = required - {c for c in columns if c}
     if missing:
         raise CSVFormatError(f"{name}:1: missing column(s): {', '.join(sorted(missing))}")
     rows: list[tuple[int, dict[str, str]]] = []
+    first = reader.line_num + 1  # the physical line the next record starts on
     try:
         for cells in reader:
+            start, first = first, reader.line_num + 1
+            if start != reader.line_num:
+                # A quoted cell that runs over a line end: in these files always a stray or
+                # unclosed quote, which would swallow the following rows into one cell.
+                raise CSVFormatError(
+                    f"{name}:{start}: a quoted cell runs over {reader.line_num - start + 1} lines "
+                    f"(to line {reader.line_num}); is a closing quote missing?"
+                )
             if not any(c.strip() for c in cells):
                 continue
             row = {col: cell.strip() for col, cell in zip(columns, cells, strict=False) if col}
             rows.append((reader.line_num, row))
     except csv.Error as e:
-        raise CSVFormatError(f"{name}:{reader.line_num}: {e}") from None
+        raise CSVFormatError(f"{name}:{first}: {_reason(e)}") from None
     return rows
+
+
+def _reason(e: csv.Error) -> str:
+    text = str(e)
+    return "a quote opened on this line is never closed" if "unexpected end of data" in text else text
 
 
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")

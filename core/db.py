@@ -17,7 +17,7 @@ from typing import Any
 
 from sqlalchemy import DateTime, String, create_engine, event
 from sqlalchemy.engine import Connection, Dialect, Engine
-from sqlalchemy.exc import OperationalError, SQLAlchemyError
+from sqlalchemy.exc import DatabaseError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
@@ -250,11 +250,16 @@ def _sqlite_pragmas(dbapi_conn, _record) -> None:  # type: ignore[no-untyped-def
 
 def make_engine(url: str) -> Engine:
     if url.startswith("sqlite:///"):
-        path = Path(url.removeprefix("sqlite:///"))
+        path = Path(url.removeprefix("sqlite:///").split("?", 1)[0])
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise StateError(f"cannot create state directory {path.parent}: {e.strerror}") from None
+        if str(path) != ":memory:":
+            from core.dbfile import check_sqlite_file, create_sqlite_file
+
+            create_sqlite_file(path)
+            check_sqlite_file(path)
         engine = create_engine(url, connect_args={"timeout": 15, "check_same_thread": False})
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
@@ -289,6 +294,10 @@ def migrate(engine: Engine) -> None:
                 command.upgrade(cfg, "head")
         except OperationalError as e:
             raise StateError(f"cannot open state database: {_first_line(e.orig)}") from None
+        except DatabaseError as e:
+            # Not a database, or a damaged one ("file is not a database", "disk image is malformed").
+            raise StateError(f"state database {engine.url.database or ''} is damaged: {_first_line(e.orig)}; "
+                             "restore it from a backup (docs/operations.md)") from None
         _migrated.add(url)
 
 

@@ -11,7 +11,8 @@
 
 Documented exit codes (README, "Exit codes"):
     0 success / all compliant, 1 findings or failed hosts, 2 bad input or config,
-    3 could not run (unreachable service, lock held, state unusable), 130 interrupted.
+    3 could not run (unreachable service, lock held, state unusable), 128 + signal number when a
+    signal ended the run: 130 interrupted (SIGINT), 143 terminated (SIGTERM), 129 (SIGHUP).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ EXIT_FINDINGS = 1
 EXIT_INPUT = 2
 EXIT_COULD_NOT_RUN = 3
 EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 143
 
 
 class WerneError(Exception):

@@ -24,6 +24,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from core.csvio import CSVFormatError, decode_csv_bytes, read_rows
 from core.errors import InventoryError
+from core.files import read_regular_file
+from core.yamlio import YAMLInputError, compose, construct, scalar_key
 
 KNOWN_GROUPS = {"laptops", "vpn_gateway"}
 IPAD_GROUPS = ("pupil", "teacher", "shared")
@@ -143,18 +145,20 @@ class _Problems(list[str]):
 
 def _compose(path: Path, problems: _Problems) -> yaml.Node | None:
     try:
-        text = path.read_text(encoding="utf-8-sig")
+        text = read_regular_file(path).decode("utf-8-sig")
     except FileNotFoundError:
         problems.add(path, None, "file does not exist")
         return None
-    except (OSError, UnicodeDecodeError) as e:
-        problems.add(path, None, f"cannot read: {e.__class__.__name__}")
+    except OSError as e:
+        problems.add(path, None, f"cannot read: {e.strerror or e.__class__.__name__}")
+        return None
+    except UnicodeDecodeError:
+        problems.add(path, None, "cannot read: not UTF-8 text")
         return None
     try:
-        return yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.MarkedYAMLError as e:
-        line = e.problem_mark.line + 1 if e.problem_mark else None
-        problems.add(path, line, f"broken YAML: {e.problem}")
+        return compose(text, path)
+    except YAMLInputError as e:
+        problems.append(str(e))
         return None
 
 
@@ -169,8 +173,11 @@ def _mapping(node: yaml.Node | None, path: Path, problems: _Problems, what: str
     seen: dict[str, int] = {}
     out = []
     for k, v in node.value:
-        key = str(k.value)
         line = k.start_mark.line + 1
+        if scalar_key(k) is None:
+            problems.add(path, line, f"{what} key must be a plain name")
+            continue
+        key = str(k.value)
         if key in seen:
             problems.add(path, line, f"duplicate {what} key '{key}' (first at line {seen[key]})")
             continue
@@ -179,12 +186,15 @@ def _mapping(node: yaml.Node | None, path: Path, problems: _Problems, what: str
     return out
 
 
-def _construct(node: yaml.Node) -> Any:
-    loader = yaml.SafeLoader("")
+_BAD = object()  # a value that could not be constructed; its problem is already recorded
+
+
+def _construct(node: yaml.Node, path: Path, problems: _Problems) -> Any:
     try:
-        return loader.construct_object(node, deep=True)
-    finally:
-        loader.dispose()
+        return construct(node, path)
+    except YAMLInputError as e:
+        problems.append(str(e))
+        return _BAD
 
 
 def _first_error(e: ValidationError) -> str:
@@ -222,7 +232,7 @@ def _load_hosts(inv: Inventory, problems: _Problems) -> None:
                 problems.add(path, ln, f"unknown key under group '{group}': '{k}'")
         group_vars: dict[str, Any] = {}
         if "vars" in gkeys:
-            gv = _construct(gkeys["vars"][0])
+            gv = _construct(gkeys["vars"][0], path, problems)
             group_vars = gv if isinstance(gv, dict) else {}
         for host, hnode, hline in _mapping(gkeys.get("hosts", (None, 0))[0], path, problems, "host"):
             if host in host_lines:
@@ -230,7 +240,9 @@ def _load_hosts(inv: Inventory, problems: _Problems) -> None:
                 problems.add(path, hline, f"duplicate host '{host}' (also in '{other_group}' at line {other_line})")
                 continue
             host_lines[host] = (group, hline)
-            hvars = _construct(hnode) if hnode is not None else None
+            hvars = _construct(hnode, path, problems) if hnode is not None else None
+            if hvars is _BAD:
+                continue
             if hvars is not None and not isinstance(hvars, dict):
                 problems.add(path, hline, f"host '{host}': host variables must be a mapping")
                 continue
@@ -281,8 +293,11 @@ def _load_schools(inv: Inventory, problems: _Problems) -> None:
         return
     for item in node.value:
         line = item.start_mark.line + 1
+        data = _construct(item, path, problems)
+        if data is _BAD:
+            continue
         try:
-            school = School.model_validate(_construct(item))
+            school = School.model_validate(data)
         except ValidationError as e:
             problems.add(path, line, f"school: {_first_error(e)}")
             continue
@@ -325,7 +340,7 @@ def _load_ipads(inv: Inventory, problems: _Problems) -> None:
     if not path.exists():
         return
     try:
-        raw = path.read_bytes()
+        raw = read_regular_file(path)
     except OSError as e:
         problems.add(path, None, f"cannot read: {e.strerror}")
         return

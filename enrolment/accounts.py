@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
+import secrets
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
@@ -21,7 +22,7 @@ from sqlalchemy import delete, func, select
 from core import audit
 from core.db import Database
 from enrolment.errors import AuthError, NotFound, RateLimited, RequestInputError
-from enrolment.models import ROLES, LoginAttempt, User, UserSchool
+from enrolment.models import ROLES, LoginAttempt, User, UserSchool, WebSession
 
 USERNAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{1,63}$")
 MIN_PASSWORD_LENGTH = 12
@@ -29,6 +30,10 @@ MIN_PASSWORD_LENGTH = 12
 # rest of the window; other addresses (the real teacher at school) are not locked out.
 MAX_FAILED_LOGINS = 5
 LOGIN_WINDOW = timedelta(minutes=15)
+# Across all addresses, one account takes at most this many failures per window: an attacker
+# with many addresses (or, before web.trusted_proxies, a forged X-Forwarded-For) cannot go on
+# guessing. The price is that such an attack locks the real user out for the window, too.
+MAX_FAILED_LOGINS_PER_USER = 20
 
 _hasher = PasswordHasher()
 # Verifying against this keeps a login for an unknown user as slow as one for a known user.
@@ -133,6 +138,8 @@ def set_active(db: Database, username: str, active: bool, actor: str) -> None:
         if user is None:
             raise NotFound(f"no such user: {username}")
         user.active = active
+        if not active:
+            s.execute(delete(WebSession).where(WebSession.username == username))
     audit.record(db, "user.enable" if active else "user.disable", username, actor=actor)
 
 
@@ -144,6 +151,7 @@ def reset_password(db: Database, username: str, password: str, actor: str) -> No
             raise NotFound(f"no such user: {username}")
         user.password_hash = _hasher.hash(password)
         s.execute(delete(LoginAttempt).where(LoginAttempt.username == username, LoginAttempt.success.is_(False)))
+        s.execute(delete(WebSession).where(WebSession.username == username))
     audit.record(db, "user.reset_password", username, actor=actor)
 
 
@@ -178,7 +186,17 @@ def login(
             )
             or 0
         )
-    if failures >= MAX_FAILED_LOGINS:
+        failures_everywhere = (
+            s.scalar(
+                select(func.count(LoginAttempt.id)).where(
+                    LoginAttempt.username == username,
+                    LoginAttempt.success.is_(False),
+                    LoginAttempt.at >= now - LOGIN_WINDOW,
+                )
+            )
+            or 0
+        )
+    if failures >= MAX_FAILED_LOGINS or failures_everywhere >= MAX_FAILED_LOGINS_PER_USER:
         raise RateLimited("too many failed logins; try again in 15 minutes")
     principal = authenticator.authenticate(username, password)
     with db.session() as s:
@@ -206,3 +224,47 @@ def principal_for(db: Database, username: str, tag: str) -> Principal | None:
         if not hmac.compare_digest(current, tag):
             return None
         return Principal(user.username, user.role, frozenset(user.school_ids), current)
+
+
+# ---------------------------------------------------------------- server-side sessions --------
+# The signed cookie proves who made it, not that the session is still open: a copy of a cookie
+# saved before logout would otherwise work until it expires. The cookie carries a random id; the
+# database keeps its SHA-256 while the session is open.
+
+
+def _session_key(session_id: str) -> str:
+    return hashlib.sha256(b"werne-web-session:" + session_id.encode()).hexdigest()
+
+
+def open_session(db: Database, username: str, max_age_s: int, now: datetime | None = None) -> str:
+    """Record a new session for `username`; returns its id (for the cookie). Drops expired ones."""
+    now = now or datetime.now(UTC)
+    session_id = secrets.token_urlsafe(32)
+    with db.session() as s:
+        s.execute(delete(WebSession).where(WebSession.expires_at < now))
+        s.add(
+            WebSession(
+                id_hash=_session_key(session_id),
+                username=username,
+                created_at=now,
+                expires_at=now + timedelta(seconds=max_age_s),
+            )
+        )
+    return session_id
+
+
+def session_open(db: Database, session_id: str, username: str, now: datetime | None = None) -> bool:
+    """Whether the session is still open (not logged out, not expired) and belongs to `username`."""
+    if not session_id:
+        return False
+    now = now or datetime.now(UTC)
+    with db.session() as s:
+        row = s.get(WebSession, _session_key(session_id))
+        return row is not None and row.username == username and row.expires_at > now
+
+
+def close_session(db: Database, session_id: str) -> None:
+    """Log out: the session's row goes, so its cookie no longer opens anything."""
+    if session_id:
+        with db.session() as s:
+            s.execute(delete(WebSession).where(WebSession.id_hash == _session_key(session_id)))

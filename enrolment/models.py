@@ -118,3 +118,14 @@ class ADEEnrolmentAttempt(Base):
     outcome: Mapped[str] = mapped_column(String(16))
     status_code: Mapped[int] = mapped_column(Integer)
     reason: Mapped[str] = mapped_column(Text, default="")
+
+
+class WebSession(Base):
+    """A logged-in web session; the cookie holds the id, the table its SHA-256. No row: logged out."""
+
+    __tablename__ = "enrol_web_sessions"
+
+    id_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    username: Mapped[str] = mapped_column(String(64), index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime())

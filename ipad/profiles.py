@@ -374,6 +374,8 @@ def load_signing_identity(config: Config) -> tuple[Any, Any] | None:
     from cryptography import x509
     from cryptography.hazmat.primitives import serialization
 
+    from core.secrets import warn_if_others_can_read
+
     cert_file, key_file = config.mdm.signing_cert_file, config.mdm.signing_key_file
     if cert_file is None and key_file is None:
         return None
@@ -384,6 +386,7 @@ def load_signing_identity(config: Config) -> tuple[Any, Any] | None:
     except (OSError, ValueError) as e:
         raise ProfileError(f"profile signing: cannot load certificate {cert_file}: "
                            f"{e.__class__.__name__}") from None
+    warn_if_others_can_read(Path(key_file), "profile signing key")
     try:
         key = serialization.load_pem_private_key(Path(key_file).read_bytes(), password=None)
     except (OSError, ValueError, TypeError) as e:

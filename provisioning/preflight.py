@@ -90,6 +90,9 @@ def select_targets(
 
 def load_private_key(path: Path) -> paramiko.PKey:
     """The controller's private key; any problem is an SSHKeyError with one readable line."""
+    from core.secrets import warn_if_others_can_read
+
+    warn_if_others_can_read(path, "SSH key")
     try:
         return paramiko.PKey.from_path(path)
     except FileNotFoundError:

@@ -3,6 +3,7 @@ schema, compliance/report.schema.json) and JUnit XML. Entry point: `write_report
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 from compliance.errors import ReportFormatError
@@ -46,6 +47,7 @@ def write_report(db: Database, run_id: int | None, fmt: str, out_path: str | Pat
         tmp.write_bytes(data)
         tmp.replace(out)
     except OSError as e:
-        tmp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # on a read-only file system even this fails
+            tmp.unlink(missing_ok=True)
         raise ReportFormatError(f"cannot write {out}: {e.strerror}") from None
     return out

@@ -88,6 +88,34 @@ class SecurityHeaders:
         await self.app(scope, receive, send_with_headers)
 
 
+# Ids are 64-bit integers in the database; a longer number in a URL names nothing (404, not 500).
+MAX_ID = 2**63 - 1
+# A file with 100,000 bad serials gets the first problems and a count, not an 8 MB page.
+MAX_PROBLEMS_SHOWN = 50
+
+
+def request_id(request: Request) -> int:
+    rid = int(request.path_params["rid"])
+    if not 0 < rid <= MAX_ID:
+        raise HTTPException(404)
+    return rid
+
+
+def first_problems(problems: list[str]) -> list[str]:
+    shown = [translate(x) for x in problems[:MAX_PROBLEMS_SHOWN]]
+    if len(problems) > MAX_PROBLEMS_SHOWN:
+        shown.append(f"… und {len(problems) - MAX_PROBLEMS_SHOWN} weitere Fehler.")
+    return shown
+
+
+SERVER_ERROR_HTML = (
+    '<!doctype html><html lang="de"><head><meta charset="utf-8"><title>Fehler</title>'
+    '<link rel="stylesheet" href="/static/style.css"></head><body><main><h1>Fehler</h1>'
+    "<p>Die Anfrage konnte wegen eines Fehlers auf dem Server nicht bearbeitet werden. "
+    "Bitte später erneut versuchen oder die IT informieren.</p></main></body></html>"
+)
+
+
 class UploadTooLarge(Exception):
     """The request body passed the upload limit while it streamed in."""
 
@@ -164,7 +192,10 @@ class WebApp:
         if not name:
             return None
         tag = str(request.session.get("tag") or "")
-        p = await run_in_threadpool(accounts.principal_for, self.db, str(name), tag)
+        sid = str(request.session.get("sid") or "")
+        p = None
+        if await run_in_threadpool(accounts.session_open, self.db, sid, str(name)):
+            p = await run_in_threadpool(accounts.principal_for, self.db, str(name), tag)
         if p is None:
             request.session.clear()
         return p
@@ -205,11 +236,15 @@ class WebApp:
         request.session.clear()  # a fresh session (and CSRF token) after login
         request.session["user"] = p.username
         request.session["tag"] = p.credential_tag
+        request.session["sid"] = await run_in_threadpool(
+            accounts.open_session, self.db, p.username, self.cfg.web.session_max_age_s
+        )
         return RedirectResponse("/requests", status_code=303)
 
     async def logout(self, request: Request) -> Response:
         form = await request.form()
         self.check_csrf(request, form)
+        await run_in_threadpool(accounts.close_session, self.db, str(request.session.get("sid") or ""))
         request.session.clear()
         return RedirectResponse("/login", status_code=303)
 
@@ -274,7 +309,7 @@ class WebApp:
                 principal=p,
                 values=values,
                 groups=IPAD_GROUPS,
-                errors=[translate(x) for x in problems],
+                errors=first_problems(problems),
             )
         request.session["flash"] = f"Antrag Nr. {view.id} wurde eingereicht."
         return RedirectResponse(f"/requests/{view.id}", status_code=303)
@@ -287,7 +322,7 @@ class WebApp:
 
     async def detail(self, request: Request) -> Response:
         p = await self.require(request)
-        rid = int(request.path_params["rid"])
+        rid = request_id(request)
         try:
             view = await run_in_threadpool(reqs.get_request, self.db, p, rid)
         except NotFound:
@@ -296,7 +331,7 @@ class WebApp:
 
     async def export_csv(self, request: Request) -> Response:
         p = await self.require(request)
-        rid = int(request.path_params["rid"])
+        rid = request_id(request)
         try:
             text = await run_in_threadpool(reqs.export_request_csv, self.db, p, rid)
         except NotFound:
@@ -311,7 +346,7 @@ class WebApp:
         p = await self.require(request)
         form = await request.form()
         self.check_csrf(request, form)
-        rid = int(request.path_params["rid"])
+        rid = request_id(request)
         action = request.path_params["action"]
         if action not in ("approve", "reject"):
             raise HTTPException(404)
@@ -357,6 +392,12 @@ class WebApp:
 
     async def healthz(self, request: Request) -> Response:
         return Response("ok", media_type="text/plain")
+
+    async def server_error(self, request: Request, exc: Exception) -> Response:
+        """The 500 page. Starlette sends it from outside every middleware, so SecurityHeaders never
+        sees it: the headers are set here. Starlette re-raises, so the traceback reaches the log."""
+        headers = {k.decode(): v.decode() for k, v in SECURITY_HEADERS}
+        return HTMLResponse(SERVER_ERROR_HTML, status_code=500, headers=headers)
 
     async def http_error(self, request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
@@ -428,7 +469,7 @@ def create_app(
                 https_only=cfg.web.secure_cookies,
             ),
         ],
-        exception_handlers={HTTPException: web.http_error},
+        exception_handlers={HTTPException: web.http_error, Exception: web.server_error},
         lifespan=lifespan,
     )
     app.state.web = web
@@ -439,18 +480,21 @@ def serve(cfg: Config, host: str | None = None, port: int | None = None, watch_i
     """Run the web app under uvicorn, with the arrival sweep in a background thread."""
     import uvicorn
 
+    from core.netaddr import split_listen
     from enrolment.arrival import ArrivalWatcher
 
-    listen_host, _, listen_port = cfg.web.listen.rpartition(":")
-    listen_host = listen_host.strip("[]")  # "[::1]:8080"
+    listen_host, listen_port = split_listen(cfg.web.listen)  # checked when the config loaded
     db = Database(cfg.database_url)
     watcher = ArrivalWatcher(db, cfg, interval=watch_interval)
     app = create_app(cfg, db, on_startup=watcher.start, on_shutdown=watcher.stop)
     uvicorn.run(
         app,
         host=host or listen_host or "127.0.0.1",
-        port=port or int(listen_port),
+        port=port or listen_port,
         log_level="warning",
-        proxy_headers=True,
+        # X-Forwarded-For only from the configured proxies: from anyone else it is a forgery that
+        # would reset the login rate limit and put made-up addresses into the audit trail.
+        proxy_headers=bool(cfg.web.trusted_proxies),
+        forwarded_allow_ips=cfg.web.trusted_proxies or None,
         server_header=False,
     )

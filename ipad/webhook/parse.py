@@ -49,6 +49,14 @@ class BadEvent(ValueError):
 def parse_event(body: bytes) -> ParsedEvent:
     """Validate one webhook body. Raises BadEvent(400, reason)."""
     try:
+        return _parse_event(body)
+    except RecursionError:
+        # JSON or a plist nested thousands deep: the decoders recurse. A 400, never a 500.
+        raise BadEvent(400, "body is nested too deeply") from None
+
+
+def _parse_event(body: bytes) -> ParsedEvent:
+    try:
         text = body.decode("utf-8")
     except UnicodeDecodeError:
         raise BadEvent(400, "body is not UTF-8") from None
@@ -137,7 +145,8 @@ def parse_event(body: bytes) -> ParsedEvent:
         enrollment_id=enrollment_id,
         udid=str(ev.get("udid") or m.udid or enrollment_id),
         message_type=m.message_type,
-        token_update_tally=tally if isinstance(tally, int) else None,
+        # An int the database can hold (SQLite and PostgreSQL: 64 bits); bool is an int too.
+        token_update_tally=tally if type(tally) is int and 0 <= tally < 2**63 else None,
         payload={k: v for k, v in payload.items() if v is not None},
         serial=m.serial_number.strip().upper() if m.serial_number else None,
     )
