@@ -154,7 +154,7 @@ def vpn_evidence(
     evidence: dict[str, dict[str, Any]] = {}
     reason = ""
     try:
-        from vpn.status import collect_status
+        from provisioning.vpn.status import collect_status
 
         statuses = collect_status(config, inventory, db, now=now)
         for st in statuses:

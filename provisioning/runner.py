@@ -503,13 +503,13 @@ def _vpn_extravars(config: Config, db: Database, inventory: Inventory, hosts: li
     and revoked laptops are left out: a provision run never lets them back in)."""
     if not inventory.gateways:
         return {}
-    from vpn.ops import provision_extravars
+    from provisioning.vpn.ops import provision_extravars
 
     return provision_extravars(config, db, inventory, hosts)
 
 
 def _vpn_report_tasks() -> frozenset[str]:
-    from vpn.ops import PUBLIC_KEY_TASK
+    from provisioning.vpn.ops import PUBLIC_KEY_TASK
 
     return frozenset({PUBLIC_KEY_TASK})
 
@@ -520,7 +520,7 @@ def _admit_vpn_keys(config: Config, db: Database, inventory: Inventory, result: 
     or all of them when the gateway cannot be reached, fails with the reason (its old key, if any,
     keeps working: the gateway is changed first and the database only after it took the change)."""
     from core.errors import WerneError
-    from vpn.ops import PUBLIC_KEY_TASK, register_client_keys
+    from provisioning.vpn.ops import PUBLIC_KEY_TASK, register_client_keys
 
     reported = {h: r.get(PUBLIC_KEY_TASK) for h, r in result.reported.items()
                 if outcomes.get(h) is not None and outcomes[h].outcome in ("ok", "changed")}

@@ -568,9 +568,9 @@ def test_models_match_migrations(backend: str, tmp_path: Path, request: pytest.F
 def test_vpn_address_pool_on_both(any_db: Database):
     import ipaddress
 
-    from vpn.errors import AddressCollisionError
-    from vpn.models import PEER_ACTIVE, PEER_REVOKED, VPNPeer
-    from vpn.pool import AddressPool
+    from provisioning.vpn.errors import AddressCollisionError
+    from provisioning.vpn.models import PEER_ACTIVE, PEER_REVOKED, VPNPeer
+    from provisioning.vpn.pool import AddressPool
 
     pool = AddressPool(ipaddress.ip_network("10.77.0.0/29"), ipaddress.ip_network("fd77:77::/64"))
 

@@ -14,14 +14,13 @@ import socket
 import threading
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
-from core.config import Config
+from core.config import REPO_ROOT, Config
 from core.inventory import Inventory
-from vpn.errors import GatewayUnreachableError, VPNError
+from provisioning.vpn.errors import GatewayUnreachableError, VPNError
 
-PLAYBOOKS = Path(__file__).resolve().parent.parent / "playbooks"
+PLAYBOOKS = REPO_ROOT / "playbooks"
 REASON_MAX = 300
 
 
@@ -140,7 +139,7 @@ def run_vpn_playbook(config: Config, inventory: Inventory, playbook: str, hosts:
 
 def gateway_name(inventory: Inventory) -> str:
     if not inventory.gateways:
-        from vpn.errors import VPNInputError
+        from provisioning.vpn.errors import VPNInputError
 
         raise VPNInputError(f"no host in group 'vpn_gateway' in {inventory.hosts_file}")
     return next(iter(inventory.gateways))

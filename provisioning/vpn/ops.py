@@ -26,18 +26,18 @@ from core.config import Config
 from core.db import Database
 from core.errors import LockHeldError
 from core.inventory import Inventory
-from vpn.errors import (
+from provisioning.vpn.errors import (
     GatewayNotReadyError,
     GatewayUnreachableError,
     PublicKeyError,
     UnknownPeerError,
     VPNError,
 )
-from vpn.gateway import GatewayPeer, GatewaySettings, peer_allowed_ips, render_gateway
-from vpn.keys import check_duplicates, validate_public_key
-from vpn.models import PEER_ACTIVE, PEER_PENDING, PEER_REVOKED, VPNGateway, VPNPeer, VPNRetiredKey
-from vpn.pool import AddressPool
-from vpn.runner import check_gateway_reachable, gateway_name, run_vpn_playbook
+from provisioning.vpn.gateway import GatewayPeer, GatewaySettings, peer_allowed_ips, render_gateway
+from provisioning.vpn.keys import check_duplicates, validate_public_key
+from provisioning.vpn.models import PEER_ACTIVE, PEER_PENDING, PEER_REVOKED, VPNGateway, VPNPeer, VPNRetiredKey
+from provisioning.vpn.pool import AddressPool
+from provisioning.vpn.runner import check_gateway_reachable, gateway_name, run_vpn_playbook
 
 PUBLIC_KEY_TASK = "Report the WireGuard public key"
 NEXT_KEY_TASK = "Report the next WireGuard public key"
@@ -362,7 +362,7 @@ def revoke(config: Config, db: Database, inventory: Inventory, host: str, reason
            actor: str | None = None) -> PeerResult:
     """Remove the laptop's peer from the gateway at once (the laptop is not contacted), then mark it
     revoked, retire its key and free its address. Gateway unreachable: nothing changes (exit 3)."""
-    from vpn.errors import VPNInputError
+    from provisioning.vpn.errors import VPNInputError
 
     reason = " ".join(reason.split())
     if not reason:
@@ -401,7 +401,7 @@ def reinstate(config: Config, db: Database, inventory: Inventory, host: str,
               actor: str | None = None) -> PeerResult:
     """Let a revoked laptop back in: it becomes pending and must make a NEW key at its next
     provisioning (`werne laptop provision` or `werne vpn enrol`); its old key stays retired."""
-    from vpn.errors import VPNInputError
+    from provisioning.vpn.errors import VPNInputError
 
     if host not in inventory.laptops:
         raise UnknownPeerError(f"unknown laptop: {host} (not in {inventory.hosts_file})")
@@ -421,7 +421,7 @@ def reinstate(config: Config, db: Database, inventory: Inventory, host: str,
 def select_for_rotation(db: Database, inventory: Inventory, hosts: list[str],
                         older_than_days: float | None, now: datetime | None = None) -> list[str]:
     """Named hosts (must be active peers), or every active peer whose key is older than the limit."""
-    from vpn.errors import VPNInputError
+    from provisioning.vpn.errors import VPNInputError
 
     now = now or datetime.now(UTC)
     with db.session() as s:
@@ -450,7 +450,7 @@ def select_for_rotation(db: Database, inventory: Inventory, hosts: list[str],
 
 def parse_age_days(text: str | None) -> float | None:
     """'90d', '12w', '36h' or a plain number of days -> days; None stays None."""
-    from vpn.errors import VPNInputError
+    from provisioning.vpn.errors import VPNInputError
 
     if text is None:
         return None
@@ -475,7 +475,7 @@ def rotate(config: Config, db: Database, inventory: Inventory, hosts: list[str],
     `after_gateway_switch` runs between the gateway swap and the laptops' switch (a seam for tests
     that take a laptop away at that moment).
     """
-    from vpn.errors import VPNInputError
+    from provisioning.vpn.errors import VPNInputError
 
     actor = actor or current_actor()
     if hosts and older_than is not None:

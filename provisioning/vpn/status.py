@@ -18,7 +18,7 @@ from sqlalchemy import select
 from core.config import Config
 from core.db import Database
 from core.inventory import Inventory
-from vpn.models import PEER_ACTIVE, PEER_REVOKED, VPNPeer, VPNRetiredKey
+from provisioning.vpn.models import PEER_ACTIVE, PEER_REVOKED, VPNPeer, VPNRetiredKey
 
 Flag = Literal["stale_handshake", "no_handshake", "unknown_peer", "revoked_peer_present",
                "retired_key_present", "missing_on_gateway", "key_too_old", "not_in_inventory"]
@@ -169,7 +169,7 @@ def collect_status(config: Config, inventory: Inventory, db: Database | None = N
     Raises GatewayUnreachableError (exit 3) when the gateway cannot be read. Used by
     `werne vpn status` and by the compliance report.
     """
-    from vpn.runner import read_gateway_dump
+    from provisioning.vpn.runner import read_gateway_dump
 
     own_db = db is None
     db = db or Database(config.database_url)
