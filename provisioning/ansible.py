@@ -240,9 +240,6 @@ class AnsibleResult:
     outcomes: dict[str, HostResult]
     complete: bool = True
 
-    def ok_hosts(self) -> list[str]:
-        return [h for h, r in self.outcomes.items() if r.succeeded]
-
     def stdout_tail(self, lines: int = 2) -> str:
         """The last non-empty lines of ansible-playbook's output, on one line ("" if there is none)."""
         try:
