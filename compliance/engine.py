@@ -312,7 +312,7 @@ def _vpn_handshake_fresh(dev: DeviceFacts, params: dict[str, Any], ctx: EvalCont
     if age is None:
         age = _age_s(vpn.get("latest_handshake"), ctx.now)
     flag = handshake_flag(age, limit)
-    if age is None or flag == "no_handshake":
+    if flag == "no_handshake" or age is None:  # the same case; `age is None` is for the type checker
         return "fail", "no handshake ever seen by the gateway"
     if flag == "stale_handshake":
         return "fail", f"last handshake {int(age)}s ago (limit {limit}s)"
