@@ -445,7 +445,7 @@ def vpn_gateway_apply(app: AppContext, as_json: bool) -> None:
 
         werne vpn gateway apply
     """
-    from vpn.ops import gateway_apply
+    from provisioning.vpn.ops import gateway_apply
 
     result = gateway_apply(app.config, app.db, app.inventory)
     if as_json:
@@ -468,7 +468,7 @@ def vpn_enrol(app: AppContext, hosts: tuple[str, ...], as_json: bool) -> None:
         werne vpn enrol lap01 lap02
     """
     from core.errors import EXIT_FINDINGS
-    from vpn.ops import enrol
+    from provisioning.vpn.ops import enrol
 
     report = enrol(app.config, app.db, app.inventory, list(hosts))
     if as_json:
@@ -495,7 +495,7 @@ def vpn_rotate(app: AppContext, hosts: tuple[str, ...], older_than: str | None, 
         werne vpn rotate --older-than 90d
     """
     from core.errors import EXIT_FINDINGS
-    from vpn.ops import rotate
+    from provisioning.vpn.ops import rotate
 
     report = rotate(app.config, app.db, app.inventory, list(hosts), older_than)
     if as_json:
@@ -522,7 +522,7 @@ def vpn_revoke(app: AppContext, host: str, reason: str) -> None:
 
         werne vpn revoke lap07 --reason "reported stolen, ticket 4711"
     """
-    from vpn.ops import revoke
+    from provisioning.vpn.ops import revoke
 
     r = revoke(app.config, app.db, app.inventory, host, reason)
     echo(f"{r.host}: {r.outcome}" + (f" ({r.reason})" if r.reason else ""))
@@ -538,7 +538,7 @@ def vpn_reinstate(app: AppContext, host: str) -> None:
 
         werne vpn reinstate lap07
     """
-    from vpn.ops import reinstate
+    from provisioning.vpn.ops import reinstate
 
     r = reinstate(app.config, app.db, app.inventory, host)
     echo(f"{r.host}: {r.outcome}: {r.reason}")
@@ -558,7 +558,7 @@ def vpn_status(app: AppContext, as_json: bool) -> None:
         werne vpn status --json
     """
     from core.errors import EXIT_FINDINGS
-    from vpn.status import collect_status
+    from provisioning.vpn.status import collect_status
 
     peers = collect_status(app.config, app.inventory, app.db)
     if as_json:

@@ -32,8 +32,9 @@ from core.config import Config, SiteConfig, SSHConfig  # noqa: E402
 from core.db import Database  # noqa: E402
 from core.inventory import load_inventory  # noqa: E402
 from lab.laptops import DEFAULT_CACHE_DIR, Lab  # noqa: E402
-from provisioning.preflight import run_preflight  # noqa: E402
-from provisioning.runner import PLAYBOOK_DIR, ansible_envvars, ansible_extravars, provision  # noqa: E402
+from provisioning.ansible import PLAYBOOK_DIR, ansible_envvars  # noqa: E402
+from provisioning.preflight import known_hosts_path, run_preflight  # noqa: E402
+from provisioning.runner import ansible_extravars, provision  # noqa: E402
 
 ANSIBLE_DEFAULT_FORKS = 5
 
@@ -71,7 +72,7 @@ def run_ours(cfg: Config, db: Database) -> tuple[float, str]:
 
 
 def run_plain(cfg: Config) -> tuple[float, str]:
-    env = {**os.environ, **ansible_envvars(cfg)}
+    env = {**os.environ, **ansible_envvars(cfg, known_hosts_path(cfg))}
     argv = [str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(cfg.inventory_dir / "hosts.yml"),
             str(PLAYBOOK_DIR / cfg.provisioning.playbook), "--forks", str(cfg.provisioning.forks),
             "-e", json.dumps(ansible_extravars(cfg))]

@@ -1,4 +1,4 @@
-"""Benchmark: render the WireGuard gateway config for 5,000 peers (vpn.gateway, jinja2 with
+"""Benchmark: render the WireGuard gateway config for 5,000 peers (provisioning.vpn.gateway, jinja2 with
 StrictUndefined) and compare with a baseline that builds the same text by plain string joins.
 
 Run: .venv/bin/python bench/vpn_render.py [PEERS]. Prints wall times (best of 5) and the ratio.
@@ -16,7 +16,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from vpn.gateway import GatewayPeer, GatewaySettings, render_gateway_config  # noqa: E402
+from provisioning.vpn.gateway import GatewayPeer, GatewaySettings, render_gateway_config  # noqa: E402
 
 
 def make_peers(n: int) -> list[GatewayPeer]:

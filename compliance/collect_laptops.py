@@ -1,30 +1,35 @@
-"""Collect the laptops' facts: ONE Ansible task per host (werne_facts), in check mode, via ansible-runner.
+"""Collect the laptops' facts: ONE Ansible task per host (werne_facts), in check mode, through
+provisioning.ansible.
 
-The VPN evidence comes from the gateway: `vpn.status.collect_status` when the VPN package and its
-peer records are there, else the gateway's own `wg show all dump` peers gathered by the same task
-(matched to laptops by their VPN address). Per-host failures are results (unreachable / error), not
-exceptions; only a run that cannot start at all raises CollectionError.
+The same run reads the VPN gateway's `wg show all dump` (werne_facts on the gateway), which is the
+run's only VPN evidence: matched to the peers in the database (provisioning.vpn.status.build_status)
+and, for laptops without a peer record, to their VPN address. Per-host failures are results
+(unreachable / error), not exceptions; only a run that cannot start at all raises CollectionError.
 """
 
 from __future__ import annotations
 
 import ipaddress
-import os
 import shutil
-import sys
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from compliance.engine import DeviceFacts
 from compliance.errors import CollectionError
-from core.config import REPO_ROOT, Config
+from core.config import Config
+from core.db import Database
 from core.inventory import Inventory
+from provisioning import ansible
+from provisioning.errors import AnsibleRunError
+from provisioning.preflight import known_hosts_path
+from provisioning.vpn.status import DumpPeer, build_status, load_records
 
-PLAYBOOK = REPO_ROOT / "playbooks" / "compliance_facts.yml"
+PLAYBOOK = ansible.PLAYBOOK_DIR / "compliance_facts.yml"
+# The playbook's one task; its result carries the host's facts.
+FACTS_TASK = "Collect all compliance facts in one task"
 
 
 @dataclass
@@ -41,36 +46,14 @@ class Progress:
 
 ProgressCallback = Callable[[Progress], None]
 
-
-def known_hosts_file(config: Config) -> Path:
-    """The pinned host keys that `werne laptop preflight --accept-new` records."""
-    return config.state_dir / "known_hosts"
+# What a host's runner event means for the facts: its status in the run.
+_EVENT_STATUS = {"ok": "ok", "unreachable": "unreachable", "failed": "error"}
 
 
 def ansible_env(config: Config) -> dict[str, str]:
-    """ansible-playbook's environment: the provisioning runner's (pinned known_hosts, key, pipelining,
-    venv on PATH) when that package is there, plus this repo's module library."""
-    try:
-        from provisioning.runner import ansible_envvars
-
-        env = ansible_envvars(config, pipelining=True)
-    except ImportError:
-        kh = known_hosts_file(config)
-        env = {
-            "ANSIBLE_SSH_ARGS": (
-                "-o ControlMaster=auto -o ControlPersist=60s -o BatchMode=yes "
-                f"-o UserKnownHostsFile={kh} -o GlobalKnownHostsFile=/dev/null "
-                "-o StrictHostKeyChecking=yes"
-            ),
-            "ANSIBLE_HOST_KEY_CHECKING": "True",
-            "ANSIBLE_PIPELINING": "True",
-            "ANSIBLE_PRIVATE_KEY_FILE": str(config.ssh_key_file),
-            "ANSIBLE_REMOTE_USER": config.ssh.user,
-            "ANSIBLE_TIMEOUT": str(int(max(1, config.ssh.connect_timeout))),
-            "ANSIBLE_RETRY_FILES_ENABLED": "False",
-            "ANSIBLE_NOCOLOR": "True",
-            "PATH": str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", ""),
-        }
+    """ansible-playbook's environment: provisioning's (pinned known_hosts, key, venv on PATH, with
+    pipelining), plus this repo's module library."""
+    env = ansible.ansible_envvars(config, known_hosts_path(config), pipelining=True)
     env["ANSIBLE_LIBRARY"] = str(PLAYBOOK.parent / "library")
     return env
 
@@ -87,76 +70,106 @@ def run_facts_playbook(
     artifact_dir: Path,
     progress: ProgressCallback | None = None,
 ) -> dict[str, tuple[str, Any]]:
-    """Run the one-task playbook; returns host -> ("ok", facts) | ("unreachable"|"error", reason)."""
-    import ansible_runner
-
+    """Run the one-task playbook on `hosts` and the VPN gateways; returns host -> ("ok", facts) |
+    ("unreachable"|"error", reason)."""
     if not config.ssh_key_file.exists():
         raise CollectionError(f"SSH key {config.ssh_key_file} does not exist (ssh.private_key_file)")
-    artifact_dir.mkdir(parents=True, exist_ok=True)
-    out: dict[str, tuple[str, Any]] = {}
     total = len(hosts)
-    lock = threading.Lock()
+    seen: dict[str, str] = {}
 
-    def on_event(ev: dict[str, Any]) -> bool:
-        kind = ev.get("event", "")
-        if kind not in ("runner_on_ok", "runner_on_unreachable", "runner_on_failed"):
-            return True
-        data = ev.get("event_data", {})
-        host = data.get("host", "")
-        res = data.get("res", {}) or {}
-        if kind == "runner_on_ok" and "werne_facts" in res:
-            out[host] = ("ok", res["werne_facts"])
-        elif kind == "runner_on_unreachable":
-            out[host] = ("unreachable", _host_reason(res))
-        else:
-            out[host] = ("error", _host_reason(res))
-        if progress is not None and host in hosts:
-            with lock:
-                progress(Progress("laptops", sum(1 for h in out if h in hosts), total, host, out[host][0]))
-        return False  # do not keep event files: facts go to the database, not to artifacts
+    def on_progress(p: ansible.RunProgress) -> None:
+        if p.host is None or p.event is None:
+            return
+        seen[p.host] = _EVENT_STATUS[p.event]
+        if progress is not None and p.host in hosts:
+            progress(Progress("laptops", sum(1 for h in seen if h in hosts), total, p.host, seen[p.host]))
 
-    limit = ",".join(hosts + list(inventory.gateways))
     try:
-        runner = ansible_runner.run(
-            private_data_dir=str(artifact_dir),
-            playbook=str(PLAYBOOK),
-            inventory=str(inventory.hosts_file),
-            limit=limit,
+        run = ansible.run_playbook(
+            config,
+            PLAYBOOK.name,
+            inventory=inventory.hosts_file,
+            hosts=hosts + list(inventory.gateways),
+            private_data_dir=artifact_dir,
+            known_hosts=known_hosts_path(config),
             forks=config.compliance.forks,
-            cmdline="--check",
-            quiet=True,
-            envvars=ansible_env(config),
+            timeout_s=int(max(300, 10 * len(hosts))),
             extravars={"werne_admin_user": config.ssh.user},
-            event_handler=on_event,
+            check_mode=True,
+            pipelining=True,
+            extra_env={"ANSIBLE_LIBRARY": str(PLAYBOOK.parent / "library")},
+            report_tasks=frozenset({FACTS_TASK}),
+            progress=on_progress,
+            keep_events=False,  # facts go to the database, not to the artifacts
             rotate_artifacts=5,
-            timeout=int(max(300, 10 * len(hosts))),
         )
-    except (OSError, ValueError) as e:
+    except AnsibleRunError as e:
         raise CollectionError(f"cannot run ansible-playbook: {e}") from None
-    if not out and runner.rc != 0:
+    out: dict[str, tuple[str, Any]] = {}
+    for host, r in run.outcomes.items():
+        facts = r.results.get(FACTS_TASK)
+        if r.outcome == "unreachable":
+            out[host] = ("unreachable", _host_reason(r.failure or {}))
+        elif r.failure is not None:
+            out[host] = ("error", _host_reason(r.failure))
+        elif facts is not None:
+            out[host] = ("ok", facts["werne_facts"]) if "werne_facts" in facts else ("error", _host_reason(facts))
+    if not out and run.rc != 0:
         raise CollectionError(
-            f"ansible-playbook failed before reaching any host (rc {runner.rc}, "
-            f"status {runner.status}); see {artifact_dir}"
+            f"ansible-playbook failed before reaching any host (rc {run.rc}, "
+            f"status {run.status}); see {artifact_dir}"
         )
     for h in hosts:
-        out.setdefault(h, ("error", f"no result from Ansible (status {runner.status})"))
+        out.setdefault(h, ("error", f"no result from Ansible (status {run.status})"))
     return out
+
+
+def _gateway_dump(peers: list[dict[str, Any]], interface: str) -> list[DumpPeer]:
+    """The peers werne_facts read on the gateway (`wg show all dump`), on the VPN's interface."""
+    return [
+        DumpPeer(
+            public_key=p["public_key"],
+            endpoint=None if p.get("endpoint") in (None, "(none)") else p["endpoint"],
+            allowed_ips=tuple(p.get("allowed_ips") or ()),
+            latest_handshake=int(p.get("latest_handshake") or 0),
+            rx_bytes=int(p.get("rx") or 0),
+            tx_bytes=int(p.get("tx") or 0),
+            persistent_keepalive=None,
+        )
+        for p in peers
+        if p.get("interface") == interface
+    ]
 
 
 def vpn_evidence(
     config: Config,
     inventory: Inventory,
-    db: Any,
+    db: Database,
     gathered: dict[str, tuple[str, Any]],
     now: datetime | None = None,
 ) -> tuple[dict[str, dict[str, Any]], str]:
-    """Per laptop: the gateway's view of its peer. Returns (evidence by host, source description)."""
-    evidence: dict[str, dict[str, Any]] = {}
+    """Per laptop: the gateway's view of its peer, from the dump this run gathered on the gateway.
+    Returns (evidence by host, why there is none). Ages are taken against `now`; whether they are
+    too old is for the compliance rules to judge."""
     reason = ""
-    try:
-        from vpn.status import collect_status
-
-        statuses = collect_status(config, inventory, db, now=now)
+    gw_peers: list[dict[str, Any]] | None = None
+    for gw in inventory.gateways:
+        status, facts = gathered.get(gw, ("error", "not asked"))
+        if status == "ok" and (facts.get("wg_gateway") or {}).get("available"):
+            gw_peers = facts["wg_gateway"]["peers"]
+        elif not reason:
+            why = facts if isinstance(facts, str) else (facts.get("wg_gateway") or {}).get("reason")
+            reason = f"gateway {gw}: {why}"
+    if not inventory.gateways and not reason:
+        reason = "no host in group vpn_gateway"
+    evidence: dict[str, dict[str, Any]] = {}
+    if gw_peers is not None:
+        # Peers the database knows: matched by public key, with key age from the database.
+        records, retired = load_records(db)
+        statuses = build_status(records, _gateway_dump(gw_peers, config.vpn.interface), now or datetime.now(UTC),
+                                handshake_max_age_s=config.vpn.handshake_max_age_s,
+                                key_max_age_days=config.vpn.key_max_age_days, retired_keys=retired,
+                                inventory_hosts=set(inventory.laptops))
         for st in statuses:
             if st.host and st.status in ("active", "pending"):
                 evidence[st.host] = {
@@ -168,26 +181,13 @@ def vpn_evidence(
                     "flags": list(st.flags),
                     "source": "vpn.status",
                 }
-    except ImportError:
-        reason = "the VPN package is not installed"
-    except Exception as e:  # noqa: BLE001 - any failure here falls back to the gathered dump
-        reason = f"{e.__class__.__name__}: {e}"
-    gw_peers: list[dict[str, Any]] | None = None
-    for gw in inventory.gateways:
-        status, facts = gathered.get(gw, ("error", "not asked"))
-        if status == "ok" and (facts.get("wg_gateway") or {}).get("available"):
-            gw_peers = facts["wg_gateway"]["peers"]
-        elif not reason:
-            why = facts if isinstance(facts, str) else (facts.get("wg_gateway") or {}).get("reason")
-            reason = f"gateway {gw}: {why}"
-    if not inventory.gateways and not reason:
-        reason = "no host in group vpn_gateway"
     for name, lap in inventory.laptops.items():
         if name in evidence:
             continue
         if gw_peers is None:
             evidence[name] = {"evidence": False, "reason": reason or "no gateway evidence"}
             continue
+        # No peer record (the VPN was set up outside werne): matched by the laptop's VPN address.
         addr = ipaddress.ip_address(str(lap.vpn_address))
         peer = next(
             (
@@ -217,7 +217,7 @@ def vpn_evidence(
 def collect_laptops(
     config: Config,
     inventory: Inventory,
-    db: Any,
+    db: Database,
     artifact_dir: Path,
     hosts: list[str] | None = None,
     progress: ProgressCallback | None = None,

@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 from compliance.rules import FactCheck, Rule
+from provisioning.vpn.status import handshake_flag, key_too_old
 
 Status = Literal["pass", "fail", "error", "not_applicable", "unreachable", "waived"]
 STATUSES: tuple[str, ...] = ("pass", "fail", "error", "not_applicable", "unreachable", "waived")
@@ -313,9 +314,10 @@ def _vpn_handshake_fresh(dev: DeviceFacts, params: dict[str, Any], ctx: EvalCont
     age = vpn.get("handshake_age_s")
     if age is None:
         age = _age_s(vpn.get("latest_handshake"), ctx.now)
-    if age is None:
+    flag = handshake_flag(age, limit)
+    if flag == "no_handshake" or age is None:  # the same case; `age is None` is for the type checker
         return "fail", "no handshake ever seen by the gateway"
-    if age > limit:
+    if flag == "stale_handshake":
         return "fail", f"last handshake {int(age)}s ago (limit {limit}s)"
     return "pass", f"last handshake {int(age)}s ago"
 
@@ -349,7 +351,7 @@ def _vpn_key_age(dev: DeviceFacts, params: dict[str, Any], ctx: EvalContext) -> 
         if age is None:
             return "error", "the key's creation time is not recorded"
         days = age / 86400
-    if days > limit_days:
+    if key_too_old(days, limit_days):
         return "fail", f"key is {days:.0f} days old (limit {limit_days})"
     return "pass", f"key is {days:.0f} days old"
 

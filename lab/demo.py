@@ -76,7 +76,7 @@ def run_demo(config: Config, laptops: int = 3, ipads: int = 12, say: Say = lambd
     from lab.laptops import Lab, lab_up
     from provisioning.preflight import run_preflight
     from provisioning.runner import provision
-    from vpn.ops import gateway_apply
+    from provisioning.vpn.ops import gateway_apply
 
     steps: list[tuple[str, str]] = []
 

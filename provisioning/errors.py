@@ -14,6 +14,10 @@ from __future__ import annotations
 
 from core.errors import EXIT_INPUT, EXIT_INTERRUPTED, InputError, WerneError
 
+# The one sentence for a host whose key differs from the pinned one, from pre-flight (paramiko) and
+# from ssh under Ansible alike (a result's reason, not an exception).
+HOST_KEY_CHANGED = "host key changed: possible interception"
+
 
 class ProvisioningError(WerneError):
     """Pre-flight or provisioning could not run at all."""

@@ -23,7 +23,7 @@ from paramiko.ssh_exception import IncompatiblePeer
 
 from core.config import Config
 from core.inventory import Inventory
-from provisioning.errors import HostSelectionError, SSHKeyError
+from provisioning.errors import HOST_KEY_CHANGED, HostSelectionError, SSHKeyError
 from provisioning.known_hosts import PinnedHostKeys, algorithms_for, fingerprint, host_id, same_key
 from provisioning.models import HostCheck, PreflightReport
 
@@ -31,7 +31,6 @@ from provisioning.models import HostCheck, PreflightReport
 # next to (and garbling) the CLI's own one-line reasons. The reasons are in the results instead.
 logging.getLogger("paramiko").addHandler(logging.NullHandler())
 
-HOST_KEY_CHANGED = "host key changed: possible interception"
 HOST_KEY_UNKNOWN = "host key unknown: run with --accept-new after verifying it"
 BACKOFF_BASE_S = 0.5
 BACKOFF_CAP_S = 4.0

@@ -93,8 +93,8 @@ def start_vpn_lab(lab_factory: Callable[..., Any]) -> VPNLab:
     from core.config import load_config
     from core.db import Database
     from core.inventory import load_inventory
+    from provisioning.vpn.ops import gateway_apply
     from tests.fixtures_lab import write_lab_config
-    from vpn.ops import gateway_apply
 
     lab = lab_factory(2, gateway=True)
     pin_lab_host_keys(lab, lab.state_dir)
@@ -108,7 +108,7 @@ def start_vpn_lab(lab_factory: Callable[..., Any]) -> VPNLab:
 
 @pytest.fixture(scope="module")
 def vpn_lab(lab_factory: Callable[..., Any]) -> Iterator[VPNLab]:
-    from vpn.ops import enrol
+    from provisioning.vpn.ops import enrol
 
     vl = start_vpn_lab(lab_factory)
     config, db, inventory = vl.config, vl.db, vl.inventory

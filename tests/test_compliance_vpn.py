@@ -1,5 +1,5 @@
 """The VPN rules over a real WireGuard lab (gateway + 2 laptops, userspace wireguard-go): handshake
-age and key age come from the gateway's evidence (vpn.status), the full tunnel from the laptop;
+age and key age come from the gateway's evidence (provisioning.vpn.status), the full tunnel from the laptop;
 a split tunnel on one laptop fails exactly that rule there; old keys and stale handshakes fail."""
 
 from __future__ import annotations

@@ -479,7 +479,7 @@ def _rows_enrolment(m: Any, now: datetime) -> list[Any]:
 
 
 PACKAGE_ROWS: dict[str, Callable[[Any, datetime], list[Any]]] = {
-    "vpn": _rows_vpn,
+    "provisioning.vpn": _rows_vpn,
     "ipad": _rows_ipad,
     "compliance": _rows_compliance,
     "enrolment": _rows_enrolment,
@@ -590,9 +590,9 @@ def test_models_match_migrations(backend: str, tmp_path: Path, request: pytest.F
 def test_vpn_address_pool_on_both(any_db: Database):
     import ipaddress
 
-    from vpn.errors import AddressCollisionError
-    from vpn.models import PEER_ACTIVE, PEER_REVOKED, VPNPeer
-    from vpn.pool import AddressPool
+    from provisioning.vpn.errors import AddressCollisionError
+    from provisioning.vpn.models import PEER_ACTIVE, PEER_REVOKED, VPNPeer
+    from provisioning.vpn.pool import AddressPool
 
     pool = AddressPool(ipaddress.ip_network("10.77.0.0/29"), ipaddress.ip_network("fd77:77::/64"))
 

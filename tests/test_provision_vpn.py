@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import select
 
+from provisioning.vpn.models import VPNPeer
 from tests.fixtures_vpn import VPNLab, start_vpn_lab
-from vpn.models import VPNPeer
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
 

@@ -16,10 +16,10 @@ from core.db import Database
 from core.errors import EXIT_COULD_NOT_RUN, EXIT_INPUT
 from core.inventory import load_inventory
 from core.models import AuditEvent
+from provisioning.vpn.errors import VPNInputError
+from provisioning.vpn.models import PEER_ACTIVE, VPNGateway, VPNPeer
+from provisioning.vpn.ops import parse_age_days, provision_extravars, select_for_rotation
 from tests.conftest import write_config
-from vpn.errors import VPNInputError
-from vpn.models import PEER_ACTIVE, VPNGateway, VPNPeer
-from vpn.ops import parse_age_days, provision_extravars, select_for_rotation
 
 GW_KEY = "lAEOo+lCCbp5aqQZhd+vvHIveLeXcb7O2x5FsCoJfVM="
 K1 = "MJM9kWVdAiKVHmnMqeXUU7kXzo3364himCaSIhHE0TI="

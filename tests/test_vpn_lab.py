@@ -16,7 +16,7 @@ from sqlalchemy import select
 
 from core.errors import EXIT_COULD_NOT_RUN, EXIT_FINDINGS
 from core.models import AuditEvent
-from vpn.models import VPNPeer, VPNRetiredKey
+from provisioning.vpn.models import VPNPeer, VPNRetiredKey
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
 
@@ -122,7 +122,7 @@ def test_rotation_switches_to_a_new_key_and_the_old_one_stops_working(vpn_lab):
 
 
 def test_laptop_unreachable_during_rotation_keeps_its_old_key_working(vpn_lab):
-    from vpn.ops import rotate
+    from provisioning.vpn.ops import rotate
 
     vl = vpn_lab
     before_pub = vl.public_key("lap02")
@@ -216,7 +216,7 @@ def test_gateway_unreachable_changes_nothing_and_exits_3(vpn_lab):
 
 
 def test_revocation_cuts_the_laptop_off_at_once_and_provisioning_does_not_bring_it_back(vpn_lab):
-    from vpn.ops import enrol
+    from provisioning.vpn.ops import enrol
 
     vl = vpn_lab
     pub = vl.public_key("lap01")
@@ -250,7 +250,7 @@ def test_revocation_cuts_the_laptop_off_at_once_and_provisioning_does_not_bring_
 
 
 def test_reinstate_needs_a_new_key_made_on_the_laptop(vpn_lab):
-    from vpn.ops import enrol
+    from provisioning.vpn.ops import enrol
 
     vl = vpn_lab
     old_pub = vl.public_key("lap01")  # the revoked key, still loaded on the laptop

@@ -15,18 +15,18 @@ from sqlalchemy import inspect, select
 from core.config import load_config
 from core.db import Database
 from core.errors import EXIT_INPUT, ConfigError
-from vpn.errors import AddressCollisionError, PoolExhaustedError, PublicKeyError
-from vpn.gateway import (
+from provisioning.vpn.errors import AddressCollisionError, PoolExhaustedError, PublicKeyError
+from provisioning.vpn.gateway import (
     GatewayPeer,
     GatewaySettings,
     _environment,
     render_gateway_config,
     render_gateway_nftables,
 )
-from vpn.keys import check_duplicates, validate_public_key
-from vpn.models import PEER_ACTIVE, PEER_REVOKED, VPNPeer
-from vpn.pool import AddressPool
-from vpn.status import DumpFormatError, PeerRecord, build_status, parse_wg_dump
+from provisioning.vpn.keys import check_duplicates, validate_public_key
+from provisioning.vpn.models import PEER_ACTIVE, PEER_REVOKED, VPNPeer
+from provisioning.vpn.pool import AddressPool
+from provisioning.vpn.status import DumpFormatError, PeerRecord, build_status, parse_wg_dump
 
 K1 = "MJM9kWVdAiKVHmnMqeXUU7kXzo3364himCaSIhHE0TI="
 K2 = "dLvlYDP4QDVXLJOO1gIn5vvopGFKGH5RCP65VVkt3ig="

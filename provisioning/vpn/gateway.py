@@ -16,8 +16,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from core.config import VPNConfig
-from vpn.models import PEER_ACTIVE, VPNPeer
-from vpn.pool import AddressPool
+from provisioning.vpn.models import PEER_ACTIVE, VPNPeer
+from provisioning.vpn.pool import AddressPool
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 NFT_TABLE = "werne_vpn_gw"

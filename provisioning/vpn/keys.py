@@ -11,7 +11,7 @@ import binascii
 import re
 from collections.abc import Iterable, Mapping
 
-from vpn.errors import PublicKeyError
+from provisioning.vpn.errors import PublicKeyError
 
 # 32 bytes in standard base64: 43 characters from the alphabet and one '=' of padding.
 _KEY_RE = re.compile(r"^[A-Za-z0-9+/]{42}[AEIMQUYcgkosw048]=$")

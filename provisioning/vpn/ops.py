@@ -26,18 +26,18 @@ from core.config import Config
 from core.db import Database
 from core.errors import LockHeldError
 from core.inventory import Inventory
-from vpn.errors import (
+from provisioning.vpn.errors import (
     GatewayNotReadyError,
     GatewayUnreachableError,
     PublicKeyError,
     UnknownPeerError,
     VPNError,
 )
-from vpn.gateway import GatewayPeer, GatewaySettings, peer_allowed_ips, render_gateway
-from vpn.keys import check_duplicates, validate_public_key
-from vpn.models import PEER_ACTIVE, PEER_PENDING, PEER_REVOKED, VPNGateway, VPNPeer, VPNRetiredKey
-from vpn.pool import AddressPool
-from vpn.runner import check_gateway_reachable, gateway_name, run_vpn_playbook
+from provisioning.vpn.gateway import GatewayPeer, GatewaySettings, peer_allowed_ips, render_gateway
+from provisioning.vpn.keys import check_duplicates, validate_public_key
+from provisioning.vpn.models import PEER_ACTIVE, PEER_PENDING, PEER_REVOKED, VPNGateway, VPNPeer, VPNRetiredKey
+from provisioning.vpn.pool import AddressPool
+from provisioning.vpn.runner import check_gateway_reachable, gateway_name, peer_reason, run_vpn_playbook
 
 PUBLIC_KEY_TASK = "Report the WireGuard public key"
 NEXT_KEY_TASK = "Report the next WireGuard public key"
@@ -156,8 +156,8 @@ def _apply(config: Config, db: Database, inventory: Inventory, peers: list[Gatew
         extravars["wireguard_gateway_userspace"] = True
     run = run_vpn_playbook(config, inventory, "vpn_gateway.yml", [name], extravars,
                            {GATEWAY_KEY_TASK, GATEWAY_PEERS_TASK}, purpose)
-    r = run.hosts[name]
-    if r.outcome != "ok":
+    r = run.outcomes[name]
+    if not r.succeeded:
         raise GatewayUnreachableError(f"VPN gateway {name}: {r.reason}; the state database was not changed "
                                       f"(artifacts: {run.artifact_dir})")
     pub = validate_public_key(r.reported.get(GATEWAY_KEY_TASK), name)
@@ -345,10 +345,10 @@ def enrol(config: Config, db: Database, inventory: Inventory, hosts: list[str],
         ev = client_extravars(config, db, inventory, hosts)
         targets = list(ev["wireguard_client_peers"])
         run = run_vpn_playbook(config, inventory, "vpn_client.yml", targets, ev, {PUBLIC_KEY_TASK}, "enrol")
-        reported = {h: r.reported.get(PUBLIC_KEY_TASK) for h, r in run.hosts.items() if r.outcome == "ok"}
+        reported = {h: r.reported.get(PUBLIC_KEY_TASK) for h, r in run.outcomes.items() if r.succeeded}
         report = _register_client_keys(config, db, inventory, reported, actor=actor)
-    extra = [PeerResult(host=h, outcome=r.outcome, reason=r.reason)  # type: ignore[arg-type]
-             for h, r in run.hosts.items() if r.outcome != "ok"]
+    extra = [PeerResult(host=h, outcome=r.outcome, reason=peer_reason(r))  # type: ignore[arg-type]
+             for h, r in run.outcomes.items() if not r.succeeded]
     extra += [PeerResult(host=h, outcome="skipped", reason="revoked: `werne vpn reinstate` first")
               for h in ev["wireguard_client_revoked"]]
     report.action = "enrol"
@@ -362,7 +362,7 @@ def revoke(config: Config, db: Database, inventory: Inventory, host: str, reason
            actor: str | None = None) -> PeerResult:
     """Remove the laptop's peer from the gateway at once (the laptop is not contacted), then mark it
     revoked, retire its key and free its address. Gateway unreachable: nothing changes (exit 3)."""
-    from vpn.errors import VPNInputError
+    from provisioning.vpn.errors import VPNInputError
 
     reason = " ".join(reason.split())
     if not reason:
@@ -401,7 +401,7 @@ def reinstate(config: Config, db: Database, inventory: Inventory, host: str,
               actor: str | None = None) -> PeerResult:
     """Let a revoked laptop back in: it becomes pending and must make a NEW key at its next
     provisioning (`werne laptop provision` or `werne vpn enrol`); its old key stays retired."""
-    from vpn.errors import VPNInputError
+    from provisioning.vpn.errors import VPNInputError
 
     if host not in inventory.laptops:
         raise UnknownPeerError(f"unknown laptop: {host} (not in {inventory.hosts_file})")
@@ -421,7 +421,7 @@ def reinstate(config: Config, db: Database, inventory: Inventory, host: str,
 def select_for_rotation(db: Database, inventory: Inventory, hosts: list[str],
                         older_than_days: float | None, now: datetime | None = None) -> list[str]:
     """Named hosts (must be active peers), or every active peer whose key is older than the limit."""
-    from vpn.errors import VPNInputError
+    from provisioning.vpn.errors import VPNInputError
 
     now = now or datetime.now(UTC)
     with db.session() as s:
@@ -450,7 +450,7 @@ def select_for_rotation(db: Database, inventory: Inventory, hosts: list[str],
 
 def parse_age_days(text: str | None) -> float | None:
     """'90d', '12w', '36h' or a plain number of days -> days; None stays None."""
-    from vpn.errors import VPNInputError
+    from provisioning.vpn.errors import VPNInputError
 
     if text is None:
         return None
@@ -475,7 +475,7 @@ def rotate(config: Config, db: Database, inventory: Inventory, hosts: list[str],
     `after_gateway_switch` runs between the gateway swap and the laptops' switch (a seam for tests
     that take a laptop away at that moment).
     """
-    from vpn.errors import VPNInputError
+    from provisioning.vpn.errors import VPNInputError
 
     actor = actor or current_actor()
     if hosts and older_than is not None:
@@ -491,11 +491,11 @@ def rotate(config: Config, db: Database, inventory: Inventory, hosts: list[str],
         prep = run_vpn_playbook(config, inventory, "vpn_rotate.yml", targets,
                                 {**base, "wireguard_client_rotate_phase": "prepare"}, {NEXT_KEY_TASK},
                                 "rotate-prepare")
-        for h, r in prep.hosts.items():
-            if r.outcome != "ok":
+        for h, r in prep.outcomes.items():
+            if not r.succeeded:
                 results[h] = PeerResult(host=h, outcome=r.outcome,  # type: ignore[arg-type]
-                                        reason=f"{r.reason}; old key still in use")
-        reported = {h: r.reported.get(NEXT_KEY_TASK) for h, r in prep.hosts.items() if r.outcome == "ok"}
+                                        reason=f"{peer_reason(r)}; old key still in use")
+        reported = {h: r.reported.get(NEXT_KEY_TASK) for h, r in prep.outcomes.items() if r.succeeded}
         new_keys = _validate_reported(reported, db, results)
         bad = [h for h in reported if h not in new_keys]
         if bad:
@@ -517,8 +517,8 @@ def rotate(config: Config, db: Database, inventory: Inventory, hosts: list[str],
                                   {**base, "wireguard_client_rotate_phase": "commit"}, {CURRENT_KEY_TASK},
                                   "rotate-commit")
         switched = {h: k for h, k in new_keys.items()
-                    if commit.hosts[h].outcome == "ok"
-                    and commit.hosts[h].reported.get(CURRENT_KEY_TASK, "").strip() == k}
+                    if commit.outcomes[h].succeeded
+                    and commit.outcomes[h].reported.get(CURRENT_KEY_TASK, "").strip() == k}
         failed = [h for h in new_keys if h not in switched]
         # The switched laptops use their new keys from now on: store them before anything else can
         # fail, so a later `werne vpn gateway apply` renders what the laptops really use.
@@ -542,10 +542,10 @@ def rotate(config: Config, db: Database, inventory: Inventory, hosts: list[str],
                     f"{e}; could not switch the gateway back for {', '.join(failed)}: "
                     "run `werne vpn gateway apply` when the gateway is back") from None
             for h in failed:
-                r = commit.hosts[h]
+                r = commit.outcomes[h]
                 outcome = "unreachable" if r.outcome == "unreachable" else "failed"
                 results[h] = PeerResult(host=h, outcome=outcome,  # type: ignore[arg-type]
-                                        reason=f"{r.reason or 'did not switch to the new key'}; "
+                                        reason=f"{peer_reason(r) or 'did not switch to the new key'}; "
                                                "gateway switched back, old key still in use")
     record(db, "vpn.rotate", ",".join(targets), {h: results[h].outcome for h in sorted(results)}, actor=actor)
     return VPNReport(action="rotate", hosts=[results[h] for h in sorted(results)], gateway=gateway)

@@ -18,7 +18,7 @@ from sqlalchemy import select
 from core.config import Config
 from core.db import Database
 from core.inventory import Inventory
-from vpn.models import PEER_ACTIVE, PEER_REVOKED, VPNPeer, VPNRetiredKey
+from provisioning.vpn.models import PEER_ACTIVE, PEER_REVOKED, VPNPeer, VPNRetiredKey
 
 Flag = Literal["stale_handshake", "no_handshake", "unknown_peer", "revoked_peer_present",
                "retired_key_present", "missing_on_gateway", "key_too_old", "not_in_inventory"]
@@ -100,6 +100,21 @@ class PeerRecord:
     key_created_at: datetime | None
 
 
+def handshake_flag(age_s: float | None, max_age_s: int) -> Flag | None:
+    """The one judgment of a peer's last handshake: None while it is fresh enough. `werne vpn status`
+    and the compliance rule vpn-handshake-fresh both ask here."""
+    if age_s is None:
+        return "no_handshake"
+    if age_s > max_age_s:
+        return "stale_handshake"
+    return None
+
+
+def key_too_old(age_days: float, max_age_days: int) -> bool:
+    """The one judgment of a key's age (`werne vpn status` and the compliance rule vpn-key-age)."""
+    return age_days > max_age_days
+
+
 def build_status(records: list[PeerRecord], dump: list[DumpPeer], now: datetime, *,
                  handshake_max_age_s: int, key_max_age_days: int,
                  retired_keys: dict[str, str] | None = None,
@@ -125,11 +140,9 @@ def build_status(records: list[PeerRecord], dump: list[DumpPeer], now: datetime,
         if r.status == PEER_ACTIVE:
             if d is None:
                 flags.append("missing_on_gateway")
-            elif hs_age is None:
-                flags.append("no_handshake")
-            elif hs_age > handshake_max_age_s:
-                flags.append("stale_handshake")
-            if key_age is not None and key_age > key_max_age_days:
+            elif (flag := handshake_flag(hs_age, handshake_max_age_s)) is not None:
+                flags.append(flag)
+            if key_age is not None and key_too_old(key_age, key_max_age_days):
                 flags.append("key_too_old")
         elif r.status == PEER_REVOKED and d is not None:
             flags.append("revoked_peer_present")
@@ -167,9 +180,10 @@ def collect_status(config: Config, inventory: Inventory, db: Database | None = N
     """Read `wg show <if> dump` from the gateway and return one PeerStatus per peer.
 
     Raises GatewayUnreachableError (exit 3) when the gateway cannot be read. Used by
-    `werne vpn status` and by the compliance report.
+    `werne vpn status`; the nightly compliance run reads the dump in its own facts run instead
+    (compliance.collect_laptops) and passes it to build_status.
     """
-    from vpn.runner import read_gateway_dump
+    from provisioning.vpn.runner import read_gateway_dump
 
     own_db = db is None
     db = db or Database(config.database_url)

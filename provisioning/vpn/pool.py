@@ -16,8 +16,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from core.config import VPNConfig
-from vpn.errors import AddressCollisionError, PoolExhaustedError
-from vpn.models import VPNPeer
+from provisioning.vpn.errors import AddressCollisionError, PoolExhaustedError
+from provisioning.vpn.models import VPNPeer
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
