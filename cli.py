@@ -20,6 +20,7 @@ import click
 
 from core.config import Config, load_config
 from core.errors import EXIT_INTERRUPTED, WerneError
+from core.findings import Findings
 from core.signals import exit_code_for, signal_name, termination_handlers
 from core.text import terminal_safe
 
@@ -73,6 +74,11 @@ pass_app = click.make_pass_decorator(AppContext)
 def echo(message: Any = "", err: bool = False) -> None:
     """click.echo, with text from others (web page, devices, CSV files) made terminal-safe."""
     click.echo(terminal_safe(message), err=err)
+
+
+def finish(result: Findings) -> None:
+    """End a command with its result's exit code (0 clean, 1 findings; core.findings decides)."""
+    sys.exit(result.exit_code)
 
 
 def echo_json(data: Any) -> None:
@@ -157,24 +163,17 @@ def inventory_check(app: AppContext, as_json: bool) -> None:
 
         werne --config werne.toml inventory check
     """
-    from core.errors import InventoryError
-    from core.inventory import load_inventory
+    from core.inventory import check_inventory
 
-    try:
-        inv = load_inventory(app.config.inventory_dir)
-    except InventoryError as e:
-        if as_json:
-            echo_json({"ok": False, "problems": e.problems})
-        for p in e.problems:
-            echo(f"Error: {p}", err=True)
-        sys.exit(e.exit_code)
-    summary = {"ok": True, "inventory": str(inv.root), "laptops": len(inv.laptops),
-               "vpn_gateways": len(inv.gateways), "schools": len(inv.schools), "ipads": len(inv.ipads)}
+    result = check_inventory(app.config.inventory_dir)
     if as_json:
-        echo_json(summary)
-    else:
-        echo(f"{inv.root}: ok: {len(inv.laptops)} laptops, {len(inv.gateways)} VPN gateway(s), "
-                   f"{len(inv.schools)} schools, {len(inv.ipads)} iPads")
+        echo_json(result.to_dict())
+    for p in result.problems:
+        echo(f"Error: {p}", err=True)
+    if result.ok and not as_json:
+        echo(f"{result.root}: ok: {result.laptops} laptops, {result.vpn_gateways} VPN gateway(s), "
+             f"{result.schools} schools, {result.ipads} iPads")
+    finish(result)
 
 
 # ---------------------------------------------------------------- lab ----------------------
@@ -302,7 +301,6 @@ def laptop_preflight(app: AppContext, hosts: tuple[str, ...], all_hosts: bool, a
         werne laptop preflight --all --accept-new
         werne laptop preflight lap01 lap02 --json
     """
-    from core.errors import EXIT_FINDINGS
     from provisioning.preflight import run_preflight
 
     report = run_preflight(app.config, app.inventory, hosts, all_hosts, accept_new,
@@ -329,8 +327,7 @@ def laptop_preflight(app: AppContext, hosts: tuple[str, ...], all_hosts: bool, a
         for h in report.failed:
             echo(f"{h.host}: {h.reason}")
         echo(f"{len(report.hosts)} checked, {len(report.failed)} failed")
-    if not report.ok:
-        sys.exit(EXIT_FINDINGS)
+    finish(report)
 
 
 @laptop.command("provision")
@@ -356,7 +353,6 @@ def laptop_provision(app: AppContext, hosts: tuple[str, ...], all_hosts: bool, c
     from rich.live import Live
     from rich.text import Text
 
-    from core.errors import EXIT_FINDINGS
     from provisioning.models import Progress
     from provisioning.runner import provision
 
@@ -399,8 +395,7 @@ def laptop_provision(app: AppContext, hosts: tuple[str, ...], all_hosts: bool, c
             echo(f"marked interrupted: run(s) {', '.join(map(str, report.interrupted_runs))}")
         echo(f"run {report.run_id}: {report.status}{' (check mode)' if check_mode else ''}; "
                    f"artifacts in {report.artifact_dir}")
-    if not report.ok:
-        sys.exit(EXIT_FINDINGS)
+    finish(report)
 
 # ---------------------------------------------------------------- vpn ----------------------
 # (owned by the VPN work)
@@ -467,7 +462,6 @@ def vpn_enrol(app: AppContext, hosts: tuple[str, ...], as_json: bool) -> None:
 
         werne vpn enrol lap01 lap02
     """
-    from core.errors import EXIT_FINDINGS
     from provisioning.vpn.ops import enrol
 
     report = enrol(app.config, app.db, app.inventory, list(hosts))
@@ -475,8 +469,7 @@ def vpn_enrol(app: AppContext, hosts: tuple[str, ...], as_json: bool) -> None:
         echo_json(report.model_dump())
     else:
         _vpn_peer_lines(report)
-    if not report.ok:
-        sys.exit(EXIT_FINDINGS)
+    finish(report)
 
 
 @vpn.command("rotate")
@@ -494,7 +487,6 @@ def vpn_rotate(app: AppContext, hosts: tuple[str, ...], older_than: str | None, 
 
         werne vpn rotate --older-than 90d
     """
-    from core.errors import EXIT_FINDINGS
     from provisioning.vpn.ops import rotate
 
     report = rotate(app.config, app.db, app.inventory, list(hosts), older_than)
@@ -504,8 +496,7 @@ def vpn_rotate(app: AppContext, hosts: tuple[str, ...], older_than: str | None, 
         echo("no keys to rotate")
     else:
         _vpn_peer_lines(report)
-    if not report.ok:
-        sys.exit(EXIT_FINDINGS)
+    finish(report)
 
 
 @vpn.command("revoke")
@@ -557,20 +548,18 @@ def vpn_status(app: AppContext, as_json: bool) -> None:
 
         werne vpn status --json
     """
-    from core.errors import EXIT_FINDINGS
-    from provisioning.vpn.status import collect_status
+    from provisioning.vpn.status import StatusReport, collect_status
 
-    peers = collect_status(app.config, app.inventory, app.db)
+    report = StatusReport(collect_status(app.config, app.inventory, app.db))
     if as_json:
-        echo_json([p.model_dump() for p in peers])
+        echo_json([p.model_dump() for p in report.peers])
     else:
-        for p in peers:
+        for p in report.peers:
             hs = "never" if p.handshake_age_s is None else f"{p.handshake_age_s}s ago"
             key_age = "-" if p.key_age_days is None else f"{p.key_age_days:.0f}d"
             echo(f"{p.host or '?':<12} {p.status:<8} {p.address or '-':<15} key {key_age:<5} "
                        f"handshake {hs:<12} {p.endpoint or '-':<21} {','.join(p.flags) or 'ok'}")
-    if any(p.flags for p in peers):
-        sys.exit(EXIT_FINDINGS)
+    finish(report)
 
 # ---------------------------------------------------------------- mdm / ipad ---------------
 # (owned by the MDM work)
@@ -817,7 +806,7 @@ def _print_action(report: Any, as_json: bool) -> None:
         counts = report.counts()
         echo(f"{report.action}: {counts.get('ok', 0)} ok, {counts.get('not ok', 0)} not ok"
                    + (f"; no answer from: {', '.join(report.not_answered)}" if report.not_answered else ""))
-    sys.exit(report.exit_code)
+    finish(report)
 
 
 _deadline_opt = click.option("--deadline", "deadline", type=float, default=None,
@@ -1032,12 +1021,8 @@ def compliance_run(app: AppContext, fleet: str, as_json: bool) -> None:
     summary = run_compliance(app.config, app.db, app.inventory, fleets, progress=progress)
     if live:
         stderr.write("\n")
-    data = {"run": summary.run_id, "scope": summary.scope, "devices": summary.devices,
-            "compliant_devices": summary.compliant_devices, "pass_rate": summary.pass_rate,
-            "counts": summary.counts, "record_hash": summary.record_hash,
-            "report": str(summary.report_path) if summary.report_path else None}
     if as_json:
-        echo_json(data)
+        echo_json(summary.to_dict())
     else:
         if summary.recovered_stale_lock:
             echo("note: recovered a stale lock left by a run that died", err=True)
@@ -1048,7 +1033,7 @@ def compliance_run(app: AppContext, fleet: str, as_json: bool) -> None:
                    f"not applicable {c['not_applicable']}")
         if summary.report_path:
             echo(f"report: {summary.report_path}")
-    sys.exit(summary.exit_code)
+    finish(summary)
 
 
 @compliance.command("verify")
@@ -1070,7 +1055,7 @@ def compliance_verify(app: AppContext, as_json: bool) -> None:
         echo(f"ok: {rep.runs_checked} run(s), chain head {rep.head or 'none'}")
     for p in rep.problems if not as_json else []:
         echo(f"Error: {p}", err=True)
-    sys.exit(0 if rep.ok else 1)
+    finish(rep)
 
 
 @compliance.command("diff")
@@ -1297,8 +1282,7 @@ def enrol_approve(app: AppContext, request_id: int) -> None:
 
     view = approve_request(app.db, app.config, app.inventory, cli_principal(current_actor()), request_id)
     _print_request(view)
-    if any(s.status in ("failed", "requested") for s in view.serials):
-        sys.exit(1)
+    finish(view)
 
 
 @enrol.command("reject")
@@ -1370,8 +1354,7 @@ def enrol_sync(app: AppContext) -> None:
                f"deferred {len(r.deferred)}, commands sent {r.commands_sent}")
     for serial, why in {**r.failed, **r.deferred}.items():
         echo(f"  {serial}: {why}")
-    if r.failed or r.deferred:
-        sys.exit(1)
+    finish(r)
 
 
 @main.group(cls=WerneGroup)

@@ -24,6 +24,7 @@ from compliance.engine import FINDING_STATUSES, STATUSES, DeviceFacts, RuleResul
 from compliance.errors import RunNotFoundError
 from compliance.models import ComplianceResult, ComplianceRun
 from core.db import Database
+from core.findings import Findings
 
 GENESIS = None  # the first run's prev_hash
 
@@ -313,7 +314,7 @@ def list_runs(db: Database, limit: int = 50) -> list[StoredRun]:
 
 
 @dataclass
-class ChainReport:
+class ChainReport(Findings):
     """The outcome of `werne compliance verify`."""
 
     ok: bool

@@ -26,7 +26,8 @@ from compliance.waivers import load_waivers
 from core import audit
 from core.config import Config
 from core.db import Database
-from core.errors import EXIT_FINDINGS, EXIT_OK, WerneError
+from core.errors import WerneError
+from core.findings import Findings
 from core.inventory import Inventory
 from core.signals import start_daemon
 
@@ -34,7 +35,7 @@ FLEETS = ("laptops", "ipads")
 
 
 @dataclass
-class RunSummary:
+class RunSummary(Findings):
     """What one compliance run found, for the CLI, the demo and the timer's journal."""
 
     run_id: int
@@ -55,8 +56,15 @@ class RunSummary:
         return sum(self.counts.get(s, 0) for s in FINDING_STATUSES)
 
     @property
-    def exit_code(self) -> int:
-        return EXIT_FINDINGS if self.findings else EXIT_OK
+    def ok(self) -> bool:
+        return not self.findings
+
+    def to_dict(self) -> dict[str, Any]:
+        """The summary as `werne compliance run --json` prints it."""
+        return {"run": self.run_id, "scope": self.scope, "devices": self.devices,
+                "compliant_devices": self.compliant_devices, "pass_rate": self.pass_rate,
+                "counts": self.counts, "record_hash": self.record_hash,
+                "report": str(self.report_path) if self.report_path else None}
 
 
 def lock_path(config: Config) -> Path:

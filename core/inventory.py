@@ -23,8 +23,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from core.csvio import CSVFormatError, decode_csv_bytes, read_rows
-from core.errors import InventoryError
+from core.errors import EXIT_INPUT, EXIT_OK, InventoryError
 from core.files import read_regular_file
+from core.findings import Findings
 from core.yamlio import YAMLInputError, compose, construct, scalar_key
 
 KNOWN_GROUPS = {"laptops", "vpn_gateway"}
@@ -351,6 +352,43 @@ def _load_ipads(inv: Inventory, problems: _Problems) -> None:
             continue
         first_line[ipad.serial] = line
         inv.ipads[ipad.serial] = ipad
+
+
+@dataclass
+class InventoryCheck(Findings):
+    """`werne inventory check`: every problem (with file and line), or what the inventory holds."""
+
+    root: Path
+    problems: list[str] = field(default_factory=list)
+    laptops: int = 0
+    vpn_gateways: int = 0
+    schools: int = 0
+    ipads: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    @property
+    def exit_code(self) -> int:
+        # A bad inventory is bad input (exit 2), not a finding about the devices.
+        return EXIT_OK if self.ok else EXIT_INPUT
+
+    def to_dict(self) -> dict[str, Any]:
+        if not self.ok:
+            return {"ok": False, "problems": self.problems}
+        return {"ok": True, "inventory": str(self.root), "laptops": self.laptops,
+                "vpn_gateways": self.vpn_gateways, "schools": self.schools, "ipads": self.ipads}
+
+
+def check_inventory(root: str | Path) -> InventoryCheck:
+    """Validate an inventory directory and report, never raise, what is wrong with it."""
+    try:
+        inv = load_inventory(root)
+    except InventoryError as e:
+        return InventoryCheck(root=Path(root), problems=e.problems)
+    return InventoryCheck(root=inv.root, laptops=len(inv.laptops), vpn_gateways=len(inv.gateways),
+                          schools=len(inv.schools), ipads=len(inv.ipads))
 
 
 def load_inventory(root: str | Path) -> Inventory:

@@ -22,6 +22,7 @@ from core import audit
 from core.config import Config
 from core.db import Database
 from core.errors import WerneError
+from core.findings import Findings
 from enrolment.errors import ArrivalError
 from enrolment.models import EnrolmentRequest, RequestSerial
 from enrolment.requests import recompute_status
@@ -34,7 +35,7 @@ _lock = threading.Lock()
 
 
 @dataclass
-class ArrivalReport:
+class ArrivalReport(Findings):
     """What one sweep did: serials newly enrolled, configured, failed, and profiles sent."""
 
     enrolled: list[str] = field(default_factory=list)
@@ -43,6 +44,11 @@ class ArrivalReport:
     # Serials whose profiles could not be sent for a reason outside the iPad; retried next sweep.
     deferred: dict[str, str] = field(default_factory=dict)
     commands_sent: int = 0
+
+    @property
+    def ok(self) -> bool:
+        """Every arrival went through (a failed or deferred serial is a finding)."""
+        return not (self.failed or self.deferred)
 
 
 def _registry(db: Database) -> Any:

@@ -23,6 +23,7 @@ from core import audit
 from core.config import Config
 from core.csvio import CSVFormatError, decode_csv_bytes, read_rows, write_csv
 from core.db import Database
+from core.findings import Findings
 from core.inventory import IPAD_CSV_ALIASES, IPAD_GROUPS, SERIAL_RE, Inventory, normalise_serial
 from enrolment import dep
 from enrolment.accounts import Principal
@@ -50,7 +51,7 @@ class SerialView:
 
 
 @dataclass
-class RequestView:
+class RequestView(Findings):
     """A request as the caller may see it."""
 
     id: int
@@ -67,6 +68,11 @@ class RequestView:
     @property
     def total(self) -> int:
         return len(self.serials)
+
+    @property
+    def ok(self) -> bool:
+        """No serial failed or is still waiting to be assigned (after an approval: a finding)."""
+        return not any(s.status in ("failed", "requested") for s in self.serials)
 
     @property
     def enrolled(self) -> int:

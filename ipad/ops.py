@@ -23,7 +23,8 @@ from typing import Any
 from core import audit
 from core.config import Config
 from core.db import Database
-from core.errors import EXIT_FINDINGS, EXIT_OK, InputError
+from core.errors import InputError
+from core.findings import Findings
 from core.inventory import Inventory, normalise_serial
 from ipad import commands
 from ipad.commands import Command
@@ -339,7 +340,7 @@ class DeviceReport:
 
 
 @dataclass
-class ActionReport:
+class ActionReport(Findings):
     """The result of one ipad action, per device."""
 
     action: str
@@ -356,8 +357,8 @@ class ActionReport:
         return [d.serial for d in self.devices if not d.ok]
 
     @property
-    def exit_code(self) -> int:
-        return EXIT_OK if not self.failed else EXIT_FINDINGS
+    def ok(self) -> bool:
+        return not self.failed
 
     def counts(self) -> dict[str, int]:
         c: Counter[str] = Counter()

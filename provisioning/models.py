@@ -6,6 +6,8 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
+from core.findings import Findings
+
 CheckState = Literal["ok", "failed", "not checked"]
 Outcome = Literal["ok", "changed", "failed", "unreachable"]
 
@@ -37,7 +39,7 @@ class HostCheck(BaseModel):
         return self
 
 
-class PreflightReport(BaseModel):
+class PreflightReport(Findings, BaseModel):
     """Pre-flight results for every selected laptop, in inventory order."""
 
     hosts: list[HostCheck]
@@ -73,7 +75,7 @@ class HostOutcome(BaseModel):
     changes: list[TaskChange] = Field(default_factory=list)
 
 
-class ProvisioningReport(BaseModel):
+class ProvisioningReport(Findings, BaseModel):
     """A whole provisioning run: stored in the state database as ProvisioningRun."""
 
     run_id: int

@@ -25,6 +25,7 @@ from core.audit import current_actor, record
 from core.config import Config
 from core.db import Database
 from core.errors import LockHeldError
+from core.findings import Findings
 from core.inventory import Inventory
 from provisioning.vpn.errors import (
     GatewayNotReadyError,
@@ -73,7 +74,7 @@ class GatewayResult(BaseModel):
     artifact_dir: str
 
 
-class VPNReport(BaseModel):
+class VPNReport(Findings, BaseModel):
     """Result of enrol/rotate: per-laptop outcomes and the gateway apply (if one happened)."""
 
     action: str

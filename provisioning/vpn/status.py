@@ -17,6 +17,7 @@ from sqlalchemy import select
 
 from core.config import Config
 from core.db import Database
+from core.findings import Findings
 from core.inventory import Inventory
 from provisioning.vpn.models import PEER_ACTIVE, PEER_REVOKED, VPNPeer, VPNRetiredKey
 
@@ -173,6 +174,17 @@ def load_records(db: Database) -> tuple[list[PeerRecord], dict[str, str]]:
                    for p in s.scalars(select(VPNPeer))]
         retired = {k.public_key: k.host for k in s.scalars(select(VPNRetiredKey))}
     return records, retired
+
+
+@dataclass
+class StatusReport(Findings):
+    """`werne vpn status`: every peer; a flagged peer is a finding."""
+
+    peers: list[PeerStatus]
+
+    @property
+    def ok(self) -> bool:
+        return all(p.ok for p in self.peers)
 
 
 def collect_status(config: Config, inventory: Inventory, db: Database | None = None,
