@@ -32,6 +32,7 @@ def terminal_safe(text: object) -> str:
 
 
 def one_line(text: object, limit: int = 300) -> str:
-    """Terminal-safe, newlines shown as `\\n`, cut to `limit` characters with an ellipsis."""
-    s = terminal_safe(text).replace("\n", "\\n")
+    """A message (a server's answer, Ansible's reason) as one terminal-safe line: whitespace runs,
+    newlines included, become one space; cut to `limit` characters with an ellipsis."""
+    s = " ".join(terminal_safe(text).split())
     return s if len(s) <= limit else s[: limit - 1] + "…"

@@ -16,12 +16,6 @@ from urllib3.util.retry import Retry
 RETRY_STATUSES = (502, 503, 504)
 
 
-def one_line(text: str, limit: int = 300) -> str:
-    """A server's message on one line, cut to `limit` characters."""
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
 def api_session(
     base_url: str,
     session: requests.Session | None = None,

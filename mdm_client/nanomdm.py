@@ -25,9 +25,9 @@ from urllib.parse import quote
 import requests
 
 from core.secrets import Secret
+from core.text import one_line as _one_line
 from mdm_client import http
 from mdm_client.errors import NanoMDMAuthError, NanoMDMError
-from mdm_client.http import one_line as _one_line
 
 __all__ = ["EnqueueResult", "NanoMDMAuthError", "NanoMDMClient", "NanoMDMError", "PushResult"]
 

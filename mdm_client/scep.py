@@ -17,16 +17,12 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.serialization import pkcs7
 
+from core.text import one_line
 from mdm_client.errors import MDMError
 
 
 class SCEPError(MDMError):
     """The SCEP server could not be reached or answered with an error."""
-
-
-def _one_line(text: str, limit: int = 200) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 class SCEPClient:
@@ -50,7 +46,7 @@ class SCEPClient:
         except requests.RequestException as e:
             raise SCEPError(f"{what}: {e.__class__.__name__}") from None
         if resp.status_code != 200:
-            raise SCEPError(f"{what}: {resp.status_code}: {_one_line(resp.text) or resp.reason}")
+            raise SCEPError(f"{what}: {resp.status_code}: {one_line(resp.text, 200) or resp.reason}")
         return resp
 
     def get_ca_caps(self) -> list[str]:

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from core.config import REPO_ROOT, Config
+from core.text import one_line as _one_line
 from provisioning.errors import HOST_KEY_CHANGED, AnsibleRunError
 
 PLAYBOOK_DIR = REPO_ROOT / "playbooks"
@@ -50,10 +51,9 @@ _ENV_KEEP_PREFIXES = ("ANSIBLE_", "RUNNER_", "AWX_", "LC_")
 _STATS_KEYS = ("ok", "changed", "failures", "dark", "skipped", "processed", "ignored", "rescued")
 
 
-def one_line(text: str) -> str:
-    """`text` on one line, cut to REASON_MAX characters (reasons are stored and shown in tables)."""
-    text = " ".join(str(text).split())
-    return text if len(text) <= REASON_MAX else text[: REASON_MAX - 1] + "…"
+def one_line(text: object) -> str:
+    """A reason on one line, cut to REASON_MAX characters (reasons are stored and shown in tables)."""
+    return _one_line(text, REASON_MAX)
 
 
 def scrub_env(env: dict[str, str]) -> dict[str, str]:

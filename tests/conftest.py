@@ -27,6 +27,13 @@ def inventory_copy(tmp_path: Path) -> Path:
     return dst
 
 
+def write_secret(path: Path, text: str) -> Path:
+    """A secret file as an installation keeps one: readable by its owner only (werne warns otherwise)."""
+    path.write_text(text, encoding="utf-8")
+    path.chmod(0o600)
+    return path
+
+
 def write_config(path: Path, inventory: Path, state_dir: Path, extra: str = "") -> Path:
     path.write_text(f'[site]\ninventory = "{inventory}"\nstate_dir = "{state_dir}"\n{extra}', encoding="utf-8")
     return path

@@ -317,7 +317,7 @@ class IPadWorld:
         from core.secrets import Secret
         from ipad.store import Registry
         from lab.mdm import CERT_HEADER, generated_serials, issue_identities, make_ca
-        from tests.conftest import DEMO_INVENTORY
+        from tests.conftest import DEMO_INVENTORY, write_secret
         from tests.fixtures_mdm import NanoMDMProcess, start_webhook
 
         self.root = root
@@ -335,7 +335,7 @@ class IPadWorld:
         api_key, hmac_key = "cmp-api-key-0123456789", "cmp-hmac-key-9876543210"
         secrets = root / "secrets"
         secrets.mkdir(mode=0o700)
-        (secrets / "api_key").write_text(api_key + "\n")
+        write_secret((secrets / "api_key"), api_key + "\n")
         (secrets / "wifi").write_text("schul-wlan-passwort\n")
         ca, ca_key = make_ca(root / "ca")
         self.db = Database(f"sqlite:///{self.state / 'werne.db'}")

@@ -19,6 +19,7 @@ import pytest
 import requests
 
 from tests import parts
+from tests.conftest import write_secret
 from tests.fake_dep import FakeDEP
 
 REPO = Path(__file__).resolve().parent.parent
@@ -83,7 +84,7 @@ def start_nanodep(tmp: Path, port: int | None = None) -> NanoDEP:
     tmp.mkdir(parents=True, exist_ok=True)
     key = secrets.token_urlsafe(24)
     key_file = tmp / "dep-api-key"
-    key_file.write_text(key + "\n", encoding="utf-8")
+    write_secret(key_file, key + "\n")
     key_file.chmod(0o600)
     port = port or free_port()
     log = (tmp / "depserver.log").open("wb")
@@ -176,10 +177,10 @@ def make_site(
     state = root / "state"
     state.mkdir(exist_ok=True)
     web_key = root / "web-secret"
-    web_key.write_text(secrets.token_urlsafe(32), encoding="utf-8")
+    write_secret(web_key, secrets.token_urlsafe(32))
     key_file = dep_key_file or (root / "dep-key-unused")
     if not key_file.exists():
-        key_file.write_text("unused", encoding="utf-8")
+        write_secret(key_file, "unused")
     name = dep_name or ("t" + secrets.token_hex(4))
     cfg = root / "werne.toml"
     cfg.write_text(

@@ -22,6 +22,7 @@ import pytest
 import requests
 
 from tests import parts
+from tests.conftest import write_secret
 
 REPO = Path(__file__).resolve().parent.parent
 NANOMDM = REPO / ".tools" / "bin" / "nanomdm"
@@ -227,7 +228,7 @@ def mdm_world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MDMWorld]:
     api_key, hmac_key = "test-api-key-0123456789", "test-hmac-key-9876543210"
     secrets_dir = root / "secrets"
     secrets_dir.mkdir(mode=0o700)
-    (secrets_dir / "api_key").write_text(api_key + "\n")
+    write_secret((secrets_dir / "api_key"), api_key + "\n")
     (secrets_dir / "wifi").write_text("schul-wlan-passwort\n")
     ca, ca_key = make_ca(root / "ca")
 

@@ -21,6 +21,7 @@ from sqlalchemy import select
 from enrolment.models import ADEEnrolmentAttempt
 from ipad import schema
 from lab import scep as lab_scep
+from tests.conftest import write_secret
 from tests.fake_apple import FakeAppleDevice, FakeApplePushCA
 from tests.fixtures_enrolment import EnrolSite, InThreadServer, WebServer, make_site, start_web
 from tests.fixtures_mdm import NanoMDMProcess
@@ -51,7 +52,7 @@ def golive(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GoLive]:
     ca, _ = make_ca(root / "nanomdm")
     api_key = secrets.token_urlsafe(24)
     key_file = root / "nanomdm-api-key"
-    key_file.write_text(api_key)
+    write_secret(key_file, api_key)
     key_file.chmod(0o600)
     nano = NanoMDMProcess(root / "nanomdm", ca, None, api_key, None, "X-Werne-Client-Cert")
     site = make_site(root / "site")

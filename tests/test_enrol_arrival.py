@@ -15,6 +15,7 @@ import pytest
 from enrolment import requests as reqs
 from enrolment.accounts import Principal
 from enrolment.arrival import enrolment_hook, process_arrivals
+from tests.conftest import write_secret
 from tests.fake_dep import FakeDEP
 from tests.fixtures_enrolment import SCHOOL_A, EnrolSite, free_port, make_site
 
@@ -84,7 +85,7 @@ def world(tmp_path_factory: pytest.TempPathFactory, nanodep) -> Iterator[World]:
     sec = root / "secrets"
     sec.mkdir(mode=0o700)
     api_key, hmac_key = "arrival-api-key-0123456789", "arrival-hmac-key-0123456789"
-    (sec / "mdm_api_key").write_text(api_key + "\n")
+    write_secret((sec / "mdm_api_key"), api_key + "\n")
     (sec / "wifi").write_text("schul-wlan-passwort\n")
     db = Database(f"sqlite:///{root / 'state' / 'werne.db'}")
     webhook = start_webhook(Registry(db), Secret(hmac_key, "test"))

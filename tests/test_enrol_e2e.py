@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import write_secret
 from tests.fake_dep import FakeDEP
 from tests.fixtures_enrolment import PASSWORD, SCHOOL_A, add_user, make_site, start_web
 from tests.parts import require_tool
@@ -69,7 +70,7 @@ def test_coordinator_to_configured_ipads(tmp_path: Path, nanodep, browser) -> No
     secrets_dir = root / "secrets"
     secrets_dir.mkdir(mode=0o700)
     api_key, hmac_key = "e2e-api-key-0123456789", "e2e-hmac-key-9876543210"
-    (secrets_dir / "mdm_api_key").write_text(api_key + "\n")
+    write_secret((secrets_dir / "mdm_api_key"), api_key + "\n")
     (secrets_dir / "wifi").write_text("schul-wlan-passwort\n")
     db = Database(f"sqlite:///{root / 'state' / 'werne.db'}")
     webhook = start_webhook(Registry(db), Secret(hmac_key, "test"))

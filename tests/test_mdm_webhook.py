@@ -15,6 +15,7 @@ from core.db import Database
 from core.secrets import Secret
 from ipad.store import Registry
 from ipad.webhook import on_enrolled, sign
+from tests.conftest import write_secret
 from tests.fixtures_mdm import rows_in_db_file
 
 KEY = "webhook-test-key"
@@ -282,7 +283,7 @@ def test_two_receiver_processes_store_each_event_once(tmp_path: Path) -> None:
 
     repo = Path(__file__).resolve().parent.parent
     key_file = tmp_path / "hmac"
-    key_file.write_text(KEY + "\n")
+    write_secret(key_file, KEY + "\n")
     key_file.chmod(0o600)
     port = free_port()
     log = tmp_path / "webhook.log"

@@ -23,7 +23,7 @@ from core.audit import list_events
 from core.config import load_config
 from core.db import Database
 from ipad.pushcert_store import current_push_cert
-from tests.conftest import write_config
+from tests.conftest import write_config, write_secret
 from tests.fake_apple import FakeApplePushCA
 from tests.fixtures_mdm import NanoMDMProcess
 
@@ -36,7 +36,7 @@ def nanomdm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[NanoMDMP
     ca, _ = make_ca(d)
     key = secrets.token_urlsafe(24)
     key_file = d / "api_key"
-    key_file.write_text(key)
+    write_secret(key_file, key)
     key_file.chmod(0o600)
     proc = NanoMDMProcess(d, ca, None, key, None, "X-Werne-Client-Cert")
     yield proc, key_file
