@@ -977,6 +977,81 @@ def ipad_wipe(app: AppContext, serials: tuple[str, ...], yes: bool, max_devices:
     _print_action(wipe(ctx, serials, typed, yes, max_devices, deadline), as_json)
 
 
+@ipad.command("update")
+@click.argument("serials", nargs=-1)
+@click.option("--to", "version", required=True, help="The iPadOS version to install, e.g. 18.3.")
+@click.option("--by", "deadline", required=True,
+              help="Deadline, local time at the school (schools.yml time_zone), e.g. '2027-01-15 18:00'.")
+@click.option("--school", default=None, help="All iPads of this school.")
+@click.option("--group", type=click.Choice(["pupil", "teacher", "shared"]), default=None,
+              help="Only iPads of this group.")
+@click.option("--plan", is_flag=True,
+              help="Only show per model how many iPads get the target, have it, cannot take it.")
+@_max_devices_opt
+@_json_opt
+@pass_app
+def ipad_update(app: AppContext, serials: tuple[str, ...], version: str, deadline: str, school: str | None,
+                group: str | None, plan: bool, max_devices: int | None, as_json: bool) -> None:
+    """Enforce an iPadOS version by a deadline (declarative device management through KMFDDM).
+
+    Which models can take the version comes from Apple's catalogue (werne ipad catalogue import).
+
+    Example:
+
+        werne ipad update --school gs-demo --to 18.3 --by "2027-01-15 18:00" --plan
+    """
+    from ipad.update import update
+
+    report = update(_ipad_ctx(app), version, deadline, school, group, serials, plan, max_devices)
+    if as_json:
+        echo_json(report.to_dict())
+    elif plan:
+        for model, changes in sorted(report.plan().items()):
+            click.echo(f"{model}:")
+            for change, n in sorted(changes.items()):
+                click.echo(f"  {n:4d} iPad{'s' if n != 1 else ' '}  {change}")
+        click.echo("Plan only: nothing was sent.")
+    else:
+        for r in report.rows:
+            what = report.mapped.get(r.serial) or r.detail or r.outcome
+            click.echo(f"{r.serial:<13} {r.school or '-':<12} {r.model or '-':<12} {r.os_version or '-':<8} "
+                       f"{r.outcome:<12} {what}")
+        c = report.counts()
+        click.echo(f"update to {report.target} by {report.deadline}: {c.get('update', 0)} to update, "
+                   f"{c.get('already', 0)} already there, {c.get('cannot', 0)} cannot take it, "
+                   f"{c.get('not enrolled', 0)} not enrolled")
+    sys.exit(0 if plan else report.exit_code)
+
+
+@ipad.group("catalogue", cls=WerneGroup)
+def ipad_catalogue() -> None:
+    """Apple's catalogue of iPadOS versions per model (a saved gdmf.apple.com/v2/pmv answer).
+
+    Example:
+
+        werne ipad catalogue import pmv.json
+    """
+
+
+@ipad_catalogue.command("import")
+@click.argument("file", type=click.Path(dir_okay=False, exists=True))
+@pass_app
+def ipad_catalogue_import(app: AppContext, file: str) -> None:
+    """Check a saved pmv answer and store it for `werne ipad update` (ddm.catalogue_file).
+
+    Example:
+
+        werne ipad catalogue import pmv.json
+    """
+    from pathlib import Path
+
+    from ipad.catalogue import import_catalogue
+
+    path, catalogue = import_catalogue(app.config, Path(file))
+    versions = catalogue.offered_versions(catalogue.taken_at.date())
+    click.echo(f"stored {path}: {len(catalogue.releases)} iOS releases, offered now: {', '.join(versions[-5:])}")
+
+
 # ---------------------------------------------------------------- compliance / report ------
 # (owned by the compliance work)
 

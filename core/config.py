@@ -177,6 +177,22 @@ class SCEPConfig(_Section):
     timeout: float = Field(default=10.0, gt=0)
 
 
+class DDMConfig(_Section):
+    """[ddm]: the KMFDDM server (declarative device management: declarations, sets, status)."""
+
+    url: str = "http://127.0.0.1:9003"
+    api_key_file: Path | None = None
+    api_key_env: str = "WERNE_DDM_API_KEY"
+    timeout: float = Field(default=10.0, gt=0)
+    # Apple's software-update catalogue (a saved gdmf.apple.com/v2/pmv answer), as
+    # `werne ipad catalogue import` stores it. Empty: <state_dir>/ddm/apple-pmv.json.
+    catalogue_file: Path | None = None
+    # An older catalogue is refused (Apple adds and withdraws versions every few weeks).
+    catalogue_max_age_days: int = Field(default=30, ge=1, le=365)
+    # The school's local time zone when schools.yml names none (software-update deadlines).
+    default_time_zone: str = "Europe/Berlin"
+
+
 class VPNConfig(_Section):
     """[vpn]: the WireGuard pool, gateway and laptop policy (see docs/vpn.md)."""
 
@@ -322,6 +338,7 @@ class Config(_Section):
     lab: LabConfig = LabConfig()
     mdm: MDMConfig = MDMConfig()
     scep: SCEPConfig = SCEPConfig()
+    ddm: DDMConfig = DDMConfig()
     vpn: VPNConfig = VPNConfig()
     compliance: ComplianceConfig = ComplianceConfig()
     dep: DEPConfig = DEPConfig()
@@ -350,7 +367,7 @@ class Config(_Section):
 
 def _resolve_paths(cfg: Config, base: Path) -> None:
     """Relative paths in a config file are relative to that file's folder."""
-    for section in (cfg.site, cfg.ssh, cfg.lab, cfg.mdm, cfg.scep, cfg.compliance, cfg.dep, cfg.web, cfg.vpn):
+    for section in (cfg.site, cfg.ssh, cfg.lab, cfg.mdm, cfg.scep, cfg.ddm, cfg.compliance, cfg.dep, cfg.web, cfg.vpn):
         for name in type(section).model_fields:
             value = getattr(section, name)
             if isinstance(value, Path):

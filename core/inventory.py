@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import re
+import zoneinfo
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -87,6 +88,18 @@ class School(BaseModel):
     department: str = ""
     support_phone: str = ""
     support_email: str = ""
+    # IANA time zone of the school (software-update deadlines are local time); empty: ddm.default_time_zone.
+    time_zone: str = ""
+
+    @field_validator("time_zone")
+    @classmethod
+    def _known_time_zone(cls, v: str) -> str:
+        if v:
+            try:
+                zoneinfo.ZoneInfo(v)
+            except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+                raise ValueError(f"unknown time zone {v!r} (an IANA name like Europe/Berlin)") from None
+        return v
 
 
 class IPad(BaseModel):

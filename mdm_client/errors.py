@@ -10,8 +10,10 @@
         └── APIError             an API server unreachable or answering with an error     (exit 3)
             ├── NanoMDMError     NanoMDM (mdm_client.nanomdm)                             (exit 3)
             │   └── NanoMDMAuthError  NanoMDM refused the API key                         (exit 2)
-            └── NanoDEPError     NanoDEP or Apple's DEP behind it (mdm_client.nanodep);
-                                 enrolment.errors.DEPUnavailable is this class            (exit 3)
+            ├── NanoDEPError     NanoDEP or Apple's DEP behind it (mdm_client.nanodep);
+            │                    enrolment.errors.DEPUnavailable is this class            (exit 3)
+            └── KMFDDMError      KMFDDM, the declarative-management server (mdm_client.kmfddm) (exit 3)
+                └── KMFDDMAuthError  KMFDDM refused the API key                           (exit 2)
 
 The webhook receiver adds ipad.webhook.WebhookError.
 """
@@ -83,3 +85,13 @@ class NanoMDMAuthError(NanoMDMError):
 
 class NanoDEPError(APIError):
     """NanoDEP or Apple's DEP service (through NanoDEP's proxy) cannot be reached or refused the call."""
+
+
+class KMFDDMError(APIError):
+    """KMFDDM could not be reached or answered with an error (its own message is kept)."""
+
+
+class KMFDDMAuthError(KMFDDMError):
+    """KMFDDM refused the API key (HTTP 401): check ddm.api_key_file or its variable."""
+
+    exit_code = EXIT_INPUT

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from core.config import Config
 from core.secrets import read_secret
+from mdm_client.kmfddm import KMFDDMClient
 from mdm_client.nanodep import NanoDEPClient
 from mdm_client.nanomdm import NanoMDMClient
 
@@ -25,3 +26,10 @@ def nanodep_client(config: Config) -> NanoDEPClient:
     dep = config.dep
     key = read_secret(file=dep.api_key_file, env=dep.api_key_env, what="NanoDEP API key")
     return NanoDEPClient(dep.url, dep.name, key, dep.timeout)
+
+
+def kmfddm_client(config: Config) -> KMFDDMClient:
+    """The KMFDDM API client (declarative device management) from the ddm.* settings."""
+    ddm = config.ddm
+    key = read_secret(file=ddm.api_key_file, env=ddm.api_key_env, what="KMFDDM API key")
+    return KMFDDMClient(ddm.url, key, timeout=ddm.timeout)

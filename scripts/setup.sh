@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs everything werne needs on a Debian/Ubuntu machine, idempotently:
 # Debian packages (lab, VPN, browser), the Python venv, and the Go tools
-# (NanoMDM, NanoDEP, scepserver/scepclient, wireguard-go) into .tools/bin. Safe to run again.
+# (NanoMDM, NanoDEP, scepserver/scepclient, KMFDDM, wireguard-go) into .tools/bin. Safe to run again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -55,6 +55,8 @@ GO_TOOLS=(
   # The SCEP server for the iPads' device identities, and its client for the lab's simulated iPads.
   "scepserver github.com/micromdm/scep/v2/cmd/scepserver@v2.3.0"
   "scepclient github.com/micromdm/scep/v2/cmd/scepclient@v2.3.0"
+  # The declarative-management server (DDM declarations, sets, status) beside NanoMDM.
+  "kmfddm github.com/jessepeterson/kmfddm/cmd/kmfddm@v0.8.3"
   "wireguard golang.zx2c4.com/wireguard@v0.0.0-20260522210424-ecfc5a8d5446"
 )
 mkdir -p .tools/bin

@@ -64,4 +64,5 @@ pytest_plugins = [
     "tests.fixtures_compliance",
     "tests.fixtures_enrolment",
     "tests.fixtures_postgres",
+    "tests.fixtures_kmfddm",
 ]

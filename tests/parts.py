@@ -8,7 +8,7 @@ never go green by skipping what it was meant to prove.
 
 `require_tool`, `require_file` and `require_root` take `marker=`: when the part IS there, they
 check that the running test carries the marker of that part (lab, browser, postgres, mdm,
-nanodep) and fail it otherwise, so `make check` (which deselects those markers) can trust them.
+nanodep, kmfddm) and fail it otherwise, so `make check` (which deselects those markers) can trust them.
 Most tests get their marker automatically from the fixtures they use (FIXTURE_MARKERS).
 
 Registered as a plugin in tests/conftest.py.
@@ -40,6 +40,7 @@ FIXTURE_MARKERS: dict[str, str] = {
     "mdm_world": "mdm",
     "ipad_world": "mdm",
     "nanomdm": "mdm",
+    "kmfddm": "kmfddm",
 }
 
 # The test whose setup/call is running now: `require` checks its markers.
