@@ -30,9 +30,9 @@ from urllib.parse import quote
 import requests
 
 from core.secrets import Secret
+from core.text import one_line
 from mdm_client import http
 from mdm_client.errors import KMFDDMAuthError, KMFDDMError
-from mdm_client.http import one_line
 
 __all__ = ["KMFDDMAuthError", "KMFDDMClient", "KMFDDMError"]
 
