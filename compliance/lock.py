@@ -8,7 +8,6 @@ short flock on a guard file, so two recovering processes cannot both win.
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import socket
@@ -18,6 +17,7 @@ from types import TracebackType
 
 from compliance.errors import ComplianceLockHeld
 from core.errors import StateError
+from core.locks import file_lock
 
 
 def process_start_ticks(pid: int) -> int | None:
@@ -81,8 +81,7 @@ class RunLock:
 
     def _recover_or_raise(self) -> None:
         guard = self.path.with_name(self.path.name + ".guard")
-        with open(guard, "a+") as g:
-            fcntl.flock(g, fcntl.LOCK_EX)
+        with file_lock(guard, wait=None):
             info = self._read()
             if not info and self.path.exists():
                 # Being written right now by its new holder, or garbage: treat an old empty file as stale.

@@ -9,16 +9,15 @@ sources, so no registry host name is written into this repository.
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import os
 import re
 import shutil
 import subprocess
-import time
 from pathlib import Path
 
+from core.locks import file_lock
 from lab.errors import ImageBuildError
 
 PACKAGES = (
@@ -153,21 +152,8 @@ def ensure_base(cache_dir: Path, suite: str = "bookworm", timeout_s: float = BUI
     target = base_dir(cache_dir, suite)
     if (target / COMPLETE_MARKER).is_file():
         return target
-    try:
-        cache_dir.mkdir(parents=True, exist_ok=True)
-        lock = open(cache_dir / f"{target.name}.lock", "w")  # noqa: SIM115 - held until built
-    except OSError as e:
-        raise ImageBuildError(f"cannot use lab cache dir {cache_dir}: {e.strerror}") from None
-    with lock:
-        deadline = time.monotonic() + timeout_s
-        while True:
-            try:
-                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    raise ImageBuildError(f"timed out waiting for another build of {target}") from None
-                time.sleep(1)
+    with file_lock(cache_dir / f"{target.name}.lock", wait=timeout_s, what=f"build of {target}", poll_s=1,
+                   held_error=ImageBuildError, unusable_error=ImageBuildError):
         if (target / COMPLETE_MARKER).is_file():  # another process built it while we waited
             return target
         _build(target, suite)

@@ -15,7 +15,6 @@ This machine's PID 1 is not systemd (no machined, no system bus), so nspawn runs
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import ipaddress
 import json
@@ -35,6 +34,7 @@ from typing import Any
 
 import yaml
 
+from core.locks import file_lock
 from lab.errors import LabBootError, LabError, LabInputError
 from lab.image import ADMIN_USER, COMPLETE_MARKER, base_dir, ensure_base
 
@@ -231,21 +231,8 @@ def ssh_banner(address: str, port: int = 22, timeout: float = 2.0) -> str | None
 
 @contextlib.contextmanager
 def _flock(path: Path, timeout: float = 600) -> Iterator[None]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as fh:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    raise LabError(f"timed out waiting for the lock {path}") from None
-                time.sleep(0.2)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+    with file_lock(path, wait=timeout, what="lab operation", held_error=LabError, unusable_error=LabError):
+        yield
 
 
 def laptop_names(n: int) -> list[str]:

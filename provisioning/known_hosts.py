@@ -8,7 +8,6 @@ OpenSSH's names: `address` for port 22, `[address]:port` otherwise.
 from __future__ import annotations
 
 import base64
-import fcntl
 import hashlib
 import os
 from collections.abc import Iterator
@@ -17,6 +16,7 @@ from pathlib import Path
 
 import paramiko
 
+from core.locks import file_lock
 from provisioning.errors import KnownHostsError
 
 # Families: the algorithm names a server may offer for one stored key type.
@@ -74,13 +74,7 @@ class PinnedHostKeys:
 
     @contextmanager
     def _locked(self) -> Iterator[None]:
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            lock = open(self.path.with_name(self.path.name + ".lock"), "w")  # noqa: SIM115
-        except OSError as e:
-            raise KnownHostsError(f"cannot lock pinned host keys {self.path}: {e.strerror}") from None
-        with lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
+        with file_lock(self.path.with_name(self.path.name + ".lock"), wait=None, unusable_error=KnownHostsError):
             yield
 
     def add(self, new: dict[str, paramiko.PKey]) -> None:

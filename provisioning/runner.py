@@ -15,7 +15,6 @@ Flow of `provision()`:
 
 from __future__ import annotations
 
-import fcntl
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -25,8 +24,8 @@ from sqlalchemy import select, update
 
 from core.config import Config
 from core.db import Database
-from core.errors import LockHeldError
 from core.inventory import Inventory
+from core.locks import file_lock
 from core.models import ProvisioningHostResult, ProvisioningRun, utcnow
 from provisioning import ansible
 from provisioning.errors import AnsibleRunError, ProvisioningError, ProvisioningInterrupted
@@ -125,18 +124,7 @@ def run_playbook(
 @contextmanager
 def provisioning_lock(state_dir: Path) -> Iterator[None]:
     """One provisioning run per state dir at a time (so a 'running' row under the lock is stale)."""
-    try:
-        state_dir.mkdir(parents=True, exist_ok=True)
-        fh = open(state_dir / "provision.lock", "w")  # noqa: SIM115 - held for the whole run
-    except OSError as e:
-        raise ProvisioningError(f"cannot use state directory {state_dir}: {e.strerror}") from None
-    with fh:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise LockHeldError(
-                f"another provisioning run is active (lock {state_dir / 'provision.lock'})"
-            ) from None
+    with file_lock(state_dir / "provision.lock", what="provisioning run", unusable_error=ProvisioningError):
         yield
 
 

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import logging
-import os
 from collections.abc import Callable
 from pathlib import Path
 
+from core.locks import FileLock
 from ipad.store import EnrolmentEvent, ParsedEvent, Registry
 
 log = logging.getLogger("werne.mdm.webhook")
@@ -47,7 +46,7 @@ class BatchWriter:
         self.on_enrolled = on_enrolled
         # Receiver processes sharing one SQLite file take this lock around each batch's
         # transaction: flock wakes the next writer at once, where SQLite's busy handler sleeps.
-        self._write_lock = _FileLock(write_lock) if write_lock is not None else contextlib.nullcontext()
+        self._write_lock = FileLock(write_lock, wait=None) if write_lock is not None else contextlib.nullcontext()
         self.idle_flush_s = idle_flush_s
         self.batch_s = batch_ms / 1000
         self.batch_max = batch_max
@@ -148,20 +147,3 @@ class BatchWriter:
             self.registry.db.checkpoint()
         except Exception as e:  # noqa: BLE001 - the next tick tries again; SQLite stays consistent
             log.warning("webhook: WAL checkpoint failed: %s", e)
-
-
-class _FileLock:
-    """An exclusive flock on a file, opened lazily (after a fork) and held around each batch."""
-
-    def __init__(self, path: Path):
-        self.path = path
-        self._fd: int | None = None
-
-    def __enter__(self) -> None:
-        if self._fd is None:
-            self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
-        fcntl.flock(self._fd, fcntl.LOCK_EX)
-
-    def __exit__(self, *_exc: object) -> None:
-        assert self._fd is not None
-        fcntl.flock(self._fd, fcntl.LOCK_UN)

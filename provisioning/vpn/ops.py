@@ -11,7 +11,6 @@ old key keeps working and nothing is half-applied. Both keys never work at the s
 
 from __future__ import annotations
 
-import fcntl
 import ipaddress
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -24,9 +23,9 @@ from sqlalchemy import select
 from core.audit import current_actor, record
 from core.config import Config
 from core.db import Database
-from core.errors import LockHeldError
 from core.findings import Findings
 from core.inventory import Inventory
+from core.locks import file_lock
 from provisioning.vpn.errors import (
     GatewayNotReadyError,
     GatewayUnreachableError,
@@ -91,17 +90,7 @@ class VPNReport(Findings, BaseModel):
 @contextmanager
 def vpn_lock(config: Config) -> Iterator[None]:
     """One VPN-changing operation per state dir at a time."""
-    try:
-        config.state_dir.mkdir(parents=True, exist_ok=True)
-        fh = open(config.state_dir / "vpn.lock", "w")  # noqa: SIM115 - held for the operation
-    except OSError as e:
-        raise VPNError(f"cannot use state directory {config.state_dir}: {e.strerror}") from None
-    with fh:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            lock = config.state_dir / "vpn.lock"
-            raise LockHeldError(f"another VPN operation is running (lock {lock})") from None
+    with file_lock(config.state_dir / "vpn.lock", what="VPN operation", unusable_error=VPNError):
         yield
 
 
