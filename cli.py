@@ -1123,7 +1123,7 @@ def apps_apply(app: AppContext, school: str | None, max_devices: int | None, dea
         for d in report.devices:
             click.echo(f"{d.serial:<13} {d.school or '-':<12} {'ok' if d.ok else 'NOT OK':<7} {'; '.join(d.lines)}")
         click.echo(f"apps apply: {len(report.devices) - len(report.failed)} ok, {len(report.failed)} not ok; "
-                   f"{report.api_calls} Apps and Books calls ({report.manage_calls} licence calls)")
+                   f"{report.api_calls} Apps and Books calls ({report.licence_calls} licence calls)")
     sys.exit(report.exit_code)
 
 

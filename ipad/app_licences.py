@@ -315,9 +315,8 @@ class AppsApplyReport:
     """The result of `werne apps apply`: per device, the Apps and Books calls made and the events."""
 
     devices: list[DeviceApps]
-    api_calls: int
-    manage_calls: int
-    events: int
+    api_calls: int  # every Apps and Books request (assets, assignments, service config, status polls)
+    licence_calls: int  # of those, associate and disassociate calls (one event each)
     seconds: float = 0.0
 
     @property
@@ -331,8 +330,7 @@ class AppsApplyReport:
     def to_dict(self) -> dict[str, Any]:
         return {
             "api_calls": self.api_calls,
-            "manage_calls": self.manage_calls,
-            "events": self.events,
+            "licence_calls": self.licence_calls,
             "seconds": round(self.seconds, 3),
             "failed": self.failed,
             "devices": [{"serial": d.serial, "school": d.school, "ok": d.ok, "summary": "; ".join(d.lines)}
@@ -392,8 +390,7 @@ def apply(ctx: IPadContext, school: str | None = None, max_devices: int | None =
         raise
     reports = {s: DeviceApps(s, p.school_of.get(s)) for s in sorted(changed)}
     targets = _targets_by_serial(ctx, changed)
-    manage_calls = 0
-    events = 0
+    licence_calls = 0
     cfg = ctx.config.apps
     try:
         for lp in p.locations.values():
@@ -408,10 +405,8 @@ def apply(ctx: IPadContext, school: str | None = None, max_devices: int | None =
                         jobs.append(_Sent(app.remove_command(), ts, app.name, {"app": app.name, "adam_id": adam}))
                 if jobs:
                     _report_commands(reports, _send_and_wait(ctx, "apps.apply", jobs, _uniq(jobs), deadline_s))
-                before = lp.client.calls
                 out = _run_manage(lp, "disassociate", lp.revoke, cfg.event_timeout_s, cfg.event_poll_s, sleep)
-                manage_calls += _manage_count(lp, before)
-                events += len(batches(lp.revoke, *_limits(lp)))
+                licence_calls += len(batches(lp.revoke, *_limits(lp)))
                 _forget(ctx, lp.name, out.done)
                 for (adam, s) in sorted(out.done):
                     reports[s].note(f"licence {p.app_name(adam)} taken back ({lp.name})")
@@ -419,10 +414,8 @@ def apply(ctx: IPadContext, school: str | None = None, max_devices: int | None =
                     reports[s].note(f"licence {p.app_name(adam)} NOT taken back: {why}", ok=False)
             # 2. Assign licences; record what Apple confirmed; install only those apps.
             if lp.assign:
-                before = lp.client.calls
                 out = _run_manage(lp, "associate", lp.assign, cfg.event_timeout_s, cfg.event_poll_s, sleep)
-                manage_calls += _manage_count(lp, before)
-                events += len(batches(lp.assign, *_limits(lp)))
+                licence_calls += len(batches(lp.assign, *_limits(lp)))
                 _record(ctx, lp.name, out.done, pricing, out.event_of)
                 for (adam, s), why in sorted(out.failed.items()):
                     reports[s].note(f"licence {p.app_name(adam)} NOT assigned: {why}", ok=False)
@@ -442,8 +435,7 @@ def apply(ctx: IPadContext, school: str | None = None, max_devices: int | None =
                 if jobs:
                     _report_commands(reports, _send_and_wait(ctx, "apps.apply", jobs, _uniq(jobs), deadline_s))
     finally:
-        report = AppsApplyReport(list(reports.values()), p.api_calls, manage_calls, events,
-                                 time.monotonic() - started)
+        report = AppsApplyReport(list(reports.values()), p.api_calls, licence_calls, time.monotonic() - started)
         audit.record(ctx.db, "apps.apply", school or "all", {
             "devices": len(changed), "failed": report.failed, "api_calls": report.api_calls,
             "per_device": {d.serial: "; ".join(d.lines)[:300] for d in report.devices}}, actor=ctx.actor)
@@ -453,10 +445,6 @@ def apply(ctx: IPadContext, school: str | None = None, max_devices: int | None =
 def _limits(lp: LocationPlan) -> tuple[int, int]:
     lim = lp.client.limits()
     return lim["maxAssets"], lim["maxSerialNumbers"]
-
-
-def _manage_count(lp: LocationPlan, before: int) -> int:
-    return lp.client.calls - before
 
 
 def _uniq(jobs: list[_Sent]) -> list[Target]:
