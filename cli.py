@@ -604,6 +604,9 @@ def mdm_serve_webhook(app: AppContext, listen: str | None, hmac_key_file: str | 
         key = read_secret(file=key_file, env=None if hmac_key_file else cfg.webhook_hmac_key_env,
                           what="webhook HMAC key")
     default_termination()  # uvicorn stops cleanly on SIGTERM by itself (systemd's stop)
+    from ipad.activation_lock import install_escrow
+
+    install_escrow(app.config)  # bypass codes are escrowed encrypted, or dropped when no key is set
     serve(open_store(app.db, app.inventory), listen or cfg.webhook_listen, key, cfg.webhook_max_body,
           cfg.webhook_batch_ms, cfg.webhook_batch_max)
 
@@ -966,7 +969,8 @@ def ipad_wipe(app: AppContext, serials: tuple[str, ...], yes: bool, max_devices:
 
         werne ipad wipe ZDWK1DEGZD
     """
-    from ipad.ops import select_targets, wipe
+    from ipad.app_licences import wipe_and_release
+    from ipad.ops import select_targets
 
     ctx = _ipad_ctx(app)
     typed = None
@@ -974,7 +978,181 @@ def ipad_wipe(app: AppContext, serials: tuple[str, ...], yes: bool, max_devices:
         select_targets(ctx, serials=serials, require_serials=True)  # unknown serials: exit 2 before asking
         typed = click.prompt(f"This ERASES {len(serials)} iPad(s). Type the serial(s) again to confirm",
                              default="", show_default=False)
-    _print_action(wipe(ctx, serials, typed, yes, max_devices, deadline), as_json)
+    _print_action(wipe_and_release(ctx, serials, typed, yes, max_devices, deadline), as_json)
+
+
+# ---------------------------------------------------------------- apps and activation lock --
+# (issue 14: app licences through Apple's Apps and Books service; Activation Lock escrow)
+
+@ipad.group("activation-lock", cls=WerneGroup)
+def ipad_activation_lock() -> None:
+    """Activation Lock bypass codes: escrow them (encrypted) and show one to IT staff.
+
+    Example:
+
+        werne ipad activation-lock show ZDWK1DEGZD
+    """
+
+
+@ipad_activation_lock.command("escrow")
+@click.option("--school", default=None, help="All iPads of this school.")
+@click.argument("serials", nargs=-1)
+@_max_devices_opt
+@_deadline_opt
+@_json_opt
+@pass_app
+def ipad_activation_lock_escrow(app: AppContext, school: str | None, serials: tuple[str, ...],
+                                max_devices: int | None, deadline: float | None, as_json: bool) -> None:
+    """Ask iPads for their bypass code (ActivationLockBypassCode); the webhook stores it encrypted.
+
+    Example:
+
+        werne ipad activation-lock escrow --school gs-demo
+    """
+    from ipad.activation_lock import request_codes
+
+    _print_action(request_codes(_ipad_ctx(app), school, serials, max_devices, deadline), as_json)
+
+
+@ipad_activation_lock.command("show")
+@click.argument("serial")
+@pass_app
+def ipad_activation_lock_show(app: AppContext, serial: str) -> None:
+    """Print one iPad's escrowed bypass code (users in activation_lock.allowed_users; audited).
+
+    Example:
+
+        werne ipad activation-lock show ZDWK1DEGZD
+    """
+    from ipad.activation_lock import show_code
+
+    click.echo(show_code(app.config, app.db, serial))
+
+
+@ipad_activation_lock.command("key")
+@click.option("--out", "out_path", type=click.Path(dir_okay=False), required=True,
+              help="Write a new escrow key to this file (mode 0600); name it in activation_lock.key_file.")
+@pass_app
+def ipad_activation_lock_key(app: AppContext, out_path: str) -> None:
+    """Make a new escrow key file (refuses to overwrite one).
+
+    Example:
+
+        werne ipad activation-lock key --out /etc/werne/activation-lock.key
+    """
+    import os
+
+    from core.errors import InputError
+    from ipad.activation_lock import new_key
+
+    try:
+        fd = os.open(out_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        raise InputError(f"{out_path} exists; an escrow key is never overwritten") from None
+    with os.fdopen(fd, "w") as f:
+        f.write(new_key() + "\n")
+    click.echo(f"wrote {out_path}; set activation_lock.key_file to it")
+
+
+@main.group(cls=WerneGroup)
+def apps() -> None:
+    """App Store apps on the school iPads: licences (Apple's Apps and Books) and installs.
+
+    Example:
+
+        werne apps plan --school gs-demo
+    """
+
+
+def _print_apps_plan(p: Any) -> None:
+    for school, changes in sorted(p.summary().items()):
+        click.echo(f"{school}:")
+        for change, n in sorted(changes.items()):
+            click.echo(f"  {n:4d} iPad{'s' if n != 1 else ' '}  {change}")
+    for c in p.checks:
+        state = "enough" if c.enough else "TOO FEW"
+        click.echo(f"licences {c.location} {c.app}: {c.needed_new} new, {c.freed} freed, {c.free} free of "
+                   f"{c.bought}: {state}")
+    for sid in p.skipped_schools:
+        click.echo(f"{sid}: no apps_location in schools.yml, no apps")
+    click.echo(f"Plan only: nothing was changed ({p.api_calls} Apps and Books calls).")
+
+
+@apps.command("plan")
+@click.option("--school", default=None, help="Only this school's iPads.")
+@_json_opt
+@pass_app
+def apps_plan(app: AppContext, school: str | None, as_json: bool) -> None:
+    """Show per school which iPads get or lose which app, and whether the licences suffice.
+
+    Exit 1 when a location has too few licences for the plan.
+
+    Example:
+
+        werne apps plan --school gs-demo
+    """
+    from ipad.app_licences import plan
+
+    p = plan(_ipad_ctx(app), school)
+    if as_json:
+        echo_json(p.to_dict())
+    else:
+        _print_apps_plan(p)
+    sys.exit(1 if p.problems else 0)
+
+
+@apps.command("apply")
+@click.option("--school", default=None, help="Only this school's iPads.")
+@_max_devices_opt
+@click.option("--deadline", type=float, default=0.0, show_default=True,
+              help="Seconds to wait for the iPads to answer Install/RemoveApplication (0: queue and go).")
+@_json_opt
+@pass_app
+def apps_apply(app: AppContext, school: str | None, max_devices: int | None, deadline: float,
+               as_json: bool) -> None:
+    """Assign or take back app licences (Apps and Books), then install or remove the apps.
+
+    Exit 0 all done, 1 some iPads not (listed), 2 bad input (unknown app, too few licences,
+    blast radius), 3 Apple refused a location token or could not be reached.
+
+    Example:
+
+        werne apps apply --school gs-demo --max-devices 120
+    """
+    from ipad.app_licences import apply
+
+    report = apply(_ipad_ctx(app), school, max_devices, deadline)
+    if as_json:
+        echo_json(report.to_dict())
+    else:
+        for d in report.devices:
+            click.echo(f"{d.serial:<13} {d.school or '-':<12} {'ok' if d.ok else 'NOT OK':<7} {'; '.join(d.lines)}")
+        click.echo(f"apps apply: {len(report.devices) - len(report.failed)} ok, {len(report.failed)} not ok; "
+                   f"{report.api_calls} Apps and Books calls ({report.licence_calls} licence calls)")
+    sys.exit(report.exit_code)
+
+
+@apps.command("licences")
+@click.option("--format", "fmt", type=click.Choice(["csv", "html"]), default="csv", show_default=True,
+              help="Report format.")
+@click.option("--out", "out_path", type=click.Path(dir_okay=False), required=True, help="Write the report here.")
+@pass_app
+def apps_licences(app: AppContext, fmt: str, out_path: str) -> None:
+    """Licence report per school and app: bought, assigned, free, what the plan needs.
+
+    Example:
+
+        werne apps licences --format html --out lizenzen.html
+    """
+    from pathlib import Path
+
+    from ipad.app_licences import licence_report, render_licences_csv, render_licences_html
+
+    rows = licence_report(_ipad_ctx(app))
+    text = render_licences_csv(rows) if fmt == "csv" else render_licences_html(rows)
+    Path(out_path).write_text(text, encoding="utf-8")
+    short = sum(1 for r in rows if not r.enough)
+    click.echo(f"wrote {out_path}: {len(rows)} rows" + (f", {short} with too few licences" if short else ""))
 
 
 @ipad.command("update")

@@ -24,3 +24,27 @@ def ipad_fleet_facts(db: Any) -> list[DeviceFacts]:
     facts = {"push_cert": {"topic": cert.topic, "not_after": cert.not_after.isoformat(), "serial": cert.serial}}
     return [DeviceFacts(device=PUSH_CERT_DEVICE, fleet="ipads", facts=facts, name="MDM push certificate (APNs)",
                         scope="fleet")]
+
+
+APPS_TOKEN_DEVICE = "apps-token-{location}"
+
+
+def apps_token_facts(config: Any) -> list[DeviceFacts]:
+    """One fleet fact per Apps and Books location: its token's expiry (read from the sToken itself,
+    without asking Apple), or why the token could not be read."""
+    from core.errors import SecretError
+    from core.secrets import read_secret
+    from mdm_client.appsbooks import token_info
+
+    out = []
+    for name, loc in sorted(config.apps.locations.items()):
+        fact: dict[str, Any] = {"location": name}
+        try:
+            info = token_info(read_secret(file=loc.token_file, env=loc.token_env or None,
+                                          what=f"Apps and Books token of location {name}"))
+            fact.update(expires=info.expires.isoformat() if info.expires else None, org=info.org_name)
+        except (SecretError, ValueError) as e:
+            fact["error"] = str(e)
+        out.append(DeviceFacts(device=APPS_TOKEN_DEVICE.format(location=name), fleet="ipads",
+                               facts={"apps_token": fact}, name=f"Apps and Books token {name}", scope="fleet"))
+    return out

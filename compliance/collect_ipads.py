@@ -123,6 +123,19 @@ def ipad_facts(answers: dict[str, dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+def _escrowed(config: Config, db: Any) -> set[str] | None:
+    """Serials with an escrowed Activation Lock bypass code (rule ios-activation-lock-escrowed);
+    None where the site does not escrow codes (no activation_lock.key_file or key variable)."""
+    import os
+
+    from ipad.activation_lock import escrowed_serials
+
+    al = config.activation_lock
+    if al.key_file is None and not (al.key_env and os.environ.get(al.key_env)):
+        return None
+    return escrowed_serials(db) if hasattr(db, "session") else set()
+
+
 def collect_ipads(
     config: Config,
     inventory: Inventory,
@@ -142,6 +155,7 @@ def collect_ipads(
             Progress("ipads", 0, len(inventory.ipads), message=f"MDM query sweep, deadline {deadline:g}s")
         )
     swept = {s.serial: s for s in sweep(deadline)}
+    escrowed = _escrowed(config, db)
     out = []
     now = now or datetime.now(UTC)
     for serial, ipad in sorted(inventory.ipads.items()):
@@ -170,6 +184,8 @@ def collect_ipads(
                     )
                 )
                 continue
+            if escrowed is not None:
+                facts["activation_lock"] = {"escrowed": serial in escrowed}
             out.append(DeviceFacts(**common, facts=facts, last_seen=max(last_seen or now, now)))
         elif s.status == "error":
             out.append(

@@ -431,9 +431,19 @@ def evaluate_rule(rule: Rule, dev: DeviceFacts, ctx: EvalContext) -> RuleResult:
     return RuleResult(dev.device, rule.id, status, _clip(evidence))
 
 
+def _applies(rule: Rule, dev: DeviceFacts) -> bool:
+    """Rules of a scope apply to the devices of that scope; a rule with a `requires_fact` param only
+    to those whose facts carry that key (a fleet fact such as the push certificate or one Apps and
+    Books token; a per-device fact collected only where the site uses the feature, e.g. escrow)."""
+    if rule.scope != dev.scope:
+        return False
+    fact = rule.check.params.get("requires_fact")
+    return fact is None or fact in dev.facts
+
+
 def evaluate(rules: list[Rule], devices: list[DeviceFacts], ctx: EvalContext) -> list[RuleResult]:
-    return [evaluate_rule(r, d, ctx) for d in devices for r in rules if r.scope == d.scope]
+    return [evaluate_rule(r, d, ctx) for d in devices for r in rules if _applies(r, d)]
 
 
-# The patch level checks live in their own module and register themselves here.
-from compliance import patch_level  # noqa: E402, F401
+# The patch level and apps checks live in their own modules and register themselves here.
+from compliance import apps_checks, patch_level  # noqa: E402, F401

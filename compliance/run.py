@@ -159,9 +159,9 @@ def run_compliance(
                 wait(list(jobs.values()))  # as a pool would: no collector still runs once the run has failed
                 raise
             if "ipads" in fleets:
-                from compliance.collect_fleet import ipad_fleet_facts
+                from compliance.collect_fleet import apps_token_facts, ipad_fleet_facts
 
-                devices += ipad_fleet_facts(db)
+                devices += ipad_fleet_facts(db) + apps_token_facts(config)
             ctx = EvalContext(config=config, now=at, profile_set_for=group_profile_identifiers(config))
             results: list[RuleResult] = []
             for fleet in fleets:

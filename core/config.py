@@ -331,6 +331,53 @@ class WebConfig(_Section):
         return out
 
 
+class AppsLocationConfig(_Section):
+    """One Apps and Books location (a "Standort" in Apple School Manager) and its content token."""
+
+    # The location's content token (sToken), downloaded in Apple School Manager; a secret file (0600).
+    token_file: Path | None = None
+    # An environment variable that holds the token instead (wins over the file when set).
+    token_env: str = ""
+
+
+class AppsConfig(_Section):
+    """[apps]: Apple's Apps and Books service (app licences) and the apps each iPad group gets."""
+
+    # Apple's App and Book Management API (v2); a test or lab points it at a fake.
+    url: str = "https://vpp.itunes.apple.com/mdm/v2"
+    timeout: float = Field(default=20.0, gt=0)
+    # Bounded retries of GET calls on connection errors and 502/503/504.
+    retries: int = Field(default=2, ge=0, le=5)
+    # location name -> its token, e.g. locations = {grundschulen = {token_file = "/etc/werne/asm-gs.vpptoken"}};
+    # schools name their location in the inventory's schools.yml (apps_location).
+    locations: dict[str, AppsLocationConfig] = {}
+    # Which apps each group gets. Empty: profiles/apps.yaml (or the inventory's ipad-apps.yml).
+    apps_file: Path | None = None
+    # How long `werne apps apply` waits for Apple to finish a licence event, and how often it asks.
+    event_timeout_s: float = Field(default=300.0, gt=0)
+    event_poll_s: float = Field(default=2.0, gt=0)
+    # A location token expiring within this many days is a finding (fleet rule ios-apps-token-valid).
+    token_min_days: int = Field(default=30, ge=1, le=365)
+
+    @field_validator("locations")
+    @classmethod
+    def _location_names(cls, v: dict[str, AppsLocationConfig]) -> dict[str, AppsLocationConfig]:
+        for name in v:
+            if not re.match(r"^[a-z0-9][a-z0-9_-]{0,40}$", name):
+                raise ValueError(f"location name '{name}' must be lower-case letters, digits, '-' or '_'")
+        return v
+
+
+class ActivationLockConfig(_Section):
+    """[activation_lock]: escrow of the iPads' Activation Lock bypass codes, encrypted at rest."""
+
+    # A Fernet key (`werne ipad activation-lock key` prints a new one); a secret file (0600).
+    key_file: Path | None = None
+    key_env: str = "WERNE_ACTIVATION_LOCK_KEY"
+    # Login names (audit actors) allowed to show a bypass code; empty: nobody.
+    allowed_users: list[str] = []
+
+
 class Config(_Section):
     site: SiteConfig = SiteConfig()
     ssh: SSHConfig = SSHConfig()
@@ -343,6 +390,8 @@ class Config(_Section):
     compliance: ComplianceConfig = ComplianceConfig()
     dep: DEPConfig = DEPConfig()
     web: WebConfig = WebConfig()
+    apps: AppsConfig = AppsConfig()
+    activation_lock: ActivationLockConfig = ActivationLockConfig()
     # Where this config came from, for messages; not a setting.
     source: str = Field(default="built-in defaults", exclude=True)
     # The keys the config file set, per section: the endpoints file does not override them.
@@ -367,7 +416,9 @@ class Config(_Section):
 
 def _resolve_paths(cfg: Config, base: Path) -> None:
     """Relative paths in a config file are relative to that file's folder."""
-    for section in (cfg.site, cfg.ssh, cfg.lab, cfg.mdm, cfg.scep, cfg.ddm, cfg.compliance, cfg.dep, cfg.web, cfg.vpn):
+    sections: list[BaseModel] = [cfg.site, cfg.ssh, cfg.lab, cfg.mdm, cfg.scep, cfg.ddm, cfg.compliance, cfg.dep,
+                                 cfg.web, cfg.vpn, cfg.apps, cfg.activation_lock, *cfg.apps.locations.values()]
+    for section in sections:
         for name in type(section).model_fields:
             value = getattr(section, name)
             if isinstance(value, Path):

@@ -2,7 +2,7 @@
 
 Layout of `inventories/<site>/`:
     hosts.yml     Ansible YAML inventory; groups `laptops` and `vpn_gateway`
-    schools.yml   the schools: id, name, department, support contact
+    schools.yml   the schools: id, name, department, support contact, Apps and Books location
     ipads.csv     one row per iPad: serial, model, school, group (pupil|teacher|shared);
                   an Apple School Manager export maps onto it (header aliases, `;` or `,`, BOM)
 
@@ -100,6 +100,9 @@ class School(BaseModel):
             except (zoneinfo.ZoneInfoNotFoundError, ValueError):
                 raise ValueError(f"unknown time zone {v!r} (an IANA name like Europe/Berlin)") from None
         return v
+    # The Apps and Books location whose app licences this school's iPads use (config [apps]
+    # locations); empty: the school gets no store apps.
+    apps_location: str = Field(default="", pattern=r"^([a-z0-9][a-z0-9_-]{0,40})?$")
 
 
 class IPad(BaseModel):

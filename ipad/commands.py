@@ -160,6 +160,31 @@ def available_os_updates() -> Command:
     return _command("AvailableOSUpdates")
 
 
+def install_application(itunes_store_id: int, management_flags: int | None = None,
+                        configuration: dict[str, Any] | None = None, attributes: dict[str, Any] | None = None,
+                        purchase_method: int | None = None) -> Command:
+    """InstallApplication of an App Store app by its iTunesStoreID (adamId); PurchaseMethod 1 uses a
+    device-based Apps and Books licence, which must be assigned to the serial first."""
+    options = {"PurchaseMethod": purchase_method} if purchase_method is not None else None
+    return _command("InstallApplication", iTunesStoreID=int(itunes_store_id), ManagementFlags=management_flags,
+                    Configuration=configuration, Attributes=attributes, Options=options)
+
+
+def remove_application(identifier: str) -> Command:
+    """RemoveApplication of a managed app by its bundle identifier."""
+    return _command("RemoveApplication", Identifier=identifier)
+
+
+def managed_application_list(identifiers: list[str] | None = None) -> Command:
+    """ManagedApplicationList: the managed apps' status (optionally only these bundle ids)."""
+    return _command("ManagedApplicationList", Identifiers=identifiers)
+
+
+def activation_lock_bypass_code() -> Command:
+    """ActivationLockBypassCode: the code that lifts Activation Lock (answer escrowed encrypted)."""
+    return _command("ActivationLockBypassCode")
+
+
 def _sample_profile() -> bytes:
     # A real profile (the passcode policy needs no secret), so the schema test also checks the
     # profile embedded in InstallProfile. Imported here to keep commands free of profile code.
@@ -195,4 +220,10 @@ ALL_BUILDERS: dict[str, Callable[[], Command]] = {
     "schedule_os_update_default": lambda: schedule_os_update(),
     "os_update_status": os_update_status,
     "available_os_updates": available_os_updates,
+    "install_application": lambda: install_application(361285480, 1, {"ServerURL": "https://schule.invalid"},
+                                                       {"Removable": False}, 1),
+    "install_application_plain": lambda: install_application(361285480),
+    "remove_application": lambda: remove_application("com.apple.Keynote"),
+    "managed_application_list": lambda: managed_application_list(["com.apple.Keynote"]),
+    "activation_lock_bypass_code": activation_lock_bypass_code,
 }

@@ -131,3 +131,35 @@ class MDMPushCertificate(Base):
     cert_pem: Mapped[str] = mapped_column(Text)
     installed_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     installed_by: Mapped[str] = mapped_column(BoundedString(128))
+
+
+class AppLicence(Base):
+    """One device-based Apps and Books licence werne assigned (recorded only after Apple's event
+    said COMPLETE for that serial); deleted when Apple confirms the licence was taken back."""
+
+    __tablename__ = "app_licences"
+    __table_args__ = (UniqueConstraint("location", "adam_id", "serial", name="uq_app_licences_loc_app_serial"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    location: Mapped[str] = mapped_column(BoundedString(64))
+    adam_id: Mapped[str] = mapped_column(BoundedString(32))
+    pricing_param: Mapped[str] = mapped_column(BoundedString(16), default="STDQ")
+    serial: Mapped[str] = mapped_column(BoundedString(32), index=True)
+    event_id: Mapped[str] = mapped_column(BoundedString(64))
+    assigned_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    actor: Mapped[str] = mapped_column(BoundedString(128))
+
+
+class ActivationLockEscrow(Base):
+    """An iPad's Activation Lock bypass code, encrypted (Fernet) with the key of activation_lock.key_file;
+    `key_id` names that key (a digest), so a rotated key is recognised instead of failing obscurely."""
+
+    __tablename__ = "ipad_activation_lock_escrow"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    enrollment_id: Mapped[str] = mapped_column(BoundedString(255), unique=True)
+    serial: Mapped[str | None] = mapped_column(BoundedString(32), nullable=True, index=True)
+    ciphertext: Mapped[str] = mapped_column(Text)
+    key_id: Mapped[str] = mapped_column(BoundedString(16))
+    command_uuid: Mapped[str | None] = mapped_column(BoundedString(64), nullable=True)
+    stored_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)

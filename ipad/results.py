@@ -85,6 +85,8 @@ _RESPONSE_KEY_TO_REQUEST_TYPE = {
     "CertificateList": "CertificateList",
     "UpdateResults": "ScheduleOSUpdate",
     "AvailableOSUpdates": "AvailableOSUpdates",
+    "ActivationLockBypassCode": "ActivationLockBypassCode",
+    "ManagedApplicationList": "ManagedApplicationList",
 }
 
 

@@ -62,6 +62,9 @@ class ParsedEvent:
     payload: dict[str, Any] = field(default_factory=dict)  # check-in keys or the response keys
     error_chain: list[dict[str, Any]] = field(default_factory=list)
     serial: str | None = None
+    # A secret answer taken out of `payload` by the webhook parser (the Activation Lock bypass code):
+    # it reaches only the escrow sink (ipad.activation_lock), encrypted, never a stored payload.
+    secret: str | None = field(default=None, repr=False)
 
     @property
     def is_idle(self) -> bool:
@@ -240,6 +243,15 @@ def _as_utc(dt: datetime | None) -> datetime | None:
 
 
 EnrolmentHook = Callable[[EnrolmentEvent], None]
+# (connection, enrollment_id, serial, command_uuid, secret) -> None; stores a secret answer in the
+# batch's transaction (ipad.activation_lock.install_escrow sets it).
+EscrowSink = Callable[[Any, str, str | None, str | None, str], None]
+_escrow_sink: list[EscrowSink] = []
+
+
+def set_escrow_sink(sink: EscrowSink | None) -> None:
+    """Where secret answers (bypass codes) go; None: they are dropped, with a warning."""
+    _escrow_sink[:] = [sink] if sink is not None else []
 
 _T_DEV = MDMDevice.__table__
 _T_CMD = MDMCommand.__table__
@@ -441,6 +453,12 @@ class Registry:
                         d.update(state="checked_out", checked_out_at=now)
                 elif e.command_uuid and e.status:
                     cmd_events.append(e)
+                    if e.secret is not None and e.status == "Acknowledged":
+                        if _escrow_sink:
+                            _escrow_sink[0](conn, e.enrollment_id, current(e, "serial"), e.command_uuid, e.secret)
+                        else:
+                            log.warning("%s answer of %s dropped: no escrow key configured "
+                                        "(activation_lock.key_file)", e.request_type, e.enrollment_id)
                     if e.status == "Acknowledged":
                         value = _fact_value(e)
                         if value is not None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from core.config import Config
 from core.secrets import read_secret
+from mdm_client.appsbooks import AppsBooksClient
 from mdm_client.kmfddm import KMFDDMClient
 from mdm_client.nanodep import NanoDEPClient
 from mdm_client.nanomdm import NanoMDMClient
@@ -33,3 +34,16 @@ def kmfddm_client(config: Config) -> KMFDDMClient:
     ddm = config.ddm
     key = read_secret(file=ddm.api_key_file, env=ddm.api_key_env, what="KMFDDM API key")
     return KMFDDMClient(ddm.url, key, timeout=ddm.timeout)
+
+
+def appsbooks_client(config: Config, location: str) -> AppsBooksClient:
+    """The Apps and Books client of one location (apps.locations.<location>), with its token."""
+    from core.errors import ConfigError
+
+    loc = config.apps.locations.get(location)
+    if loc is None:
+        known = ", ".join(sorted(config.apps.locations)) or "none configured"
+        raise ConfigError(f"unknown Apps and Books location '{location}' (apps.locations: {known})")
+    token = read_secret(file=loc.token_file, env=loc.token_env or None,
+                        what=f"Apps and Books token of location {location}")
+    return AppsBooksClient(config.apps.url, token, location, config.apps.timeout, config.apps.retries)

@@ -407,6 +407,23 @@ def _rows_ipad(m: Any, now: datetime) -> list[Any]:
             installed_at=now,
             installed_by="admin",
         ),
+        m.AppLicence(
+            location="grundschulen",
+            adam_id="361285480",
+            pricing_param="STDQ",
+            serial="DMPX00000001",
+            event_id="954910a8-3d9c-4fde-948d-253e5aef431a",
+            assigned_at=now,
+            actor="admin",
+        ),
+        m.ActivationLockEscrow(
+            enrollment_id="0000-UDID-1",
+            serial="DMPX00000001",
+            ciphertext="gAAAAAB...",
+            key_id="0123456789abcdef",
+            command_uuid="c-escrow-1",
+            stored_at=now,
+        ),
     ]
 
 

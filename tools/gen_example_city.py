@@ -39,7 +39,9 @@ def main() -> None:
     for sid, name, _ in SCHOOLS:
         school_lines += [f"  - id: {sid}", f"    name: {name}", "    department: Schulverwaltung Beispielstadt",
                          "    support_phone: \"+49 0000 000000\"",
-                         "    support_email: it-schulen@example-city.invalid"]
+                         "    support_email: it-schulen@example-city.invalid",
+                         # Two Apps and Books locations: the primary schools share one licence pool.
+                         f"    apps_location: {'grundschulen' if sid.startswith('gs-') else 'weiterfuehrende'}"]
     (OUT / "schools.yml").write_text("\n".join(school_lines) + "\n", encoding="utf-8")
     rows = ["serial;model;school;group;name"]
     seen: set[str] = set()

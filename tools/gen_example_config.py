@@ -32,6 +32,8 @@ def toml_value(v: object) -> str:
         if text.startswith(str(REPO_ROOT)):
             text = text.replace(str(REPO_ROOT) + "/", "")
         return f'"{text}"'
+    if isinstance(v, dict):
+        return "{" + ", ".join(f"{k} = {toml_value(x)}" for k, x in v.items()) + "}"
     if isinstance(v, list):
         return "[" + ", ".join(toml_value(x) for x in v) + "]"
     return '"' + str(v).replace("\\", "\\\\").replace('"', '\\"') + '"'

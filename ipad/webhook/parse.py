@@ -109,6 +109,7 @@ def _parse_event(body: bytes) -> ParsedEvent:
                     [e.model_dump(by_alias=True, exclude_none=True) for e in r.error_chain],
                 )
             enrollment_id = str(ids.get("id") or ev.get("enrollment_id") or fast.enrollment_id or fast.udid)
+            response, secret = _take_secret(fast.response)
             return ParsedEvent(
                 event_id=event_id,
                 topic=topic,
@@ -118,8 +119,9 @@ def _parse_event(body: bytes) -> ParsedEvent:
                 status=fast.status,
                 command_uuid=fast.command_uuid,
                 request_type=fast.request_type,
-                payload=fast.response,
+                payload=response,
                 error_chain=fast.error_chain,
+                secret=secret,
             )
         m = parse_checkin(plist if type(plist) is dict else raw)
     except MalformedReport as e:
@@ -150,6 +152,19 @@ def _parse_event(body: bytes) -> ParsedEvent:
         payload={k: v for k, v in payload.items() if v is not None},
         serial=m.serial_number.strip().upper() if m.serial_number else None,
     )
+
+
+# Answers whose value is a secret: kept out of the stored payload, handed to the escrow sink.
+SECRET_RESPONSE_KEYS = ("ActivationLockBypassCode",)
+
+
+def _take_secret(response: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
+    """The response without its secret value (replaced by "***"), and the secret."""
+    for key in SECRET_RESPONSE_KEYS:
+        if key in response:
+            value = response[key]
+            return {**response, key: "***"}, value if isinstance(value, str) else None
+    return response, None
 
 
 def _parse_idle(
