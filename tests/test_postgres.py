@@ -481,6 +481,7 @@ def _rows_enrolment(m: Any, now: datetime) -> list[Any]:
             body={"profile_name": "GS Demo", "is_supervised": True},
         ),
         m.LoginAttempt(username="koordinator", address="127.0.0.1", at=now, success=False),
+        m.WebSession(id_hash="f" * 64, username="koordinator", created_at=now, expires_at=now),
         m.ADEEnrolmentAttempt(
             at=now,
             address="127.0.0.1",
