@@ -109,8 +109,6 @@ class MDMConfig(_Section):
     webhook_listen: str = "127.0.0.1:9080"
     timeout: float = 10.0
     blast_radius: int = 25
-    # Device endpoint and header NanoMDM reads the identity cert from (-cert-header); simulator only.
-    cert_header: str = "X-Werne-Client-Cert"
     # Webhook receiver: largest body accepted (NanoMDM's reports are a few KB; a ProfileList or
     # InstalledApplicationList can reach a few hundred); group commit: a batch is what arrived while
     # the previous one was written, plus what arrives within webhook_batch_ms (0: no extra wait).

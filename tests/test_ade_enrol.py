@@ -51,7 +51,7 @@ def golive(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GoLive]:
     key_file = root / "nanomdm-api-key"
     key_file.write_text(api_key)
     key_file.chmod(0o600)
-    nano = NanoMDMProcess(root / "nanomdm", ca, None, api_key, None, "X-Werne-Client-Cert")
+    nano = NanoMDMProcess(root / "nanomdm", ca, None, api_key, None)
     site = make_site(root / "site")
     scep = lab_scep.up(site.state_dir, site.config())
     cert_file, signing_key = signing_identity(root)
