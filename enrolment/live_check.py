@@ -108,10 +108,9 @@ def check_scep(config: Config, ca_file: Path | None) -> CheckResult:
     from ipad.scep_ca import check_scep_server
     from mdm_client.scep import SCEPClient
 
-    session = requests.Session()
-    session.verify = _verify(ca_file)
     try:
-        result = check_scep_server(config, SCEPClient(config.scep.url, session, timeout=config.scep.timeout))
+        client = SCEPClient(config.scep.url, timeout=config.scep.timeout, verify=_verify(ca_file))
+        result = check_scep_server(config, client)
     except WerneError as e:
         return CheckResult("scep", False, str(e))
     return CheckResult("scep", True, f"{result.url}: GetCACert answers with {result.ca_subject}")

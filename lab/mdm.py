@@ -484,11 +484,12 @@ def up(
     storage: str = "inmem",
     storage_dsn: str = "",
     scep_parallel: int = 4,
+    faults: bool = True,
 ) -> LabMDMStatus:
     """Start the whole chain and `n_ipads` simulated iPads that enrol through it; idempotent.
 
     storage="pgsql" runs NanoMDM on PostgreSQL (storage_dsn, whose schema `werne mdm db-init`
-    loaded); the default is in-memory storage.
+    loaded); the default is in-memory storage. faults=False: no faulty iPads (see lab_faults).
     """
     from core.config import apply_endpoints
     from enrolment.ade import enrol_path
@@ -516,9 +517,9 @@ def up(
     extra = generated_serials(n_ipads - len(serials))
     serials += extra
     lab_inventory = _lab_inventory(source_inventory, extra, d)
-    faults = lab_faults(n_ipads)
+    plan = lab_faults(n_ipads) if faults else {}
     devices = [
-        SimDevice(serial=s, udid=udid_for(s), faults=DeviceFaults(**faults.get(i, {})))
+        SimDevice(serial=s, udid=udid_for(s), faults=DeviceFaults(**plan.get(i, {})))
         for i, s in enumerate(serials)
     ]
     dump_devices(d / "devices.json", devices)
@@ -551,6 +552,7 @@ def up(
         "server_url": lab["server_url"],
         "signing_cert_file": d / "profile-signer.pem",
         "signing_key_file": d / "profile-signer.key",
+        "tls_ca_file": tls.ca_cert,
     })
     write_endpoints(state_dir, "scep", {"url": lab["scep_url"]})
     write_endpoints(state_dir, "dep", {"enrol_url": enrol_url, "machineinfo_ca_file": device_ca[0]})

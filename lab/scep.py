@@ -47,8 +47,8 @@ def scepserver_argv(depot: Path, listen: str, valid_days: int, binary: Path = SC
             "-allowrenew", "0"]
 
 
-def up(state_dir: Path, config: Config) -> LabSCEP:
-    """Start scepserver for this state dir (restarting one that runs)."""
+def up(state_dir: Path, config: Config, port: int | None = None) -> LabSCEP:
+    """Start scepserver for this state dir (restarting one that runs), on `port` or a free one."""
     d = _dir(state_dir)
     d.mkdir(parents=True, exist_ok=True)
     if not SCEPSERVER_BIN.is_file():
@@ -56,7 +56,7 @@ def up(state_dir: Path, config: Config) -> LabSCEP:
     down(state_dir)
     init_scep_ca(config)
     challenge = read_challenge(config)
-    port = free_port()
+    port = port or free_port()
     url = f"http://127.0.0.1:{port}/scep"
     pid = start_process(
         PROCESS,
