@@ -94,7 +94,8 @@ class SimDevice:
     cert_der: bytes = b""
     # The push topic, from the enrolment profile's com.apple.mdm payload.
     topic: str = TOPIC
-    # Seconds per enrolment step (machineinfo, profile_verify, scep, checkin), for the bench.
+    # Seconds per enrolment step (machineinfo, profile_verify, scep, checkin: each with the wait
+    # for a free process slot; *_run: the process alone), for bench/enrol_full_path.py.
     timings: dict[str, float] = field(default_factory=dict)
     _signer: Any = field(default=None, repr=False, compare=False)
 
@@ -767,9 +768,11 @@ class Simulator:
             raise EnrolmentFailed(f"{d.serial}: the enrolment URL answered {ctype or 'no content type'}")
         t1 = time.perf_counter()
         async with self._limit:
+            tv = time.perf_counter()
             rc, content, _err = await _run(
                 ["openssl", "cms", "-verify", "-inform", "DER", "-binary", "-CAfile", str(ade.profile_ca_file),
                  "-purpose", "any"], answer)
+            d.timings["profile_verify_run"] = time.perf_counter() - tv
         if rc != 0:
             raise EnrolmentFailed(f"{d.serial}: the enrolment profile's signature does not verify")
         profile = plistlib.loads(content)
@@ -805,7 +808,9 @@ class Simulator:
                 "-organization", _subject_value(scep.get("Subject"), "O") or "",
                 "-ou", "iPad", "-country", "DE"]
         async with self._limit:
+            ts = time.perf_counter()
             rc, out, err = await _run(argv, None, cwd=work, env={"SSL_CERT_FILE": str(ade.tls_ca_file)})
+            d.timings["scep_run"] = time.perf_counter() - ts
         if rc != 0 or not (work / "identity.pem").is_file():
             text = (out + err).decode(errors="replace")
             reason = "refused (failInfo: badRequest)" if "badRequest" in text else f"scepclient exit {rc}"
@@ -846,6 +851,7 @@ class Simulator:
                         await self._send(conn, path, d, d.authenticate(), True)
                         await self._send(conn, path, d, d.token_update(), True)
                         d.timings["checkin"] = time.perf_counter() - t0
+                        d.timings.setdefault("enrolled_at", time.time())
                         d.enrolled = True
                     if not await self._poll(conn, path, d):
                         return
@@ -944,6 +950,8 @@ def main(argv: list[str] | None = None) -> int:
             loop.add_signal_handler(sig, lambda: sim._stop.set() if sim._stop else None)
         log.info("simulating %d iPads against %s", len(devices), sim.url)
         await task
+        # For bench/enrol_full_path.py: seconds per enrolment step and device.
+        (mdm_dir / "timings.json").write_text(json.dumps({d.serial: d.timings for d in devices}), encoding="utf-8")
 
     asyncio.run(run())
     return 0
