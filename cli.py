@@ -752,6 +752,51 @@ def mdm_scep_check(app: AppContext, url: str | None, as_json: bool) -> None:
     click.echo(f"CA {result.ca_subject} ({same}), sha256 {result.ca_fingerprint_sha256}")
 
 
+@mdm.command("check")
+@click.option("--ca-file", type=click.Path(dir_okay=False, exists=True), default=None,
+              help="CA bundle to trust for the HTTPS front. Default: mdm.tls_ca_file, else the system's.")
+@_json_opt_early
+@pass_app
+def mdm_check(app: AppContext, ca_file: str | None, as_json: bool) -> None:
+    """Check a live installation, one line per check: TLS, NanoMDM API, push certificate, SCEP,
+    enrolment endpoint, webhook receiver, NanoDEP token. Exit 1 if any check fails.
+
+    Example:
+
+        werne mdm check --json
+    """
+    from pathlib import Path
+
+    from enrolment.live_check import run_checks
+
+    results = run_checks(app.config, app.db, Path(ca_file) if ca_file else None)
+    if as_json:
+        echo_json({"ok": all(r.ok for r in results), "checks": [r.to_dict() for r in results]})
+    else:
+        for r in results:
+            click.echo(f"{'ok  ' if r.ok else 'FAIL'} {r.name:<12} {r.detail}")
+    if not all(r.ok for r in results):
+        sys.exit(1)
+
+
+@mdm.command("db-init")
+@pass_app
+def mdm_db_init(app: AppContext) -> None:
+    """Load NanoMDM's PostgreSQL schema (from the installed NanoMDM module) once; idempotent.
+
+    The DSN comes from mdm.storage_dsn_file or $NANOMDM_STORAGE_DSN, never the command line.
+
+    Example:
+
+        NANOMDM_STORAGE_DSN='host=/run/postgresql dbname=nanomdm user=nanomdm' werne mdm db-init
+    """
+    from ipad.nanomdm_db import load_schema, storage_dsn
+
+    result = load_schema(storage_dsn(app.config))
+    click.echo(f"NanoMDM schema {'loaded' if result.created else 'already there'} ({result.tables} tables; "
+               f"from {result.schema_file})")
+
+
 @mdm_push_cert.command("show")
 @_json_opt_early
 @pass_app
@@ -1636,6 +1681,49 @@ def web_serve(app: AppContext, host: str | None, port: int | None) -> None:
 
     default_termination()  # uvicorn stops cleanly on SIGTERM by itself (systemd's stop)
     serve(app.config, host, port)
+
+# ---------------------------------------------------------------- deploy -------------------
+
+@main.group(cls=WerneGroup)
+def deploy() -> None:
+    """The production deployment of the iPad side: systemd units and the nginx HTTPS front.
+
+    Example:
+
+        werne deploy write --host mdm.example-city.de --out deploy-out
+    """
+
+
+@deploy.command("write")
+@click.option("--host", required=True, help="The public host name (DNS) of the MDM server.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), required=True,
+              help="Folder to write systemd/ and nginx/ into.")
+@click.option("--tls", type=click.Choice(["acme", "city"]), default="acme", show_default=True,
+              help="acme: certbot's certificate (http-01 on port 80); city: the city's certificate.")
+@click.option("--tls-cert", default=None, help="With --tls city: the certificate chain (PEM) on the server.")
+@click.option("--tls-key", default=None, help="With --tls city: its key (PEM) on the server.")
+@_json_opt_early
+@pass_app
+def deploy_write(app: AppContext, host: str, out_dir: str, tls: str, tls_cert: str | None, tls_key: str | None,
+                 as_json: bool) -> None:
+    """Write the units (NanoMDM, scepserver, webhook, web) and the nginx site for one host.
+
+    Example:
+
+        werne deploy write --host mdm.example-city.de --out deploy-out --tls city \\
+            --tls-cert /etc/ssl/werne/fullchain.pem --tls-key /etc/ssl/werne/privkey.pem
+    """
+    from pathlib import Path
+
+    from enrolment.deploy import write_deployment
+
+    result = write_deployment(app.config, host, Path(out_dir), tls, tls_cert, tls_key)
+    if as_json:
+        echo_json(result.to_dict())
+        return
+    for f in result.files:
+        click.echo(f"{f.path}  ->  {f.install_to}")
+
 
 # ---------------------------------------------------------------- audit --------------------
 

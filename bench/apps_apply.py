@@ -36,7 +36,7 @@ from ipad.app_licences import apply  # noqa: E402
 from ipad.apps import load_apps  # noqa: E402
 from ipad.models import MDMCommand, MDMDevice  # noqa: E402
 from ipad.ops import IPadContext  # noqa: E402
-from lab.mdm import NANOMDM_BIN, free_port, make_ca, nanomdm_argv  # noqa: E402
+from lab.mdm import NANOMDM_BIN, free_port, make_scep_ca, nanomdm_argv  # noqa: E402
 from mdm_client.appsbooks import AppsBooksClient  # noqa: E402
 from tests.fake_appsbooks import FakeAppsBooks  # noqa: E402
 
@@ -103,21 +103,21 @@ def main() -> None:
         inventory = root / "inventory"
         shutil.copytree(CITY, inventory)
         licences = city_licences(inventory)
-        ca, ca_key = make_ca(root / "ca")
+        ca, ca_key = make_scep_ca(root / "scep")
         proc, mdm_url = start_nanomdm(root, ca)
         inv = load_inventory(inventory)
         udid_of: dict[str, str] = {}
         sim = None
         try:
             from lab.ipad_sim import SimDevice, Simulator
-            from lab.mdm import CERT_HEADER, issue_identities
+            from lab.mdm import issue_identities
 
             devices = []
-            for serial, udid, pem in issue_identities(ca, ca_key, sorted(inv.ipads)):
+            for serial, udid, pem, key in issue_identities(ca, ca_key, sorted(inv.ipads)):
                 udid_of[serial] = udid
-                devices.append(SimDevice(serial=serial, udid=udid, cert_pem=pem))
+                devices.append(SimDevice(serial=serial, udid=udid, cert_pem=pem, key_pem=key))
             t0 = time.perf_counter()
-            sim = Simulator(mdm_url, devices, CERT_HEADER, poll_interval=600).start()
+            sim = Simulator(mdm_url, devices, poll_interval=600).start()
             if not sim.wait_enrolled(120):
                 sys.exit("the simulated iPads did not enrol in NanoMDM")
             print(f"({len(devices)} simulated iPads enrolled in NanoMDM in {time.perf_counter() - t0:.1f} s)")

@@ -34,7 +34,7 @@ class InProcessMDM:
         from core.secrets import Secret
         from ipad.store import Registry
         from lab.ipad_sim import SimDevice, Simulator
-        from lab.mdm import CERT_HEADER, issue_identities, make_ca
+        from lab.mdm import issue_identities, make_scep_ca
         from tests.fixtures_mdm import NanoMDMProcess, start_webhook
 
         inv = load_inventory(config.inventory_dir)
@@ -42,23 +42,23 @@ class InProcessMDM:
         d.mkdir()
         api_key, hmac_key = "bench-api-key-0123456789", "bench-hmac-key-9876543210"
         (d / "api_key").write_text(api_key)
-        ca, ca_key = make_ca(d / "ca")
+        ca, ca_key = make_scep_ca(d / "scep")
         self.db = Database(config.database_url)
         registry = Registry(
             self.db, school_of=lambda s: (inv.ipads[s].school, inv.ipads[s].group) if s in inv.ipads else None
         )
         self.webhook = start_webhook(registry, Secret(hmac_key, "bench"))
-        self.nanomdm = NanoMDMProcess(d, ca, self.webhook.url, api_key, hmac_key, CERT_HEADER)
+        self.nanomdm = NanoMDMProcess(d, ca, self.webhook.url, api_key, hmac_key)
         cfg_file = root / "werne.toml"
         cfg_file.write_text(
             cfg_file.read_text() + f'[mdm]\nurl = "{self.nanomdm.url}"\napi_key_file = "{d / "api_key"}"\n',
             encoding="utf-8",
         )
         devices = [
-            SimDevice(serial=s, udid=u, cert_pem=pem)
-            for s, u, pem in issue_identities(ca, ca_key, sorted(inv.ipads))
+            SimDevice(serial=s, udid=u, cert_pem=pem, key_pem=key)
+            for s, u, pem, key in issue_identities(ca, ca_key, sorted(inv.ipads))
         ]
-        self.sim = Simulator(self.nanomdm.url, devices, CERT_HEADER, poll_interval=2.0).start()
+        self.sim = Simulator(self.nanomdm.url, devices, poll_interval=2.0).start()
 
     def close(self) -> None:
         self.sim.stop()

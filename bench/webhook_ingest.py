@@ -48,7 +48,7 @@ def make_bodies(n: int, tmp: Path) -> list[tuple[bytes, str]]:
     ca, ca_key = make_ca(tmp / "ca")
     devices = [
         SimDevice(serial=s, udid=u, cert_pem=p)
-        for s, u, p in issue_identities(ca, ca_key, [f"BENCH{i:06d}" for i in range(500)])
+        for s, u, p, _k in issue_identities(ca, ca_key, [f"BENCH{i:06d}" for i in range(500)])
     ]
     builders = [
         lambda: commands.device_information(),

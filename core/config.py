@@ -129,8 +129,6 @@ class MDMConfig(_Section):
     webhook_listen: ListenAddress = "127.0.0.1:9080"
     timeout: float = 10.0
     blast_radius: int = 25
-    # Device endpoint and header NanoMDM reads the identity cert from (-cert-header); simulator only.
-    cert_header: str = "X-Werne-Client-Cert"
     # Webhook receiver: largest body accepted (NanoMDM's reports are a few KB; a ProfileList or
     # InstalledApplicationList can reach a few hundred); group commit: a batch is what arrived while
     # the previous one was written, plus what arrives within webhook_batch_ms (0: no extra wait).
@@ -152,6 +150,13 @@ class MDMConfig(_Section):
     # check-ins go there too unless checkin_url is set (NanoMDM's -checkin).
     server_url: str = "https://mdm.example-city.invalid/mdm"
     checkin_url: str = ""
+    # The CA bundle `werne mdm check` trusts for the HTTPS front (server_url, scep.url,
+    # dep.enrol_url). Empty: the system's CAs (a public or the city's certificate).
+    tls_ca_file: Path | None = None
+    # NanoMDM's PostgreSQL DSN (libpq format), for `werne mdm db-init`: a secret, from this file
+    # (mode 0600) or the environment variable NanoMDM itself reads.
+    storage_dsn_file: Path | None = None
+    storage_dsn_env: str = "NANOMDM_STORAGE_DSN"
     # The APNs push certificate's private key (`werne mdm push-cert csr` makes it, mode 0600).
     # Empty means <state_dir>/mdm/push/push.key.
     push_key_file: Path | None = None

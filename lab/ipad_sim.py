@@ -1,18 +1,27 @@
-"""Simulated iPads that speak Apple's check-in and command protocol to a real NanoMDM over HTTP.
+"""Simulated iPads that speak Apple's enrolment, check-in and command protocol to a real NanoMDM.
 
-Each device has its own identity certificate (issued by the lab CA), sent as URL-escaped PEM in the
-header NanoMDM reads with `-cert-header`. A device enrols (Authenticate, then TokenUpdate with a
-push token, PushMagic and UnlockToken), then polls: Idle, run the command NanoMDM hands out, send
-the report, take the next command, until the queue is empty. Answers use the keys and types of
-Apple's `responsekeys` (data/apple-mdm-schema.json); InstallProfile/RemoveProfile really change
-what ProfileList reports, ClearPasscode needs the right UnlockToken, and so on.
+Each device enrols the way a real one does in Setup Assistant (`ADEEnrolment`, used by the lab):
+it POSTs its CMS-signed MachineInfo to the enrolment URL (werne's web app behind nginx on HTTPS),
+verifies the signed enrolment profile it gets back, asks the real SCEP server named in the profile
+for its identity with the profile's challenge (the real `scepclient`), and then talks to the
+profile's ServerURL, signing every message with that identity (`Mdm-Signature`: a detached CMS
+signature over the body, which NanoMDM verifies against its -ca). Bulk test fixtures may hand a
+device an identity already issued by the SCEP CA instead (`cert_pem`/`key_pem`); the messages are
+signed the same way. There is no header shortcut.
+
+A device enrols (Authenticate, then TokenUpdate with a push token, PushMagic and UnlockToken), then
+polls: Idle, run the command NanoMDM hands out, send the report, take the next command, until the
+queue is empty. Answers use the keys and types of Apple's `responsekeys`
+(data/apple-mdm-schema.json); InstallProfile/RemoveProfile really change what ProfileList reports,
+ClearPasscode needs the right UnlockToken, and so on.
 
 Faults per device: offline (never talks), a NotNow streak of K (as if locked before first unlock),
 no passcode, an old iPadOS, a profile it refuses to install (InstallProfile answers Error with an
 ErrorChain), and an EraseDevice it never answers.
 
-One asyncio loop drives every device over plain HTTP/1.1 keep-alive connections, so 523 devices fit
-on two cores. Use it as a library (`Simulator(...).start()`) or as a process:
+One asyncio loop drives every device over HTTP/1.1 keep-alive connections (TLS when the URL is
+https), so 523 devices fit on two cores. Use it as a library (`Simulator(...).start()`) or as a
+process:
     python -m lab.ipad_sim --state-dir STATE  (reads STATE/mdm/devices.json and lab.json)
 """
 
@@ -20,12 +29,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import hashlib
 import json
 import logging
 import plistlib
 import random
 import signal
+import ssl
 import threading
 import time
 import urllib.parse
@@ -60,7 +71,9 @@ class SimDevice:
 
     serial: str
     udid: str
-    cert_pem: str
+    # The identity (PEM) issued by the SCEP CA; empty until the device has enrolled by SCEP.
+    cert_pem: str = ""
+    key_pem: str = ""
     model: str = "iPad13,18"
     product_name: str = "iPad13,18"
     name: str = ""
@@ -79,17 +92,49 @@ class SimDevice:
     answered: int = 0
     not_now_sent: int = 0
     cert_der: bytes = b""
+    # The push topic, from the enrolment profile's com.apple.mdm payload.
+    topic: str = TOPIC
+    # Seconds per enrolment step (machineinfo, profile_verify, scep, checkin: each with the wait
+    # for a free process slot; *_run: the process alone), for bench/enrol_full_path.py.
+    timings: dict[str, float] = field(default_factory=dict)
+    _signer: Any = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         self.passcode_present = not self.faults.no_passcode
         self.not_now_left = self.faults.not_now_streak
         self.unlock_token = hashlib.sha256(b"unlock:" + self.udid.encode()).digest()
         self.name = self.name or f"iPad {self.serial}"
-        if not self.cert_der and self.cert_pem:
-            from cryptography import x509
-            from cryptography.hazmat.primitives.serialization import Encoding
+        if self.cert_pem:
+            self.set_identity(self.cert_pem, self.key_pem)
 
-            self.cert_der = x509.load_pem_x509_certificate(self.cert_pem.encode()).public_bytes(Encoding.DER)
+    def set_identity(self, cert_pem: str, key_pem: str) -> None:
+        """Take the identity (certificate and key, PEM) that the SCEP server issued."""
+        from cryptography import x509
+        from cryptography.hazmat.primitives.serialization import Encoding, load_pem_private_key
+
+        cert = x509.load_pem_x509_certificate(cert_pem.encode())
+        self.cert_pem, self.key_pem = cert_pem, key_pem
+        self.cert_der = cert.public_bytes(Encoding.DER)
+        self._signer = (cert, load_pem_private_key(key_pem.encode(), password=None)) if key_pem else None
+
+    def mdm_signature(self, body: bytes) -> str:
+        """The Mdm-Signature header: base64 of a detached CMS signature over the body by the identity."""
+        from cryptography.hazmat.primitives import hashes
+        from cryptography.hazmat.primitives.serialization import Encoding, pkcs7
+
+        if self._signer is None:
+            raise ValueError(f"device {self.serial} has no identity key to sign with")
+        cert, key = self._signer
+        der = (
+            pkcs7.PKCS7SignatureBuilder()
+            .set_data(body)
+            .add_signer(cert, key, hashes.SHA256())
+            # Binary: sign the body's bytes as they are (without it, \n is signed as \r\n, S/MIME's
+            # canonical text, and NanoMDM rightly finds a digest mismatch).
+            .sign(Encoding.DER, [pkcs7.PKCS7Options.DetachedSignature, pkcs7.PKCS7Options.Binary,
+                                 pkcs7.PKCS7Options.NoCapabilities])
+        )
+        return base64.b64encode(der).decode()
 
     @property
     def os(self) -> tuple[str, str]:
@@ -102,7 +147,7 @@ class SimDevice:
         return {
             "MessageType": "Authenticate",
             "UDID": self.udid,
-            "Topic": TOPIC,
+            "Topic": self.topic,
             "SerialNumber": self.serial,
             "ProductName": self.product_name,
             "OSVersion": self.os[0],
@@ -113,7 +158,7 @@ class SimDevice:
         return {
             "MessageType": "TokenUpdate",
             "UDID": self.udid,
-            "Topic": TOPIC,
+            "Topic": self.topic,
             "Token": hashlib.sha256(b"token:" + self.udid.encode()).digest(),
             "PushMagic": str(hashlib.md5(self.udid.encode()).hexdigest()).upper(),  # noqa: S324
             "UnlockToken": self.unlock_token,
@@ -409,13 +454,19 @@ class _HTTPError(Exception):
     """The MDM server answered a device with a non-2xx status."""
 
 
-class _Conn:
-    """One keep-alive HTTP/1.1 connection to NanoMDM, reopened on failure."""
+class EnrolmentFailed(Exception):
+    """A simulated iPad could not enrol (refused, bad profile, SCEP failed); it tries again later."""
 
-    def __init__(self, host: str, port: int):
+
+class _Conn:
+    """One keep-alive HTTP/1.1 connection (TLS for https), reopened on failure."""
+
+    def __init__(self, host: str, port: int, tls: ssl.SSLContext | None = None, server_hostname: str | None = None):
         self.host, self.port = host, port
+        self.tls, self.server_hostname = tls, server_hostname
         self.r: asyncio.StreamReader | None = None
         self.w: asyncio.StreamWriter | None = None
+        self.headers: dict[str, str] = {}
 
     def close(self) -> None:
         if self.w is not None:
@@ -425,16 +476,25 @@ class _Conn:
     async def put(
         self, path: str, body: bytes, headers: dict[str, str], timeout: float = 15.0
     ) -> tuple[int, bytes]:
+        return await self.request("PUT", path, body, headers, timeout)
+
+    async def request(
+        self, method: str, path: str, body: bytes, headers: dict[str, str], timeout: float = 15.0
+    ) -> tuple[int, bytes]:
         head = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+        host = self.server_hostname or self.host
         req = (
-            f"PUT {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\nContent-Length: {len(body)}\r\n"
+            f"{method} {path} HTTP/1.1\r\nHost: {host}:{self.port}\r\nContent-Length: {len(body)}\r\n"
             f"{head}\r\n"
         ).encode() + body
         for attempt in (0, 1):
             try:
                 if self.w is None:
+                    kw: dict[str, Any] = {}
+                    if self.tls is not None:
+                        kw = {"ssl": self.tls, "server_hostname": self.server_hostname or self.host}
                     self.r, self.w = await asyncio.wait_for(
-                        asyncio.open_connection(self.host, self.port), timeout
+                        asyncio.open_connection(self.host, self.port, **kw), timeout
                     )
                 assert self.r is not None
                 self.w.write(req)
@@ -456,6 +516,7 @@ class _Conn:
             if ":" in line:
                 k, v = line.split(":", 1)
                 hdrs[k.strip().lower()] = v.strip()
+        self.headers = hdrs
         if hdrs.get("transfer-encoding", "").lower() == "chunked":
             parts = []
             while True:
@@ -473,33 +534,171 @@ class _Conn:
         return status, body
 
 
+def _conn_for(url: str, tls_ca_file: Path | None, server_hostname: str | None = None) -> tuple[_Conn, str]:
+    """A connection for an http(s) URL and the URL's path."""
+    parsed = urllib.parse.urlsplit(url)
+    tls = None
+    if parsed.scheme == "https":
+        tls = ssl.create_default_context(cafile=str(tls_ca_file) if tls_ca_file else None)
+    default_port = 443 if parsed.scheme == "https" else 80
+    return (
+        _Conn(parsed.hostname or "127.0.0.1", parsed.port or default_port, tls, server_hostname),
+        parsed.path or "/",
+    )
+
+
+# --- Automated Device Enrolment, as an iPad in Setup Assistant does it ---------------------------
+
+
+@dataclass(frozen=True)
+class ADEEnrolment:
+    """What a simulated iPad needs to enrol the real way.
+
+    enrol_url        the DEP profile's URL (werne's enrolment endpoint behind the TLS proxy)
+    tls_ca_file      the CA of the proxy's server certificate
+    profile_ca_file  the CA the enrolment profile's signer chains to (the device checks the profile)
+    device_ca_cert/device_ca_key  the CA that stands in for Apple's device CA: it signs the identity
+                     each device signs its MachineInfo with (the lab's fake Apple, never a real one)
+    workdir          per-device folders for scepclient (its key and the issued certificate)
+    """
+
+    enrol_url: str
+    tls_ca_file: Path
+    profile_ca_file: Path
+    device_ca_cert: Path
+    device_ca_key: Path
+    workdir: Path
+    scepclient: Path
+    parallel: int = 4
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: str(v) if isinstance(v, Path) else v for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ADEEnrolment:
+        paths = {"tls_ca_file", "profile_ca_file", "device_ca_cert", "device_ca_key", "workdir", "scepclient"}
+        return cls(**{k: Path(v) if k in paths else v for k, v in data.items()})
+
+
+def _machine_info_signer(ca_cert_file: Path, ca_key_file: Path, udid: str) -> tuple[Any, Any]:
+    """A device's MachineInfo signing identity, issued by the stand-in for Apple's device CA."""
+    import datetime as dt
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.hazmat.primitives.serialization import load_pem_private_key
+    from cryptography.x509.oid import NameOID
+
+    ca = x509.load_pem_x509_certificate(ca_cert_file.read_bytes())
+    ca_key = load_pem_private_key(ca_key_file.read_bytes(), password=None)
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, udid)]))
+        .issuer_name(ca.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(hours=1))
+        .not_valid_after(now + dt.timedelta(days=3650))
+        .sign(ca_key, hashes.SHA256())  # type: ignore[arg-type]
+    )
+    return cert, key
+
+
+def signed_machine_info(d: SimDevice, cert: Any, key: Any) -> bytes:
+    """The device's MachineInfo plist (Apple's other/machineinfo.yaml), CMS-signed, content attached."""
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.serialization import Encoding, pkcs7
+
+    info = plistlib.dumps({
+        "UDID": d.udid,
+        "SERIAL": d.serial,
+        "PRODUCT": d.product_name,
+        "VERSION": d.os[1],
+        "OS_VERSION": d.os[0],
+        "LANGUAGE": "de-DE",
+    })
+    return (
+        pkcs7.PKCS7SignatureBuilder()
+        .set_data(info)
+        .add_signer(cert, key, hashes.SHA256())
+        .sign(Encoding.DER, [pkcs7.PKCS7Options.Binary])
+    )
+
+
+async def _run(argv: list[str], stdin: bytes | None, cwd: Path | None = None,
+               env: dict[str, str] | None = None, timeout: float = 60.0) -> tuple[int, bytes, bytes]:
+    import os
+
+    proc = await asyncio.create_subprocess_exec(
+        *argv,
+        stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        cwd=str(cwd) if cwd else None,
+        env={**os.environ, **(env or {})},
+    )
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(stdin), timeout)
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        raise
+    return proc.returncode or 0, out, err
+
+
+def _payload(profile: dict[str, Any], payload_type: str) -> dict[str, Any]:
+    for p in profile.get("PayloadContent") or []:
+        if isinstance(p, dict) and p.get("PayloadType") == payload_type:
+            return p
+    raise EnrolmentFailed(f"the enrolment profile has no {payload_type} payload")
+
+
+def _subject_value(subject: Any, oid: str) -> str | None:
+    for rdn in subject or []:
+        for pair in rdn:
+            if len(pair) == 2 and pair[0] == oid:
+                return str(pair[1])
+    return None
+
+
 # --- the fleet ---------------------------------------------------------------------------------
 
 
 class Simulator:
-    """Many simulated iPads on one asyncio loop in a background thread (or in the foreground)."""
+    """Many simulated iPads on one asyncio loop in a background thread (or in the foreground).
+
+    `url` is NanoMDM's device endpoint (with or without the path; default path /mdm); a device
+    that enrolled by ADE talks to the ServerURL of its profile instead.
+    """
 
     def __init__(
         self,
         url: str,
         devices: list[SimDevice],
-        cert_header: str,
         poll_interval: float = 2.0,
         path: str = "/mdm",
+        tls_ca_file: Path | None = None,
+        ade: ADEEnrolment | None = None,
     ):
         parsed = urllib.parse.urlsplit(url)
-        self.host, self.port = parsed.hostname or "127.0.0.1", parsed.port or 80
-        self.path = path
+        self.url = url if parsed.path not in ("", "/") else url.rstrip("/") + path
         self.devices = devices
         self.by_serial = {d.serial: d for d in devices}
-        self.cert_header = cert_header
         self.poll_interval = poll_interval
+        self.tls_ca_file = tls_ca_file or (ade.tls_ca_file if ade else None)
+        self.ade = ade
         self.errors = 0
+        self.enrol_errors: dict[str, str] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._stop: asyncio.Event | None = None
         self._wake: dict[str, asyncio.Event] = {}
         self._ready = threading.Event()
+        self._server_url: dict[str, str] = {}
+        self._limit: asyncio.Semaphore | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -539,6 +738,7 @@ class Simulator:
         self._loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
         self._wake = {d.serial: asyncio.Event() for d in self.devices}
+        self._limit = asyncio.Semaphore(self.ade.parallel if self.ade else 4)
         self._ready.set()
         tasks = [asyncio.create_task(self._device_loop(d)) for d in self.devices if not d.faults.offline]
         await self._stop.wait()
@@ -546,41 +746,124 @@ class Simulator:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
+    # -- enrolment (ADE, SCEP) ---------------------------------------------------------------
+
+    async def enrol_ade(self, d: SimDevice) -> None:
+        """MachineInfo -> signed profile (verified) -> SCEP identity; then the device can check in."""
+        ade = self.ade
+        assert ade is not None and self._limit is not None
+        t0 = time.perf_counter()
+        cert, key = _machine_info_signer(ade.device_ca_cert, ade.device_ca_key, d.udid)
+        body = signed_machine_info(d, cert, key)
+        conn, path = _conn_for(ade.enrol_url, ade.tls_ca_file)
+        try:
+            status, answer = await conn.request("POST", path, body, {
+                "Content-Type": "application/pkcs7-signature", "User-Agent": "MDM/1.0 werne-simulator"})
+            ctype = conn.headers.get("content-type", "")
+        finally:
+            conn.close()
+        if status != 200:
+            raise EnrolmentFailed(f"{d.serial}: the enrolment URL answered HTTP {status}")
+        if not ctype.startswith("application/x-apple-aspen-config"):
+            raise EnrolmentFailed(f"{d.serial}: the enrolment URL answered {ctype or 'no content type'}")
+        t1 = time.perf_counter()
+        async with self._limit:
+            tv = time.perf_counter()
+            rc, content, _err = await _run(
+                ["openssl", "cms", "-verify", "-inform", "DER", "-binary", "-CAfile", str(ade.profile_ca_file),
+                 "-purpose", "any"], answer)
+            d.timings["profile_verify_run"] = time.perf_counter() - tv
+        if rc != 0:
+            raise EnrolmentFailed(f"{d.serial}: the enrolment profile's signature does not verify")
+        profile = plistlib.loads(content)
+        scep = _payload(profile, "com.apple.security.scep")["PayloadContent"]
+        mdm = _payload(profile, "com.apple.mdm")
+        if mdm.get("SignMessage") is not True:
+            raise EnrolmentFailed(f"{d.serial}: the profile does not ask for signed messages")
+        t2 = time.perf_counter()
+        cert_pem, key_pem = await self._scep(d, scep)
+        t3 = time.perf_counter()
+        d.set_identity(cert_pem, key_pem)
+        d.topic = str(mdm["Topic"])
+        self._server_url[d.serial] = str(mdm["ServerURL"])
+        d.timings.update({"machineinfo": t1 - t0, "profile_verify": t2 - t1, "scep": t3 - t2})
+
+    async def _scep(self, d: SimDevice, scep: dict[str, Any]) -> tuple[str, str]:
+        """The identity from the real SCEP server, by the real scepclient.
+
+        scepclient takes the challenge on its command line: acceptable only here, in the lab's
+        simulated devices (a real iPad keeps it inside the profile). It trusts the proxy's
+        certificate through SSL_CERT_FILE (Go's x509 reads it).
+        """
+        ade = self.ade
+        assert ade is not None and self._limit is not None
+        work = ade.workdir / d.serial
+        work.mkdir(parents=True, exist_ok=True)
+        for old in ("key.pem", "identity.pem", "csr.pem"):
+            (work / old).unlink(missing_ok=True)
+        argv = [str(ade.scepclient), "-server-url", str(scep["URL"]), "-challenge", str(scep.get("Challenge", "")),
+                "-private-key", str(work / "key.pem"), "-certificate", str(work / "identity.pem"),
+                "-keySize", str(scep.get("Keysize", 2048)),
+                "-cn", _subject_value(scep.get("Subject"), "CN") or d.udid,
+                "-organization", _subject_value(scep.get("Subject"), "O") or "",
+                "-ou", "iPad", "-country", "DE"]
+        async with self._limit:
+            ts = time.perf_counter()
+            rc, out, err = await _run(argv, None, cwd=work, env={"SSL_CERT_FILE": str(ade.tls_ca_file)})
+            d.timings["scep_run"] = time.perf_counter() - ts
+        if rc != 0 or not (work / "identity.pem").is_file():
+            text = (out + err).decode(errors="replace")
+            reason = "refused (failInfo: badRequest)" if "badRequest" in text else f"scepclient exit {rc}"
+            raise EnrolmentFailed(f"{d.serial}: SCEP enrolment {reason}")
+        return (work / "identity.pem").read_text(), (work / "key.pem").read_text()
+
     # -- per device ------------------------------------------------------------------------
 
-    def _headers(self, d: SimDevice, checkin: bool) -> dict[str, str]:
-        h = {
-            self.cert_header: urllib.parse.quote(d.cert_pem, safe=""),
+    def _headers(self, d: SimDevice, checkin: bool, body: bytes) -> dict[str, str]:
+        return {
+            "Mdm-Signature": d.mdm_signature(body),
             "Content-Type": CHECKIN_CT if checkin else "application/x-apple-aspen-mdm",
             "User-Agent": "MDM/1.0 werne-simulator",
         }
-        return h
 
-    async def _send(self, conn: _Conn, d: SimDevice, msg: dict[str, Any], checkin: bool) -> bytes:
-        status, body = await conn.put(self.path, plistlib.dumps(msg), self._headers(d, checkin))
+    async def _send(self, conn: _Conn, path: str, d: SimDevice, msg: dict[str, Any], checkin: bool) -> bytes:
+        body = plistlib.dumps(msg)
+        status, answer = await conn.put(path, body, self._headers(d, checkin, body))
         if status != 200:
             raise _HTTPError(f"{d.serial}: {msg.get('MessageType') or msg.get('Status')}: HTTP {status}")
-        return body
+        return answer
 
     async def _device_loop(self, d: SimDevice) -> None:
-        conn = _Conn(self.host, self.port)
         wake = self._wake[d.serial]
         rnd = random.Random(d.udid)
         await asyncio.sleep(rnd.random() * min(self.poll_interval, 1.0))
+        conn: _Conn | None = None
+        path = "/mdm"
         try:
             while True:
                 try:
+                    if not d.cert_pem and self.ade is not None:
+                        await self.enrol_ade(d)
+                    if conn is None:
+                        conn, path = _conn_for(self._server_url.get(d.serial, self.url), self.tls_ca_file)
                     if not d.enrolled:
-                        await self._send(conn, d, d.authenticate(), True)
-                        await self._send(conn, d, d.token_update(), True)
+                        t0 = time.perf_counter()
+                        await self._send(conn, path, d, d.authenticate(), True)
+                        await self._send(conn, path, d, d.token_update(), True)
+                        d.timings["checkin"] = time.perf_counter() - t0
+                        d.timings.setdefault("enrolled_at", time.time())
                         d.enrolled = True
-                    if not await self._poll(conn, d):
+                    if not await self._poll(conn, path, d):
                         return
                 except _HTTPError as e:
                     # E.g. NanoMDM restarted with in-memory storage and forgot us: enrol again.
                     self.errors += 1
                     d.enrolled = False
                     log.debug("device %s: %s", d.serial, e)
+                except EnrolmentFailed as e:
+                    self.errors += 1
+                    self.enrol_errors[d.serial] = str(e)
+                    log.warning("device %s: %s", d.serial, e)
                 except (TimeoutError, OSError, asyncio.IncompleteReadError, ValueError) as e:
                     self.errors += 1
                     log.debug("device %s: %s", d.serial, e)
@@ -590,17 +873,18 @@ class Simulator:
                     pass
                 wake.clear()
         finally:
-            conn.close()
+            if conn is not None:
+                conn.close()
 
-    async def _poll(self, conn: _Conn, d: SimDevice) -> bool:
+    async def _poll(self, conn: _Conn, path: str, d: SimDevice) -> bool:
         """One Idle poll and the commands it yields; False when the device stops talking."""
-        body = await self._send(conn, d, {"UDID": d.udid, "Status": "Idle"}, False)
+        body = await self._send(conn, path, d, {"UDID": d.udid, "Status": "Idle"}, False)
         while body:
             command = plistlib.loads(body)
             report = d.execute(command)
             if report is None:
                 return False  # e.g. an erase that never answers: the device goes silent
-            body = await self._send(conn, d, report, False)
+            body = await self._send(conn, path, d, report, False)
             if d.erased:
                 return False
             if report["Status"] == "NotNow":
@@ -617,7 +901,8 @@ def load_devices(path: Path) -> list[SimDevice]:
         SimDevice(
             serial=x["serial"],
             udid=x["udid"],
-            cert_pem=x["cert_pem"],
+            cert_pem=x.get("cert_pem", ""),
+            key_pem=x.get("key_pem", ""),
             name=x.get("name", ""),
             faults=DeviceFaults(**x.get("faults", {})),
         )
@@ -631,6 +916,7 @@ def dump_devices(path: Path, devices: list[SimDevice]) -> None:
             "serial": d.serial,
             "udid": d.udid,
             "cert_pem": d.cert_pem,
+            "key_pem": d.key_pem,
             "name": d.name,
             "faults": asdict(d.faults),
         }
@@ -649,11 +935,12 @@ def main(argv: list[str] | None = None) -> int:
     lab = json.loads((mdm_dir / "lab.json").read_text(encoding="utf-8"))
     devices = load_devices(mdm_dir / "devices.json")[: args.count]
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    ade = ADEEnrolment.from_dict(lab["ade"]) if lab.get("ade") else None
     sim = Simulator(
-        lab["nanomdm_url"],
+        lab.get("server_url") or lab["nanomdm_url"],
         devices,
-        lab["cert_header"],
         args.poll_interval or float(lab.get("poll_interval", 2.0)),
+        ade=ade,
     )
 
     async def run() -> None:
@@ -661,8 +948,10 @@ def main(argv: list[str] | None = None) -> int:
         task = asyncio.create_task(sim.run())
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, lambda: sim._stop.set() if sim._stop else None)
-        log.info("simulating %d iPads against %s", len(devices), lab["nanomdm_url"])
+        log.info("simulating %d iPads against %s", len(devices), sim.url)
         await task
+        # For bench/enrol_full_path.py: seconds per enrolment step and device.
+        (mdm_dir / "timings.json").write_text(json.dumps({d.serial: d.timings for d in devices}), encoding="utf-8")
 
     asyncio.run(run())
     return 0

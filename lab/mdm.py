@@ -1,17 +1,27 @@
-"""The MDM part of the lab: a real NanoMDM, the webhook receiver and N simulated iPads, on loopback.
+"""The MDM part of the lab: the whole go-live chain on loopback, and N simulated iPads enrolling
+through it the real way.
 
-`up(state_dir, n_ipads, config)` makes (once) a test CA with `cryptography`, one identity
-certificate per simulated iPad, an API key and a webhook HMAC key (secret files, mode 0600, in
-STATE/mdm/), then starts three processes with pid files and logs under STATE/mdm/:
-    nanomdm     -listen 127.0.0.1:<free port> -storage inmem -ca ca.pem -cert-header ...
-                -webhook-url http://127.0.0.1:<port>/webhook  (API key and HMAC key via environment,
-                so they never show in `ps`)
+`up(state_dir, n_ipads, config)` makes (once) the lab's CA (STATE/mdm/ca.pem, ca.key: TLS server
+and profile-signing certificates), a stand-in for Apple's device CA (it signs the simulated iPads'
+MachineInfo identities) and for Apple's push CA (it signs the lab's push certificate), an API key
+and a webhook HMAC key (secret files, mode 0600), then starts, with pid files and logs under
+STATE/mdm/ (STATE/scep/ for scepserver):
+    scepserver  lab.scep: the real micromdm/scep server with werne's SCEP CA (`werne mdm scep init`)
     webhook     `werne mdm serve-webhook` on 127.0.0.1:<free port>
-    simulator   `python -m lab.ipad_sim --state-dir STATE`
-STATE/mdm/lab.json records the URLs (for the simulator and `status`); the NanoMDM URL, API key
-file and webhook settings also go into the state dir's endpoints file (core.config.write_endpoints),
-so `werne ipad ...` on this state dir finds the lab unless the config file names another NanoMDM.
-`down(state_dir)` stops whatever runs (and is a no-op when nothing does).
+    nanomdm     -ca <the SCEP CA> -storage inmem|pgsql -webhook-url ...; no -cert-header: every
+                device message is verified by its Mdm-Signature (API key, HMAC key and DSN via the
+                environment, so they never show in `ps`)
+    web         `werne web serve` (the ADE enrolment endpoint and the coordinators' page)
+    nginx       lab.proxy: the production nginx site on 127.0.0.1:<free port> with a lab-CA
+                certificate; /mdm, /checkin -> NanoMDM, /scep -> scepserver, the DEP profile's
+                path and / -> web; the webhook and NanoMDM's API stay on loopback
+    simulator   `python -m lab.ipad_sim --state-dir STATE`: each iPad posts its signed MachineInfo,
+                verifies the signed profile, gets its identity from scepserver and checks in
+The lab's push certificate (topic com.apple.mgmt.External.werne-lab) is installed the way a real
+one is (`werne mdm push-cert install`'s code). STATE/mdm/lab.json records the URLs; the NanoMDM URL,
+API key file, webhook settings, the public URLs and the signing identity also go into the state
+dir's endpoints file (core.config.write_endpoints), so `werne ...` on this state dir finds the lab
+unless the config file names another one. `down(state_dir)` stops whatever runs.
 
 Lab faults (with 8 or more iPads, on the last six, so the demo shows every problem state):
 offline, a NotNow streak of 3, no passcode, an old iPadOS, a refused web-filter profile, and an
@@ -32,7 +42,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import requests
 
@@ -40,8 +50,10 @@ from core.config import DEFAULT_INVENTORY, REPO_ROOT, Config, write_endpoints
 from core.errors import WerneError
 
 NANOMDM_BIN = REPO_ROOT / ".tools" / "bin" / "nanomdm"
-CERT_HEADER = "X-Werne-Client-Cert"
+# The MDM core of the lab (what `status().running` reports) and the go-live services around it.
 PROCESSES = ("simulator", "webhook", "nanomdm")
+SERVICES = ("web", "nginx")
+LAB_TOPIC = "com.apple.mgmt.External.werne-lab"
 
 
 class LabMDMError(WerneError):
@@ -56,7 +68,9 @@ class LabMDMStatus:
     nanomdm_url: str = ""
     webhook_url: str = ""
     ipads: int = 0
+    server_url: str = ""
     running: dict[str, bool] = field(default_factory=dict)
+    services: dict[str, bool] = field(default_factory=dict)
     pids: dict[str, int | None] = field(default_factory=dict)
     logs: Path | None = None
 
@@ -128,10 +142,22 @@ def make_ca(directory: Path) -> tuple[Path, Path]:
     return cert_path, key_path
 
 
-def issue_identities(ca_cert: Path, ca_key: Path, serials: list[str], days: int = 365) -> list[tuple[str, str, str]]:
-    """(serial, udid, certificate PEM) per serial: device identities signed by the lab CA.
+class LabIdentity(NamedTuple):
+    """A simulated iPad's identity: issued by the SCEP CA, with the device's own key."""
 
-    One key pair serves every device: with -cert-header NanoMDM checks the chain, not a signature.
+    serial: str
+    udid: str
+    cert_pem: str
+    key_pem: str
+
+
+def issue_identities(ca_cert: Path, ca_key: Path, serials: list[str], days: int = 365) -> list[LabIdentity]:
+    """Identities signed by the SCEP CA (ca_cert/ca_key: a depot's ca.pem and ca.key), one key each.
+
+    The fast path for bulk test fixtures only: the same CA scepserver signs with, the same kind of
+    certificate (clientAuth), used the same way (Mdm-Signature); but no SCEP round trip, and EC
+    keys instead of the RSA keys a real iPad makes, so hundreds take a second. The lab itself
+    enrols through scepserver.
     """
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
@@ -140,11 +166,11 @@ def issue_identities(ca_cert: Path, ca_key: Path, serials: list[str], days: int 
 
     ca = x509.load_pem_x509_certificate(ca_cert.read_bytes())
     key = serialization.load_pem_private_key(ca_key.read_bytes(), password=None)
-    device_key = ec.generate_private_key(ec.SECP256R1())
     now = dt.datetime.now(dt.UTC)
     out = []
     for serial in serials:
         udid = udid_for(serial)
+        device_key = ec.generate_private_key(ec.SECP256R1())
         cert = (
             x509.CertificateBuilder()
             .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"werne-lab {serial}")]))
@@ -154,10 +180,23 @@ def issue_identities(ca_cert: Path, ca_key: Path, serials: list[str], days: int 
             .not_valid_before(now - dt.timedelta(hours=1))
             .not_valid_after(now + dt.timedelta(days=days))
             .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
-            .sign(key, hashes.SHA256())
-        )  # type: ignore[arg-type]
-        out.append((serial, udid, cert.public_bytes(serialization.Encoding.PEM).decode()))
+            .sign(key, hashes.SHA256())  # type: ignore[arg-type]
+        )
+        key_pem = device_key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()).decode()
+        out.append(LabIdentity(serial, udid, cert.public_bytes(serialization.Encoding.PEM).decode(), key_pem))
     return out
+
+
+def make_scep_ca(directory: Path) -> tuple[Path, Path]:
+    """A SCEP CA in depot layout (ipad.scep_ca, as `werne mdm scep init` makes it) for test fixtures."""
+    from ipad.scep_ca import init_scep_ca
+
+    cfg = Config()
+    cfg.scep.depot_dir = directory / "depot"
+    cfg.scep.challenge_file = directory / "challenge"
+    init_scep_ca(cfg)
+    return directory / "depot" / "ca.pem", directory / "depot" / "ca.key"
 
 
 def udid_for(serial: str) -> str:
@@ -260,7 +299,24 @@ def stop_process(name: str, directory: Path, timeout: float = 10.0) -> None:
         except subprocess.TimeoutExpired:
             child.kill()
             child.wait(5)
+    _end_process_group(pid, timeout)
     pid_file.unlink(missing_ok=True)
+
+
+def _end_process_group(pgid: int, timeout: float) -> None:
+    """Wait until no process of the session `start_process` made is left (a server's forked
+    workers outlive their parent by their graceful shutdown), killing what is still there then."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        try:
+            os.killpg(pgid, 0)
+        except (ProcessLookupError, PermissionError):
+            return
+        time.sleep(0.05)
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
 
 
 def running(name: str, directory: Path) -> int | None:
@@ -277,13 +333,17 @@ def nanomdm_argv(
     listen: str,
     ca: Path,
     webhook_url: str | None,
-    storage_dir: Path | None,
-    cert_header: str = CERT_HEADER,
+    storage_dir: Path | None = None,
+    storage: str | None = None,
     binary: Path = NANOMDM_BIN,
 ) -> list[str]:
-    """NanoMDM's command line; the API and HMAC keys go in NANOMDM_API / NANOMDM_WEBHOOK_HMAC_KEY."""
-    argv = [str(binary), "-listen", listen, "-ca", str(ca), "-cert-header", cert_header]
-    if storage_dir is None:
+    """NanoMDM's command line: no -cert-header, so it verifies every message's Mdm-Signature
+    against `ca`. The API and HMAC keys go in NANOMDM_API / NANOMDM_WEBHOOK_HMAC_KEY, a pgsql DSN in
+    NANOMDM_STORAGE_DSN (NanoMDM reads every flag from NANOMDM_<FLAG>)."""
+    argv = [str(binary), "-listen", listen, "-ca", str(ca)]
+    if storage == "pgsql":
+        argv += ["-storage", "pgsql"]
+    elif storage_dir is None:
         argv += ["-storage", "inmem", "-storage-dsn", ""]
     else:
         argv += ["-storage", "filekv", "-storage-dsn", str(storage_dir)]
@@ -331,12 +391,128 @@ def _inventory_serials(config: Config | None, state_dir: Path) -> list[str]:
         return []
 
 
+def _inventory_root(config: Config | None, state_dir: Path) -> Path:
+    root = config.inventory_dir if config is not None else state_dir / "lab" / "inventory"
+    return root if (root / "ipads.csv").is_file() else DEFAULT_INVENTORY
+
+
+def _lab_inventory(source: Path, extra: list[str], d: Path) -> Path:
+    """The inventory the lab's enrolment endpoint answers for: the site's, plus the generated
+    serials (the endpoint refuses any serial not in the inventory, as in production)."""
+    if not extra:
+        return source
+    import shutil
+
+    dst = d / "inventory"
+    shutil.rmtree(dst, ignore_errors=True)
+    shutil.copytree(source, dst)
+    lines = (dst / "ipads.csv").read_text(encoding="utf-8").splitlines()
+    school = lines[1].split(";")[2] if len(lines) > 1 else "gs-demo"
+    rows = [f"{s};iPad (10th generation);{school};pupil;lab-{i:03d}" for i, s in enumerate(extra)]
+    (dst / "ipads.csv").write_text("\n".join([*lines, *rows]) + "\n", encoding="utf-8")
+    return dst
+
+
+def _issue_leaf(ca_cert: Path, ca_key: Path, common_name: str, out_cert: Path, out_key: Path) -> None:
+    """A certificate from the lab CA (the enrolment profile's signer); kept if it exists."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    if out_cert.is_file() and out_key.is_file():
+        return
+    ca = x509.load_pem_x509_certificate(ca_cert.read_bytes())
+    signer = serialization.load_pem_private_key(ca_key.read_bytes(), password=None)
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
+        .issuer_name(ca.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(hours=1))
+        .not_valid_after(now + dt.timedelta(days=3650))
+        .sign(signer, hashes.SHA256())  # type: ignore[arg-type]
+    )
+    _write_private(out_key, key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                              serialization.NoEncryption()))
+    out_cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+
+
+def lab_push_certificate(csr_pem: bytes, ca_dir: Path, topic: str = LAB_TOPIC, days: int = 365) -> bytes:
+    """The lab's push certificate: the CSR signed by a stand-in for Apple's push CA, topic as UID."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.x509.oid import NameOID
+
+    ca_cert, ca_key = make_ca(ca_dir)
+    ca = x509.load_pem_x509_certificate(ca_cert.read_bytes())
+    signer = serialization.load_pem_private_key(ca_key.read_bytes(), password=None)
+    csr = x509.load_pem_x509_csr(csr_pem)
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.USER_ID, topic),
+                                 x509.NameAttribute(NameOID.COMMON_NAME, f"APSP:{topic}")]))
+        .issuer_name(ca.subject)
+        .public_key(csr.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(hours=1))
+        .not_valid_after(now + dt.timedelta(days=days))
+        .sign(signer, hashes.SHA256())  # type: ignore[arg-type]
+    )
+    return cert.public_bytes(serialization.Encoding.PEM)
+
+
+def install_lab_push_cert(config: Config, days: int = 365) -> None:
+    """Install the lab's push certificate in the lab's NanoMDM, as `werne mdm push-cert install` does."""
+    from core.db import Database
+    from ipad.pushcert import install_push_cert, make_csr
+    from mdm_client.factory import nanomdm_client
+
+    csr = make_csr(config).csr_pem
+    cert = lab_push_certificate(csr, config.state_dir / "mdm" / "apple-push-ca", days=days)
+    db = Database(config.database_url)
+    try:
+        install_push_cert(config, db, nanomdm_client(config), cert, source="the lab's push certificate",
+                          force=True, actor="lab")
+    finally:
+        db.dispose()
+
+
 # --- the lab API ---------------------------------------------------------------------------------
 
 
-def up(state_dir: Path, n_ipads: int, config: Config | None = None, poll_interval: float = 2.0) -> LabMDMStatus:
-    """Start NanoMDM, the webhook receiver and `n_ipads` simulated iPads; idempotent."""
-    from lab.ipad_sim import DeviceFaults, SimDevice, dump_devices
+def _lab_config(config: Config | None, state_dir: Path) -> Config:
+    cfg = config.model_copy(deep=True) if config is not None else Config()
+    if config is not None:
+        cfg._explicit = {k: set(v) for k, v in config._explicit.items()}
+    cfg.site.state_dir = state_dir
+    return cfg
+
+
+def up(
+    state_dir: Path,
+    n_ipads: int,
+    config: Config | None = None,
+    poll_interval: float = 2.0,
+    storage: str = "inmem",
+    storage_dsn: str = "",
+    scep_parallel: int = 4,
+    faults: bool = True,
+) -> LabMDMStatus:
+    """Start the whole chain and `n_ipads` simulated iPads that enrol through it; idempotent.
+
+    storage="pgsql" runs NanoMDM on PostgreSQL (storage_dsn, whose schema `werne mdm db-init`
+    loaded); the default is in-memory storage. faults=False: no faulty iPads (see lab_faults).
+    """
+    from core.config import apply_endpoints
+    from enrolment.ade import enrol_path
+    from lab import proxy
+    from lab import scep as lab_scep
+    from lab.ipad_sim import ADEEnrolment, DeviceFaults, SimDevice, dump_devices
 
     state_dir = Path(state_dir).resolve()
     d = state_dir / "mdm"
@@ -344,83 +520,117 @@ def up(state_dir: Path, n_ipads: int, config: Config | None = None, poll_interva
     os.chmod(d, 0o700)
     if not NANOMDM_BIN.is_file():
         raise LabMDMError(f"{NANOMDM_BIN} is missing; run scripts/setup.sh")
-    if any(running(p, d) for p in PROCESSES):
+    if any(running(p, d) for p in (*PROCESSES, *SERVICES)):
         down(state_dir)
-    ca_cert, ca_key = make_ca(d)
+    tls = proxy.make_tls(d)  # the lab CA (ca.pem, ca.key) and the proxy's server certificate
+    device_ca = make_ca(d / "apple-device-ca")
+    _issue_leaf(tls.ca_cert, tls.ca_key, "werne lab profile signing", d / "profile-signer.pem",
+                d / "profile-signer.key")
     api_key = _secret_file(d / "api_key")
     hmac_key = _secret_file(d / "webhook_hmac_key")
+    _secret_file(d / "web_secret")
+    source_inventory = _inventory_root(config, state_dir)
     serials = _inventory_serials(config, state_dir)[:n_ipads]
-    serials += generated_serials(n_ipads - len(serials))
-    faults = lab_faults(n_ipads)
+    extra = generated_serials(n_ipads - len(serials))
+    serials += extra
+    lab_inventory = _lab_inventory(source_inventory, extra, d)
+    plan = lab_faults(n_ipads) if faults else {}
     devices = [
-        SimDevice(serial=s, udid=u, cert_pem=pem, faults=DeviceFaults(**faults.get(i, {})))
-        for i, (s, u, pem) in enumerate(issue_identities(ca_cert, ca_key, serials))
+        SimDevice(serial=s, udid=udid_for(s), faults=DeviceFaults(**plan.get(i, {})))
+        for i, s in enumerate(serials)
     ]
     dump_devices(d / "devices.json", devices)
     os.chmod(d / "devices.json", 0o600)
-    nano_port, hook_port = free_port(), free_port()
-    lab = {
+    nano_port, hook_port, web_port, proxy_port = free_port(), free_port(), free_port(), free_port()
+    public = f"https://127.0.0.1:{proxy_port}"
+    cfg = _lab_config(config, state_dir)
+    enrol_url = public + enrol_path(cfg)
+    lab: dict[str, Any] = {
         "nanomdm_url": f"http://127.0.0.1:{nano_port}",
         "webhook_url": f"http://127.0.0.1:{hook_port}/webhook",
         "webhook_listen": f"127.0.0.1:{hook_port}",
-        "cert_header": CERT_HEADER,
+        "web_url": f"http://127.0.0.1:{web_port}",
+        "public_url": public,
+        "server_url": public + "/mdm",
+        "enrol_url": enrol_url,
+        "scep_url": public + "/scep",
+        "tls_ca_file": str(tls.ca_cert),
+        "storage": storage,
         "ipads": n_ipads,
         "api_key_file": str(d / "api_key"),
         "webhook_hmac_key_file": str(d / "webhook_hmac_key"),
         "poll_interval": poll_interval,
     }
-    (d / "lab.json").write_text(json.dumps(lab, indent=1), encoding="utf-8")
-    write_endpoints(
-        state_dir,
-        "mdm",
-        {
-            "url": lab["nanomdm_url"],
-            "api_key_file": d / "api_key",
-            "webhook_listen": lab["webhook_listen"],
-            "webhook_hmac_key_file": d / "webhook_hmac_key",
-        },
-    )
+    write_endpoints(state_dir, "mdm", {
+        "url": lab["nanomdm_url"],
+        "api_key_file": d / "api_key",
+        "webhook_listen": lab["webhook_listen"],
+        "webhook_hmac_key_file": d / "webhook_hmac_key",
+        "server_url": lab["server_url"],
+        "signing_cert_file": d / "profile-signer.pem",
+        "signing_key_file": d / "profile-signer.key",
+        "tls_ca_file": tls.ca_cert,
+    })
+    write_endpoints(state_dir, "scep", {"url": lab["scep_url"]})
+    write_endpoints(state_dir, "dep", {"enrol_url": enrol_url, "machineinfo_ca_file": device_ca[0]})
+    write_endpoints(state_dir, "web", {"secret_key_file": d / "web_secret", "listen": f"127.0.0.1:{web_port}"})
+    apply_endpoints(cfg)
     cli = [sys.executable, "-c", "import sys; from cli import main; sys.exit(main())"]
     cfg_args = ["--state-dir", str(state_dir)]
     if config is not None and config.source not in ("built-in defaults",) and Path(config.source).is_file():
         cfg_args = ["--config", str(Path(config.source).resolve()), *cfg_args]
+    env = {"PYTHONPATH": str(REPO_ROOT)}
     try:
+        scep = lab_scep.up(state_dir, cfg)
         pid = start_process(
             "webhook",
-            [
-                *cli,
-                *cfg_args,
-                "mdm",
-                "serve-webhook",
-                "--listen",
-                lab["webhook_listen"],
-                "--hmac-key-file",
-                lab["webhook_hmac_key_file"],
-            ],
+            [*cli, *cfg_args, "mdm", "serve-webhook", "--listen", lab["webhook_listen"],
+             "--hmac-key-file", lab["webhook_hmac_key_file"]],
             d,
-            env={"PYTHONPATH": str(REPO_ROOT)},
+            env=env,
         )
-        wait_http(
-            f"http://127.0.0.1:{hook_port}/healthz",
-            20,
-            pid,
-            "the webhook receiver",
-            d / "logs" / "webhook.log",
-        )
-        # In-memory storage: NanoMDM v0.9.0's filekv queue loses commands when a device reports
-        # while another command is enqueued for it (seen in the lab: a broken queue linked list).
+        wait_http(f"http://127.0.0.1:{hook_port}/healthz", 20, pid, "the webhook receiver", d / "logs" / "webhook.log")
+        # In-memory storage by default: NanoMDM v0.9.0's filekv queue loses commands when a device
+        # reports while another command is enqueued for it (seen in the lab: a broken queue list).
+        nano_env = {"NANOMDM_API": api_key, "NANOMDM_WEBHOOK_HMAC_KEY": hmac_key}
+        if storage == "pgsql":
+            nano_env["NANOMDM_STORAGE_DSN"] = storage_dsn
         pid = start_process(
             "nanomdm",
-            nanomdm_argv(f"127.0.0.1:{nano_port}", ca_cert, lab["webhook_url"], None),
+            nanomdm_argv(f"127.0.0.1:{nano_port}", scep.depot / "ca.pem", lab["webhook_url"], None,
+                         storage="pgsql" if storage == "pgsql" else None),
             d,
-            env={"NANOMDM_API": api_key, "NANOMDM_WEBHOOK_HMAC_KEY": hmac_key},
+            env=nano_env,
         )
         wait_http(lab["nanomdm_url"] + "/version", 10, pid, "NanoMDM", d / "logs" / "nanomdm.log")
+        install_lab_push_cert(cfg)
+        # The web page answers for the lab's inventory (the site's plus generated serials).
+        web_code = ("import sys; from pathlib import Path; from core.config import load_config; "
+                    "from enrolment.web.app import serve; "
+                    "cfg = load_config(sys.argv[1] or None, state_dir=sys.argv[2]); "
+                    "cfg.site.inventory = Path(sys.argv[3]); serve(cfg, '127.0.0.1', int(sys.argv[4]))")
+        cfg_file = cfg_args[1] if cfg_args[0] == "--config" else ""
+        pid = start_process("web", [sys.executable, "-c", web_code, cfg_file, str(state_dir), str(lab_inventory),
+                                    str(web_port)], d, env=env)
+        wait_http(lab["web_url"] + "/healthz", 30, pid, "werne web serve", d / "logs" / "web.log")
+        proxy.up(d, f"127.0.0.1:{nano_port}", scep.url.split("/")[2], f"127.0.0.1:{web_port}",
+                 enrol_path(cfg), proxy_port, tls)
+        lab["ade"] = ADEEnrolment(
+            enrol_url=enrol_url,
+            tls_ca_file=tls.ca_cert,
+            profile_ca_file=tls.ca_cert,
+            device_ca_cert=device_ca[0],
+            device_ca_key=device_ca[1],
+            workdir=d / "ipads",
+            scepclient=REPO_ROOT / ".tools" / "bin" / "scepclient",
+            parallel=scep_parallel,
+        ).to_dict()
+        (d / "lab.json").write_text(json.dumps(lab, indent=1), encoding="utf-8")
         start_process(
             "simulator",
             [sys.executable, "-m", "lab.ipad_sim", "--state-dir", str(state_dir)],
             d,
-            env={"PYTHONPATH": str(REPO_ROOT)},
+            env=env,
         )
         # The simulator has no port to poll; wait until its process shows as running (on a quiet
         # machine /proc can lag the fork for a moment) or has died, so status() is true on return.
@@ -436,22 +646,34 @@ def up(state_dir: Path, n_ipads: int, config: Config | None = None, poll_interva
 
 
 def down(state_dir: Path) -> None:
-    """Stop the simulator, NanoMDM and the webhook receiver of this state dir, if they run."""
+    """Stop the simulator, nginx, the web page, NanoMDM, the webhook receiver and scepserver."""
+    from lab import proxy
+    from lab import scep as lab_scep
+
     d = Path(state_dir).resolve() / "mdm"
-    if not d.is_dir():
-        return
-    for name in PROCESSES:
-        stop_process(name, d)
+    if d.is_dir():
+        stop_process("simulator", d)
+        proxy.down(d)
+        for name in ("web", "nanomdm", "webhook"):
+            stop_process(name, d)
+    lab_scep.down(state_dir)
 
 
 def status(state_dir: Path) -> LabMDMStatus:
-    """Which of the three processes run, and where."""
+    """Which of the lab's processes run, and where."""
+    from lab import scep as lab_scep
+
     d = Path(state_dir).resolve() / "mdm"
     st = LabMDMStatus(state_dir=Path(state_dir), logs=d / "logs")
     if (d / "lab.json").is_file():
         lab = json.loads((d / "lab.json").read_text(encoding="utf-8"))
         st.nanomdm_url, st.webhook_url, st.ipads = lab["nanomdm_url"], lab["webhook_url"], lab["ipads"]
+        st.server_url = lab.get("server_url", "")
     for name in PROCESSES:
         pid = running(name, d) if d.is_dir() else None
         st.pids[name], st.running[name] = pid, pid is not None
+    for name in SERVICES:
+        st.services[name] = d.is_dir() and running(name, d) is not None
+    scep = lab_scep.status(state_dir)
+    st.services["scepserver"] = scep is not None and scep.pid is not None
     return st

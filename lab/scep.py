@@ -3,7 +3,7 @@
 `up(state_dir, config)` makes the SCEP CA and challenge if needed (ipad.scep_ca, the same code as
 `werne mdm scep init`), then starts
     scepserver -depot <depot> -http-addr 127.0.0.1:<free port> -crtvalid <scep.cert_valid_days>
-with the challenge in SCEP_CHALLENGE_PASSWORD (so it never shows in `ps`), pid file and log under
+-allowrenew 0, with the challenge in SCEP_CHALLENGE_PASSWORD (so it never shows in `ps`), pid file and log under
 STATE/scep/. STATE/scep/lab.json records the URL. `down(state_dir)` stops it (a no-op when it does
 not run).
 """
@@ -38,12 +38,17 @@ def _dir(state_dir: Path) -> Path:
 
 
 def scepserver_argv(depot: Path, listen: str, valid_days: int, binary: Path = SCEPSERVER_BIN) -> list[str]:
-    """scepserver's command line; the challenge goes in SCEP_CHALLENGE_PASSWORD."""
-    return [str(binary), "-depot", str(depot), "-http-addr", listen, "-crtvalid", str(valid_days)]
+    """scepserver's command line; the challenge goes in SCEP_CHALLENGE_PASSWORD.
+
+    -allowrenew 0: every iPad asks with the enrolment profile's subject, so scepserver must issue
+    more than one identity per subject (its default refuses a second one for 14 days before expiry).
+    """
+    return [str(binary), "-depot", str(depot), "-http-addr", listen, "-crtvalid", str(valid_days),
+            "-allowrenew", "0"]
 
 
-def up(state_dir: Path, config: Config) -> LabSCEP:
-    """Start scepserver for this state dir (restarting one that runs)."""
+def up(state_dir: Path, config: Config, port: int | None = None) -> LabSCEP:
+    """Start scepserver for this state dir (restarting one that runs), on `port` or a free one."""
     d = _dir(state_dir)
     d.mkdir(parents=True, exist_ok=True)
     if not SCEPSERVER_BIN.is_file():
@@ -51,7 +56,7 @@ def up(state_dir: Path, config: Config) -> LabSCEP:
     down(state_dir)
     init_scep_ca(config)
     challenge = read_challenge(config)
-    port = free_port()
+    port = port or free_port()
     url = f"http://127.0.0.1:{port}/scep"
     pid = start_process(
         PROCESS,

@@ -173,6 +173,11 @@ class NanoMDMClient:
         data = self._json(resp, self._describe("GET", "/version"))
         return str(data.get("version", ""))
 
+    def check_api_key(self) -> None:
+        """Raise NanoMDMAuthError unless NanoMDM takes the API key: an authenticated request without
+        effect (a push to an id no device has; its push error is not the point)."""
+        self._request("GET", "/v1/push/werne-key-check")
+
     def split_ids(self, prefix: str, ids: list[str]) -> Iterator[list[str]]:
         """Chunks of ids whose comma-joined, escaped path keeps the URL within max_url_length."""
         budget = self.max_url_length - len(self.url) - len(prefix) - len("?nopush=1")

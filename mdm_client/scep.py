@@ -28,15 +28,19 @@ class SCEPError(MDMError):
 class SCEPClient:
     """GetCACaps and GetCACert against one SCEP URL (e.g. https://mdm.example/scep)."""
 
-    def __init__(self, url: str, session: requests.Session | None = None, timeout: float = 10.0):
+    def __init__(self, url: str, session: requests.Session | None = None, timeout: float = 10.0,
+                 verify: bool | str = True):
         self.url = url
         self.timeout = timeout
+        # True: the system's CAs; a path: that CA bundle (e.g. the lab's). Per request, so that
+        # REQUESTS_CA_BUNDLE in the environment cannot silently replace it.
+        self.verify = verify
         self.session = session or requests.Session()
 
     def _get(self, operation: str) -> requests.Response:
         what = f"GET {self.url}?operation={operation}"
         try:
-            resp = self.session.get(self.url, params={"operation": operation},
+            resp = self.session.get(self.url, params={"operation": operation}, verify=self.verify,
                                     timeout=(min(3.05, self.timeout), self.timeout))
         except requests.ConnectionError as e:
             reason = "connection refused" if "refused" in str(e).lower() else e.__class__.__name__

@@ -17,6 +17,7 @@ APT_PACKAGES=(
   wireguard-tools nftables iproute2  # VPN tests: wg, netns, veth
   chromium                        # real browser for the web page and report tests
   postgresql                      # a throwaway PostgreSQL server for the database portability tests
+  nginx                           # the HTTPS reverse proxy in front of NanoMDM, scepserver and the web page (lab and production)
   sqlite3 procps psmisc git make
 )
 missing=()

@@ -334,7 +334,7 @@ class IPadWorld:
         from core.inventory import load_inventory
         from core.secrets import Secret
         from ipad.store import Registry
-        from lab.mdm import CERT_HEADER, generated_serials, issue_identities, make_ca
+        from lab.mdm import generated_serials, issue_identities, make_scep_ca
         from tests.conftest import DEMO_INVENTORY, write_secret
         from tests.fixtures_mdm import NanoMDMProcess, start_webhook
 
@@ -355,7 +355,7 @@ class IPadWorld:
         secrets.mkdir(mode=0o700)
         write_secret((secrets / "api_key"), api_key + "\n")
         (secrets / "wifi").write_text("schul-wlan-passwort\n")
-        ca, ca_key = make_ca(root / "ca")
+        ca, ca_key = make_scep_ca(root / "scep")
         self.db = Database(f"sqlite:///{self.state / 'werne.db'}")
         inventory = load_inventory(inv)
         registry = Registry(
@@ -365,7 +365,7 @@ class IPadWorld:
             ),
         )
         self.webhook = start_webhook(registry, Secret(hmac_key, "test"))
-        self.nanomdm = NanoMDMProcess(root, ca, self.webhook.url, api_key, hmac_key, CERT_HEADER)
+        self.nanomdm = NanoMDMProcess(root, ca, self.webhook.url, api_key, hmac_key)
         self.config_path = root / "werne.toml"
         self.config_path.write_text(
             f'[site]\ninventory = "{inv}"\nstate_dir = "{self.state}"\n'
@@ -374,18 +374,17 @@ class IPadWorld:
             f"[compliance]\nquery_deadline_s = 6.0\ncontact_max_days = 14\n",
             encoding="utf-8",
         )
-        self.cert_header = CERT_HEADER
         self.devices = []
         from lab.ipad_sim import SimDevice
 
-        for serial, udid, pem in issue_identities(ca, ca_key, serials):
-            self.devices.append(SimDevice(serial=serial, udid=udid, cert_pem=pem))
+        for serial, udid, pem, key in issue_identities(ca, ca_key, serials):
+            self.devices.append(SimDevice(serial=serial, udid=udid, cert_pem=pem, key_pem=key))
         self.sim = self._start(self.devices)
 
     def _start(self, devices: list[Any]) -> Any:
         from lab.ipad_sim import Simulator
 
-        return Simulator(self.nanomdm.url, devices, self.cert_header, poll_interval=0.3).start()
+        return Simulator(self.nanomdm.url, devices, poll_interval=0.3).start()
 
     def take_offline(self, serial: str) -> None:
         """The iPad stops talking to the server (switched off, out of Wi-Fi); the others go on."""

@@ -98,20 +98,23 @@ class NanoMDMProcess:
         webhook_url: str | None,
         api_key: str,
         hmac_key: str | None,
-        cert_header: str,
+        storage_env: dict[str, str] | None = None,
     ):
+        """No -cert-header: NanoMDM verifies every device message by its Mdm-Signature against `ca`.
+        storage_env (NANOMDM_STORAGE=pgsql, NANOMDM_STORAGE_DSN=...) picks another storage."""
         from lab.mdm import free_port, nanomdm_argv
 
         parts.require_file("NanoMDM", NANOMDM, marker="mdm", hint="scripts/setup.sh installs it")
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        env = {**os.environ, "NANOMDM_API": api_key}
+        env = {**os.environ, "NANOMDM_API": api_key, **(storage_env or {})}
         if hmac_key:
             env["NANOMDM_WEBHOOK_HMAC_KEY"] = hmac_key
         self.log = workdir / "nanomdm.log"
         self._log = open(self.log, "ab")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
-            nanomdm_argv(f"127.0.0.1:{self.port}", ca, webhook_url, None, cert_header),
+            nanomdm_argv(f"127.0.0.1:{self.port}", ca, webhook_url, None,
+                         storage="pgsql" if storage_env else None),
             stdout=self._log,
             stderr=subprocess.STDOUT,
             env=env,
@@ -218,7 +221,7 @@ def mdm_world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MDMWorld]:
     from ipad.store import Registry
     from ipad.webhook import on_enrolled
     from lab.ipad_sim import DeviceFaults, SimDevice, Simulator
-    from lab.mdm import CERT_HEADER, issue_identities, make_ca
+    from lab.mdm import issue_identities, make_scep_ca
 
     root = tmp_path_factory.mktemp("mdm-world")
     state = root / "state"
@@ -230,7 +233,7 @@ def mdm_world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MDMWorld]:
     secrets_dir.mkdir(mode=0o700)
     write_secret((secrets_dir / "api_key"), api_key + "\n")
     (secrets_dir / "wifi").write_text("schul-wlan-passwort\n")
-    ca, ca_key = make_ca(root / "ca")
+    ca, ca_key = make_scep_ca(root / "scep")  # the devices' identities chain to the SCEP CA
 
     from core.inventory import load_inventory
 
@@ -248,7 +251,7 @@ def mdm_world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MDMWorld]:
     nanomdm = None
     sim = None
     try:
-        nanomdm = NanoMDMProcess(root, ca, webhook.url, api_key, hmac_key, CERT_HEADER)
+        nanomdm = NanoMDMProcess(root, ca, webhook.url, api_key, hmac_key)
         config_path = root / "werne.toml"
         config_path.write_text(
             f'[site]\ninventory = "{inv}"\nstate_dir = "{state}"\n'
@@ -258,16 +261,17 @@ def mdm_world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MDMWorld]:
         )
         devices = []
         for si, school in enumerate(SCHOOLS):
-            for di, (serial, udid, pem) in enumerate(issue_identities(ca, ca_key, serials[school])):
+            for di, (serial, udid, pem, key) in enumerate(issue_identities(ca, ca_key, serials[school])):
                 devices.append(
                     SimDevice(
                         serial=serial,
                         udid=udid,
                         cert_pem=pem,
+                        key_pem=key,
                         faults=DeviceFaults(**WORLD_FAULTS.get((si, di), {})),
                     )
                 )
-        sim = Simulator(nanomdm.url, devices, CERT_HEADER, poll_interval=0.3).start()
+        sim = Simulator(nanomdm.url, devices, poll_interval=0.3).start()
         yield MDMWorld(
             root,
             state,

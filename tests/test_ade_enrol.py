@@ -54,7 +54,7 @@ def golive(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GoLive]:
     key_file = root / "nanomdm-api-key"
     write_secret(key_file, api_key)
     key_file.chmod(0o600)
-    nano = NanoMDMProcess(root / "nanomdm", ca, None, api_key, None, "X-Werne-Client-Cert")
+    nano = NanoMDMProcess(root / "nanomdm", ca, None, api_key, None)
     site = make_site(root / "site")
     scep = lab_scep.up(site.state_dir, site.config())
     cert_file, signing_key = signing_identity(root)

@@ -19,12 +19,12 @@ pytestmark = pytest.mark.mdm
 
 def test_apply_enqueues_installs_for_enrolled_ipads_and_wipe_releases(tmp_path: Path) -> None:
     from lab.ipad_sim import SimDevice, Simulator
-    from lab.mdm import CERT_HEADER, issue_identities, make_ca
+    from lab.mdm import issue_identities, make_scep_ca
     from tests.fixtures_mdm import NanoMDMProcess
 
     api_key = "apps-test-api-key-0123456789"
-    ca, ca_key = make_ca(tmp_path / "ca")
-    nanomdm = NanoMDMProcess(tmp_path, ca, None, api_key, None, CERT_HEADER)
+    ca, ca_key = make_scep_ca(tmp_path / "scep")
+    nanomdm = NanoMDMProcess(tmp_path, ca, None, api_key, None)
     sim = None
     fake = FakeAppsBooks(pending_polls=0).start()
     try:
@@ -38,8 +38,9 @@ def test_apply_enqueues_installs_for_enrolled_ipads_and_wipe_releases(tmp_path: 
         school = "gs-sonnenhof"
         serials = sorted(i.serial for i in ctx.inventory.ipads_of_school(school))
         enrolled = serials[:3]
-        devices = [SimDevice(serial=s, udid=u, cert_pem=p) for s, u, p in issue_identities(ca, ca_key, enrolled)]
-        sim = Simulator(nanomdm.url, devices, CERT_HEADER, poll_interval=60).start()
+        devices = [SimDevice(serial=s, udid=u, cert_pem=p, key_pem=k)
+                   for s, u, p, k in issue_identities(ca, ca_key, enrolled)]
+        sim = Simulator(nanomdm.url, devices, poll_interval=60).start()
         assert sim.wait_enrolled(30)
         now = utcnow()
         with city.db.session() as s:  # the registry as the webhook receiver would have filled it

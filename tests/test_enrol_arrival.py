@@ -47,13 +47,13 @@ class World:
 
     def ipads(self, serials: list[str], **faults: Any) -> list[Any]:
         from lab.ipad_sim import DeviceFaults, SimDevice, Simulator
-        from lab.mdm import CERT_HEADER, issue_identities
+        from lab.mdm import issue_identities
 
         devices = [
-            SimDevice(serial=s, udid=u, cert_pem=pem, faults=DeviceFaults(**faults.get(s, {})))
-            for s, u, pem in issue_identities(*self.ca, serials)
+            SimDevice(serial=s, udid=u, cert_pem=pem, key_pem=key, faults=DeviceFaults(**faults.get(s, {})))
+            for s, u, pem, key in issue_identities(*self.ca, serials)
         ]
-        sim = Simulator(self.nanomdm.url, devices, CERT_HEADER, poll_interval=0.3).start()
+        sim = Simulator(self.nanomdm.url, devices, poll_interval=0.3).start()
         self.sims.append(sim)
         assert sim.wait_enrolled(60)
         return devices
@@ -77,7 +77,7 @@ def world(tmp_path_factory: pytest.TempPathFactory, nanodep) -> Iterator[World]:
     from core.db import Database
     from core.secrets import Secret
     from ipad.store import Registry
-    from lab.mdm import CERT_HEADER, make_ca
+    from lab.mdm import make_scep_ca
     from tests.fixtures_mdm import NanoMDMProcess, start_webhook
 
     root = tmp_path_factory.mktemp("arrival") / "site"
@@ -89,8 +89,8 @@ def world(tmp_path_factory: pytest.TempPathFactory, nanodep) -> Iterator[World]:
     (sec / "wifi").write_text("schul-wlan-passwort\n")
     db = Database(f"sqlite:///{root / 'state' / 'werne.db'}")
     webhook = start_webhook(Registry(db), Secret(hmac_key, "test"))
-    ca = make_ca(root / "ca")
-    nanomdm = NanoMDMProcess(root, ca[0], webhook.url, api_key, hmac_key, CERT_HEADER)
+    ca = make_scep_ca(root / "scep")
+    nanomdm = NanoMDMProcess(root, ca[0], webhook.url, api_key, hmac_key)
     fake = FakeDEP().start()
     site = make_site(
         root,

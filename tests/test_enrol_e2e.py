@@ -62,7 +62,7 @@ def test_coordinator_to_configured_ipads(tmp_path: Path, nanodep, browser) -> No
     from core.secrets import Secret
     from ipad.store import Registry
     from lab.ipad_sim import SimDevice, Simulator
-    from lab.mdm import CERT_HEADER, issue_identities, make_ca
+    from lab.mdm import issue_identities, make_scep_ca
     from tests.fixtures_mdm import NanoMDMProcess, start_webhook
 
     root = tmp_path / "site"
@@ -74,8 +74,8 @@ def test_coordinator_to_configured_ipads(tmp_path: Path, nanodep, browser) -> No
     (secrets_dir / "wifi").write_text("schul-wlan-passwort\n")
     db = Database(f"sqlite:///{root / 'state' / 'werne.db'}")
     webhook = start_webhook(Registry(db), Secret(hmac_key, "test"))
-    ca, ca_key = make_ca(root / "ca")
-    nanomdm = NanoMDMProcess(root, ca, webhook.url, api_key, hmac_key, CERT_HEADER)
+    ca, ca_key = make_scep_ca(root / "scep")
+    nanomdm = NanoMDMProcess(root, ca, webhook.url, api_key, hmac_key)
     fake = FakeDEP(set(SERIALS)).start()
     sim = None
     server = None
@@ -128,9 +128,10 @@ def test_coordinator_to_configured_ipads(tmp_path: Path, nanodep, browser) -> No
         # 3. The iPads arrive: they enrol through real NanoMDM, the webhook records it, the web
         #    server's arrival sweep sends the pupil profile set, the iPads acknowledge.
         devices = [
-            SimDevice(serial=s, udid=u, cert_pem=pem) for s, u, pem in issue_identities(ca, ca_key, SERIALS)
+            SimDevice(serial=s, udid=u, cert_pem=pem, key_pem=key)
+            for s, u, pem, key in issue_identities(ca, ca_key, SERIALS)
         ]
-        sim = Simulator(nanomdm.url, devices, CERT_HEADER, poll_interval=0.5).start()
+        sim = Simulator(nanomdm.url, devices, poll_interval=0.5).start()
         assert sim.wait_enrolled(60)
         assert status_on_page(page, 180, "configured") == "configured"
         serial_states = [

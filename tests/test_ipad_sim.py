@@ -16,7 +16,8 @@ from lab.mdm import issue_identities, make_ca
 @pytest.fixture(scope="module")
 def identity(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str, str]:
     ca, key = make_ca(tmp_path_factory.mktemp("ca"))
-    return issue_identities(ca, key, ["ZDWK1DEGZD"])[0]
+    serial, udid, pem, _key = issue_identities(ca, key, ["ZDWK1DEGZD"])[0]
+    return serial, udid, pem
 
 
 def device(identity: tuple[str, str, str], **faults: object) -> SimDevice:

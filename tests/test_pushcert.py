@@ -38,7 +38,7 @@ def nanomdm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[NanoMDMP
     key_file = d / "api_key"
     write_secret(key_file, key)
     key_file.chmod(0o600)
-    proc = NanoMDMProcess(d, ca, None, key, None, "X-Werne-Client-Cert")
+    proc = NanoMDMProcess(d, ca, None, key, None)
     yield proc, key_file
     proc.stop()
 
