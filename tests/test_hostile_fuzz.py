@@ -27,6 +27,10 @@ from ipad.webhook import BadEvent, parse_event
 
 DEMO = Path(__file__).resolve().parent.parent / "inventories" / "demo"
 
+# Thousands of generated inputs per test take about a minute in all: `make test` runs them,
+# `make check` (the fast tier) leaves them out.
+pytestmark = pytest.mark.slow
+
 
 def fuzz(examples: int) -> settings:
     """Derandomized (the same inputs on every run), no example database, no per-example deadline."""
