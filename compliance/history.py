@@ -85,6 +85,8 @@ def summarise(results: list[RuleResult], devices: dict[str, DeviceFacts]) -> dic
         rules.setdefault(r.rule_id, dict.fromkeys(STATUSES, 0))[r.status] += 1
     for name, counts in per_device.items():
         dev = devices[name]
+        if dev.scope == "fleet":
+            continue  # a fleet-wide entry (the push certificate, a token) has results but is no device
         compliant = not any(counts[s] for s in FINDING_STATUSES)
         targets = [total, fleets.setdefault(dev.fleet, block())]
         if dev.school:

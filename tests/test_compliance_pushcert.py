@@ -73,3 +73,15 @@ def test_rule_is_critical_and_references_mdm_review() -> None:
     rule = next(r for r in load_baselines().for_fleet("ipads") if r.id == "ios-push-cert-valid")
     assert rule.scope == "fleet" and rule.severity == "critical"
     assert rule.references.grundschutz == ["SYS.3.2.2.A20"]
+
+
+def test_the_fleet_entry_has_results_but_is_not_counted_as_a_device(db: Database) -> None:
+    from compliance.history import summarise
+
+    install(db, 20)
+    ipad = DeviceFacts(device="ZDWK1DEGZD", fleet="ipads", reachable=False, reason="did not answer")
+    devices = {d.device: d for d in [ipad, *ipad_fleet_facts(db)]}
+    out = evaluate(load_baselines().for_fleet("ipads"), list(devices.values()), EvalContext(config=Config(), now=NOW))
+    s = summarise(out, devices)
+    assert (s["devices"], s["fleets"]["ipads"]["devices"]) == (1, 1)
+    assert s["rules"]["ios-push-cert-valid"]["fail"] == 1  # its finding still counts
