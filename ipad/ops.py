@@ -505,11 +505,14 @@ def query(
     school: str | None = None,
     serials: tuple[str, ...] = (),
     deadline_s: float | None = None,
+    with_apps: bool = False,
 ) -> ActionReport:
-    """DeviceInformation + SecurityInfo + ProfileList + CertificateList; waits, stores, reports."""
+    """DeviceInformation + SecurityInfo + ProfileList + CertificateList (+ ManagedApplicationList
+    `with_apps`, as the compliance sweep asks); waits, stores, reports."""
     targets = select_targets(ctx, school, serials)
     deadline = ctx.config.mdm.query_deadline_s if deadline_s is None else deadline_s
-    jobs = [_Sent(c, targets) for c in query_commands()]
+    cmds = query_commands() + ([commands.managed_application_list()] if with_apps else [])
+    jobs = [_Sent(c, targets) for c in cmds]
     return _audited(ctx, "query", targets, lambda: _send_and_wait(ctx, "query", jobs, targets, deadline))
 
 

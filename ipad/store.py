@@ -171,6 +171,19 @@ def _fact_value(ev: ParsedEvent) -> Any:
             for c in resp.get("CertificateList", [])
             if isinstance(c, dict)
         ]
+    if ev.request_type == "ManagedApplicationList":
+        apps = resp.get("ManagedApplicationList")
+        return {
+            str(bundle): {k: a.get(k) for k in ("Status", "IsValidated", "ManagementFlags")}
+            for bundle, a in (apps.items() if isinstance(apps, dict) else ())
+            if isinstance(a, dict)
+        }
+    if ev.request_type == "InstalledApplicationList":
+        return [
+            {k: a.get(k) for k in ("Identifier", "Name", "ShortVersion")}
+            for a in resp.get("InstalledApplicationList", [])
+            if isinstance(a, dict)
+        ]
     return None
 
 
