@@ -960,24 +960,52 @@ def ipad_lock(app: AppContext, serials: tuple[str, ...], message: str | None, ph
 @click.option("--message", default=None, help="Lost-mode message (default: names the school).")
 @click.option("--phone", default=None, help="Phone number to call (default: the school's support phone).")
 @click.option("--footnote", default=None, help="Footnote on the lost-mode screen.")
-@click.option("--off", "disable", is_flag=True, help="Leave lost mode (DisableLostMode).")
+@click.option("--off", "disable", is_flag=True, help="Leave lost mode (DisableLostMode); deletes the stored location.")
+@click.option("--sound", is_flag=True, help="Play a sound on iPads already in lost mode (PlayLostModeSound).")
 @_max_devices_opt
 @_deadline_opt
 @_json_opt
 @pass_app
 def ipad_lost_mode(app: AppContext, serials: tuple[str, ...], message: str | None, phone: str | None,
-                   footnote: str | None, disable: bool, max_devices: int | None, deadline: float | None,
-                   as_json: bool) -> None:
-    """Put supervised iPads into lost mode (or take them out with --off).
+                   footnote: str | None, disable: bool, sound: bool, max_devices: int | None,
+                   deadline: float | None, as_json: bool) -> None:
+    """Put supervised iPads into lost mode (or take them out with --off, or play a sound with --sound).
 
     Example:
 
         werne ipad lost-mode ZDWK1DEGZD --phone "+49 2389 0000"
     """
+    from core.errors import InputError
     from ipad.ops import lost_mode
 
+    if sound:
+        from ipad.lost_mode import play_sound
+
+        if disable or message or phone or footnote:
+            raise InputError("--sound plays a sound on an iPad already in lost mode; give it alone")
+        _print_action(play_sound(_ipad_ctx(app), serials, deadline), as_json)
+        return
     _print_action(lost_mode(_ipad_ctx(app), serials, message, phone, footnote, disable, max_devices, deadline),
                   as_json)
+
+
+@ipad.command("locate")
+@click.argument("serials", nargs=-1, required=True)
+@_deadline_opt
+@_json_opt
+@pass_app
+def ipad_locate(app: AppContext, serials: tuple[str, ...], deadline: float | None, as_json: bool) -> None:
+    """Ask iPads in lost mode where they are (DeviceLocation); refused for any iPad not in lost mode.
+
+    Audited (who asked, never where); the location is deleted when lost mode ends.
+
+    Example:
+
+        werne ipad locate ZDWK1DEGZD
+    """
+    from ipad.lost_mode import locate
+
+    _print_action(locate(_ipad_ctx(app), serials, deadline), as_json)
 
 
 @ipad.command("clear-passcode")

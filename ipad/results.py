@@ -87,6 +87,7 @@ _RESPONSE_KEY_TO_REQUEST_TYPE = {
     "AvailableOSUpdates": "AvailableOSUpdates",
     "ActivationLockBypassCode": "ActivationLockBypassCode",
     "ManagedApplicationList": "ManagedApplicationList",
+    "Latitude": "DeviceLocation",
 }
 
 
