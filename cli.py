@@ -14,6 +14,7 @@ import functools
 import json
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import click
@@ -1052,6 +1053,63 @@ def ipad_wipe(app: AppContext, serials: tuple[str, ...], yes: bool, max_devices:
         typed = click.prompt(f"This ERASES {len(serials)} iPad(s). Type the serial(s) again to confirm",
                              default="", show_default=False)
     _print_action(wipe_and_release(ctx, serials, typed, yes, max_devices, deadline), as_json)
+
+
+def _print_moves(report: Any, as_json: bool) -> None:
+    if as_json:
+        echo_json(report.to_dict())
+    else:
+        for m in report.moves:
+            echo(f"{m.serial:<13} {m.old_school}/{m.old_group} -> {m.school}/{m.group}  "
+                 f"{'ok' if m.ok else 'NOT OK'}  {'; '.join(m.lines)}")
+        if report.unchanged:
+            echo(f"already there: {', '.join(report.unchanged)}")
+        if report.planned:
+            echo("Plan only: nothing was changed.")
+        elif report.backup is not None:
+            echo(f"ipads.csv changed; the previous version is {report.backup}")
+    finish(report)
+
+
+@ipad.command("move")
+@click.argument("serials", nargs=-1)
+@click.option("--school", default=None, help="The new school (default: the iPad's own).")
+@click.option("--group", default=None, help="The new group: pupil, teacher or shared (default: the iPad's own).")
+@click.option("--csv", "csv_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="A class list: a serial column, optional school and group columns.")
+@click.option("--plan", is_flag=True, help="Only show what would change.")
+@_max_devices_opt
+@_deadline_opt
+@_json_opt
+@pass_app
+def ipad_move(app: AppContext, serials: tuple[str, ...], school: str | None, group: str | None,
+              csv_file: Path | None, plan: bool, max_devices: int | None, deadline: float | None,
+              as_json: bool) -> None:
+    """Move iPads to another school or group: ipads.csv, profiles, app licences and DDM sets follow.
+
+    Example:
+
+        werne ipad move --csv klasse-5b.csv --school gs-demo --group pupil --plan
+    """
+    from ipad.moves import move
+
+    _print_moves(move(_ipad_ctx(app), serials, school, group, csv_file, plan, max_devices, deadline), as_json)
+
+
+@ipad.command("retire")
+@click.argument("serials", nargs=-1, required=True)
+@_json_opt
+@pass_app
+def ipad_retire(app: AppContext, serials: tuple[str, ...], as_json: bool) -> None:
+    """Take iPads out of use: app licences back, rows out of ipads.csv (a backup is kept). Wipe first.
+
+    Example:
+
+        werne ipad retire ZDWK1DEGZD
+    """
+    from ipad.moves import retire
+
+    _print_moves(retire(_ipad_ctx(app), serials), as_json)
 
 
 # ---------------------------------------------------------------- apps and activation lock --
