@@ -1031,12 +1031,14 @@ def ipad_clear_passcode(app: AppContext, serials: tuple[str, ...], max_devices: 
 @ipad.command("wipe")
 @click.argument("serials", nargs=-1, required=True)
 @click.option("--yes", is_flag=True, help="Do not ask; needs --max-devices equal to the number of serials.")
+@click.option("--return-to-service", is_flag=True,
+              help="The iPad enrols again by itself and gets its group's profiles and apps (iPadOS 17+).")
 @_max_devices_opt
 @_deadline_opt
 @_json_opt
 @pass_app
-def ipad_wipe(app: AppContext, serials: tuple[str, ...], yes: bool, max_devices: int | None,
-              deadline: float | None, as_json: bool) -> None:
+def ipad_wipe(app: AppContext, serials: tuple[str, ...], yes: bool, return_to_service: bool,
+              max_devices: int | None, deadline: float | None, as_json: bool) -> None:
     """Erase iPads (EraseDevice). Asks you to type the serials again, unless --yes --max-devices N.
 
     Example:
@@ -1052,7 +1054,7 @@ def ipad_wipe(app: AppContext, serials: tuple[str, ...], yes: bool, max_devices:
         select_targets(ctx, serials=serials, require_serials=True)  # unknown serials: exit 2 before asking
         typed = click.prompt(f"This ERASES {len(serials)} iPad(s). Type the serial(s) again to confirm",
                              default="", show_default=False)
-    _print_action(wipe_and_release(ctx, serials, typed, yes, max_devices, deadline), as_json)
+    _print_action(wipe_and_release(ctx, serials, typed, yes, max_devices, deadline, return_to_service), as_json)
 
 
 def _print_moves(report: Any, as_json: bool) -> None:

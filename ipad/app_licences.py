@@ -500,11 +500,13 @@ def release_licences(ctx: IPadContext, serials: list[str], reason: str,
 
 
 def wipe_and_release(ctx: IPadContext, serials: tuple[str, ...], typed_confirmation: str | None = None,
-                     yes: bool = False, max_devices: int | None = None, deadline_s: float | None = None) -> Any:
-    """`werne ipad wipe`: EraseDevice, then take back the app licences of every iPad the wipe was sent to."""
+                     yes: bool = False, max_devices: int | None = None, deadline_s: float | None = None,
+                     return_to_service: bool = False) -> Any:
+    """`werne ipad wipe`: EraseDevice, then take back the app licences of every iPad the wipe was sent to
+    (with Return to Service, the group's licences are assigned again when the iPad is back)."""
     from ipad.ops import wipe
 
-    report = wipe(ctx, serials, typed_confirmation, yes, max_devices, deadline_s)
+    report = wipe(ctx, serials, typed_confirmation, yes, max_devices, deadline_s, return_to_service)
     sent = [d.serial for d in report.devices if d.outcomes and all(o.status != "not sent" for o in d.outcomes)]
     with ctx.db.session() as s:
         holding = set(s.scalars(select(AppLicence.serial).where(AppLicence.serial.in_(sent)))) if sent else set()

@@ -48,6 +48,11 @@ class World:
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    yield from make_world(tmp_path_factory.mktemp("lost-mode"), 3)
+
+
+def make_world(root: Path, n: int, faults: dict[int, dict[str, Any]] | None = None) -> Iterator[World]:
+    """n simulated iPads of the demo inventory (device i with faults[i]) on a real NanoMDM and webhook."""
     import shutil
 
     from core.db import Database
@@ -59,16 +64,16 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     from lab.mdm import issue_identities, make_scep_ca
     from tests.fixtures_mdm import NanoMDMProcess, start_webhook
 
-    root = tmp_path_factory.mktemp("lost-mode")
     inv = root / "inventory"
     shutil.copytree(DEMO_INVENTORY, inv)
     inventory = load_inventory(inv)
-    serials = sorted(inventory.ipads)[:3]
+    serials = sorted(inventory.ipads)[:n]
     state = root / "state"
     state.mkdir()
     api_key, hmac_key = "lost-api-key-0123456789", "lost-hmac-key-9876543210"
     write_secret(root / "api_key", api_key + "\n")
     write_secret(root / "escrow.key", new_key() + "\n")
+    write_secret(root / "wifi", "schul-wlan-passwort\n")
     db = Database(f"sqlite:///{state / 'werne.db'}")
     registry = Registry(db, school_of=lambda s: (inventory.ipads[s].school, inventory.ipads[s].group)
                         if s in inventory.ipads else None)
@@ -80,11 +85,13 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         config_path = root / "werne.toml"
         config_path.write_text(
             f'[site]\ninventory = "{inv}"\nstate_dir = "{state}"\n'
-            f'[mdm]\nurl = "{nanomdm.url}"\napi_key_file = "{root / "api_key"}"\n'
+            f'[mdm]\nurl = "{nanomdm.url}"\napi_key_file = "{root / "api_key"}"\nwifi_secret_file = "{root / "wifi"}"\n'
             f'[activation_lock]\nkey_file = "{root / "escrow.key"}"\nallowed_users = ["it-admin"]\n',
             encoding="utf-8")
-        devices = [SimDevice(serial=s, udid=u, cert_pem=p, key_pem=k)
-                   for s, u, p, k in issue_identities(ca, ca_key, serials)]
+        from lab.ipad_sim import DeviceFaults
+
+        devices = [SimDevice(serial=s, udid=u, cert_pem=p, key_pem=k, faults=DeviceFaults(**(faults or {}).get(i, {})))
+                   for i, (s, u, p, k) in enumerate(issue_identities(ca, ca_key, serials))]
         sim = Simulator(nanomdm.url, devices, poll_interval=0.3).start()
         assert sim.wait_enrolled(30)
         w = World(root, config_path, serials, sim, db, nanomdm)
