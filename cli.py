@@ -14,6 +14,7 @@ import functools
 import json
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import click
@@ -960,24 +961,52 @@ def ipad_lock(app: AppContext, serials: tuple[str, ...], message: str | None, ph
 @click.option("--message", default=None, help="Lost-mode message (default: names the school).")
 @click.option("--phone", default=None, help="Phone number to call (default: the school's support phone).")
 @click.option("--footnote", default=None, help="Footnote on the lost-mode screen.")
-@click.option("--off", "disable", is_flag=True, help="Leave lost mode (DisableLostMode).")
+@click.option("--off", "disable", is_flag=True, help="Leave lost mode (DisableLostMode); deletes the stored location.")
+@click.option("--sound", is_flag=True, help="Play a sound on iPads already in lost mode (PlayLostModeSound).")
 @_max_devices_opt
 @_deadline_opt
 @_json_opt
 @pass_app
 def ipad_lost_mode(app: AppContext, serials: tuple[str, ...], message: str | None, phone: str | None,
-                   footnote: str | None, disable: bool, max_devices: int | None, deadline: float | None,
-                   as_json: bool) -> None:
-    """Put supervised iPads into lost mode (or take them out with --off).
+                   footnote: str | None, disable: bool, sound: bool, max_devices: int | None,
+                   deadline: float | None, as_json: bool) -> None:
+    """Put supervised iPads into lost mode (or take them out with --off, or play a sound with --sound).
 
     Example:
 
         werne ipad lost-mode ZDWK1DEGZD --phone "+49 2389 0000"
     """
+    from core.errors import InputError
     from ipad.ops import lost_mode
 
+    if sound:
+        from ipad.lost_mode import play_sound
+
+        if disable or message or phone or footnote:
+            raise InputError("--sound plays a sound on an iPad already in lost mode; give it alone")
+        _print_action(play_sound(_ipad_ctx(app), serials, deadline), as_json)
+        return
     _print_action(lost_mode(_ipad_ctx(app), serials, message, phone, footnote, disable, max_devices, deadline),
                   as_json)
+
+
+@ipad.command("locate")
+@click.argument("serials", nargs=-1, required=True)
+@_deadline_opt
+@_json_opt
+@pass_app
+def ipad_locate(app: AppContext, serials: tuple[str, ...], deadline: float | None, as_json: bool) -> None:
+    """Ask iPads in lost mode where they are (DeviceLocation); refused for any iPad not in lost mode.
+
+    Audited (who asked, never where); the location is deleted when lost mode ends.
+
+    Example:
+
+        werne ipad locate ZDWK1DEGZD
+    """
+    from ipad.lost_mode import locate
+
+    _print_action(locate(_ipad_ctx(app), serials, deadline), as_json)
 
 
 @ipad.command("clear-passcode")
@@ -1002,12 +1031,14 @@ def ipad_clear_passcode(app: AppContext, serials: tuple[str, ...], max_devices: 
 @ipad.command("wipe")
 @click.argument("serials", nargs=-1, required=True)
 @click.option("--yes", is_flag=True, help="Do not ask; needs --max-devices equal to the number of serials.")
+@click.option("--return-to-service", is_flag=True,
+              help="The iPad enrols again by itself and gets its group's profiles and apps (iPadOS 17+).")
 @_max_devices_opt
 @_deadline_opt
 @_json_opt
 @pass_app
-def ipad_wipe(app: AppContext, serials: tuple[str, ...], yes: bool, max_devices: int | None,
-              deadline: float | None, as_json: bool) -> None:
+def ipad_wipe(app: AppContext, serials: tuple[str, ...], yes: bool, return_to_service: bool,
+              max_devices: int | None, deadline: float | None, as_json: bool) -> None:
     """Erase iPads (EraseDevice). Asks you to type the serials again, unless --yes --max-devices N.
 
     Example:
@@ -1023,7 +1054,64 @@ def ipad_wipe(app: AppContext, serials: tuple[str, ...], yes: bool, max_devices:
         select_targets(ctx, serials=serials, require_serials=True)  # unknown serials: exit 2 before asking
         typed = click.prompt(f"This ERASES {len(serials)} iPad(s). Type the serial(s) again to confirm",
                              default="", show_default=False)
-    _print_action(wipe_and_release(ctx, serials, typed, yes, max_devices, deadline), as_json)
+    _print_action(wipe_and_release(ctx, serials, typed, yes, max_devices, deadline, return_to_service), as_json)
+
+
+def _print_moves(report: Any, as_json: bool) -> None:
+    if as_json:
+        echo_json(report.to_dict())
+    else:
+        for m in report.moves:
+            echo(f"{m.serial:<13} {m.old_school}/{m.old_group} -> {m.school}/{m.group}  "
+                 f"{'ok' if m.ok else 'NOT OK'}  {'; '.join(m.lines)}")
+        if report.unchanged:
+            echo(f"already there: {', '.join(report.unchanged)}")
+        if report.planned:
+            echo("Plan only: nothing was changed.")
+        elif report.backup is not None:
+            echo(f"ipads.csv changed; the previous version is {report.backup}")
+    finish(report)
+
+
+@ipad.command("move")
+@click.argument("serials", nargs=-1)
+@click.option("--school", default=None, help="The new school (default: the iPad's own).")
+@click.option("--group", default=None, help="The new group: pupil, teacher or shared (default: the iPad's own).")
+@click.option("--csv", "csv_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="A class list: a serial column, optional school and group columns.")
+@click.option("--plan", is_flag=True, help="Only show what would change.")
+@_max_devices_opt
+@_deadline_opt
+@_json_opt
+@pass_app
+def ipad_move(app: AppContext, serials: tuple[str, ...], school: str | None, group: str | None,
+              csv_file: Path | None, plan: bool, max_devices: int | None, deadline: float | None,
+              as_json: bool) -> None:
+    """Move iPads to another school or group: ipads.csv, profiles, app licences and DDM sets follow.
+
+    Example:
+
+        werne ipad move --csv klasse-5b.csv --school gs-demo --group pupil --plan
+    """
+    from ipad.moves import move
+
+    _print_moves(move(_ipad_ctx(app), serials, school, group, csv_file, plan, max_devices, deadline), as_json)
+
+
+@ipad.command("retire")
+@click.argument("serials", nargs=-1, required=True)
+@_json_opt
+@pass_app
+def ipad_retire(app: AppContext, serials: tuple[str, ...], as_json: bool) -> None:
+    """Take iPads out of use: app licences back, rows out of ipads.csv (a backup is kept). Wipe first.
+
+    Example:
+
+        werne ipad retire ZDWK1DEGZD
+    """
+    from ipad.moves import retire
+
+    _print_moves(retire(_ipad_ctx(app), serials), as_json)
 
 
 # ---------------------------------------------------------------- apps and activation lock --

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+from compliance.apps_checks import ipad_app_facts
 from compliance.collect_laptops import Progress, ProgressCallback
 from compliance.engine import DeviceFacts
 from compliance.errors import CollectionError
@@ -54,7 +55,7 @@ def mdm_query_sweep(config: Config, db: Any, inventory: Inventory) -> QuerySweep
 
     def sweep(deadline_s: float) -> list[SweptIPad]:
         try:
-            report = query(ctx, deadline_s=deadline_s)
+            report = query(ctx, deadline_s=deadline_s, with_apps=True)
         except InputError:
             raise  # a missing API key or a bad setting: exit 2, not "could not run"
         except WerneError as e:
@@ -73,6 +74,9 @@ def mdm_query_sweep(config: Config, db: Any, inventory: Inventory) -> QuerySweep
             needed = [by_type.get(t) for t in QUERY_TYPES]
             if dev is not None and all(o is not None and o.status == "Acknowledged" for o in needed):
                 answers = {t: (dev.facts.get(t) or {}).get("value") for t in QUERY_TYPES}
+                apps = by_type.get("ManagedApplicationList")
+                if apps is not None and apps.status == "Acknowledged":  # optional: only for the app rules
+                    answers["ManagedApplicationList"] = (dev.facts.get("ManagedApplicationList") or {}).get("value")
                 out.append(SweptIPad(d.serial, "answered", answers, last_seen=last_seen))
             elif any(o is not None and o.status in ("Error", "CommandFormatError") for o in needed):
                 bad = [
@@ -156,6 +160,7 @@ def collect_ipads(
         )
     swept = {s.serial: s for s in sweep(deadline)}
     escrowed = _escrowed(config, db)
+    apps_of = ipad_app_facts(config, db, inventory)
     out = []
     now = now or datetime.now(UTC)
     for serial, ipad in sorted(inventory.ipads.items()):
@@ -186,6 +191,10 @@ def collect_ipads(
                 continue
             if escrowed is not None:
                 facts["activation_lock"] = {"escrowed": serial in escrowed}
+            if apps_of is not None and isinstance(s.answers.get("ManagedApplicationList"), dict):
+                app = apps_of(serial, ipad.school, ipad.group, s.answers["ManagedApplicationList"])
+                if app is not None:
+                    facts["apps"] = app
             out.append(DeviceFacts(**common, facts=facts, last_seen=max(last_seen or now, now)))
         elif s.status == "error":
             out.append(

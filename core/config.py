@@ -144,6 +144,11 @@ class MDMConfig(_Section):
     # Identity certs expiring within this many days are shown as a problem.
     cert_warn_days: int = 30
     wifi_secret_file: Path | None = None
+    # How an iPad erased with Return to Service (`werne ipad wipe --return-to-service`) enrols again:
+    # "ade" through Automated Device Enrolment (the DEP profile's URL, as on first setup; right for
+    # iPads from Apple School Manager), or "profile": the signed enrolment profile travels with the
+    # erase command (Apple requires it for iPads not enrolled by ADE).
+    return_to_service_enrolment: Literal["ade", "profile"] = "ade"
     signing_cert_file: Path | None = None
     signing_key_file: Path | None = None
     # The device-facing MDM URL (behind the TLS proxy) that the enrolment profile names as ServerURL;

@@ -96,7 +96,21 @@ def _default_installer(cfg: Config, db: Database) -> Any:
 def process_arrivals(db: Database, cfg: Config, installer: Any = None) -> ArrivalReport:
     """One sweep over assigned and enrolled serials; safe to call concurrently and repeatedly."""
     with _lock:
-        return _sweep(db, cfg, installer)
+        report = _sweep(db, cfg, installer)
+        _returns(db, cfg, report)
+        return report
+
+
+def _returns(db: Database, cfg: Config, report: ArrivalReport) -> None:
+    """iPads erased with Return to Service that enrolled again go back to their group (ipad.returns)."""
+    from ipad.returns import process_returns
+
+    try:
+        for serial, status in process_returns(db, cfg).items():
+            if status == "failed":
+                report.failed[serial] = "return to service failed (see `werne audit`)"
+    except WerneError as e:
+        report.deferred["return-to-service"] = str(e)
 
 
 def _sweep(db: Database, cfg: Config, installer: Any) -> ArrivalReport:

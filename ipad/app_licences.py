@@ -139,7 +139,7 @@ def _location_of_school(ctx: IPadContext, school: str) -> str | None:
 
 
 def make_plan(ctx: IPadContext, school: str | None = None, catalogue: AppCatalogue | None = None,
-              client_for: ClientFactory | None = None) -> AppsPlan:
+              client_for: ClientFactory | None = None, serials: set[str] | None = None) -> AppsPlan:
     """Read the app list, each location's assets and assignments (Apple), and compute the changes.
 
     Raises AppsError (exit 2) for an app the location does not own or cannot assign to devices,
@@ -150,7 +150,7 @@ def make_plan(ctx: IPadContext, school: str | None = None, catalogue: AppCatalog
 
     catalogue = catalogue or load_apps(ctx.config)
     client_for = client_for or (lambda loc: appsbooks_client(ctx.config, loc))
-    ipads = ctx.inventory.ipads_of_school(school)
+    ipads = [i for i in ctx.inventory.ipads_of_school(school) if serials is None or i.serial in serials]
     recorded = _recorded(ctx)
     by_location: dict[str, list[str]] = {}
     school_of: dict[str, str | None] = {}
@@ -173,7 +173,8 @@ def make_plan(ctx: IPadContext, school: str | None = None, catalogue: AppCatalog
     for r in recorded:
         now_at = serial_location.get(r.serial)
         gone = r.serial not in ctx.inventory.ipads
-        if (gone and school is None) or (not gone and now_at != r.location and r.serial in targeted):
+        if (gone and school is None and (serials is None or r.serial in serials)) or (
+                not gone and now_at != r.location and r.serial in targeted):
             leaving.setdefault(r.location, {}).setdefault(r.adam_id, []).append(r.serial)
             school_of.setdefault(r.serial, ctx.inventory.ipads[r.serial].school if not gone else None)
     wanted: dict[str, set[str]] = {}
@@ -366,14 +367,14 @@ def _targets_by_serial(ctx: IPadContext, serials: set[str]) -> dict[str, Target]
 
 def apply(ctx: IPadContext, school: str | None = None, max_devices: int | None = None,
           deadline_s: float = 0.0, client_for: ClientFactory | None = None,
-          sleep: Callable[[float], None] = time.sleep) -> AppsApplyReport:
+          sleep: Callable[[float], None] = time.sleep, serials: set[str] | None = None) -> AppsApplyReport:
     """Assign or take back licences so each iPad holds its group's apps, then install or remove the apps.
 
     Refused before any change (exit 2): unknown App Store id, too few licences, a bad app list, more
     iPads than mdm.blast_radius without --max-devices. Apple refusing a token: exit 3, nothing changed.
     """
     started = time.monotonic()
-    p = make_plan(ctx, school, client_for=client_for)
+    p = make_plan(ctx, school, client_for=client_for, serials=serials)
     if p.problems:
         audit.record(ctx.db, "apps.apply", school or "all", {"result": "refused", "problems": p.problems},
                      actor=ctx.actor)
@@ -499,11 +500,13 @@ def release_licences(ctx: IPadContext, serials: list[str], reason: str,
 
 
 def wipe_and_release(ctx: IPadContext, serials: tuple[str, ...], typed_confirmation: str | None = None,
-                     yes: bool = False, max_devices: int | None = None, deadline_s: float | None = None) -> Any:
-    """`werne ipad wipe`: EraseDevice, then take back the app licences of every iPad the wipe was sent to."""
+                     yes: bool = False, max_devices: int | None = None, deadline_s: float | None = None,
+                     return_to_service: bool = False) -> Any:
+    """`werne ipad wipe`: EraseDevice, then take back the app licences of every iPad the wipe was sent to
+    (with Return to Service, the group's licences are assigned again when the iPad is back)."""
     from ipad.ops import wipe
 
-    report = wipe(ctx, serials, typed_confirmation, yes, max_devices, deadline_s)
+    report = wipe(ctx, serials, typed_confirmation, yes, max_devices, deadline_s, return_to_service)
     sent = [d.serial for d in report.devices if d.outcomes and all(o.status != "not sent" for o in d.outcomes)]
     with ctx.db.session() as s:
         holding = set(s.scalars(select(AppLicence.serial).where(AppLicence.serial.in_(sent)))) if sent else set()

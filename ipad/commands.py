@@ -127,9 +127,23 @@ def clear_passcode(unlock_token: bytes) -> Command:
 
 
 def erase_device(preserve_data_plan: bool | None = None, disallow_proximity_setup: bool | None = None,
-                 return_to_service: bool | None = None) -> Command:
-    """EraseDevice: wipes the iPad. Callers must gate this (see the ipad wipe safety rules)."""
-    rts = {"Enabled": True} if return_to_service else None
+                 return_to_service: bool | None = None, wifi_profile: bytes | None = None,
+                 mdm_profile: bytes | None = None) -> Command:
+    """EraseDevice: wipes the iPad. Callers must gate this (see the ipad wipe safety rules).
+
+    With `return_to_service` (iPadOS 17+) the iPad re-enrols by itself after the erase: it joins the
+    Wi-Fi of `wifi_profile` (a .mobileconfig) and enrols with `mdm_profile`, or, without one, through
+    Automated Device Enrolment (the ADE path: the DEP profile's URL, as on first setup).
+    """
+    rts: dict[str, Any] | None = None
+    if return_to_service:
+        rts = {"Enabled": True}
+        if wifi_profile is not None:
+            rts["WiFiProfileData"] = bytes(wifi_profile)
+        if mdm_profile is not None:
+            rts["MDMProfileData"] = bytes(mdm_profile)
+    elif wifi_profile is not None or mdm_profile is not None:
+        raise CommandError("Wi-Fi and MDM profile data belong to Return to Service only")
     return _command("EraseDevice", PreserveDataPlan=preserve_data_plan,
                     DisallowProximitySetup=disallow_proximity_setup, ReturnToService=rts)
 
@@ -180,6 +194,16 @@ def managed_application_list(identifiers: list[str] | None = None) -> Command:
     return _command("ManagedApplicationList", Identifiers=identifiers)
 
 
+def device_location() -> Command:
+    """DeviceLocation: where an iPad in MDM lost mode is (supervised; Error outside lost mode)."""
+    return _command("DeviceLocation")
+
+
+def play_lost_mode_sound() -> Command:
+    """PlayLostModeSound: the iPad in lost mode plays a sound until found or lost mode ends."""
+    return _command("PlayLostModeSound")
+
+
 def activation_lock_bypass_code() -> Command:
     """ActivationLockBypassCode: the code that lifts Activation Lock (answer escrowed encrypted)."""
     return _command("ActivationLockBypassCode")
@@ -226,4 +250,8 @@ ALL_BUILDERS: dict[str, Callable[[], Command]] = {
     "remove_application": lambda: remove_application("com.apple.Keynote"),
     "managed_application_list": lambda: managed_application_list(["com.apple.Keynote"]),
     "activation_lock_bypass_code": activation_lock_bypass_code,
+    "erase_device_rts_profiles": lambda: erase_device(return_to_service=True, wifi_profile=_sample_profile(),
+                                                      mdm_profile=_sample_profile()),
+    "device_location": device_location,
+    "play_lost_mode_sound": play_lost_mode_sound,
 }

@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     Boolean,
+    Float,
     Integer,
     LargeBinary,
     Text,
@@ -163,3 +164,41 @@ class ActivationLockEscrow(Base):
     key_id: Mapped[str] = mapped_column(BoundedString(16))
     command_uuid: Mapped[str | None] = mapped_column(BoundedString(64), nullable=True)
     stored_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class LostModeLocation(Base):
+    """Where an iPad in lost mode was, by its newest DeviceLocation answer (one row per device).
+
+    Pupils' whereabouts are personal data: the webhook stores the coordinates only here (never in
+    mdm_commands), `werne ipad locate` shows them only while the iPad is in lost mode, and the
+    acknowledged DisableLostMode deletes the row in the same transaction."""
+
+    __tablename__ = "ipad_lost_mode_locations"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    enrollment_id: Mapped[str] = mapped_column(BoundedString(255), unique=True)
+    latitude: Mapped[float] = mapped_column(Float)
+    longitude: Mapped[float] = mapped_column(Float)
+    horizontal_accuracy: Mapped[float | None] = mapped_column(Float, nullable=True)
+    device_timestamp: Mapped[str] = mapped_column(BoundedString(64), default="")
+    command_uuid: Mapped[str | None] = mapped_column(BoundedString(64), nullable=True)
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class IPadReturn(Base):
+    """An iPad erased with Return to Service, followed until it is back in its (possibly new) group:
+    erasing -> enrolling (EraseDevice acknowledged) -> configuring (re-enrolled, group's profiles,
+    apps and bypass-code request sent) -> done, or failed with the reason."""
+
+    __tablename__ = "ipad_returns"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    serial: Mapped[str] = mapped_column(BoundedString(32), index=True)
+    enrollment_id: Mapped[str] = mapped_column(BoundedString(255))
+    command_uuid: Mapped[str] = mapped_column(BoundedString(64))
+    status: Mapped[str] = mapped_column(BoundedString(16), default="erasing")
+    reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    pending_commands: Mapped[list[str]] = mapped_column(JSON, default=list)
+    requested_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    requested_by: Mapped[str] = mapped_column(BoundedString(128))
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)

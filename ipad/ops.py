@@ -505,11 +505,14 @@ def query(
     school: str | None = None,
     serials: tuple[str, ...] = (),
     deadline_s: float | None = None,
+    with_apps: bool = False,
 ) -> ActionReport:
-    """DeviceInformation + SecurityInfo + ProfileList + CertificateList; waits, stores, reports."""
+    """DeviceInformation + SecurityInfo + ProfileList + CertificateList (+ ManagedApplicationList
+    `with_apps`, as the compliance sweep asks); waits, stores, reports."""
     targets = select_targets(ctx, school, serials)
     deadline = ctx.config.mdm.query_deadline_s if deadline_s is None else deadline_s
-    jobs = [_Sent(c, targets) for c in query_commands()]
+    cmds = query_commands() + ([commands.managed_application_list()] if with_apps else [])
+    jobs = [_Sent(c, targets) for c in cmds]
     return _audited(ctx, "query", targets, lambda: _send_and_wait(ctx, "query", jobs, targets, deadline))
 
 
@@ -739,8 +742,13 @@ def wipe(
     yes: bool = False,
     max_devices: int | None = None,
     deadline_s: float | None = None,
+    return_to_service: bool = False,
 ) -> ActionReport:
-    """EraseDevice. Needs the serials typed again, or `yes` with `max_devices` equal to the count."""
+    """EraseDevice. Needs the serials typed again, or `yes` with `max_devices` equal to the count.
+
+    `return_to_service`: the iPad re-enrols by itself after the erase (iPadOS 17+; older ones are
+    not sent the erase, with the reason) and ipad.returns brings it back into its group.
+    """
     wanted = list(dict.fromkeys(normalise_serial(s) for s in serials))
     if not wanted:
         raise InputError("name the iPads to wipe by serial")
@@ -759,5 +767,13 @@ def wipe(
             )
             raise SafetyError("the serials typed did not match; nothing was wiped")
         max_devices = max_devices if max_devices is not None else len(wanted)
-    cmd = commands.erase_device()
-    return _simple_action(ctx, "wipe", tuple(wanted), lambda _t: cmd, max_devices, deadline_s)
+    if not return_to_service:
+        cmd = commands.erase_device()
+        return _simple_action(ctx, "wipe", tuple(wanted), lambda _t: cmd, max_devices, deadline_s)
+    from ipad.returns import record_returns, return_to_service_command, rts_refusal
+
+    cmd = return_to_service_command(ctx)  # builds the Wi-Fi (and enrolment) profile first: may refuse
+    report = _simple_action(ctx, "wipe", tuple(wanted), lambda t: rts_refusal(t) or cmd, max_devices, deadline_s,
+                            {"return_to_service": True})
+    record_returns(ctx, report, cmd)
+    return report

@@ -87,6 +87,7 @@ _RESPONSE_KEY_TO_REQUEST_TYPE = {
     "AvailableOSUpdates": "AvailableOSUpdates",
     "ActivationLockBypassCode": "ActivationLockBypassCode",
     "ManagedApplicationList": "ManagedApplicationList",
+    "Latitude": "DeviceLocation",
 }
 
 
@@ -360,6 +361,41 @@ class InstalledApplicationListResult(_ResultView):
         return cls._view(result, {"applications": cls._response(result, [])})
 
 
+class ManagedApplication(_PlistModel):
+    """One entry of ManagedApplicationList (keyed there by the app's bundle identifier)."""
+
+    # Apple's list: Queued, NeedsRedemption, Redeeming, Prompting, ..., Installing, Managed,
+    # ManagedButUninstalled, Unknown, UserInstalledApp, UserRejected, UpdateRejected,
+    # ManagementRejected, Failed.
+    status: str = Field(alias="Status")
+    management_flags: int | None = Field(default=None, alias="ManagementFlags")
+    has_configuration: bool | None = Field(default=None, alias="HasConfiguration")
+    has_feedback: bool | None = Field(default=None, alias="HasFeedback")
+    is_validated: bool | None = Field(default=None, alias="IsValidated")
+    external_version_identifier: int | None = Field(default=None, alias="ExternalVersionIdentifier")
+
+
+# ManagedApplicationList statuses that mean the install did not and will not happen by itself.
+APP_FAILED_STATUSES = frozenset({"Failed", "UserRejected", "UpdateRejected", "ManagementRejected"})
+
+
+class ManagedApplicationListResult(_ResultView):
+    """The answer to ManagedApplicationList: bundle id -> status."""
+
+    request_type: ClassVar[str] = "ManagedApplicationList"
+    response_key: ClassVar[str] = "ManagedApplicationList"
+
+    applications: dict[str, ManagedApplication] = Field(default_factory=dict)
+
+    @classmethod
+    def from_result(cls, result: CommandResult) -> ManagedApplicationListResult:
+        return cls._view(result, {"applications": cls._response(result, {})})
+
+    def statuses(self) -> dict[str, str]:
+        """bundle id -> status, the fact the compliance rules read."""
+        return {k: v.status for k, v in self.applications.items()}
+
+
 class OSUpdateStatusItem(_PlistModel):
     """One entry of OSUpdateStatus."""
 
@@ -422,7 +458,8 @@ class CertificateListResult(_ResultView):
 
 TYPED_VIEWS: dict[str, type[_ResultView]] = {
     v.request_type: v for v in (DeviceInformationResult, SecurityInfoResult, ProfileListResult,
-                                InstalledApplicationListResult, OSUpdateStatusResult, CertificateListResult)
+                                InstalledApplicationListResult, OSUpdateStatusResult, CertificateListResult,
+                                ManagedApplicationListResult)
 }
 
 

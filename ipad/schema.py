@@ -140,24 +140,32 @@ class _Validator:
     def dictionary(self, value: dict[str, Any], keys: list[Node], path: str,
                    ignore: frozenset[str] = frozenset()) -> None:
         by_name = {n["key"]: n for n in keys}
-        wildcard = WILDCARD in by_name
+        # Apple names a wildcard key "ANY" or "ANY <what>" (ManagedApplicationList: "ANY app
+        # identifier"); the value under a described wildcard is checked against its node.
+        wild = next((n for k, n in by_name.items() if _is_wildcard(k)), None)
         prefix = f"{path}." if path else ""
         for name, item in value.items():
             if name in ignore:
                 continue
             node = by_name.get(name)
             if node is None:
-                if not wildcard:
+                if wild is None:
                     self.errors.append(f"{prefix}{name}: unknown key")
+                elif wild["key"] != WILDCARD:
+                    self.value(item, wild, f"{prefix}{name}")
                 continue
             if self.ios_only and node.get("ios") is False:
                 self.errors.append(f"{prefix}{name}: not supported on iOS")
                 continue
             self.value(item, node, f"{prefix}{name}")
         for node in keys:
-            if (node.get("req") and node["key"] != WILDCARD and node["key"] not in value
+            if (node.get("req") and not _is_wildcard(node["key"]) and node["key"] not in value
                     and not (self.ios_only and (node.get("ios") is False or node.get("ue")))):
                 self.errors.append(f"{prefix}{node['key']}: missing required key")
+
+
+def _is_wildcard(key: str) -> bool:
+    return key == WILDCARD or key.startswith(WILDCARD + " ")
 
 
 def _as_dict(raw: bytes | dict[str, Any], what: str) -> tuple[dict[str, Any] | None, list[str]]:

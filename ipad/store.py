@@ -65,6 +65,9 @@ class ParsedEvent:
     # A secret answer taken out of `payload` by the webhook parser (the Activation Lock bypass code):
     # it reaches only the escrow sink (ipad.activation_lock), encrypted, never a stored payload.
     secret: str | None = field(default=None, repr=False)
+    # A DeviceLocation answer taken out of `payload` the same way: stored only in
+    # ipad_lost_mode_locations (ipad.lost_mode), deleted when lost mode ends.
+    location: dict[str, Any] | None = field(default=None, repr=False)
 
     @property
     def is_idle(self) -> bool:
@@ -170,6 +173,19 @@ def _fact_value(ev: ParsedEvent) -> Any:
             {k: c.get(k) for k in ("CommonName", "IsIdentity")}
             for c in resp.get("CertificateList", [])
             if isinstance(c, dict)
+        ]
+    if ev.request_type == "ManagedApplicationList":
+        apps = resp.get("ManagedApplicationList")
+        return {
+            str(bundle): {k: a.get(k) for k in ("Status", "IsValidated", "ManagementFlags")}
+            for bundle, a in (apps.items() if isinstance(apps, dict) else ())
+            if isinstance(a, dict)
+        }
+    if ev.request_type == "InstalledApplicationList":
+        return [
+            {k: a.get(k) for k in ("Identifier", "Name", "ShortVersion")}
+            for a in resp.get("InstalledApplicationList", [])
+            if isinstance(a, dict)
         ]
     return None
 
@@ -459,6 +475,10 @@ class Registry:
                         else:
                             log.warning("%s answer of %s dropped: no escrow key configured "
                                         "(activation_lock.key_file)", e.request_type, e.enrollment_id)
+                    if e.location is not None and e.status == "Acknowledged":
+                        from ipad.lost_mode import store_location
+
+                        store_location(conn, e.enrollment_id, e.command_uuid, e.location)
                     if e.status == "Acknowledged":
                         value = _fact_value(e)
                         if value is not None:
@@ -513,6 +533,9 @@ class Registry:
                 bulk_execute(conn, _upsert_facts(conn.dialect.name), list(facts_out.values()))
             if cmd_events:
                 self._apply_command_results(conn, cmd_events, now)
+                from ipad.lost_mode import forget_locations_of_ended_lost_mode
+
+                forget_locations_of_ended_lost_mode(conn, cmd_events)
         return stored, hooks
 
     @staticmethod

@@ -63,6 +63,12 @@ class DeviceFaults:
     # InstallProfile of an identifier ending with this text fails with an ErrorChain.
     refuse_profile: str | None = None
     erase_never_answers: bool = False
+    # Apps (issue 14): InstallApplication of this bundle id (or App Store id) is accepted but the
+    # install fails (ManagedApplicationList: Failed); a full storage refuses every install.
+    fail_app: str | None = None
+    storage_full: bool = False
+    # DeviceLocation in lost mode answers Error (location services cannot get a fix).
+    location_unavailable: bool = False
 
 
 @dataclass
@@ -92,6 +98,12 @@ class SimDevice:
     answered: int = 0
     not_now_sent: int = 0
     cert_der: bytes = b""
+    # Apps, lost mode and Return to Service (issue 14): bundle id -> ManagedApplicationList entry.
+    apps: dict[str, dict[str, Any]] = field(default_factory=dict)
+    sounds_played: int = 0
+    return_to_service: bool = False  # erased with ReturnToService: re-enrols by itself
+    rts_wifi: bool = False  # the erase carried a Wi-Fi profile to join after the erase
+    erases: int = 0
     # The push topic, from the enrolment profile's com.apple.mdm payload.
     topic: str = TOPIC
     # Seconds per enrolment step (machineinfo, profile_verify, scep, checkin: each with the wait
@@ -372,11 +384,20 @@ class SimDevice:
         self.passcode_present = False
         return {"Status": "Acknowledged"}
 
-    def _do_EraseDevice(self, _body: dict[str, Any]) -> dict[str, Any] | None:
+    def _do_EraseDevice(self, body: dict[str, Any]) -> dict[str, Any] | None:
         if self.faults.erase_never_answers:
             self.hung = True
             return None
+        rts = body.get("ReturnToService") or {}
+        if rts.get("Enabled"):
+            if _os_tuple(self.os[0]) < (17,):
+                # Apple: Return to Service needs iOS 17; an older iPad refuses the whole command.
+                return {"Status": "Error", "ErrorChain": [_err(
+                    "MCMDMErrorDomain", 12021, "Return to Service requires iOS 17 or later.")]}
+            self.return_to_service = True
+            self.rts_wifi = isinstance(rts.get("WiFiProfileData"), bytes)
         self.erased = True
+        self.erases += 1
         return {"Status": "Acknowledged"}
 
     def _do_Settings(self, body: dict[str, Any]) -> dict[str, Any]:
@@ -409,6 +430,116 @@ class SimDevice:
                 for u in updates
             ],
         }
+
+    # -- apps, lost mode location and sound, bypass code, Return to Service (issue 14) -----------
+
+    def _do_InstallApplication(self, body: dict[str, Any]) -> dict[str, Any]:
+        adam = body.get("iTunesStoreID")
+        known = app_store().get(adam) if isinstance(adam, int) else None
+        if known is None:
+            return {"Status": "Error", "ErrorChain": [_err(
+                "MCMDMErrorDomain", 12030, f"The app with iTunes Store ID {adam} could not be found.")]}
+        bundle, name = known
+        if self.faults.storage_full:
+            return {"Status": "Error", "ErrorChain": [
+                _err("MCInstallationErrorDomain", 4025, f"{name} could not be installed."),
+                _err("MIInstallerErrorDomain", 4, "There is not enough storage space on the device."),
+            ]}
+        failing = self.faults.fail_app is not None and self.faults.fail_app in (bundle, str(adam))
+        self.apps[bundle] = {
+            "Status": "Failed" if failing else "Managed",
+            "ManagementFlags": int(body.get("ManagementFlags") or 0),
+            "UnusedRedemptionCode": "",
+            "HasConfiguration": bool(body.get("Configuration")),
+            "HasFeedback": False,
+            "IsValidated": not failing,
+            "ExternalVersionIdentifier": 800_000_000 + adam % 1000,
+        }
+        return {"Status": "Acknowledged", "Identifier": bundle, "State": "Queued" if failing else "Managed"}
+
+    def _do_RemoveApplication(self, body: dict[str, Any]) -> dict[str, Any]:
+        ident = body.get("Identifier", "")
+        if self.apps.pop(ident, None) is None:
+            return {"Status": "Error", "ErrorChain": [_err(
+                "MCMDMErrorDomain", 12029, f"The app “{ident}” is not managed.")]}
+        return {"Status": "Acknowledged"}
+
+    def _do_ManagedApplicationList(self, body: dict[str, Any]) -> dict[str, Any]:
+        wanted = body.get("Identifiers")
+        apps = {k: dict(v) for k, v in self.apps.items() if not wanted or k in wanted}
+        return {"Status": "Acknowledged", "ManagedApplicationList": apps}
+
+    def _do_DeviceLocation(self, _body: dict[str, Any]) -> dict[str, Any]:
+        if not self.lost_mode:
+            return {"Status": "Error", "ErrorChain": [_err(
+                "MCMDMErrorDomain", 12067, "The device is not in lost mode.")]}
+        if self.faults.location_unavailable:
+            return {"Status": "Error", "ErrorChain": [_err(
+                "MCMDMErrorDomain", 12068, "The device location is not available.")]}
+        lat, lon = sim_location(self.udid)
+        return {"Status": "Acknowledged", "Latitude": lat, "Longitude": lon, "HorizontalAccuracy": 12.0,
+                "VerticalAccuracy": 8.0, "Altitude": 61.0, "Speed": 0.0, "Course": -1.0,
+                "Timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+
+    def _do_PlayLostModeSound(self, _body: dict[str, Any]) -> dict[str, Any]:
+        if not self.lost_mode:
+            return {"Status": "Error", "ErrorChain": [_err(
+                "MCMDMErrorDomain", 12067, "The device is not in lost mode.")]}
+        self.sounds_played += 1
+        return {"Status": "Acknowledged"}
+
+    def _do_ActivationLockBypassCode(self, _body: dict[str, Any]) -> dict[str, Any]:
+        if not self.supervised:
+            return {"Status": "Error", "ErrorChain": [_err(
+                "MCMDMErrorDomain", 12078, "The device is not supervised.")]}
+        return {"Status": "Acknowledged", "ActivationLockBypassCode": bypass_code_for(self.udid)}
+
+    def reset_after_erase(self, keep_identity: bool) -> None:
+        """What an erase leaves: nothing installed, not in lost mode, not enrolled; with an ADE
+        re-enrolment the identity goes too (a new one comes from SCEP)."""
+        self.profiles.clear()
+        self.apps.clear()
+        self.lost_mode = False
+        self.locked_message = None
+        self.passcode_present = not self.faults.no_passcode
+        self.enrolled = False
+        self.erased = False
+        self.return_to_service = False
+        if not keep_identity:
+            self.cert_pem = self.key_pem = ""
+            self.cert_der = b""
+            self._signer = None
+
+
+def _os_tuple(version: str) -> tuple[int, ...]:
+    return tuple(int(x) for x in version.split(".") if x.isdigit())
+
+
+_APP_STORE: dict[int, tuple[str, str]] = {}
+
+
+def app_store() -> dict[int, tuple[str, str]]:
+    """The simulated App Store: App Store id -> (bundle id, name), from werne's shipped app list."""
+    if not _APP_STORE:
+        from ipad.apps import load_apps
+
+        for app in load_apps().apps.values():
+            _APP_STORE[int(app.adam_id)] = (app.bundle_id, app.name)
+    return _APP_STORE
+
+
+def bypass_code_for(udid: str) -> str:
+    """A simulated iPad's Activation Lock bypass code (Apple's shape: 6 groups of 5)."""
+    alphabet = "0123456789ACDEFGHJKLMNPQRTUVWXYZ"
+    h = hashlib.sha256(b"bypass:" + udid.encode()).digest()
+    chars = "".join(alphabet[b % len(alphabet)] for b in h[:30])
+    return "-".join(chars[i:i + 5] for i in range(0, 30, 5))
+
+
+def sim_location(udid: str) -> tuple[float, float]:
+    """Where a simulated iPad in lost mode is: somewhere near Werne's town hall."""
+    h = hashlib.sha256(b"loc:" + udid.encode()).digest()
+    return round(51.6634 + (h[0] - 128) / 20000, 6), round(7.6322 + (h[1] - 128) / 20000, 6)
 
 
 def _err(domain: str, code: int, text: str) -> dict[str, Any]:
@@ -886,9 +1017,18 @@ class Simulator:
                 return False  # e.g. an erase that never answers: the device goes silent
             body = await self._send(conn, path, d, report, False)
             if d.erased:
-                return False
+                return self._return_to_service(d)
             if report["Status"] == "NotNow":
                 break
+        return True
+
+    def _return_to_service(self, d: SimDevice) -> bool:
+        """After an erase: with Return to Service the iPad enrols again by itself (True: keep
+        polling), through ADE when the simulator has the ADE path; else it goes silent (False)."""
+        if not d.return_to_service:
+            return False
+        d.reset_after_erase(keep_identity=self.ade is None)
+        self._server_url.pop(d.serial, None)
         return True
 
 

@@ -424,6 +424,26 @@ def _rows_ipad(m: Any, now: datetime) -> list[Any]:
             command_uuid="c-escrow-1",
             stored_at=now,
         ),
+        m.LostModeLocation(
+            enrollment_id="0000-UDID-1",
+            latitude=51.663412,
+            longitude=7.632205,
+            horizontal_accuracy=12.5,
+            device_timestamp="2026-11-27T01:30:00Z",
+            command_uuid="c-locate-1",
+            received_at=now,
+        ),
+        m.IPadReturn(
+            serial="DMPX00000001",
+            enrollment_id="0000-UDID-1",
+            command_uuid="c-erase-1",
+            status="configuring",
+            reason=None,
+            pending_commands=["c-profile-1", "c-app-1"],
+            requested_at=now,
+            requested_by="admin",
+            updated_at=now,
+        ),
     ]
 
 

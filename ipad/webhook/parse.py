@@ -110,6 +110,7 @@ def _parse_event(body: bytes) -> ParsedEvent:
                 )
             enrollment_id = str(ids.get("id") or ev.get("enrollment_id") or fast.enrollment_id or fast.udid)
             response, secret = _take_secret(fast.response)
+            response, location = _take_location(response)
             return ParsedEvent(
                 event_id=event_id,
                 topic=topic,
@@ -122,6 +123,7 @@ def _parse_event(body: bytes) -> ParsedEvent:
                 payload=response,
                 error_chain=fast.error_chain,
                 secret=secret,
+                location=location,
             )
         m = parse_checkin(plist if type(plist) is dict else raw)
     except MalformedReport as e:
@@ -156,6 +158,20 @@ def _parse_event(body: bytes) -> ParsedEvent:
 
 # Answers whose value is a secret: kept out of the stored payload, handed to the escrow sink.
 SECRET_RESPONSE_KEYS = ("ActivationLockBypassCode",)
+
+
+# A DeviceLocation answer: where a pupil's iPad is. Kept out of the stored payload (mdm_commands keeps
+# "***"); the store writes it only to ipad_lost_mode_locations, which lost mode's end empties.
+LOCATION_RESPONSE_KEYS = ("Latitude", "Longitude", "HorizontalAccuracy", "VerticalAccuracy", "Altitude", "Speed",
+                          "Course", "Timestamp")
+
+
+def _take_location(response: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """The response without the location keys (each "***"), and the location when it is one."""
+    if "Latitude" not in response:
+        return response, None
+    location = {k: response[k] for k in LOCATION_RESPONSE_KEYS if k in response}
+    return {**response, **dict.fromkeys(location, "***")}, location
 
 
 def _take_secret(response: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
