@@ -196,6 +196,11 @@ class DDMConfig(_Section):
     catalogue_max_age_days: int = Field(default=30, ge=1, le=365)
     # The school's local time zone when schools.yml names none (software-update deadlines).
     default_time_zone: str = "Europe/Berlin"
+    # The nightly run takes OS version, build and passcode state from the iPads' declarative status
+    # (read from KMFDDM) instead of DeviceInformation/SecurityInfo when the newest report is at most
+    # this old; iPads report at least daily (a full "safety sync" report).
+    status_in_nightly: bool = True
+    status_max_age_h: float = Field(default=26.0, gt=0, le=24 * 14)
 
 
 class VPNConfig(_Section):

@@ -227,3 +227,9 @@ ALL_BUILDERS: dict[str, Callable[[], Command]] = {
     "managed_application_list": lambda: managed_application_list(["com.apple.Keynote"]),
     "activation_lock_bypass_code": activation_lock_bypass_code,
 }
+
+
+def restrictions(profile_restrictions: bool | None = None) -> Command:
+    """Restrictions: the device's effective restrictions (GlobalRestrictions: restrictedBool,
+    restrictedValue, intersection, union), what the installed profiles add up to on the device."""
+    return _command("Restrictions", ProfileRestrictions=profile_restrictions)

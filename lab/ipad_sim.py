@@ -331,6 +331,9 @@ class SimDevice:
                 if isinstance(p, dict)
             ],
         }
+        self.ddm.restriction_payloads[ident] = [  # for the Restrictions command
+            p for p in profile.get("PayloadContent", [])
+            if isinstance(p, dict) and p.get("PayloadType") == "com.apple.applicationaccess"]
         if (
             any(
                 isinstance(p, dict) and p.get("PayloadType") == "com.apple.mobiledevice.passwordpolicy"
@@ -343,6 +346,7 @@ class SimDevice:
 
     def _do_RemoveProfile(self, body: dict[str, Any]) -> dict[str, Any]:
         ident = body.get("Identifier", "")
+        self.ddm.restriction_payloads.pop(ident, None)
         if self.profiles.pop(ident, None) is None:
             return {
                 "Status": "Error",
@@ -416,6 +420,10 @@ class SimDevice:
             ],
         }
 
+
+    def _do_Restrictions(self, _body: dict[str, Any]) -> dict[str, Any]:
+        return {"Status": "Acknowledged", "GlobalRestrictions": effective_restrictions(self),
+                "ProfileRestrictions": {}}
 
     def _do_DeclarativeManagement(self, _body: dict[str, Any]) -> dict[str, Any]:
         # Acknowledge, then synchronise over the check-in channel (Simulator: ddm_sync).
@@ -949,6 +957,9 @@ class DDMState:
     failure: dict[str, Any] | None = None  # softwareupdate.failure-reason once an install failed
     reports_sent: int = 0
     fetches: int = 0
+    # The com.apple.applicationaccess payloads of the installed profiles (the Restrictions command
+    # answers with their effective sum); kept here, beside the other settings state.
+    restriction_payloads: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
 
 
 def ddm_build_for(version: str) -> str:
@@ -1086,6 +1097,27 @@ def ddm_apply(d: SimDevice, items: dict[str, Any]) -> None:
     # A new enforcement starts a new install: the old failure no longer counts.
     if _ddm_target(d) is None:
         d.ddm.failure = None
+
+
+def effective_restrictions(d: SimDevice) -> dict[str, Any]:
+    """GlobalRestrictions as iOS reports it: the most restrictive value of every installed payload
+    (allow*: false wins, force*: true wins; integers: the smallest)."""
+    bools: dict[str, bool] = {}
+    values: dict[str, int] = {}
+    for payloads in d.ddm.restriction_payloads.values():
+        for p in payloads:
+            for key, value in p.items():
+                if key.startswith("Payload"):
+                    continue
+                if isinstance(value, bool):
+                    old = bools.get(key)
+                    bools[key] = value if old is None else ((old and value) if key.startswith("allow")
+                                                            else (old or value))
+                elif isinstance(value, int):
+                    values[key] = min(values.get(key, value), value)
+    return {"restrictedBool": {k: {"value": v} for k, v in sorted(bools.items())},
+            "restrictedValue": {k: {"value": v} for k, v in sorted(values.items())},
+            "intersection": {}, "union": {}}
 
 
 async def _ddm_checkin(sim: Simulator, conn: _Conn, path: str, d: SimDevice, endpoint: str,
