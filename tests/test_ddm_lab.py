@@ -63,3 +63,52 @@ def test_an_update_for_one_school_reaches_its_ipads_and_their_status_comes_back(
         else:
             assert facts["os_version"] == TARGET and facts["install_state"] == "none", facts
             assert facts["build"] and facts["pending_version"] is None
+
+
+def test_the_nightly_takes_ddm_status_and_asks_fewer_queries(ddm_world: DDMWorld) -> None:
+    """After the update test: the first nightly queries everything once (supervision and encryption
+    are never reported through DDM); the next one asks the DDM-reporting iPads only ProfileList,
+    Restrictions and CertificateList, takes OS and passcode from their status, and the rules show the
+    failed update with its reason."""
+    from collections import Counter
+
+    from sqlalchemy import select
+
+    from compliance.collect_ipads import collect_ipads
+    from compliance.engine import EvalContext, evaluate
+    from compliance.rules import load_baselines
+    from ipad.models import MDMCommand
+
+    w = ddm_world
+    school, other = SCHOOLS
+    ctx = w.context()
+
+    def uuids() -> set[str]:
+        with w.db.session() as s:
+            return {r.command_uuid for r in s.scalars(select(MDMCommand))}
+
+    collect_ipads(ctx.config, ctx.inventory, w.db)  # the first night: static facts for everyone
+    before = uuids()
+    facts = {f.device: f for f in collect_ipads(ctx.config, ctx.inventory, w.db)}
+    per_device: Counter = Counter()
+    with w.db.session() as s:
+        for r in s.scalars(select(MDMCommand)):
+            if r.command_uuid not in before:
+                per_device[r.request_type] += 1
+    n_ddm, n_other = len(w.serials[school]), len(w.serials[other])
+    assert per_device == {"DeviceInformation": n_other, "SecurityInfo": n_other, "ProfileList": n_ddm + n_other,
+                          "Restrictions": n_ddm + n_other, "CertificateList": n_ddm + n_other}, per_device
+    for s in w.serials[school]:
+        f = facts[s]
+        assert f.reachable and "ddm" in f.facts, (s, f.reason)
+        want = "17.6.1" if s == w.old_model else "18.3"
+        assert f.facts["device"]["os_version"] == want and f.facts["security"]["passcode_present"] is True
+    for s in w.serials[other]:
+        assert "ddm" not in facts[s].facts and facts[s].facts["device"]["os_version"] == "17.6.1"
+    rules = [r for b in load_baselines().baselines for r in b.rules if r.id == "ios-os-update-installs"]
+    results = {r.device: r for r in evaluate(rules, list(facts.values()), EvalContext(ctx.config))}
+    assert results[w.old_model].status == "fail"
+    assert results[w.old_model].evidence == ("update to 18.3 failed 1x: iPadOS 18.3 is not available for iPad6,11 "
+                                             "(install state failed)")
+    assert {results[s].status for s in w.serials[school] if s != w.old_model} == {"pass"}
+    assert all(s not in results for s in w.serials[other])  # no DDM status: the rule does not apply
