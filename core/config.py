@@ -308,6 +308,10 @@ class DEPConfig(_Section):
     # MachineInfo only if its CMS signer chains to a certificate in this PEM file (Apple's device
     # CAs). Empty: the signature is checked, the signer's issuer is not.
     machineinfo_ca_file: Path | None = None
+    # iPads whose MachineInfo reports an older iPadOS are asked to update first during ADE (iOS 17+:
+    # 403 com.apple.softwareupdate.required with the newest version Apple's catalogue offers the
+    # model); older devices are refused. Empty: no minimum.
+    minimum_os_version: str = Field(default="", pattern=r"^(\d+(\.\d+){0,2})?$")
     # THROTTLED serials: at most this many assignment calls, waiting Apple's retry_after_seconds
     # but never longer than max_retry_wait_s at a time (longer: left for a later approval run).
     max_assign_attempts: int = Field(default=3, ge=1, le=10)

@@ -639,6 +639,9 @@ def signed_machine_info(d: SimDevice, cert: Any, key: Any) -> bytes:
         "VERSION": d.os[1],
         "OS_VERSION": d.os[0],
         "LANGUAGE": "de-DE",
+        # iOS 17+: the enrolment may answer "update first" (ErrorCodeSoftwareUpdateRequired).
+        "MDM_CAN_REQUEST_SOFTWARE_UPDATE": _ddm_version_key(d.os[0])[0] >= 17,
+        "SOFTWARE_UPDATE_DEVICE_ID": d.product_name,
     })
     return (
         pkcs7.PKCS7SignatureBuilder()
