@@ -51,6 +51,12 @@ def _put_set(client: KMFDDMClient, name: str, decls: list[Declaration], prefix: 
     return [d.identifier for d in [*decls, activation]]
 
 
+def put_group_sets(client: KMFDDMClient, schools_groups: list[tuple[str, str]]) -> dict[str, list[str]]:
+    """Write the sets of these (school, group) pairs into KMFDDM, without mapping any device."""
+    groups = load_declaration_groups()
+    return {name: _put_set(client, name, decls, groups) for name, decls in group_sets(schools_groups).items()}
+
+
 def map_enrolment(client: KMFDDMClient, enrollment_id: str, school: str, group: str) -> bool:
     """Put one enrolment into its group's set (and out of werne's other group sets); the set must
     exist (apply_group_sets). True when the mapping changed; KMFDDM then notifies the device."""

@@ -609,6 +609,7 @@ def up(
         lab["kmfddm_url"] = ddm.url
         write_endpoints(state_dir, "ddm", {"url": ddm.url, "api_key_file": d / "ddm_api_key"})
         apply_endpoints(cfg)
+        _put_lab_group_sets(cfg, lab_inventory)
         # In-memory storage by default: NanoMDM v0.9.0's filekv queue loses commands when a device
         # reports while another command is enqueued for it (seen in the lab: a broken queue list).
         nano_env = {"NANOMDM_API": api_key, "NANOMDM_WEBHOOK_HMAC_KEY": hmac_key}
@@ -662,6 +663,16 @@ def up(
         down(state_dir)
         raise
     return status(state_dir)
+
+
+def _put_lab_group_sets(cfg: Config, inventory_dir: Path) -> None:
+    """The lab inventory's group sets in KMFDDM (as `werne ipad declarations apply` writes them)."""
+    from core.inventory import load_inventory
+    from ipad.group_sets import put_group_sets
+    from mdm_client.factory import kmfddm_client
+
+    ipads = load_inventory(inventory_dir).ipads.values()
+    put_group_sets(kmfddm_client(cfg), sorted({(i.school, i.group) for i in ipads}))
 
 
 def down(state_dir: Path) -> None:
