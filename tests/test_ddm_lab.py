@@ -112,3 +112,41 @@ def test_the_nightly_takes_ddm_status_and_asks_fewer_queries(ddm_world: DDMWorld
                                              "(install state failed)")
     assert {results[s].status for s in w.serials[school] if s != w.old_model} == {"pass"}
     assert all(s not in results for s in w.serials[other])  # no DDM status: the rule does not apply
+
+
+def test_group_sets_apply_a_moved_ipad_changes_set_and_an_unknown_type_is_rejected(ddm_world: DDMWorld) -> None:
+    from ipad.ddm_status import read_ddm_status
+    from ipad.declarations import Declaration, build_activation, load_declaration_groups
+    from ipad.group_sets import apply_group_sets, map_enrolment
+
+    w = ddm_world
+    school, other = SCHOOLS
+    ctx = w.context()
+    report = apply_group_sets(ctx)
+    assert sorted(report.sets) == [f"werne-{school}-pupil", f"werne-{other}-pupil"]
+    assert len(report.mapped) == len(w.serials[school]) + len(w.serials[other])
+    w.wait("every iPad to apply its group's passcode declaration", lambda: all(
+        any(i.endswith(".passcode") and st.get("active") for i, st in w.device(s).ddm.declaration_status.items())
+        for sc in SCHOOLS for s in w.serials[sc]))
+    client = w.kmfddm()
+    moved = w.serials[other][0]
+    eid = ctx.registry.devices_by_serial()[moved].enrollment_id
+    assert map_enrolment(client, eid, school, "pupil") is True  # moved to the other school
+    assert client.enrollment_sets(eid) == [f"werne-{school}-pupil"]
+
+    # A declaration type the iPad does not understand: rejected, with the reason, in the report.
+    unknown = Declaration("test", "com.apple.configuration.screensharing.host.settings",
+                          "de.werne.ddm.test.screensharing", "t1", {"PortNumber": 5900})
+    groups = load_declaration_groups()
+    activation = build_activation(groups, "werne-test-unknown", [unknown])
+    for d in (unknown, activation):
+        client.put_declaration(d.to_dict(), notify=False)
+        client.add_to_set("werne-test-unknown", d.identifier, notify=False)
+    client.map_enrollment(eid, "werne-test-unknown")
+    w.wait("the rejection to be reported", lambda: w.device(moved).ddm.declaration_status.get(
+        "de.werne.ddm.test.screensharing", {}).get("valid") == "invalid")
+    decls = {d["identifier"]: d for d in read_ddm_status(client, [eid])[eid].to_facts()["declarations"]}
+    bad = decls["de.werne.ddm.test.screensharing"]
+    assert (bad["active"], bad["valid"]) == (False, "invalid")
+    assert bad["reasons"].startswith("Error.UnknownDeclarationType: The declaration type "
+                                     "com.apple.configuration.screensharing.host.settings is not supported")
