@@ -1334,6 +1334,43 @@ def ipad_update(app: AppContext, serials: tuple[str, ...], version: str, deadlin
     sys.exit(0 if plan else report.exit_code)
 
 
+@ipad.group("declarations", cls=WerneGroup)
+def ipad_declarations() -> None:
+    """The group sets of declarations in KMFDDM (declarative device management).
+
+    Example:
+
+        werne ipad declarations apply --school gs-demo
+    """
+
+
+@ipad_declarations.command("apply")
+@click.option("--school", default=None, help="Only this school's sets and iPads.")
+@_max_devices_opt
+@_json_opt
+@pass_app
+def ipad_declarations_apply(app: AppContext, school: str | None, max_devices: int | None, as_json: bool) -> None:
+    """Put each group's declarations into its KMFDDM set and every enrolled iPad into its group's set.
+
+    Example:
+
+        werne ipad declarations apply --school gs-demo
+    """
+    from ipad.group_sets import apply_group_sets
+
+    report = apply_group_sets(_ipad_ctx(app), school, max_devices)
+    if as_json:
+        echo_json(report.to_dict())
+    else:
+        for name, idents in sorted(report.sets.items()):
+            click.echo(f"{name}: {len(idents)} declarations")
+        for serial, what in sorted(report.mapped.items()):
+            click.echo(f"{serial:<13} {what}")
+        click.echo(f"{len(report.sets)} sets, {len(report.mapped)} iPads mapped, "
+                   f"{len(report.not_enrolled)} not enrolled")
+    sys.exit(report.exit_code)
+
+
 @ipad.group("catalogue", cls=WerneGroup)
 def ipad_catalogue() -> None:
     """Apple's catalogue of iPadOS versions per model (a saved gdmf.apple.com/v2/pmv answer).

@@ -10,6 +10,7 @@ iPads in the inventory that never enrolled are unreachable and "never seen".
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -92,12 +93,117 @@ def mdm_query_sweep(config: Config, db: Any, inventory: Inventory) -> QuerySweep
     return sweep
 
 
+def mdm_ddm_sweep(config: Config, db: Any, inventory: Inventory, ddm_client: Any = None,
+                  now: datetime | None = None) -> QuerySweep:
+    """The nightly sweep with declarative status: OS version, build and passcode state of the iPads
+    that report them through DDM (fresh within ddm.status_max_age_h, read from KMFDDM by
+    ipad.ddm_status) come from their status, so they are asked only what DDM does not report
+    (ProfileList, Restrictions, CertificateList; ipad.sweep). The others get the full query set.
+    KMFDDM unreachable or not set up: every iPad gets the full set (the status is an optimisation
+    of the evidence, never a reason to have none)."""
+    import logging
+
+    from ipad.ddm_status import read_ddm_status
+    from ipad.ops import IPadContext
+    from ipad.sweep import ALWAYS, UNLESS_DDM, nightly_query
+    from mdm_client.errors import MDMError
+
+    ctx = IPadContext(config, db, inventory, actor="compliance")
+    ctx.client  # noqa: B018 - reads the API key now: a missing one is bad config (exit 2) before any run starts
+
+    def sweep(deadline_s: float) -> list[SweptIPad]:
+        devices = ctx.registry.devices_by_serial()
+        enrolled = {d.enrollment_id: s for s, d in devices.items()
+                    if s in inventory.ipads and d.state == "enrolled" and d.enrollment_id}
+        status: dict[str, Any] = {}
+        ddm_set_up = bool(config.ddm.api_key_file or os.environ.get(config.ddm.api_key_env))
+        if config.ddm.status_in_nightly and enrolled and (ddm_set_up or ddm_client is not None):
+            try:
+                from mdm_client.factory import kmfddm_client
+
+                client = ddm_client or kmfddm_client(config)
+                status = read_ddm_status(client, enrolled)
+            except (MDMError, InputError) as e:
+                logging.getLogger("werne.compliance").warning("declarative status not read: %s", e)
+        at = now or datetime.now(UTC)
+        max_age = config.ddm.status_max_age_h * 3600
+        ddm_serials: set[str] = set()
+        for eid, st in status.items():
+            dev = devices.get(enrolled[eid])
+            static_known = dev is not None and all(k in (dev.facts or {}) for k in UNLESS_DDM)
+            fresh = st.reported_at is not None and (at - st.reported_at).total_seconds() <= max_age
+            if fresh and static_known and st.has("device.operating-system.version", "passcode.is-present",
+                                                 "passcode.is-compliant"):
+                ddm_serials.add(enrolled[eid])
+        try:
+            report = nightly_query(ctx, ddm_serials, deadline_s)
+        except InputError:
+            raise
+        except WerneError as e:
+            raise CollectionError(f"MDM query sweep: {e}") from None
+        devices = ctx.registry.devices_by_serial()
+        out = []
+        for d in report.devices:
+            dev = devices.get(d.serial)
+            last_seen = dev.last_seen_at if dev is not None else None
+            if d.enrollment_id is None:
+                out.append(SweptIPad(d.serial, "not_enrolled", reason="not enrolled in the MDM", last_seen=last_seen))
+                continue
+            by_type = {o.request_type: o for o in d.outcomes}
+            kinds = ALWAYS if d.serial in ddm_serials else (*UNLESS_DDM, *ALWAYS)
+            needed = [by_type.get(t) for t in kinds if t != "Restrictions"]
+            failed = [o for o in needed if o is not None and o.status in ("Error", "CommandFormatError")]
+            if dev is not None and all(o is not None and o.status == "Acknowledged" for o in needed):
+                answers = {t: (dev.facts.get(t) or {}).get("value") for t in (*QUERY_TYPES, "Restrictions")}
+                apps = by_type.get("ManagedApplicationList")
+                if apps is not None and apps.status == "Acknowledged":  # optional: only for the app rules
+                    answers["ManagedApplicationList"] = (dev.facts.get("ManagedApplicationList") or {}).get("value")
+                st = status.get(d.enrollment_id)
+                if st is not None:
+                    answers["DDM"] = st.to_facts()
+                    answers["DDMItems"] = dict(st.items)
+                out.append(SweptIPad(d.serial, "answered", answers, last_seen=last_seen))
+            elif failed:
+                bad = [f"{o.request_type}: {o.status} {o.detail}".strip() for o in failed]
+                out.append(SweptIPad(d.serial, "error", reason="; ".join(bad), last_seen=last_seen))
+            else:
+                out.append(SweptIPad(d.serial, "unreachable", last_seen=last_seen))
+        return out
+
+    return sweep
+
+
 def _unwrap(answer: dict[str, Any], key: str) -> Any:
     """Registries store either the whole response or just its main key; accept both."""
     return answer.get(key, answer) if isinstance(answer, dict) else answer
 
 
 def ipad_facts(answers: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    facts = _query_facts(answers)
+    ddm = answers.get("DDM")
+    if isinstance(ddm, dict):
+        # What the iPad reported through its status channel is newer than any stored query answer.
+        facts["ddm"] = ddm
+        items = answers.get("DDMItems") or {}
+        for fact, item in (("os_version", "device.operating-system.version"),
+                           ("build", "device.operating-system.build-version")):
+            if item in items:
+                facts["device"][fact] = items[item]
+        if "passcode.is-present" in items:
+            facts["security"]["passcode_present"] = items["passcode.is-present"]
+        if "passcode.is-compliant" in items:
+            # passcode.is-compliant: compliant with every passcode policy (profiles and declarations)
+            facts["security"]["passcode_compliant"] = items["passcode.is-compliant"]
+            facts["security"]["passcode_compliant_with_profiles"] = items["passcode.is-compliant"]
+    if items.get("device.model.identifier") if isinstance(ddm, dict) else None:
+        facts["device"]["product"] = items["device.model.identifier"]
+    restrictions = answers.get("Restrictions")
+    if isinstance(restrictions, dict):
+        facts["restrictions"] = restrictions
+    return facts
+
+
+def _query_facts(answers: dict[str, dict[str, Any]]) -> dict[str, Any]:
     info = _unwrap(answers["DeviceInformation"], "QueryResponses")
     sec = _unwrap(answers["SecurityInfo"], "SecurityInfo")
     plist = _unwrap(answers["ProfileList"], "ProfileList")
@@ -108,6 +214,7 @@ def ipad_facts(answers: dict[str, dict[str, Any]]) -> dict[str, Any]:
             "build": info.get("BuildVersion"),
             "is_supervised": info.get("IsSupervised"),
             "model": info.get("ModelName"),
+            "product": info.get("SoftwareUpdateDeviceID") or info.get("ProductName"),
             "name": info.get("DeviceName"),
             "serial": info.get("SerialNumber"),
         },
@@ -125,6 +232,28 @@ def ipad_facts(answers: dict[str, dict[str, Any]]) -> dict[str, Any]:
             )
         },
     }
+
+
+def _catalogue(config: Config, now: datetime) -> Any:
+    """Apple's catalogue snapshot when one is there and usable (rule ios-model-supported), else None."""
+    from ipad.catalogue import CatalogueError, load_catalogue
+
+    try:
+        return load_catalogue(config, now)
+    except CatalogueError:
+        return None
+
+
+def _catalogue_facts(catalogue: Any, model: str, now: datetime) -> dict[str, Any]:
+    offered = catalogue.versions_for(model, now.date())
+    newest = catalogue.offered_versions(now.date())
+    # A replacement that takes the newest version Apple offers (the model list names identifiers).
+    replace_by = ""
+    if not offered and newest:
+        models = sorted(m for r in catalogue.offered(now.date()) if r.version == newest[-1]
+                        for m in r.devices if m.startswith("iPad"))
+        replace_by = models[-1] if models else ""
+    return {"model": model, "offered": offered, "known": catalogue.known_model(model), "replace_by": replace_by}
 
 
 def _escrowed(config: Config, db: Any) -> set[str] | None:
@@ -152,13 +281,14 @@ def collect_ipads(
     `now` is the run's clock: an iPad that answered the sweep was seen then."""
     if not inventory.ipads:
         return []
-    sweep = sweep or mdm_query_sweep(config, db, inventory)
+    sweep = sweep or mdm_ddm_sweep(config, db, inventory, now=now)
     deadline = config.compliance.query_deadline_s
     if progress is not None:
         progress(
             Progress("ipads", 0, len(inventory.ipads), message=f"MDM query sweep, deadline {deadline:g}s")
         )
     swept = {s.serial: s for s in sweep(deadline)}
+    catalogue = _catalogue(config, now or datetime.now(UTC))
     escrowed = _escrowed(config, db)
     apps_of = ipad_app_facts(config, db, inventory)
     out = []
@@ -195,6 +325,8 @@ def collect_ipads(
                 app = apps_of(serial, ipad.school, ipad.group, s.answers["ManagedApplicationList"])
                 if app is not None:
                     facts["apps"] = app
+            if catalogue is not None and facts["device"].get("product"):
+                facts["catalogue"] = _catalogue_facts(catalogue, facts["device"]["product"], now)
             out.append(DeviceFacts(**common, facts=facts, last_seen=max(last_seen or now, now)))
         elif s.status == "error":
             out.append(

@@ -446,4 +446,4 @@ def evaluate(rules: list[Rule], devices: list[DeviceFacts], ctx: EvalContext) ->
 
 
 # The patch level and apps checks live in their own modules and register themselves here.
-from compliance import apps_checks, patch_level  # noqa: E402, F401
+from compliance import apps_checks, ipad_checks, patch_level  # noqa: E402, F401

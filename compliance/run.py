@@ -128,9 +128,10 @@ def run_compliance(
     if hosts:
         inventory.select_laptops(hosts)
     if "ipads" in fleets and inventory.ipads and sweep is None:
-        from compliance.collect_ipads import mdm_query_sweep
+        from compliance.collect_ipads import mdm_ddm_sweep
 
-        sweep = mdm_query_sweep(config, db, inventory)
+        # DDM status where KMFDDM is set up and reachable; the full query set for the rest.
+        sweep = mdm_ddm_sweep(config, db, inventory, now=now)
     with RunLock(lock_path(config)) as lock:
         run_id = history.begin_run(
             db, scope, audit.current_actor(), inventory.digest(), baselines.digest(), waivers.digest

@@ -201,6 +201,11 @@ class DDMConfig(_Section):
     catalogue_max_age_days: int = Field(default=30, ge=1, le=365)
     # The school's local time zone when schools.yml names none (software-update deadlines).
     default_time_zone: str = "Europe/Berlin"
+    # The nightly run takes OS version, build and passcode state from the iPads' declarative status
+    # (read from KMFDDM) instead of DeviceInformation/SecurityInfo when the newest report is at most
+    # this old; iPads report at least daily (a full "safety sync" report).
+    status_in_nightly: bool = True
+    status_max_age_h: float = Field(default=26.0, gt=0, le=24 * 14)
 
 
 class VPNConfig(_Section):
@@ -308,6 +313,10 @@ class DEPConfig(_Section):
     # MachineInfo only if its CMS signer chains to a certificate in this PEM file (Apple's device
     # CAs). Empty: the signature is checked, the signer's issuer is not.
     machineinfo_ca_file: Path | None = None
+    # iPads whose MachineInfo reports an older iPadOS are asked to update first during ADE (iOS 17+:
+    # 403 com.apple.softwareupdate.required with the newest version Apple's catalogue offers the
+    # model); older devices are refused. Empty: no minimum.
+    minimum_os_version: str = Field(default="", pattern=r"^(\d+(\.\d+){0,2})?$")
     # THROTTLED serials: at most this many assignment calls, waiting Apple's retry_after_seconds
     # but never longer than max_retry_wait_s at a time (longer: left for a later approval run).
     max_assign_attempts: int = Field(default=3, ge=1, le=10)

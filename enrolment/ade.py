@@ -13,9 +13,11 @@ served or refused, is recorded in enrol_ade_attempts.
 
 from __future__ import annotations
 
+import json
 import plistlib
 import subprocess
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -46,6 +48,9 @@ class MachineInfo:
     product: str
     version: str
     os_version: str
+    # iOS 17+: the device can be told to update before it enrols (ErrorCodeSoftwareUpdateRequired).
+    can_request_update: bool = False
+    update_device_id: str = ""
 
 
 @dataclass(frozen=True)
@@ -113,7 +118,47 @@ def read_machine_info(body: bytes, ca_file: Path | None = None) -> MachineInfo:
         product=str(info.get("PRODUCT") or "")[:64],
         version=str(info.get("VERSION") or "")[:32],
         os_version=str(info.get("OS_VERSION") or "")[:32],
+        can_request_update=info.get("MDM_CAN_REQUEST_SOFTWARE_UPDATE") is True,
+        update_device_id=str(info.get("SOFTWARE_UPDATE_DEVICE_ID") or "")[:64],
     )
+
+
+def minimum_os_answer(config: Config, info: MachineInfo) -> ADEAnswer | None:
+    """None when the device may enrol; otherwise the answer for an iPad below dep.minimum_os_version.
+
+    iOS 17+ (MDM_CAN_REQUEST_SOFTWARE_UPDATE) gets Apple's ErrorCodeSoftwareUpdateRequired: HTTP 403
+    with JSON {"code": "com.apple.softwareupdate.required", "details": {"OSVersion", "BuildVersion"}},
+    naming the newest version Apple's catalogue offers its model (SOFTWARE_UPDATE_DEVICE_ID, else
+    PRODUCT); Setup Assistant installs it and asks again. An older device, or a model the catalogue
+    offers nothing new enough for, is refused (it cannot join up to date).
+    """
+    from ipad.catalogue import CatalogueError, load_catalogue, version_key
+
+    minimum = config.dep.minimum_os_version
+    if not minimum or (info.os_version and version_key(info.os_version) >= version_key(minimum)):
+        return None
+    have = info.os_version or "an unknown version"
+    if not info.can_request_update:
+        return ADEAnswer(403, b"software update required\n", "text/plain",
+                         f"iPadOS {have} is below the minimum {minimum} and the device cannot be asked to "
+                         "update during enrolment (before iOS 17): update it by hand first")
+    try:
+        catalogue = load_catalogue(config)
+    except CatalogueError as e:
+        return ADEAnswer(503, b"enrolment not available\n", "text/plain", f"minimum OS: {e}")
+    model = info.update_device_id or info.product
+    day = datetime.now(UTC).date()
+    offered = [v for v in catalogue.versions_for(model, day) if version_key(v) >= version_key(minimum)]
+    if not offered:
+        return ADEAnswer(403, b"software update required\n", "text/plain",
+                         f"iPadOS {have} is below the minimum {minimum}, and Apple offers {model or 'this model'} "
+                         "no version that meets it")
+    version = offered[-1]
+    build = next(r.build for r in catalogue.offered(day) if r.version == version and model in r.devices)
+    body = json.dumps({"code": "com.apple.softwareupdate.required",
+                       "details": {"OSVersion": version, "BuildVersion": build}}).encode()
+    return ADEAnswer(403, body, "application/json",
+                     f"iPadOS {have} is below the minimum {minimum}: asked to update to {version} ({build})")
 
 
 def _record(db: Database, address: str, info: MachineInfo | None, answer: ADEAnswer) -> None:
@@ -144,7 +189,8 @@ def answer_enrolment(config: Config, db: Database, inventory: Inventory, body: b
         if info.serial not in inventory.ipads:
             answer = ADEAnswer(403, b"unknown device\n", "text/plain", f"serial {info.serial} is not in the inventory")
         else:
-            answer = ADEAnswer(200, signed_enrolment_profile(config, db), PROFILE_CONTENT_TYPE)
+            answer = minimum_os_answer(config, info) or ADEAnswer(
+                200, signed_enrolment_profile(config, db, device=info.serial), PROFILE_CONTENT_TYPE)
     except MachineInfoError as e:
         answer = ADEAnswer(400, b"bad request\n", "text/plain", str(e))
     except WerneError as e:

@@ -1,7 +1,8 @@
 """The production deployment of the iPad side, as files: systemd units for NanoMDM (PostgreSQL),
-the SCEP server, the webhook receiver and the web page, and the nginx site that is their one HTTPS
-front. One set of templates (deploy/templates, jinja2 with StrictUndefined) serves production
-(`werne deploy write`) and the lab (lab.proxy renders the same nginx site on loopback).
+KMFDDM (declarative management), the SCEP server, the webhook receiver and the web page, and the
+nginx site that is their one HTTPS front. One set of templates (deploy/templates, jinja2 with
+StrictUndefined) serves production (`werne deploy write`) and the lab (lab.proxy renders the same
+nginx site on loopback).
 
 Secrets never appear in these files: the units read them from environment files with mode 0600
 (NanoMDM, scepserver) or from the secret files werne.toml names.
@@ -25,7 +26,7 @@ from enrolment.errors import EnrolmentError
 
 TEMPLATES = REPO_ROOT / "deploy" / "templates"
 NGINX_TEMPLATE = "nginx-werne.conf.j2"
-UNITS = ("nanomdm.service", "scepserver.service", "werne-webhook.service", "werne-web.service")
+UNITS = ("nanomdm.service", "scepserver.service", "werne-webhook.service", "werne-web.service", "kmfddm.service")
 # A DNS name: labels of letters, digits and hyphens, at least one dot (nginx's server_name, TLS SAN).
 _HOST = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")
 
@@ -136,6 +137,8 @@ def write_deployment(
         "werne_bin": f"{install_dir}/.venv/bin/werne",
         "nanomdm_bin": f"{bin_dir}/nanomdm",
         "scepserver_bin": f"{bin_dir}/scepserver",
+        "kmfddm_bin": f"{bin_dir}/kmfddm",
+        "kmfddm_listen": config.ddm.url.split("://", 1)[-1].rstrip("/"),
         "nanomdm_listen": "127.0.0.1:9000",
         "scep_listen": config.scep.listen,
         "scep_depot": f"{state_dir}/scep/depot",

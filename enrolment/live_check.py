@@ -9,6 +9,7 @@
                  signed (built and verified with the same code the endpoint runs)
     webhook      the receiver NanoMDM posts to (mdm.webhook_listen) answers
     nanodep      NanoDEP's token for dep.name works (Apple's /account through NanoDEP's proxy)
+    kmfddm       KMFDDM (ddm.url) answers and takes werne's key; how many group sets it holds
 
 Every check runs, whatever the others say; a check's failure is a result, not an exception.
 """
@@ -176,6 +177,23 @@ def check_nanodep(config: Config) -> CheckResult:
     return CheckResult("nanodep", True, f"DEP token '{config.dep.name}' works ({name})")
 
 
+def check_kmfddm(config: Config) -> CheckResult:
+    from mdm_client.factory import kmfddm_client
+
+    try:
+        client = kmfddm_client(config)
+        version = client.version()
+        sets = client.sets()
+    except WerneError as e:
+        return CheckResult("kmfddm", False, str(e))
+    werne_sets = [s for s in sets if s.startswith("werne-")]
+    if not werne_sets:
+        return CheckResult("kmfddm", False, f"{config.ddm.url}: KMFDDM {version or '?'} answers, but holds no "
+                                            "werne set yet (werne ipad declarations apply)")
+    return CheckResult("kmfddm", True, f"{config.ddm.url}: KMFDDM {version or '?'}, API key accepted, "
+                                       f"{len(werne_sets)} werne sets")
+
+
 def run_checks(
     config: Config, db: Database, tls_ca_file: Path | None = None, timeout: float = 5.0
 ) -> list[CheckResult]:
@@ -189,5 +207,6 @@ def run_checks(
         lambda: check_enrolment(config, db, tls_ca_file),
         lambda: check_webhook(config),
         lambda: check_nanodep(config),
+        lambda: check_kmfddm(config),
     ]
     return [c() for c in checks]

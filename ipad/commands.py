@@ -255,3 +255,9 @@ ALL_BUILDERS: dict[str, Callable[[], Command]] = {
     "device_location": device_location,
     "play_lost_mode_sound": play_lost_mode_sound,
 }
+
+
+def restrictions(profile_restrictions: bool | None = None) -> Command:
+    """Restrictions: the device's effective restrictions (GlobalRestrictions: restrictedBool,
+    restrictedValue, intersection, union), what the installed profiles add up to on the device."""
+    return _command("Restrictions", ProfileRestrictions=profile_restrictions)

@@ -236,3 +236,26 @@ def build_update_declaration(school: str, version: str, local_deadline: datetime
     keys = {"TargetOSVersion": version,
             "TargetLocalDateTime": local_deadline.replace(tzinfo=None, microsecond=0).isoformat()}
     return build_declaration(spec, groups.identifier_prefix, keys, suffix=f"{school}.{version}")
+
+
+# --- activations ----------------------------------------------------------------------------------
+
+ACTIVATION = "com.apple.activation.simple"
+
+
+def build_activation(groups: DeclarationGroups, set_name_: str, configurations: list[Declaration]) -> Declaration:
+    """The activation of one KMFDDM set: a device activates only the configurations an activation
+    names (StandardConfigurations), so every set carries one that names all of its configurations.
+
+    Its identifier is derived from the set's name (a digest when that would pass Apple's 64 octets).
+    """
+    identifier = f"{groups.identifier_prefix}.activation.{set_name_}"
+    if len(identifier.encode()) > 64:
+        identifier = f"{groups.identifier_prefix}.activation.{_digest(set_name_)[:24]}"
+    payload = {"StandardConfigurations": sorted(d.identifier for d in configurations)}
+    token = _digest({"Type": ACTIVATION, "Identifier": identifier, "Payload": payload})[:16]
+    decl = Declaration("activation", ACTIVATION, identifier, token, payload)
+    problems = validate_declaration(decl.to_dict())
+    if problems:
+        raise DeclarationError(f"activation of {set_name_}: {problems[0]}")
+    return decl

@@ -39,9 +39,15 @@ def _uuid_for(identifier: str, content: dict[str, Any]) -> str:
     return str(uuid.uuid5(PROFILE_NAMESPACE, f"{identifier}:{_digest(content)}")).upper()
 
 
-def build_enrolment_profile(config: Config, db: Database, topic: str | None = None) -> Profile:
+def build_enrolment_profile(config: Config, db: Database, topic: str | None = None,
+                            device: str | None = None) -> Profile:
     """The unsigned enrolment profile. Raises ProfileError when the push certificate or the SCEP
-    challenge is missing (the profile would be useless without them)."""
+    challenge is missing (the profile would be useless without them).
+
+    `device` (the serial, for the ADE endpoint) makes the SCEP subject's CN the device's own:
+    scepserver (-allowrenew 0) treats a second request for a subject it already issued as a renewal
+    and revokes the older identity, so with one shared CN only the newest iPad would stay valid.
+    Without it (Apple Configurator, one profile for many iPads) the configured CN stays."""
     if topic is None:
         current = current_push_cert(db)
         if current is None:
@@ -55,6 +61,7 @@ def build_enrolment_profile(config: Config, db: Database, topic: str | None = No
     assignment = load_group_assignment(config)
     org, identifier = assignment.organization, f"{assignment.identifier_prefix}.{PROFILE_NAME}"
     scep_cfg = config.scep
+    common_name = f"{scep_cfg.subject_common_name} {device}" if device else scep_cfg.subject_common_name
     scep: dict[str, Any] = {
         "PayloadType": "com.apple.security.scep",
         "PayloadVersion": 1,
@@ -64,7 +71,7 @@ def build_enrolment_profile(config: Config, db: Database, topic: str | None = No
         "PayloadContent": {
             "URL": scep_cfg.url,
             "Name": org,
-            "Subject": [[["O", scep_cfg.subject_organization]], [["CN", scep_cfg.subject_common_name]]],
+            "Subject": [[["O", scep_cfg.subject_organization]], [["CN", common_name]]],
             "Challenge": challenge,
             "Keysize": scep_cfg.key_size,
             "Key Type": "RSA",
@@ -112,7 +119,8 @@ def build_enrolment_profile(config: Config, db: Database, topic: str | None = No
     )
 
 
-def signed_enrolment_profile(config: Config, db: Database, topic: str | None = None) -> bytes:
+def signed_enrolment_profile(config: Config, db: Database, topic: str | None = None,
+                             device: str | None = None) -> bytes:
     """The enrolment profile, CMS SignedData (DER) by mdm.signing_cert_file/signing_key_file.
 
     iOS shows an unsigned enrolment profile as "not verified"; werne never hands one out.
@@ -121,5 +129,5 @@ def signed_enrolment_profile(config: Config, db: Database, topic: str | None = N
     if identity is None:
         raise ProfileError("enrolment profile: it must be signed; set mdm.signing_cert_file and "
                            "mdm.signing_key_file")
-    profile = build_enrolment_profile(config, db, topic)
+    profile = build_enrolment_profile(config, db, topic, device)
     return sign_profile(profile.to_bytes(), *identity)

@@ -168,6 +168,17 @@ def _fact_value(ev: ParsedEvent) -> Any:
             for p in resp.get("ProfileList", [])
             if isinstance(p, dict)
         ]
+    if ev.request_type == "Restrictions":
+        # The effective values only: {restriction name: value} from restrictedBool/restrictedValue,
+        # {name: [values]} from intersection/union.
+        glob = resp.get("GlobalRestrictions") or {}
+        flat: dict[str, Any] = {}
+        for group, inner in (("restrictedBool", "value"), ("restrictedValue", "value"),
+                             ("intersection", "values"), ("union", "values")):
+            for name, entry in (glob.get(group) or {}).items():
+                if isinstance(entry, dict) and inner in entry:
+                    flat[str(name)] = entry[inner]
+        return flat
     if ev.request_type == "CertificateList":
         return [
             {k: c.get(k) for k in ("CommonName", "IsIdentity")}

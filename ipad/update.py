@@ -26,6 +26,7 @@ from core import audit
 from core.errors import EXIT_FINDINGS, EXIT_OK, InputError
 from ipad.catalogue import Catalogue, load_catalogue, version_key
 from ipad.declarations import (
+    build_activation,
     build_declaration,
     build_update_declaration,
     load_declaration_groups,
@@ -201,6 +202,10 @@ def update(
             client.add_to_set(set_name, enforcement[s].identifier)
             client.put_declaration(status.to_dict())
             client.add_to_set(set_name, status.identifier)
+            # Without an activation naming them, a device keeps configurations inactive.
+            activation = build_activation(groups, set_name, [enforcement[s], status])
+            client.put_declaration(activation.to_dict())
+            client.add_to_set(set_name, activation.identifier)
             prefix = f"{groups.set_prefix}-{s}-update-"
             for t in targets:
                 if t.serial not in to_update or (t.school or "") != s or t.enrollment_id is None:

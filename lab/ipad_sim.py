@@ -40,7 +40,9 @@ import ssl
 import threading
 import time
 import urllib.parse
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -109,6 +111,8 @@ class SimDevice:
     # Seconds per enrolment step (machineinfo, profile_verify, scep, checkin: each with the wait
     # for a free process slot; *_run: the process alone), for bench/enrol_full_path.py.
     timings: dict[str, float] = field(default_factory=dict)
+    # Declarative device management (the DDM section below): declarations, status, update state.
+    ddm: DDMState = field(default_factory=lambda: DDMState())
     _signer: Any = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -150,6 +154,8 @@ class SimDevice:
 
     @property
     def os(self) -> tuple[str, str]:
+        if self.ddm.os is not None:  # updated through a software-update enforcement (DDM)
+            return self.ddm.os
         return OLD_IPADOS if self.faults.old_ipados else CURRENT_IPADOS
 
     # -- messages --------------------------------------------------------------------------
@@ -337,6 +343,9 @@ class SimDevice:
                 if isinstance(p, dict)
             ],
         }
+        self.ddm.restriction_payloads[ident] = [  # for the Restrictions command
+            p for p in profile.get("PayloadContent", [])
+            if isinstance(p, dict) and p.get("PayloadType") == "com.apple.applicationaccess"]
         if (
             any(
                 isinstance(p, dict) and p.get("PayloadType") == "com.apple.mobiledevice.passwordpolicy"
@@ -349,6 +358,7 @@ class SimDevice:
 
     def _do_RemoveProfile(self, body: dict[str, Any]) -> dict[str, Any]:
         ident = body.get("Identifier", "")
+        self.ddm.restriction_payloads.pop(ident, None)
         if self.profiles.pop(ident, None) is None:
             return {
                 "Status": "Error",
@@ -540,6 +550,16 @@ def sim_location(udid: str) -> tuple[float, float]:
     """Where a simulated iPad in lost mode is: somewhere near Werne's town hall."""
     h = hashlib.sha256(b"loc:" + udid.encode()).digest()
     return round(51.6634 + (h[0] - 128) / 20000, 6), round(7.6322 + (h[1] - 128) / 20000, 6)
+
+
+    def _do_Restrictions(self, _body: dict[str, Any]) -> dict[str, Any]:
+        return {"Status": "Acknowledged", "GlobalRestrictions": effective_restrictions(self),
+                "ProfileRestrictions": {}}
+
+    def _do_DeclarativeManagement(self, _body: dict[str, Any]) -> dict[str, Any]:
+        # Acknowledge, then synchronise over the check-in channel (Simulator: ddm_sync).
+        self.ddm.sync_pending = True
+        return {"Status": "Acknowledged"}
 
 
 def _err(domain: str, code: int, text: str) -> dict[str, Any]:
@@ -750,6 +770,9 @@ def signed_machine_info(d: SimDevice, cert: Any, key: Any) -> bytes:
         "VERSION": d.os[1],
         "OS_VERSION": d.os[0],
         "LANGUAGE": "de-DE",
+        # iOS 17+: the enrolment may answer "update first" (ErrorCodeSoftwareUpdateRequired).
+        "MDM_CAN_REQUEST_SOFTWARE_UPDATE": _ddm_version_key(d.os[0])[0] >= 17,
+        "SOFTWARE_UPDATE_DEVICE_ID": d.product_name,
     })
     return (
         pkcs7.PKCS7SignatureBuilder()
@@ -813,6 +836,7 @@ class Simulator:
         path: str = "/mdm",
         tls_ca_file: Path | None = None,
         ade: ADEEnrolment | None = None,
+        clock: Callable[[], datetime] | None = None,
     ):
         parsed = urllib.parse.urlsplit(url)
         self.url = url if parsed.path not in ("", "/") else url.rstrip("/") + path
@@ -830,6 +854,8 @@ class Simulator:
         self._ready = threading.Event()
         self._server_url: dict[str, str] = {}
         self._limit: asyncio.Semaphore | None = None
+        # The devices' wall clock (DDM: when an enforced update's deadline has come); tests set it.
+        self.clock: Callable[[], datetime] = clock or (lambda: datetime.now(UTC))
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -1020,6 +1046,7 @@ class Simulator:
                 return self._return_to_service(d)
             if report["Status"] == "NotNow":
                 break
+        await ddm_sync(self, conn, path, d)
         return True
 
     def _return_to_service(self, d: SimDevice) -> bool:
@@ -1030,6 +1057,271 @@ class Simulator:
         d.reset_after_erase(keep_identity=self.ade is None)
         self._server_url.pop(d.serial, None)
         return True
+
+
+# --- declarative device management (DDM) --------------------------------------------------------
+#
+# A device that got the DeclarativeManagement command synchronises over the check-in channel, as
+# Apple's declarative protocol describes (declarative/protocol/*.yaml): DeclarativeManagement
+# check-ins with Endpoint "tokens", "declaration-items" and "declaration/<type>/<identifier>", which
+# NanoMDM forwards to KMFDDM; then one with Endpoint "status" and a status report (StatusItems per
+# subscription, Errors, management.declarations with active/valid/reasons). It applies the passcode
+# settings, the software-update enforcement and the status subscriptions (and keeps the
+# software-update settings), and rejects any other declaration type with a reason. An enforced
+# update moves the OS at TargetLocalDateTime on the Simulator's clock (in the device's time zone);
+# a model that cannot run the target reports softwareupdate.failure-reason instead.
+
+DDM_TIME_ZONE = "Europe/Berlin"
+# The newest iPadOS major version each simulated model runs (models not listed run every version).
+DDM_MODEL_MAX_MAJOR = {"iPad7,11": 18, "iPad7,12": 18, "iPad6,11": 17, "iPad6,12": 17}
+DDM_UNDERSTOOD = {
+    "com.apple.configuration.passcode.settings",
+    "com.apple.configuration.softwareupdate.enforcement.specific",
+    "com.apple.configuration.management.status-subscriptions",
+    "com.apple.configuration.softwareupdate.settings",
+}
+DDM_ITEM_KEYS = {"Activations": "activation", "Configurations": "configuration", "Assets": "asset",
+                 "Management": "management"}
+
+
+@dataclass
+class DDMState:
+    """What one simulated iPad holds of declarative management."""
+
+    sync_pending: bool = False
+    declarations_token: str = ""
+    # identifier -> (type, server token, payload) of every declaration fetched
+    declarations: dict[str, tuple[str, str, dict[str, Any]]] = field(default_factory=dict)
+    # identifier -> {"active", "valid", "server-token", "reasons"} as last reported
+    declaration_status: dict[str, dict[str, Any]] = field(default_factory=dict)
+    subscriptions: set[str] = field(default_factory=set)
+    reported: dict[str, Any] = field(default_factory=dict)  # status item -> value last sent
+    os: tuple[str, str] | None = None  # after an enforced update
+    failure: dict[str, Any] | None = None  # softwareupdate.failure-reason once an install failed
+    reports_sent: int = 0
+    fetches: int = 0
+    # The com.apple.applicationaccess payloads of the installed profiles (the Restrictions command
+    # answers with their effective sum); kept here, beside the other settings state.
+    restriction_payloads: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+
+
+def ddm_build_for(version: str) -> str:
+    """A stable, Apple-shaped build number for a simulated iPadOS version (e.g. 18.3 -> 22D...)."""
+    parts = [int(x) for x in version.split(".")[:3]] + [0, 0]
+    return f"{parts[0] + 4}{chr(ord('A') + parts[1] % 26)}{60 + parts[2]:d}"
+
+
+def _ddm_target(d: SimDevice) -> tuple[str, datetime] | None:
+    """The active enforcement's version and deadline (aware, in the device's zone), if any."""
+    import zoneinfo
+
+    for ident, (dtype, _tok, payload) in d.ddm.declarations.items():
+        st = d.ddm.declaration_status.get(ident, {})
+        if dtype.endswith("softwareupdate.enforcement.specific") and st.get("active"):
+            when = datetime.fromisoformat(str(payload["TargetLocalDateTime"]))
+            return str(payload["TargetOSVersion"]), when.replace(tzinfo=zoneinfo.ZoneInfo(DDM_TIME_ZONE))
+    return None
+
+
+def _ddm_version_key(v: str) -> tuple[int, ...]:
+    return tuple(int(p) if p.isdigit() else 0 for p in v.split("."))
+
+
+def ddm_tick(d: SimDevice, now: datetime) -> None:
+    """Install an enforced update whose deadline has come (or record why it cannot be)."""
+    target = _ddm_target(d)
+    if target is None or _ddm_version_key(d.os[0]) >= _ddm_version_key(target[0]) or now < target[1]:
+        return
+    version = target[0]
+    limit = DDM_MODEL_MAX_MAJOR.get(d.product_name)
+    if limit is not None and _ddm_version_key(version)[0] > limit:
+        count = (d.ddm.failure or {}).get("count", 0)
+        if count == 0:
+            d.ddm.failure = {"count": 1, "reason": f"iPadOS {version} is not available for {d.product_name}",
+                             "timestamp": now.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")}
+        return
+    d.ddm.os = (version, ddm_build_for(version))
+    d.ddm.failure = None
+
+
+def ddm_status_items(d: SimDevice) -> dict[str, Any]:
+    """The current value of every status item this device can report (flat names)."""
+    target = _ddm_target(d)
+    pending = None
+    if target is not None and _ddm_version_key(d.os[0]) < _ddm_version_key(target[0]):
+        pending = {"os-version": target[0], "build-version": ddm_build_for(target[0])}
+    state = "failed" if d.ddm.failure else ("prepared" if pending else "none")
+    policy = [p for t, _tok, p in d.ddm.declarations.values() if t.endswith("passcode.settings")]
+    required = any(p.get("RequirePasscode") for p in policy)
+    return {
+        "device.model.identifier": d.product_name,
+        "device.operating-system.version": d.os[0],
+        "device.operating-system.build-version": d.os[1],
+        "device.identifier.serial-number": d.serial,
+        "passcode.is-present": d.passcode_present,
+        "passcode.is-compliant": d.passcode_present or not required,
+        "softwareupdate.install-state": state,
+        "softwareupdate.pending-version": pending or {},
+        "softwareupdate.failure-reason": d.ddm.failure or {"count": 0},
+        "softwareupdate.install-reason": {"reason": ["declaration"] if pending else []},
+    }
+
+
+def _ddm_nest(flat: dict[str, Any]) -> dict[str, Any]:
+    """{"a.b.c": v} -> {"a": {"b": {"c": v}}}: Apple's StatusItems are nested by name parts."""
+    out: dict[str, Any] = {}
+    for name, value in flat.items():
+        node = out
+        *parents, leaf = name.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return out
+
+
+def ddm_status_report(d: SimDevice, full: bool = False) -> dict[str, Any] | None:
+    """The status report to send now (changed subscribed items, changed declaration status), or
+    None when nothing changed."""
+    values = ddm_status_items(d)
+    items: dict[str, Any] = {}
+    errors = []
+    for name in sorted(d.ddm.subscriptions):
+        if name not in values:
+            if full or name not in d.ddm.reported:
+                errors.append({"StatusItem": name, "Reasons": [
+                    {"Code": "Error.StatusItemNotSupported", "Description": f"{name} is not supported"}]})
+                d.ddm.reported[name] = None
+            continue
+        if full or d.ddm.reported.get(name, object()) != values[name]:
+            items[name] = values[name]
+            d.ddm.reported[name] = values[name]
+    decl_changed = full or d.ddm.reported.get("_declarations") != d.ddm.declaration_status
+    if not items and not errors and not decl_changed:
+        return None
+    nested = _ddm_nest(items)
+    if decl_changed:
+        d.ddm.reported["_declarations"] = json.loads(json.dumps(d.ddm.declaration_status))
+        groups: dict[str, list[dict[str, Any]]] = {"activations": [], "configurations": [], "assets": [],
+                                                   "management": []}
+        for ident, st in sorted(d.ddm.declaration_status.items()):
+            groups[st["_kind"] + "s" if st["_kind"] != "management" else "management"].append(
+                {"identifier": ident, **{k: v for k, v in st.items() if not k.startswith("_")}})
+        nested.setdefault("management", {})["declarations"] = groups
+    report: dict[str, Any] = {"StatusItems": nested, "Errors": errors}
+    if full:
+        report["FullReport"] = True
+    return report
+
+
+def ddm_apply(d: SimDevice, items: dict[str, Any]) -> None:
+    """Activate what the activations name, validate every configuration, take the subscriptions."""
+    active_ids: set[str] = set()
+    for dtype, _tok, payload in d.ddm.declarations.values():
+        if dtype.startswith("com.apple.activation."):
+            active_ids.update(payload.get("StandardConfigurations") or [])
+    subs: set[str] = set()
+    status: dict[str, dict[str, Any]] = {}
+    for ident, (dtype, tok, payload) in d.ddm.declarations.items():
+        kind = dtype.split(".")[2] if dtype.count(".") >= 2 else "configuration"
+        st: dict[str, Any] = {"_kind": kind, "server-token": tok, "active": True, "valid": "valid"}
+        if kind == "configuration":
+            if dtype not in DDM_UNDERSTOOD:
+                st.update(active=False, valid="invalid", reasons=[{
+                    "code": "Error.UnknownDeclarationType",
+                    "description": f"The declaration type {dtype} is not supported on this device.",
+                    "details": {"Identifier": ident, "ServerToken": tok}}])
+            elif ident not in active_ids:
+                st.update(active=False)
+            elif dtype.endswith("status-subscriptions"):
+                subs.update(str(x.get("Name")) for x in payload.get("StatusItems") or [] if isinstance(x, dict))
+        status[ident] = st
+    d.ddm.declaration_status = status
+    d.ddm.subscriptions = subs
+    # A new enforcement starts a new install: the old failure no longer counts.
+    if _ddm_target(d) is None:
+        d.ddm.failure = None
+
+
+def effective_restrictions(d: SimDevice) -> dict[str, Any]:
+    """GlobalRestrictions as iOS reports it: the most restrictive value of every installed payload
+    (allow*: false wins, force*: true wins; integers: the smallest)."""
+    bools: dict[str, bool] = {}
+    values: dict[str, int] = {}
+    for payloads in d.ddm.restriction_payloads.values():
+        for p in payloads:
+            for key, value in p.items():
+                if key.startswith("Payload"):
+                    continue
+                if isinstance(value, bool):
+                    old = bools.get(key)
+                    bools[key] = value if old is None else ((old and value) if key.startswith("allow")
+                                                            else (old or value))
+                elif isinstance(value, int):
+                    values[key] = min(values.get(key, value), value)
+    return {"restrictedBool": {k: {"value": v} for k, v in sorted(bools.items())},
+            "restrictedValue": {k: {"value": v} for k, v in sorted(values.items())},
+            "intersection": {}, "union": {}}
+
+
+async def _ddm_checkin(sim: Simulator, conn: _Conn, path: str, d: SimDevice, endpoint: str,
+                       data: bytes | None = None) -> tuple[int, bytes]:
+    msg: dict[str, Any] = {"MessageType": "DeclarativeManagement", "UDID": d.udid, "Endpoint": endpoint}
+    if data is not None:
+        msg["Data"] = data
+    body = plistlib.dumps(msg)
+    d.ddm.fetches += 1
+    return await conn.put(path, body, sim._headers(d, True, body))
+
+
+async def ddm_sync(sim: Simulator, conn: _Conn, path: str, d: SimDevice) -> None:
+    """After a poll: synchronise when the DeclarativeManagement command asked for it, let the clock
+    act on an enforced update, and send a status report when anything changed."""
+    state = d.ddm
+    full = False
+    if state.sync_pending:
+        state.sync_pending = False
+        status, body = await _ddm_checkin(sim, conn, path, d, "tokens")
+        if status != 200:
+            log.debug("device %s: DDM tokens: HTTP %s", d.serial, status)
+            state.sync_pending = True
+            return
+        token = str((json.loads(body).get("SyncTokens") or {}).get("DeclarationsToken", ""))
+        if token != state.declarations_token:
+            status, body = await _ddm_checkin(sim, conn, path, d, "declaration-items")
+            if status != 200:
+                state.sync_pending = True
+                return
+            listed = json.loads(body).get("Declarations") or {}
+            keep: dict[str, tuple[str, str, dict[str, Any]]] = {}
+            for key, kind in DDM_ITEM_KEYS.items():
+                for item in listed.get(key) or []:
+                    ident, tok = str(item["Identifier"]), str(item["ServerToken"])
+                    old = state.declarations.get(ident)
+                    if old is not None and old[1] == tok:
+                        keep[ident] = old
+                        continue
+                    st, raw = await _ddm_checkin(sim, conn, path, d, f"declaration/{kind}/{ident}")
+                    if st != 200:
+                        state.sync_pending = True
+                        return
+                    decl = json.loads(raw)
+                    keep[ident] = (str(decl.get("Type", "")), tok, dict(decl.get("Payload") or {}))
+            state.declarations = keep
+            state.declarations_token = token
+            ddm_apply(d, keep)
+            full = state.reports_sent == 0
+    if not state.declarations:
+        return
+    ddm_tick(d, sim.clock())
+    report = ddm_status_report(d, full)
+    if report is None:
+        return
+    status, _ = await _ddm_checkin(sim, conn, path, d, "status", json.dumps(report).encode())
+    if status == 200:
+        state.reports_sent += 1
+    else:  # sent again with the next change: forget what this report carried
+        state.reported.clear()
+        log.debug("device %s: DDM status: HTTP %s", d.serial, status)
 
 
 # --- devices.json (written by lab.mdm) and the process entry point ----------------------------

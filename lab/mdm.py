@@ -8,9 +8,11 @@ and a webhook HMAC key (secret files, mode 0600), then starts, with pid files an
 STATE/mdm/ (STATE/scep/ for scepserver):
     scepserver  lab.scep: the real micromdm/scep server with werne's SCEP CA (`werne mdm scep init`)
     webhook     `werne mdm serve-webhook` on 127.0.0.1:<free port>
-    nanomdm     -ca <the SCEP CA> -storage inmem|pgsql -webhook-url ...; no -cert-header: every
-                device message is verified by its Mdm-Signature (API key, HMAC key and DSN via the
-                environment, so they never show in `ps`)
+    kmfddm      lab.kmfddm: the real KMFDDM (declarations, sets, status), enqueueing DeclarativeManagement
+                through NanoMDM's API; its URL and key file go into the endpoints file ([ddm])
+    nanomdm     -ca <the SCEP CA> -storage inmem|pgsql -webhook-url ... -dm <KMFDDM>; no -cert-header:
+                every device message is verified by its Mdm-Signature (API key, HMAC key and DSN via
+                the environment, so they never show in `ps`)
     web         `werne web serve` (the ADE enrolment endpoint and the coordinators' page)
     nginx       lab.proxy: the production nginx site on 127.0.0.1:<free port> with a lab-CA
                 certificate; /mdm, /checkin -> NanoMDM, /scep -> scepserver, the DEP profile's
@@ -336,6 +338,7 @@ def nanomdm_argv(
     storage_dir: Path | None = None,
     storage: str | None = None,
     binary: Path = NANOMDM_BIN,
+    dm_url: str | None = None,
 ) -> list[str]:
     """NanoMDM's command line: no -cert-header, so it verifies every message's Mdm-Signature
     against `ca`. The API and HMAC keys go in NANOMDM_API / NANOMDM_WEBHOOK_HMAC_KEY, a pgsql DSN in
@@ -349,6 +352,12 @@ def nanomdm_argv(
         argv += ["-storage", "filekv", "-storage-dsn", str(storage_dir)]
     if webhook_url:
         argv += ["-webhook-url", webhook_url]
+    if dm_url:
+        # Declarative management: NanoMDM forwards each DeclarativeManagement check-in to KMFDDM
+        # (URL prefix with its trailing slash). No -dm-send/-dm-recv-hmac-key: KMFDDM v0.8.3 neither
+        # checks nor signs an HMAC (NanoMDM would refuse every answer with -dm-recv-hmac-key), so
+        # KMFDDM's device endpoints must stay on loopback, never behind nginx.
+        argv += ["-dm", dm_url if dm_url.endswith("/") else dm_url + "/"]
     return argv
 
 
@@ -509,7 +518,9 @@ def up(
     loaded); the default is in-memory storage. faults=False: no faulty iPads (see lab_faults).
     """
     from core.config import apply_endpoints
+    from core.secrets import Secret
     from enrolment.ade import enrol_path
+    from lab import kmfddm as lab_kmfddm
     from lab import proxy
     from lab import scep as lab_scep
     from lab.ipad_sim import ADEEnrolment, DeviceFaults, SimDevice, dump_devices
@@ -528,6 +539,7 @@ def up(
                 d / "profile-signer.key")
     api_key = _secret_file(d / "api_key")
     hmac_key = _secret_file(d / "webhook_hmac_key")
+    ddm_key = _secret_file(d / "ddm_api_key")
     _secret_file(d / "web_secret")
     source_inventory = _inventory_root(config, state_dir)
     serials = _inventory_serials(config, state_dir)[:n_ipads]
@@ -590,6 +602,14 @@ def up(
             env=env,
         )
         wait_http(f"http://127.0.0.1:{hook_port}/healthz", 20, pid, "the webhook receiver", d / "logs" / "webhook.log")
+        # KMFDDM first (it calls NanoMDM only when a declaration changes): NanoMDM needs its URL.
+        ddm = lab_kmfddm.up(state_dir, Secret(ddm_key, source=str(d / "ddm_api_key")),
+                            enqueue_url=lab["nanomdm_url"] + "/v1/enqueue/",
+                            enqueue_key=Secret(api_key, source=str(d / "api_key")))
+        lab["kmfddm_url"] = ddm.url
+        write_endpoints(state_dir, "ddm", {"url": ddm.url, "api_key_file": d / "ddm_api_key"})
+        apply_endpoints(cfg)
+        _put_lab_group_sets(cfg, lab_inventory)
         # In-memory storage by default: NanoMDM v0.9.0's filekv queue loses commands when a device
         # reports while another command is enqueued for it (seen in the lab: a broken queue list).
         nano_env = {"NANOMDM_API": api_key, "NANOMDM_WEBHOOK_HMAC_KEY": hmac_key}
@@ -598,7 +618,7 @@ def up(
         pid = start_process(
             "nanomdm",
             nanomdm_argv(f"127.0.0.1:{nano_port}", scep.depot / "ca.pem", lab["webhook_url"], None,
-                         storage="pgsql" if storage == "pgsql" else None),
+                         storage="pgsql" if storage == "pgsql" else None, dm_url=ddm.url + "/"),
             d,
             env=nano_env,
         )
@@ -645,8 +665,19 @@ def up(
     return status(state_dir)
 
 
+def _put_lab_group_sets(cfg: Config, inventory_dir: Path) -> None:
+    """The lab inventory's group sets in KMFDDM (as `werne ipad declarations apply` writes them)."""
+    from core.inventory import load_inventory
+    from ipad.group_sets import put_group_sets
+    from mdm_client.factory import kmfddm_client
+
+    ipads = load_inventory(inventory_dir).ipads.values()
+    put_group_sets(kmfddm_client(cfg), sorted({(i.school, i.group) for i in ipads}))
+
+
 def down(state_dir: Path) -> None:
-    """Stop the simulator, nginx, the web page, NanoMDM, the webhook receiver and scepserver."""
+    """Stop the simulator, nginx, the web page, NanoMDM, KMFDDM, the webhook receiver and scepserver."""
+    from lab import kmfddm as lab_kmfddm
     from lab import proxy
     from lab import scep as lab_scep
 
@@ -656,6 +687,7 @@ def down(state_dir: Path) -> None:
         proxy.down(d)
         for name in ("web", "nanomdm", "webhook"):
             stop_process(name, d)
+    lab_kmfddm.down(state_dir)
     lab_scep.down(state_dir)
 
 
@@ -674,6 +706,10 @@ def status(state_dir: Path) -> LabMDMStatus:
         st.pids[name], st.running[name] = pid, pid is not None
     for name in SERVICES:
         st.services[name] = d.is_dir() and running(name, d) is not None
+    from lab import kmfddm as lab_kmfddm
+
+    ddm = lab_kmfddm.status(state_dir)
+    st.services["kmfddm"] = ddm is not None and ddm.pid is not None
     scep = lab_scep.status(state_dir)
     st.services["scepserver"] = scep is not None and scep.pid is not None
     return st

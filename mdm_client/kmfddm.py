@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
+from datetime import datetime
+from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import quote
 
@@ -216,6 +218,31 @@ class KMFDDMClient:
             if e.status == 500 and "key not found" in (e.server_message or ""):
                 return None
             raise
+
+
+    def status_report_at(self, enrollment_id: str, index: int = 0) -> tuple[dict[str, Any], datetime | None] | None:
+        """A raw status report and when KMFDDM stored it (its Last-Modified), index 0 the newest;
+        None past the oldest report or when the enrolment never sent one."""
+        params = {"index": str(index)}
+        try:
+            resp = self._call("GET", f"/v1/status-report/{_seg(enrollment_id)}", params=params, missing_ok=True)
+        except KMFDDMError as e:
+            if e.status == 500 and any(t in (e.server_message or "") for t in ("key not found", "out of range")):
+                return None
+            raise
+        if resp is None or not resp.content:
+            return None
+        try:
+            report = resp.json()
+        except ValueError:
+            raise KMFDDMError(f"GET {self.url}/v1/status-report/...: answer is not JSON", status=resp.status_code,
+                              method="GET", url=self.url + "/v1/status-report/") from None
+        stamp = resp.headers.get("Last-Modified")
+        try:
+            when = parsedate_to_datetime(stamp) if stamp else None
+        except (TypeError, ValueError):
+            when = None
+        return (report if isinstance(report, dict) else {}), when
 
 
 def _server_message(resp: requests.Response) -> str:

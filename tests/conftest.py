@@ -65,4 +65,5 @@ pytest_plugins = [
     "tests.fixtures_enrolment",
     "tests.fixtures_postgres",
     "tests.fixtures_kmfddm",
+    "tests.fixtures_ddm",
 ]

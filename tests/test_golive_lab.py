@@ -185,7 +185,7 @@ def test_a_tampered_message_is_refused(golive_lab: GoLiveLab) -> None:
 def failing(g: GoLiveLab) -> tuple[int, set[str], str]:
     r = g.cli("mdm", "check")
     lines = r.output.strip().splitlines()
-    assert len(lines) == 7, r.output
+    assert len(lines) == 8, r.output
     return r.exit_code, {line.split()[1] for line in lines if line.startswith("FAIL")}, r.output
 
 
@@ -197,7 +197,7 @@ def test_mdm_check_against_the_lab(golive_lab: GoLiveLab) -> None:
     data = json.loads(g.cli("mdm", "check", "--json").output)
     assert data["ok"] is True
     assert [c["name"] for c in data["checks"]] == ["tls", "nanomdm-api", "push-cert", "scep", "enrolment",
-                                                   "webhook", "nanodep"]
+                                                   "webhook", "nanodep", "kmfddm"]
 
     # The push certificate near expiry (renewed with 10 days left): only push-cert fails.
     lab_mdm.install_lab_push_cert(g.config(), days=10)

@@ -203,8 +203,13 @@ def test_update_puts_the_enforcement_and_maps_the_ipads_in_kmfddm(run_cli, fleet
     decl = c.get_declaration("de.werne.ddm.softwareupdate-enforcement.gs-demo.18.3")
     assert decl["Payload"] == {"TargetOSVersion": "18.3", "TargetLocalDateTime": "2099-01-15T18:00:00",
                                "DetailsURL": "https://schulen.werne.invalid/ipad-updates"}
+    # The activation names both configurations: without it a device keeps them inactive.
     assert c.set_declarations("werne-gs-demo-update-18.3") == [
+        "de.werne.ddm.activation.werne-gs-demo-update-18.3",
         "de.werne.ddm.softwareupdate-enforcement.gs-demo.18.3", "de.werne.ddm.status-subscriptions"]
+    assert c.get_declaration("de.werne.ddm.activation.werne-gs-demo-update-18.3")["Payload"] == {
+        "StandardConfigurations": ["de.werne.ddm.softwareupdate-enforcement.gs-demo.18.3",
+                                   "de.werne.ddm.status-subscriptions"]}
     assert c.enrollment_sets("0000-UDID-0") == ["werne-gs-demo-update-18.3"]
     assert c.enrollment_sets("0000-UDID-1") == ["werne-gs-demo-update-18.3"]
     for eid in ("0000-UDID-2", "0000-UDID-3", "0000-UDID-4"):
