@@ -520,6 +520,15 @@ class SimDevice:
             self.cert_der = b""
             self._signer = None
 
+    def _do_Restrictions(self, _body: dict[str, Any]) -> dict[str, Any]:
+        return {"Status": "Acknowledged", "GlobalRestrictions": effective_restrictions(self),
+                "ProfileRestrictions": {}}
+
+    def _do_DeclarativeManagement(self, _body: dict[str, Any]) -> dict[str, Any]:
+        # Acknowledge, then synchronise over the check-in channel (Simulator: ddm_sync).
+        self.ddm.sync_pending = True
+        return {"Status": "Acknowledged"}
+
 
 def _os_tuple(version: str) -> tuple[int, ...]:
     return tuple(int(x) for x in version.split(".") if x.isdigit())
@@ -550,16 +559,6 @@ def sim_location(udid: str) -> tuple[float, float]:
     """Where a simulated iPad in lost mode is: somewhere near Werne's town hall."""
     h = hashlib.sha256(b"loc:" + udid.encode()).digest()
     return round(51.6634 + (h[0] - 128) / 20000, 6), round(7.6322 + (h[1] - 128) / 20000, 6)
-
-
-    def _do_Restrictions(self, _body: dict[str, Any]) -> dict[str, Any]:
-        return {"Status": "Acknowledged", "GlobalRestrictions": effective_restrictions(self),
-                "ProfileRestrictions": {}}
-
-    def _do_DeclarativeManagement(self, _body: dict[str, Any]) -> dict[str, Any]:
-        # Acknowledge, then synchronise over the check-in channel (Simulator: ddm_sync).
-        self.ddm.sync_pending = True
-        return {"Status": "Acknowledged"}
 
 
 def _err(domain: str, code: int, text: str) -> dict[str, Any]:

@@ -97,7 +97,8 @@ def test_the_nightly_takes_ddm_status_and_asks_fewer_queries(ddm_world: DDMWorld
                 per_device[r.request_type] += 1
     n_ddm, n_other = len(w.serials[school]), len(w.serials[other])
     assert per_device == {"DeviceInformation": n_other, "SecurityInfo": n_other, "ProfileList": n_ddm + n_other,
-                          "Restrictions": n_ddm + n_other, "CertificateList": n_ddm + n_other}, per_device
+                          "Restrictions": n_ddm + n_other, "CertificateList": n_ddm + n_other,
+                          "ManagedApplicationList": n_ddm + n_other}, per_device
     for s in w.serials[school]:
         f = facts[s]
         assert f.reachable and "ddm" in f.facts, (s, f.reason)
