@@ -768,16 +768,15 @@ def mdm_check(app: AppContext, ca_file: str | None, as_json: bool) -> None:
     """
     from pathlib import Path
 
-    from enrolment.live_check import run_checks
+    from enrolment.live_check import CheckReport, run_checks
 
-    results = run_checks(app.config, app.db, Path(ca_file) if ca_file else None)
+    report = CheckReport(run_checks(app.config, app.db, Path(ca_file) if ca_file else None))
     if as_json:
-        echo_json({"ok": all(r.ok for r in results), "checks": [r.to_dict() for r in results]})
+        echo_json({"ok": report.ok, "checks": [r.to_dict() for r in report.checks]})
     else:
-        for r in results:
-            click.echo(f"{'ok  ' if r.ok else 'FAIL'} {r.name:<12} {r.detail}")
-    if not all(r.ok for r in results):
-        sys.exit(1)
+        for r in report.checks:
+            echo(f"{'ok  ' if r.ok else 'FAIL'} {r.name:<12} {r.detail}")
+    finish(report)
 
 
 @mdm.command("db-init")
@@ -1231,7 +1230,7 @@ def apps_plan(app: AppContext, school: str | None, as_json: bool) -> None:
         echo_json(p.to_dict())
     else:
         _print_apps_plan(p)
-    sys.exit(1 if p.problems else 0)
+    finish(p)
 
 
 @apps.command("apply")
@@ -1262,7 +1261,7 @@ def apps_apply(app: AppContext, school: str | None, max_devices: int | None, dea
             click.echo(f"{d.serial:<13} {d.school or '-':<12} {'ok' if d.ok else 'NOT OK':<7} {'; '.join(d.lines)}")
         click.echo(f"apps apply: {len(report.devices) - len(report.failed)} ok, {len(report.failed)} not ok; "
                    f"{report.api_calls} Apps and Books calls ({report.licence_calls} licence calls)")
-    sys.exit(report.exit_code)
+    finish(report)
 
 
 @apps.command("licences")
@@ -1331,7 +1330,8 @@ def ipad_update(app: AppContext, serials: tuple[str, ...], version: str, deadlin
         click.echo(f"update to {report.target} by {report.deadline}: {c.get('update', 0)} to update, "
                    f"{c.get('already', 0)} already there, {c.get('cannot', 0)} cannot take it, "
                    f"{c.get('not enrolled', 0)} not enrolled")
-    sys.exit(0 if plan else report.exit_code)
+    if not plan:  # a plan only shows; it has no findings of its own
+        finish(report)
 
 
 @ipad.group("declarations", cls=WerneGroup)
@@ -1368,7 +1368,7 @@ def ipad_declarations_apply(app: AppContext, school: str | None, max_devices: in
             click.echo(f"{serial:<13} {what}")
         click.echo(f"{len(report.sets)} sets, {len(report.mapped)} iPads mapped, "
                    f"{len(report.not_enrolled)} not enrolled")
-    sys.exit(report.exit_code)
+    finish(report)
 
 
 @ipad.group("catalogue", cls=WerneGroup)

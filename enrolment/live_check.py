@@ -32,6 +32,7 @@ import requests
 from core.config import Config
 from core.db import Database
 from core.errors import WerneError
+from core.findings import Findings
 
 
 @dataclass(frozen=True)
@@ -192,6 +193,17 @@ def check_kmfddm(config: Config) -> CheckResult:
                                             "werne set yet (werne ipad declarations apply)")
     return CheckResult("kmfddm", True, f"{config.ddm.url}: KMFDDM {version or '?'}, API key accepted, "
                                        f"{len(werne_sets)} werne sets")
+
+
+@dataclass
+class CheckReport(Findings):
+    """Every line of `werne mdm check`; a failing check is a finding."""
+
+    checks: list[CheckResult]
+
+    @property
+    def ok(self) -> bool:
+        return all(c.ok for c in self.checks)
 
 
 def run_checks(

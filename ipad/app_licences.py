@@ -24,7 +24,8 @@ from typing import Any
 from sqlalchemy import delete, select
 
 from core import audit
-from core.errors import EXIT_FINDINGS, EXIT_OK, ConfigError
+from core.errors import ConfigError
+from core.findings import Findings
 from ipad.apps import App, AppCatalogue, AppsError, load_apps
 from ipad.models import AppLicence
 from ipad.ops import IPadContext, SafetyError, Target, _send_and_wait, _Sent, select_targets
@@ -72,7 +73,7 @@ class LocationPlan:
 
 
 @dataclass
-class AppsPlan:
+class AppsPlan(Findings):
     """Per school which iPads get or lose which app, and whether the licences suffice."""
 
     catalogue: AppCatalogue
@@ -81,6 +82,11 @@ class AppsPlan:
     checks: list[LicenceCheck]
     wanted: dict[str, set[str]]  # serial -> adam_ids its group wants
     skipped_schools: list[str] = field(default_factory=list)  # schools without an apps location
+
+    @property
+    def ok(self) -> bool:
+        """Nothing stands in the way (an unknown app, too few licences...): a problem is a finding."""
+        return not self.problems
 
     @property
     def problems(self) -> list[str]:
@@ -312,7 +318,7 @@ class DeviceApps:
 
 
 @dataclass
-class AppsApplyReport:
+class AppsApplyReport(Findings):
     """The result of `werne apps apply`: per device, the Apps and Books calls made and the events."""
 
     devices: list[DeviceApps]
@@ -325,8 +331,8 @@ class AppsApplyReport:
         return [d.serial for d in self.devices if not d.ok]
 
     @property
-    def exit_code(self) -> int:
-        return EXIT_OK if not self.failed else EXIT_FINDINGS
+    def ok(self) -> bool:
+        return not self.failed
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from core import audit
-from core.errors import EXIT_FINDINGS, EXIT_OK
+from core.findings import Findings
 from ipad.declarations import (
     Declaration,
     build_activation,
@@ -28,7 +28,7 @@ from mdm_client.kmfddm import KMFDDMClient
 
 
 @dataclass
-class GroupSetsReport:
+class GroupSetsReport(Findings):
     """What `werne ipad declarations apply` did: sets written, iPads mapped (serial -> what happened)."""
 
     sets: dict[str, list[str]] = field(default_factory=dict)
@@ -36,8 +36,8 @@ class GroupSetsReport:
     not_enrolled: list[str] = field(default_factory=list)
 
     @property
-    def exit_code(self) -> int:
-        return EXIT_OK if not self.not_enrolled else EXIT_FINDINGS
+    def ok(self) -> bool:
+        return not self.not_enrolled
 
     def to_dict(self) -> dict[str, Any]:
         return {"sets": self.sets, "mapped": self.mapped, "not_enrolled": self.not_enrolled}

@@ -23,7 +23,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from core import audit
-from core.errors import EXIT_FINDINGS, EXIT_OK, InputError
+from core.errors import InputError
+from core.findings import Findings
 from ipad.catalogue import Catalogue, load_catalogue, version_key
 from ipad.declarations import (
     build_activation,
@@ -59,7 +60,7 @@ class UpdateRow:
 
 
 @dataclass
-class UpdateReport:
+class UpdateReport(Findings):
     """The result of `werne ipad update` (or its plan), per iPad."""
 
     target: str
@@ -82,8 +83,8 @@ class UpdateReport:
         return dict(Counter(r.outcome for r in self.rows))
 
     @property
-    def exit_code(self) -> int:
-        return EXIT_OK if all(r.ok for r in self.rows) else EXIT_FINDINGS
+    def ok(self) -> bool:
+        return all(r.ok for r in self.rows)
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -12,6 +12,8 @@ from compliance.run import RunSummary
 from core.errors import EXIT_FINDINGS, EXIT_INPUT, EXIT_OK
 from core.inventory import InventoryCheck
 from enrolment.arrival import ArrivalReport
+from enrolment.live_check import CheckReport, CheckResult
+from ipad.group_sets import GroupSetsReport
 from ipad.ops import ActionReport, CommandOutcome, DeviceReport
 from provisioning.models import HostCheck, HostOutcome, PreflightReport, ProvisioningReport
 from provisioning.vpn.ops import PeerResult, VPNReport
@@ -45,6 +47,9 @@ CASES = [
     (_summary(0), _summary(2)),
     (ChainReport(ok=True, runs_checked=2, head="h"), ChainReport(ok=False, runs_checked=2, head="h")),
     (ArrivalReport(enrolled=["S1"]), ArrivalReport(failed={"S1": "refused"})),
+    (GroupSetsReport(), GroupSetsReport(not_enrolled=["S1"])),
+    (CheckReport([CheckResult("tls", True, "ok")]),
+     CheckReport([CheckResult("tls", True, "ok"), CheckResult("scep", False, "connection refused")])),
     (ActionReport(action="lock", devices=[_device("Acknowledged")]),
      ActionReport(action="lock", devices=[_device("Acknowledged"), _device("Error")])),
 ]
