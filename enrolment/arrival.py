@@ -88,6 +88,7 @@ def _default_installer(cfg: Config, db: Database) -> Any:
                 registry.mark_not_queued(cmd.uuid, result.failed)
                 raise ArrivalError(f"InstallProfile {profile.identifier}: {result.failed[enrollment_id]}")
             sent.append((cmd.uuid, profile.identifier))
+        _join_group_set(cfg, db, group, enrollment_id, request_id)
         return sent
 
     return install
@@ -111,6 +112,26 @@ def _returns(db: Database, cfg: Config, report: ArrivalReport) -> None:
                 report.failed[serial] = "return to service failed (see `werne audit`)"
     except WerneError as e:
         report.deferred["return-to-service"] = str(e)
+
+
+def _join_group_set(cfg: Config, db: Database, group: str, enrollment_id: str, request_id: int) -> None:
+    """Put a new iPad into its group's declaration set (declarative management), where KMFDDM is
+    set up. A KMFDDM problem does not hold the arrival up: the profiles are on their way, and
+    `werne ipad declarations apply` maps whatever was missed; it is logged."""
+    from ipad.group_sets import join_group_set
+
+    with db.session() as s:
+        req = s.get(EnrolmentRequest, request_id)
+        school = req.school_id if req is not None else None
+    if school is None:
+        return
+    try:
+        name = join_group_set(cfg, enrollment_id, school, group)
+    except WerneError as e:
+        log.warning("declaration set for %s not joined: %s", enrollment_id, e)
+        return
+    if name is not None:
+        log.info("%s joined the declaration set %s", enrollment_id, name)
 
 
 def _sweep(db: Database, cfg: Config, installer: Any) -> ArrivalReport:

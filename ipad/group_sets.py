@@ -69,6 +69,24 @@ def map_enrolment(client: KMFDDMClient, enrollment_id: str, school: str, group: 
     return client.map_enrollment(enrollment_id, want)
 
 
+def join_group_set(config: Any, enrollment_id: str, school: str, group: str,
+                   ddm: KMFDDMClient | None = None) -> str | None:
+    """For an iPad that has just enrolled: write its group's set (idempotent: unchanged declarations
+    are not rewritten) and map the enrolment into it. None when declarative management is not set
+    up (no KMFDDM key configured); the set's name otherwise. KMFDDM errors are raised (MDMError)."""
+    import os
+
+    if ddm is None:
+        if not (config.ddm.api_key_file or os.environ.get(config.ddm.api_key_env)):
+            return None
+        from mdm_client.factory import kmfddm_client
+
+        ddm = kmfddm_client(config)
+    put_group_sets(ddm, [(school, group)])
+    map_enrolment(ddm, enrollment_id, school, group)
+    return set_name(load_declaration_groups(), school, group)
+
+
 def apply_group_sets(ctx: IPadContext, school: str | None = None, max_devices: int | None = None,
                      ddm: KMFDDMClient | None = None) -> GroupSetsReport:
     targets = [t for t in select_targets(ctx, school) if t.group]

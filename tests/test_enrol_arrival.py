@@ -201,3 +201,26 @@ def test_webhook_hook_wakes_the_watcher_on_token_update(world: World) -> None:
         remove()
         watcher.stop()
     assert statuses(world, rid)[serial] in ("enrolled", "configured")
+
+
+@pytest.mark.kmfddm
+def test_an_arriving_ipad_joins_its_group_declaration_set(world: World, kmfddm: str, tmp_path: Path) -> None:
+    """Where KMFDDM is set up, the arrival also writes the group's declaration set and maps the new
+    iPad into it (declarative management follows the group from the first enrolment)."""
+    from ipad.store import Registry
+    from tests.fixtures_kmfddm import KMFDDM_KEY
+
+    serial = "ARRSER00011"
+    rid = world.approved_request([serial], group="teacher")
+    world.ipads([serial])
+    cfg = world.site.config()
+    cfg.ddm.url = kmfddm
+    cfg.ddm.api_key_file = write_secret(tmp_path / "ddm_key", KMFDDM_KEY + "\n")
+    assert sweep_until(world, lambda: statuses(world, rid) == {serial: "configured"}, cfg=cfg)
+    enrollment_id = Registry(world.db).devices_by_serial()[serial].enrollment_id
+    school = reqs.get_request(world.db, ADMIN, rid).school_id
+    from core.secrets import Secret
+    from mdm_client.kmfddm import KMFDDMClient
+
+    sets = KMFDDMClient(kmfddm, Secret(KMFDDM_KEY, "test")).enrollment_sets(enrollment_id)
+    assert sets == [f"werne-{school}-teacher"]
