@@ -269,6 +269,19 @@ class ComplianceConfig(_Section):
     # A laptop that is off during the nightly run is judged on its freshest stored evidence
     # (collected by `werne laptop watch` or an earlier run); older than this, lx-evidence-fresh fails.
     evidence_max_age_days: float = Field(default=3.0, gt=0)
+    # Times in the report's words ("evidence from 14:05 yesterday") are in this zone.
+    timezone: str = "Europe/Berlin"
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, v: str) -> str:
+        from zoneinfo import ZoneInfo
+
+        try:
+            ZoneInfo(v)
+        except (ValueError, OSError) as e:
+            raise ValueError(f"unknown time zone {v!r} ({e.__class__.__name__})") from None
+        return v
 
 
 class DEPConfig(_Section):
