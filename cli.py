@@ -275,6 +275,55 @@ def lab_status(app: AppContext, as_json: bool) -> None:
         echo(f"{h.name:<8} {h.address:<15} {'running' if h.running else 'stopped'}")
 
 
+@lab.command("home-office")
+@click.argument("hosts", nargs=-1, required=True)
+@click.option("--back", is_flag=True, help="Bring the laptops back to the office network.")
+@pass_app
+def lab_home_office(app: AppContext, hosts: tuple[str, ...], back: bool) -> None:
+    """Send lab laptops home: each restarts behind its own NAT router (192.168.178.0/24), reachable
+    from here only through the VPN; the inventory marks it `home_office: true`. Enrol them in the
+    VPN first (on the office network), and route the VPN pool to vpngw (done here).
+
+    Example:
+
+        werne lab home-office lap01 lap02
+    """
+    lab_ = _lab(app)
+    for h in lab_.home_office(list(hosts), home=not back):
+        echo(f"{h.name:<8} {'office ' + h.address if back else 'home (192.168.178.20 behind its router)'}")
+    if not back:
+        lab_.route_vpn_pool(app.config.vpn.pool_v4)
+        echo(f"route: {app.config.vpn.pool_v4} via vpngw")
+
+
+@lab.command("off")
+@click.argument("hosts", nargs=-1, required=True)
+@pass_app
+def lab_off(app: AppContext, hosts: tuple[str, ...]) -> None:
+    """Switch lab laptops off (disk, host key and home network stay).
+
+    Example:
+
+        werne lab off lap03 lap04
+    """
+    _lab(app).switch_off(list(hosts))
+    echo(f"switched off: {' '.join(hosts)}")
+
+
+@lab.command("on")
+@click.argument("hosts", nargs=-1, required=True)
+@pass_app
+def lab_on(app: AppContext, hosts: tuple[str, ...]) -> None:
+    """Switch lab laptops on and wait for their sshd.
+
+    Example:
+
+        werne lab on lap03 lap04
+    """
+    for h in _lab(app).switch_on(list(hosts)):
+        echo(f"{h.name:<8} {'running' if h.running else 'stopped'}")
+
+
 # ---------------------------------------------------------------- laptop -------------------
 # (owned by the provisioning work: `werne laptop preflight|provision`)
 
