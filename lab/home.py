@@ -88,6 +88,10 @@ def ensure(labid: str, idx: int, bridge: str, subnet: str, host_gateway: str) ->
     _ip("ip", "route", "add", "default", "via", host_gateway, netns=router)
     _ip("sysctl", "-qw", "net.ipv4.ip_forward=1", netns=router)
     _ip("nft", "-f", "-", netns=router, input=ROUTER_NFT)
+    # nspawn keeps /proc/sys read-only in a namespace handed in by path, so wg-quick in the laptop
+    # cannot set this itself as a real laptop would: the lab sets it here, and SYSCTL_SHIM lets
+    # wg-quick's own write of the same value succeed.
+    _ip("sysctl", "-qw", "net.ipv4.conf.all.src_valid_mark=1", netns=laptop)
     return NETNS_DIR / laptop
 
 
@@ -129,3 +133,15 @@ def network_file(gateway_route: bool = True) -> str:
     return ("# werne lab: the laptop at home behind its NAT router (written by the lab).\n"
             f"[Match]\nName=host0\n\n[Network]\nAddress={LAPTOP_HOME}/{HOME_LAN.prefixlen}\n"
             f"Gateway={ROUTER_LAN}\nLinkLocalAddressing=no\nIPv6AcceptRA=no\n")
+
+
+# Lab only, in a home laptop's /usr/local/sbin (first on systemd's PATH): wg-quick's
+# `sysctl -q net.ipv4.conf.all.src_valid_mark=1` succeeds when the lab already set that value.
+SYSCTL_SHIM = """#!/bin/sh
+# werne lab (lab/home.py): /proc/sys is read-only in this container; the lab set this value outside.
+mark=/proc/sys/net/ipv4/conf/all/src_valid_mark
+if [ "$*" = "-q net.ipv4.conf.all.src_valid_mark=1" ] && [ "$(cat "$mark")" = 1 ]; then
+    exit 0
+fi
+exec /usr/sbin/sysctl "$@"
+"""

@@ -559,11 +559,15 @@ class Lab:
         resolv.write_text("# werne lab: no name server in the lab\noptions timeout:1 attempts:1\n",
                           encoding="utf-8")
         net = ipaddress.IPv4Network(st.subnet)
+        shim = root / "usr/local/sbin/sysctl"
         if rec.home:
             from lab import home
 
             (root / "etc/systemd/network/10-werne-lab.network").write_text(home.network_file(), encoding="utf-8")
+            shim.write_text(home.SYSCTL_SHIM, encoding="utf-8")
+            shim.chmod(0o755)
             return
+        shim.unlink(missing_ok=True)
         (root / "etc/systemd/network/10-werne-lab.network").write_text(
             "# werne lab: static address on the lab bridge (written by `werne lab up`).\n"
             f"[Match]\nName=host0\n\n[Network]\nAddress={rec.address}/{net.prefixlen}\n"

@@ -174,7 +174,8 @@ def _watcher(config, db, gateway, collected, clock):  # type: ignore[no-untyped-
         return {h: v[-1] for h, v in collected.items() if h in hosts}
 
     return Watcher(config=config, db=db, load_inventory=lambda: load_inventory(config.inventory_dir),
-                   collect=collect, evidence_times=times, clock=clock, rng=random.Random(3), reader=gateway)
+                   collect=collect, evidence_times=times, clock=clock, rng=random.Random(3), reader=gateway,
+                   wall_clock=clock)
 
 
 def test_watcher_restart_requeues_and_applies_nothing_twice(home_config, db, monkeypatch):  # type: ignore[no-untyped-def]

@@ -63,6 +63,9 @@ class Watcher:
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
     rng: random.Random = field(default_factory=random.Random)
     reader: Any = None  # GatewayReader, or a test double with .dump() -> list[DumpPeer]
+    # Handshakes are real-world times: they are judged against the real clock even when a test
+    # plays the day with its own `clock` (evidence times, back-offs).
+    wall_clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
     on_step: Callable[[Step], None] | None = None
     scheduler: CatchupScheduler = field(init=False)
     online: set[str] = field(default_factory=set)
@@ -93,7 +96,7 @@ class Watcher:
         """Read the gateway, store presence, hand laptops that need work to the scheduler."""
         if self.reader is None:
             self.reader = GatewayReader(self.config, self.load_inventory())
-        seen = peers_seen(self.db, self.reader.dump(), now, self.config.homeoffice.online_window_s)
+        seen = peers_seen(self.db, self.reader.dump(), self.wall_clock(), self.config.homeoffice.online_window_s)
         came, went = record_presence(self.db, seen, now)
         for h in came:
             audit.record(self.db, "laptop.watch.online", h, {"last_handshake": str(seen[h].last_handshake_at)},
