@@ -64,9 +64,22 @@ class AppContext:
     def inventory(self):  # type: ignore[no-untyped-def]
         if self._inventory is None:
             from core.inventory import load_inventory
+            from provisioning.home.reach import inventory_in_use
 
-            self._inventory = load_inventory(self.config.inventory_dir)
+            # Home-office laptops at their tunnel address once enrolled (the DB is read only if
+            # the inventory marks a laptop `home_office: true`).
+            self._inventory = inventory_in_use(self.config, _LazyDB(self), load_inventory(self.config.inventory_dir))
         return self._inventory
+
+
+class _LazyDB:
+    """The app's database, opened on first use (so commands on an office-only inventory never open it)."""
+
+    def __init__(self, app: AppContext):
+        self._app = app
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._app.db, name)
 
 
 pass_app = click.make_pass_decorator(AppContext)
@@ -262,6 +275,55 @@ def lab_status(app: AppContext, as_json: bool) -> None:
         echo(f"{h.name:<8} {h.address:<15} {'running' if h.running else 'stopped'}")
 
 
+@lab.command("home-office")
+@click.argument("hosts", nargs=-1, required=True)
+@click.option("--back", is_flag=True, help="Bring the laptops back to the office network.")
+@pass_app
+def lab_home_office(app: AppContext, hosts: tuple[str, ...], back: bool) -> None:
+    """Send lab laptops home: each restarts behind its own NAT router (192.168.178.0/24), reachable
+    from here only through the VPN; the inventory marks it `home_office: true`. Enrol them in the
+    VPN first (on the office network), and route the VPN pool to vpngw (done here).
+
+    Example:
+
+        werne lab home-office lap01 lap02
+    """
+    lab_ = _lab(app)
+    for h in lab_.home_office(list(hosts), home=not back):
+        echo(f"{h.name:<8} {'office ' + h.address if back else 'home (192.168.178.20 behind its router)'}")
+    if not back:
+        lab_.route_vpn_pool(app.config.vpn.pool_v4)
+        echo(f"route: {app.config.vpn.pool_v4} via vpngw")
+
+
+@lab.command("off")
+@click.argument("hosts", nargs=-1, required=True)
+@pass_app
+def lab_off(app: AppContext, hosts: tuple[str, ...]) -> None:
+    """Switch lab laptops off (disk, host key and home network stay).
+
+    Example:
+
+        werne lab off lap03 lap04
+    """
+    _lab(app).switch_off(list(hosts))
+    echo(f"switched off: {' '.join(hosts)}")
+
+
+@lab.command("on")
+@click.argument("hosts", nargs=-1, required=True)
+@pass_app
+def lab_on(app: AppContext, hosts: tuple[str, ...]) -> None:
+    """Switch lab laptops on and wait for their sshd.
+
+    Example:
+
+        werne lab on lap03 lap04
+    """
+    for h in _lab(app).switch_on(list(hosts)):
+        echo(f"{h.name:<8} {'running' if h.running else 'stopped'}")
+
+
 # ---------------------------------------------------------------- laptop -------------------
 # (owned by the provisioning work: `werne laptop preflight|provision`)
 
@@ -397,6 +459,75 @@ def laptop_provision(app: AppContext, hosts: tuple[str, ...], all_hosts: bool, c
         echo(f"run {report.run_id}: {report.status}{' (check mode)' if check_mode else ''}; "
                    f"artifacts in {report.artifact_dir}")
     finish(report)
+
+
+# ---- home office (issue 15): pending work, the watcher
+@laptop.command("pending")
+@click.argument("hosts", nargs=-1)
+@click.option("--all", "include_closed", is_flag=True, help="Also list items already done or failed.")
+@click.option("--json", "as_json", is_flag=True, help="Print the items as JSON.")
+@pass_app
+def laptop_pending(app: AppContext, hosts: tuple[str, ...], include_closed: bool, as_json: bool) -> None:
+    """List the work that waits for laptops to come online (queued provisioning runs, key rotations).
+
+    Example:
+
+        werne laptop pending
+        werne laptop pending lap07 --all --json
+    """
+    from provisioning.home.pending import list_items
+
+    items = list_items(app.db, list(hosts) or None, include_closed=include_closed)
+    if as_json:
+        echo_json([i.to_dict() for i in items])
+        return
+    if not items:
+        echo("nothing pending")
+    for i in items:
+        extra = f"; last error: {i.last_error}" if i.last_error and i.state != "done" else ""
+        done = f"; {i.result}" if i.result else ""
+        echo(f"{i.id:>5} {i.host:<10} {i.kind:<11} {i.state:<8} since {i.created_at:%Y-%m-%d %H:%M} "
+             f"by {i.created_by}, attempts {i.attempts}{done}{extra}")
+
+
+@laptop.command("watch")
+@click.option("--once", is_flag=True, help="One poll and the catch-ups due now, then exit (for tests and cron).")
+@pass_app
+def laptop_watch(app: AppContext, once: bool) -> None:
+    """Watch the VPN gateway's handshakes and catch up laptops that come online: collect their
+    compliance facts when their evidence is old, apply pending provisioning runs and key rotations.
+
+    Runs until stopped (deploy/werne-watch.service). Every step goes to the audit trail and stderr.
+
+    Example:
+
+        werne laptop watch
+    """
+    import threading
+
+    from compliance.catchup import make_watcher
+    from core.signals import Terminated
+
+    def report(step) -> None:  # type: ignore[no-untyped-def]
+        echo(f"{step.host}: {step.action} {step.outcome}{': ' + step.detail if step.detail else ''}", err=True)
+
+    w = make_watcher(app.config, app.db, lambda: _fresh_inventory(app))
+    w.on_step = report
+    if once:
+        w.tick()
+        return
+    stop = threading.Event()
+    try:
+        w.run(stop)
+    except (KeyboardInterrupt, Terminated):
+        stop.set()
+        raise
+
+
+def _fresh_inventory(app: AppContext):  # type: ignore[no-untyped-def]
+    """The inventory as it is now (the watcher runs for days: enrolments change tunnel addresses)."""
+    app._inventory = None
+    return app.inventory
 
 # ---------------------------------------------------------------- vpn ----------------------
 # (owned by the VPN work)

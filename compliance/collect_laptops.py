@@ -23,6 +23,7 @@ from core.config import Config
 from core.db import Database
 from core.inventory import Inventory
 from provisioning import ansible
+from provisioning.ansible import one_line
 from provisioning.errors import AnsibleRunError
 from provisioning.preflight import known_hosts_path
 from provisioning.vpn.status import DumpPeer, build_status, load_records
@@ -230,16 +231,68 @@ def collect_laptops(
         return []
     if shutil.which("ansible-playbook", path=ansible_env(config)["PATH"]) is None:
         raise CollectionError("ansible-playbook is not installed (run scripts/setup.sh)")
+    at = now or datetime.now(UTC)
+    collected = gather_facts(config, inventory, db, names, artifact_dir, progress, at)
+    return devices_with_evidence(config, inventory, db, names, collected, at, source="nightly")
+
+
+def gather_facts(
+    config: Config,
+    inventory: Inventory,
+    db: Database,
+    names: list[str],
+    artifact_dir: Path,
+    progress: ProgressCallback | None,
+    now: datetime,
+) -> dict[str, tuple[str, Any]]:
+    """host -> ("ok", facts with the gateway's VPN evidence) | ("unreachable"|"error", reason)."""
     gathered = run_facts_playbook(config, inventory, names, artifact_dir, progress)
     vpn, _ = vpn_evidence(config, inventory, db, gathered, now)
-    out = []
+    out: dict[str, tuple[str, Any]] = {}
     for name in names:
         status, payload = gathered[name]
-        lap = inventory.laptops[name]
         if status == "ok":
             facts = dict(payload)
             facts["vpn"] = vpn.get(name, {"evidence": False, "reason": "no gateway evidence"})
-            out.append(DeviceFacts(device=name, fleet="laptops", facts=facts, name=lap.asset_tag))
+            out[name] = ("ok", facts)
+        else:
+            out[name] = (status, payload)
+    return out
+
+
+def devices_with_evidence(
+    config: Config,
+    inventory: Inventory,
+    db: Database,
+    names: list[str],
+    collected: dict[str, tuple[str, Any]],
+    now: datetime,
+    source: str,
+) -> list[DeviceFacts]:
+    """Store what was collected as evidence and judge each laptop on its freshest evidence: what
+    this run collected, else the newest stored facts (a laptop switched off tonight), with their age."""
+    from compliance.evidence import age_label, freshest, store_evidence
+
+    stored = store_evidence(config, db, {h: f for h, (st, f) in collected.items() if st == "ok"}, now, source)
+    missing = [n for n in names if n not in stored]
+    older = freshest(db, missing) if missing else {}
+    zone = config.compliance.timezone
+    out = []
+    for name in names:
+        status, payload = collected[name]
+        lap = inventory.laptops[name]
+        if name in stored:
+            ev = stored[name]
+            out.append(DeviceFacts(device=name, fleet="laptops", facts=ev.facts, name=lap.asset_tag,
+                                   evidence_label="collected during this run",
+                                   evidence_ref={"id": ev.id, "record_hash": ev.record_hash}))
+        elif name in older:
+            ev = older[name]
+            label = age_label(ev.collected_at, now, zone)
+            out.append(DeviceFacts(device=name, fleet="laptops", facts=ev.facts, name=lap.asset_tag,
+                                   reason=f"{status} now ({one_line(str(payload))[:120]}); judged on {label}",
+                                   evidence_at=ev.collected_at, evidence_label=label,
+                                   evidence_ref={"id": ev.id, "record_hash": ev.record_hash}))
         else:
             out.append(
                 DeviceFacts(
@@ -249,6 +302,7 @@ def collect_laptops(
                     reason=str(payload),
                     failure="unreachable" if status == "unreachable" else "error",
                     name=lap.asset_tag,
+                    evidence_label="never seen",
                 )
             )
     return out

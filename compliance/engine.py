@@ -44,8 +44,18 @@ class DeviceFacts:
     # "fleet": not a device but the fleet's shared facts (compliance.collect_fleet); only rules of
     # scope "fleet" are evaluated on it, and only on it.
     scope: str = "device"
+    # A laptop judged on stored evidence (it was off during the run): when that was collected,
+    # the words the report shows ("evidence from 14:05 yesterday"), and the stored row.
+    evidence_at: datetime | None = None
+    evidence_label: str = ""
+    evidence_ref: dict[str, Any] | None = None
 
     def info(self) -> dict[str, Any]:
+        extra: dict[str, Any] = {}
+        if self.fleet == "laptops":
+            # Only laptops have evidence with an age; the iPads' snapshot keeps its old shape.
+            extra = {"evidence_at": self.evidence_at.isoformat() if self.evidence_at else None,
+                     "evidence": self.evidence_label, "evidence_ref": self.evidence_ref}
         return {
             "fleet": self.fleet,
             "school": self.school,
@@ -54,6 +64,7 @@ class DeviceFacts:
             "reachable": self.reachable,
             "reason": self.reason,
             "last_seen": self.last_seen.isoformat() if self.last_seen else None,
+            **extra,
         }
 
 
@@ -445,5 +456,6 @@ def evaluate(rules: list[Rule], devices: list[DeviceFacts], ctx: EvalContext) ->
     return [evaluate_rule(r, d, ctx) for d in devices for r in rules if _applies(r, d)]
 
 
-# The patch level and apps checks live in their own modules and register themselves here.
-from compliance import apps_checks, ipad_checks, patch_level  # noqa: E402, F401
+# The patch level, apps, iPad setting and evidence checks live in their own modules and register
+# themselves here.
+from compliance import apps_checks, evidence, ipad_checks, patch_level  # noqa: E402, F401

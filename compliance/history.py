@@ -362,8 +362,27 @@ def verify_chain(db: Database) -> ChainReport:
                     f"recomputed {short_hash(actual)}"
                 )
             prev = run.record_hash
+            refs = {d: i.get("evidence_ref") for d, i in (run.devices or {}).items() if i.get("evidence_ref")}
             s.expunge(run)
+            if refs:
+                problems += _check_evidence_refs(s, run_id, refs)
+    # Evidence collected between runs (laptops caught up by the watcher) has its own chain.
+    from compliance.evidence import verify_evidence_chain
+
+    _, ev_problems = verify_evidence_chain(db)
+    problems += ev_problems
     return ChainReport(ok=not problems, runs_checked=n, head=prev, problems=problems)
+
+
+def _check_evidence_refs(s: Any, run_id: int, refs: dict[str, dict[str, Any]]) -> list[str]:
+    """Each device a run judged on stored evidence names a row that exists with that hash."""
+    from compliance.models import LaptopEvidence
+
+    ids = [int(r["id"]) for r in refs.values()]
+    found = dict(s.execute(select(LaptopEvidence.id, LaptopEvidence.record_hash)
+                           .where(LaptopEvidence.id.in_(ids))).all())
+    return [f"run {run_id}: {dev}: evidence {r['id']} missing or altered"
+            for dev, r in sorted(refs.items()) if found.get(int(r["id"])) != r["record_hash"]]
 
 
 def short_hash(h: str | None) -> str:

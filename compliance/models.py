@@ -57,3 +57,25 @@ class ComplianceResult(Base):
     evidence: Mapped[str] = mapped_column(Text, default="")
     waiver: Mapped[str | None] = mapped_column(Text, nullable=True)
     run: Mapped[ComplianceRun] = relationship(back_populates="results")
+
+
+class LaptopEvidence(Base):
+    """Facts of one laptop as collected at one time (nightly run or catch-up), hash-chained.
+
+    Each row's `record_hash` covers its host, time, source, facts hash and the previous row's
+    `record_hash`; a compliance run that judges a laptop on stored evidence names the row and its
+    hash in its device snapshot, which the run's own chain covers.
+    """
+
+    __tablename__ = "laptop_evidence"
+    __table_args__ = (Index("ix_laptop_evidence_host_collected", "host", "collected_at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    host: Mapped[str] = mapped_column(String(255))
+    collected_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    # nightly | catch-up
+    source: Mapped[str] = mapped_column(String(16))
+    facts: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    facts_hash: Mapped[str] = mapped_column(String(64))
+    prev_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    record_hash: Mapped[str] = mapped_column(String(64), unique=True)

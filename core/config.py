@@ -297,6 +297,22 @@ class ComplianceConfig(_Section):
     unattended_upgrade_max_age_days: int = Field(default=7, ge=1)
     # Days a reboot may stay pending after an update asked for one (or a newer kernel was installed).
     reboot_max_pending_days: int = Field(default=3, ge=0)
+    # A laptop that is off during the nightly run is judged on its freshest stored evidence
+    # (collected by `werne laptop watch` or an earlier run); older than this, lx-evidence-fresh fails.
+    evidence_max_age_days: float = Field(default=3.0, gt=0)
+    # Times in the report's words ("evidence from 14:05 yesterday") are in this zone.
+    timezone: str = "Europe/Berlin"
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, v: str) -> str:
+        from zoneinfo import ZoneInfo
+
+        try:
+            ZoneInfo(v)
+        except (ValueError, OSError) as e:
+            raise ValueError(f"unknown time zone {v!r} ({e.__class__.__name__})") from None
+        return v
 
 
 class DEPConfig(_Section):
@@ -395,6 +411,40 @@ class ActivationLockConfig(_Section):
     key_env: str = "WERNE_ACTIVATION_LOCK_KEY"
     # Login names (audit actors) allowed to show a bypass code; empty: nobody.
     allowed_users: list[str] = []
+class HomeOfficeConfig(_Section):
+    """[homeoffice]: laptops reached only through the VPN, and `werne laptop watch` (docs/operations.md)."""
+
+    # How often the watcher reads the gateway's `wg show <if> dump` (one SSH command each time).
+    poll_interval_s: float = Field(default=15.0, gt=0)
+    # A peer whose latest handshake is younger than this is online. WireGuard re-handshakes every
+    # 2 minutes on a live tunnel (PersistentKeepalive keeps it live), so 3 minutes leaves a margin.
+    online_window_s: int = Field(default=180, ge=30)
+    # An online laptop whose freshest evidence is older than this gets its facts collected.
+    evidence_refresh_h: float = Field(default=12.0, gt=0)
+    # At most this many catch-up jobs at once, each on at most catchup_batch laptops (one Ansible
+    # run each), started after a random delay of up to catchup_jitter_s: 70 laptops switched on at
+    # 8 a.m. do not all hit the controller at once.
+    catchup_concurrency: int = Field(default=2, ge=1, le=16)
+    catchup_batch: int = Field(default=10, ge=1, le=100)
+    catchup_jitter_s: float = Field(default=30.0, ge=0)
+    # After a failed attempt (laptop gone, lock held) the next try waits retry_base_s, doubling up to
+    # retry_max_s; after max_attempts failures of the same pending item it stays `failed`.
+    retry_base_s: float = Field(default=60.0, gt=0)
+    retry_max_s: float = Field(default=1800.0, gt=0)
+    max_attempts: int = Field(default=10, ge=1)
+    # Networks allowed to open SSH to the laptops' tunnel addresses through the gateway (the admin
+    # host's). Empty: nothing may open a connection to a laptop through the VPN.
+    manage_from: list[str] = []
+
+    @field_validator("manage_from")
+    @classmethod
+    def _networks(cls, v: list[str]) -> list[str]:
+        import ipaddress
+
+        try:
+            return [str(ipaddress.ip_network(n, strict=False)) for n in v]
+        except ValueError as e:
+            raise ValueError(f"not a network: {e}") from None
 
 
 class Config(_Section):
@@ -411,6 +461,7 @@ class Config(_Section):
     web: WebConfig = WebConfig()
     apps: AppsConfig = AppsConfig()
     activation_lock: ActivationLockConfig = ActivationLockConfig()
+    homeoffice: HomeOfficeConfig = HomeOfficeConfig()
     # Where this config came from, for messages; not a setting.
     source: str = Field(default="built-in defaults", exclude=True)
     # The keys the config file set, per section: the endpoints file does not override them.
@@ -436,7 +487,8 @@ class Config(_Section):
 def _resolve_paths(cfg: Config, base: Path) -> None:
     """Relative paths in a config file are relative to that file's folder."""
     sections: list[BaseModel] = [cfg.site, cfg.ssh, cfg.lab, cfg.mdm, cfg.scep, cfg.ddm, cfg.compliance, cfg.dep,
-                                 cfg.web, cfg.vpn, cfg.apps, cfg.activation_lock, *cfg.apps.locations.values()]
+                                 cfg.web, cfg.vpn, cfg.apps, cfg.activation_lock, cfg.homeoffice,
+                                 *cfg.apps.locations.values()]
     for section in sections:
         for name in type(section).model_fields:
             value = getattr(section, name)

@@ -89,6 +89,8 @@ class _HostRecord:
     role: str
     nspawn_pid: int | None = None
     nspawn_start: int | None = None
+    # At home behind its own NAT router (lab.home): reached only through the VPN.
+    home: bool = False
 
 
 @dataclass
@@ -335,6 +337,9 @@ def _teardown_by_id_locked(labid: str, state_dir: Path, own_mounts: bool) -> Non
         for sub in ("propagate", "unix-export", "incoming"):
             shutil.rmtree(NSPAWN_RUN / sub / d.name, ignore_errors=True)
     with _flock(GLOBAL_LOCK):
+        from lab import home
+
+        home.remove_all(labid)
         for link in _link_names():
             if link == f"wl-{labid}" or link.startswith(f"vb-w{labid}-"):
                 _run(["ip", "link", "delete", link], f"delete {link}", check=False)
@@ -541,6 +546,15 @@ class Lab:
         resolv.write_text("# werne lab: no name server in the lab\noptions timeout:1 attempts:1\n",
                           encoding="utf-8")
         net = ipaddress.IPv4Network(st.subnet)
+        shim = root / "usr/local/sbin/sysctl"
+        if rec.home:
+            from lab import home
+
+            (root / "etc/systemd/network/10-werne-lab.network").write_text(home.network_file(), encoding="utf-8")
+            shim.write_text(home.SYSCTL_SHIM, encoding="utf-8")
+            shim.chmod(0o755)
+            return
+        shim.unlink(missing_ok=True)
         (root / "etc/systemd/network/10-werne-lab.network").write_text(
             "# werne lab: static address on the lab bridge (written by `werne lab up`).\n"
             f"[Match]\nName=host0\n\n[Network]\nAddress={rec.address}/{net.prefixlen}\n"
@@ -590,9 +604,18 @@ class Lab:
         cgroups = _cgroup_dirs(rec.machine)
         for d in cgroups:
             d.mkdir(parents=True, exist_ok=True)
+        if rec.home:
+            from lab import home
+
+            netns = home.ensure(st.labid, self._index(rec), st.bridge, st.subnet, self._host_ip(st, 1))
+            # nspawn grants CAP_NET_ADMIN only for the network modes it sets up itself; networkd
+            # and wg-quick in the laptop need it for the namespace handed in here.
+            network = f"--network-namespace-path={netns} --capability=CAP_NET_ADMIN"
+        else:
+            network = f"--network-bridge={st.bridge}"
         argv = ["systemd-nspawn", "--quiet", "--boot", "--register=no", "--keep-unit",
                 "-D", str(root), "-M", rec.machine, f"--hostname={rec.name}",
-                f"--network-bridge={st.bridge}", "--console=read-only", "--link-journal=no",
+                *network.split(" "), "--console=read-only", "--link-journal=no",
                 "--resolv-conf=off", "--timezone=off", "--suppress-sync=yes"]
         if Path("/dev/net/tun").exists():
             # wireguard-go needs /dev/net/tun inside; no device cgroup is set up (unregistered,
@@ -690,9 +713,21 @@ class Lab:
         with ThreadPoolExecutor(max_workers=min(LAUNCH_THREADS, len(recs))) as pool:
             list(pool.map(self._cleanup_host, recs))  # list(): re-raise the first error here
 
+    @staticmethod
+    def _index(rec: _HostRecord) -> int:
+        return int(rec.name[3:])
+
+    def _sshd_answers(self, labid: str, rec: _HostRecord) -> bool:
+        if rec.home:
+            from lab import home
+
+            return home.sshd_answers(labid, self._index(rec))
+        return ssh_banner(rec.address, timeout=1.0) is not None
+
     def _wait_ready(self, recs: list[_HostRecord]) -> None:
         if not recs:
             return
+        st_labid = self._load().labid
         timeout = self.boot_timeout_s or max(90.0, 2.0 * len(recs))
         deadline = time.monotonic() + timeout
 
@@ -704,7 +739,7 @@ class Lab:
                     log = self.hosts_dir / r.name / "console.log"
                     tail = log.read_text(errors="replace").strip().splitlines()[-1:] if log.exists() else []
                     return f"{r.name}: systemd-nspawn exited during boot ({' '.join(tail) or 'no output'})"
-                if ssh_banner(r.address, timeout=1.0):
+                if self._sshd_answers(st_labid, r):
                     return None
                 if time.monotonic() > next_check:
                     # Slow boots are normal on a busy machine; a failed sshd is not worth waiting for.
@@ -801,6 +836,7 @@ class Lab:
                     continue
                 if have:
                     self._stop([have])
+                    want.home = have.home and want.role == "laptop"
                 st.hosts[name] = want
                 starting.append(want)
             if progress is not None and starting:
@@ -825,6 +861,9 @@ class Lab:
             self._stop(list(st.hosts.values()))
             self._sweep(st)
             with _flock(GLOBAL_LOCK):
+                from lab import home
+
+                home.remove_all(st.labid)
                 self._delete_bridge(st)
                 _unregister(st.labid, self.state_dir)
             for rec in st.hosts.values():
@@ -907,6 +946,79 @@ class Lab:
                     self._save(st)
             return next(h for h in self._status(st) if h.name == name)
 
+    # ---- home office: laptops behind their own NAT router, switched off and on
+    def vpn_pool(self) -> str:
+        """A VPN pool of this lab's own (10.77.T.0/24 for the lab's 10.200.T.0/24), so labs side by
+        side never route each other's tunnel addresses."""
+        st = self._load()
+        third = ipaddress.IPv4Network(st.subnet).network_address.packed[2]
+        return f"10.77.{third}.0/24"
+
+    def route_vpn_pool(self, pool: str | None = None) -> None:
+        """Route the VPN pool from this machine (the controller) to vpngw, as the city's admin
+        network routes it to its VPN gateway; nothing routes the laptops' home networks."""
+        st = self._load()
+        gw = st.hosts.get(GATEWAY_NAME)
+        if gw is None:
+            raise LabInputError("this lab has no VPN gateway (vpngw)")
+        _run(["ip", "route", "replace", pool or self.vpn_pool(), "via", gw.address, "dev", st.bridge],
+             "route the VPN pool")
+
+    def home_office(self, names: list[str], home: bool = True) -> list[LabHost]:
+        """Move laptops home (behind their own NAT router) or back to the office network: each is
+        switched off, re-cabled and switched on with the same disk and host key; the inventory
+        marks home laptops `home_office: true`."""
+        self._require_root()
+        with _flock(self._lock_file):
+            st = self._load()
+            recs = [self._host_record(st, n) for n in names]
+            if any(r.role != "laptop" for r in recs):
+                raise LabInputError("only laptops can go home")
+            self._stop([r for r in recs if r.home != home])
+            for r in recs:
+                if r.home != home:
+                    r.home = home
+            self._save(st)
+            self._start_many(st, [r for r in recs if not _alive(r.nspawn_pid, r.nspawn_start)])
+            self._write_inventory(st)
+            return [h for h in self._status(st) if h.name in names]
+
+    def switch_off(self, names: list[str]) -> None:
+        """Power laptops off (their disks, host keys and home networks stay)."""
+        self._require_root()
+        with _flock(self._lock_file):
+            st = self._load()
+            recs = [self._host_record(st, n) for n in names]
+            self._stop(recs)
+            self._save(st)
+
+    def switch_on(self, names: list[str]) -> list[LabHost]:
+        """Boot laptops that are off, all at once, and wait for their sshd."""
+        self._require_root()
+        with _flock(self._lock_file):
+            st = self._load()
+            recs = [self._host_record(st, n) for n in names]
+            self._start_many(st, [r for r in recs if not _alive(r.nspawn_pid, r.nspawn_start)])
+            return [h for h in self._status(st) if h.name in names]
+
+    @staticmethod
+    def _host_record(st: _LabState, name: str) -> _HostRecord:
+        if name not in st.hosts:
+            raise LabInputError(f"unknown lab host '{name}' (known: {', '.join(sorted(st.hosts)) or 'none'})")
+        return st.hosts[name]
+
+    def _start_many(self, st: _LabState, recs: list[_HostRecord]) -> None:
+        for r in recs:
+            self._cleanup_host(r)
+        with _flock(GLOBAL_LOCK):
+            self._ensure_bridge(st)
+        try:
+            self._launch_all(st, recs, Path(st.base))
+            self._save(st)
+            self._wait_ready(recs)
+        finally:
+            self._save(st)
+
     def exec(self, name: str, argv: list[str], timeout: float = 60,
              input: str | None = None) -> subprocess.CompletedProcess[str]:
         """Run argv inside a running host (all its namespaces, as root), for test setup and readback."""
@@ -971,6 +1083,8 @@ class Lab:
                 hv.setdefault("owner", f"Lab User {idx:02d}")
                 hv.setdefault("vpn_address", str(vpn_base + idx))
                 hv.setdefault("asset_tag", f"LAB-NB-{idx:04d}")
+                if rec.home:
+                    hv["home_office"] = True
                 laptops[rec.name] = hv
             else:
                 gateways[rec.name] = hv

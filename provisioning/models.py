@@ -9,7 +9,8 @@ from pydantic import BaseModel, Field
 from core.findings import Findings
 
 CheckState = Literal["ok", "failed", "not checked"]
-Outcome = Literal["ok", "changed", "failed", "unreachable"]
+# "queued": a home-office laptop that was off; the run waits for it (provisioning.home.pending).
+Outcome = Literal["ok", "changed", "failed", "unreachable", "queued"]
 
 # The order in which pre-flight checks a host; a failed step leaves the later ones "not checked".
 CHECKS = ("reachable", "host_key", "login", "sudo", "os", "python3", "disk")

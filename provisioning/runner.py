@@ -228,8 +228,13 @@ def provision(
     check_mode: bool = False,
     progress: ProgressCallback | None = None,
     actor: str | None = None,
+    queue_unreachable: bool = True,
 ) -> ProvisioningReport:
-    """Provision the selected laptops (or, with check_mode, show what would change) and store the run."""
+    """Provision the selected laptops (or, with check_mode, show what would change) and store the run.
+
+    A home-office laptop that cannot be reached (switched off, away) is not a failure: its run is
+    queued (outcome "queued") for `werne laptop watch` to apply when it comes online, unless
+    `queue_unreachable` is False (the watcher itself) or this is a check run."""
     from core.audit import current_actor, record
 
     targets = select_targets(config, inventory, names, all_hosts)
@@ -282,9 +287,11 @@ def provision(
         except BaseException:
             _finish(db, run_id, "error", {}, artifact_dir)
             raise
+        if queue_unreachable and not check_mode and status != "interrupted":
+            _queue_unreachable(db, inventory, outcomes, actor, run_id)
         ordered = [outcomes[t.name] for t in targets if t.name in outcomes]
         if status != "interrupted":
-            status = "ok" if all(o.outcome in ("ok", "changed") for o in ordered) else "failed"
+            status = "ok" if all(o.outcome in ("ok", "changed", "queued") for o in ordered) else "failed"
         _finish(db, run_id, status, {o.host: o for o in ordered}, artifact_dir)
         record(
             db,
@@ -305,6 +312,23 @@ def provision(
             interrupted_runs=interrupted,
             hosts=ordered,
         )
+
+
+def _queue_unreachable(db: Database, inventory: Inventory, outcomes: dict[str, HostOutcome], actor: str,
+                       run_id: int) -> None:
+    """Home-office laptops this run could not reach get the run queued (one open item per laptop)."""
+    from provisioning.home.models import KIND_PROVISION
+    from provisioning.home.pending import enqueue
+    from provisioning.home.reach import is_home_office
+
+    for host, o in list(outcomes.items()):
+        if o.outcome != "unreachable" or not is_home_office(inventory, host):
+            continue
+        item, _ = enqueue(db, host, KIND_PROVISION, actor, f"run {run_id}: {o.reason or 'unreachable'}")
+        outcomes[host] = o.model_copy(update={
+            "outcome": "queued",
+            "reason": f"off or away ({o.reason or 'unreachable'}): queued as pending item {item.id}; "
+                      "`werne laptop watch` applies it when the laptop comes online"})
 
 
 def _finish(

@@ -40,7 +40,7 @@ def test_csv_golden_and_german_excel(compliance_db, two_runs):
     text = data.decode("utf-8")
     assert text.startswith("\ufeffrun;device;name;fleet;school")
     lines = text.splitlines()
-    assert len(lines) == 1 + 3 * 20 + 4 * 6  # one row per device and rule
+    assert len(lines) == 1 + 3 * 21 + 4 * 6  # one row per device and rule
     assert all(line.count(";") >= 15 for line in lines[:5])
 
 
@@ -106,7 +106,7 @@ def test_junit_golden_and_structure(compliance_db, two_runs):
     suites = root.findall("testsuite")
     assert len(suites) == 7
     cases = root.findall("./testsuite/testcase")
-    assert len(cases) == int(root.get("tests")) == 3 * 20 + 4 * 6
+    assert len(cases) == int(root.get("tests")) == 3 * 21 + 4 * 6
     fails = [
         (c.get("classname"), c.get("name").split(":")[0]) for c in cases if c.find("failure") is not None
     ]

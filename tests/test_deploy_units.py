@@ -51,7 +51,7 @@ def verify(tmp_path: Path, units: dict[str, str]) -> subprocess.CompletedProcess
 def test_every_unit_in_deploy_verifies_cleanly(tmp_path):
     units = deploy_units()
     assert {u.name for u in units} >= {"werne-compliance.service", "werne-compliance.timer",
-                                        "werne-webhook.service"}
+                                        "werne-webhook.service", "werne-watch.service"}
     assert set(deploy_units()) == {p for p in DEPLOY.iterdir() if p.is_file()}, "a file in deploy/ that is not a unit?"
     p = verify(tmp_path, {u.name: u.read_text(encoding="utf-8") for u in units})
     assert (p.returncode, p.stdout + p.stderr) == (0, "")

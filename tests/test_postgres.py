@@ -468,7 +468,19 @@ def _rows_compliance(m: Any, now: datetime) -> list[Any]:
     run.results = [
         m.ComplianceResult(device="lap01", rule_id="SSH-01", status="pass", evidence="PermitRootLogin no", waiver=None)
     ]
-    return [run]
+    evidence = m.LaptopEvidence(host="lap01", collected_at=now, source="catch-up", facts={"sshd": {"x": 1}},
+                                facts_hash="5" * 64, prev_hash=None, record_hash="6" * 64)
+    return [run, evidence]
+
+
+def _rows_home(m: Any, now: datetime) -> list[Any]:
+    return [
+        m.PendingWork(host="lap01", kind="provision", state="pending", created_at=now, created_by="admin",
+                      reason="laptop was off", attempts=1, not_before=now, last_attempt_at=now,
+                      claimed_by="4242:17", last_error="unreachable", done_at=None, result=None),
+        m.LaptopPresence(host="lap01", online=True, last_handshake_at=now, online_since=now,
+                         offline_since=None, endpoint="192.0.2.7:40123", updated_at=now),
+    ]
 
 
 def _rows_enrolment(m: Any, now: datetime) -> list[Any]:
@@ -521,6 +533,7 @@ PACKAGE_ROWS: dict[str, Callable[[Any, datetime], list[Any]]] = {
     "ipad": _rows_ipad,
     "compliance": _rows_compliance,
     "enrolment": _rows_enrolment,
+    "provisioning.home": _rows_home,
 }
 
 

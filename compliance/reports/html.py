@@ -56,6 +56,10 @@ def device_details(devices: list[dict[str, Any]]) -> Markup:
             head.append(f", unreachable: {e(d['reason'])}")
         if d["last_seen"]:
             head.append(f", last seen {e(d['last_seen'])}")
+        if d["evidence_at"]:
+            head.append(f", <b>{e(d['evidence'])}</b>")
+        elif d["evidence"] == "never seen":
+            head.append(", never seen")
         cls = "" if d["compliant"] else ' class="noncompliant"'
         out.append(
             f'<details data-device="{e(d["id"])}"{cls}>\n<summary>{"".join(head)}</summary>\n'

@@ -132,6 +132,9 @@ def build_report(db: Database, run_id: int | None = None, with_trend: bool = Tru
                 "reachable": info["reachable"],
                 "reason": info.get("reason") or "",
                 "last_seen": info.get("last_seen"),
+                # Laptops: when the facts the device was judged on were collected, in words too.
+                "evidence_at": info.get("evidence_at"),
+                "evidence": info.get("evidence") or "",
                 "compliant": not any(x["status"] in FINDING_STATUSES for x in results),
                 "results": results,
             }

@@ -25,6 +25,7 @@ CSV_HEADER = [
     "grundschutz_plus_plus",
     "other_references",
     "remediation",
+    "device_evidence",
 ]
 
 
@@ -64,6 +65,7 @@ def render_csv(report: dict[str, Any]) -> str:
                     ", ".join(refs.get("gspp", [])),
                     ", ".join(other),
                     rule["remediation"],
+                    dev.get("evidence", ""),
                 ]
             )
     return write_csv(rows, excel=True)

@@ -44,16 +44,18 @@ class GatewaySettings:
     key_path: str = "/etc/wireguard/wg0.key"
     nft_path: str = "/etc/werne/vpn-gateway.nft"
     nft_table: str = NFT_TABLE
+    # Networks that may open SSH to the laptops' tunnel addresses ([homeoffice] manage_from).
+    manage_from: tuple[str, ...] = ()
 
     @classmethod
-    def from_config(cls, vpn: VPNConfig) -> GatewaySettings:
+    def from_config(cls, vpn: VPNConfig, manage_from: list[str] | tuple[str, ...] = ()) -> GatewaySettings:
         pool = AddressPool.from_config(vpn)
         addresses = [f"{pool.gateway_v4}/{pool.v4.prefixlen}"]
         if pool.v6 is not None:
             addresses.append(f"{pool.gateway_v6}/{pool.v6.prefixlen}")
         return cls(interface=vpn.interface, listen_port=vpn.listen_port, addresses=tuple(addresses),
                    pool_v4=str(pool.v4), pool_v6=str(pool.v6) if pool.v6 else None,
-                   key_path=f"/etc/wireguard/{vpn.interface}.key")
+                   key_path=f"/etc/wireguard/{vpn.interface}.key", manage_from=tuple(manage_from))
 
 
 @dataclass(frozen=True)
@@ -105,7 +107,8 @@ def render_gateway_nftables(settings: GatewaySettings) -> str:
     """Forwarding and NAT rules for the pool, as one atomically reloadable nftables file."""
     return _environment().get_template("gateway-nftables.nft.j2").render(
         table=settings.nft_table, interface=settings.interface, pool_v4=settings.pool_v4,
-        pool_v6=settings.pool_v6)
+        pool_v6=settings.pool_v6, manage_v4=[n for n in settings.manage_from if ":" not in n],
+        manage_v6=[n for n in settings.manage_from if ":" in n])
 
 
 def render_gateway(peers: list[GatewayPeer], settings: GatewaySettings) -> RenderedGateway:

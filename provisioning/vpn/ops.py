@@ -133,7 +133,7 @@ def _apply(config: Config, db: Database, inventory: Inventory, peers: list[Gatew
     Stores the gateway's public key; raises GatewayUnreachableError (nothing stored) otherwise.
     """
     name = check_gateway_reachable(config, inventory)
-    settings = GatewaySettings.from_config(config.vpn)
+    settings = GatewaySettings.from_config(config.vpn, config.homeoffice.manage_from)
     rendered = render_gateway(peers, settings)
     extravars = {
         "wireguard_gateway_interface": config.vpn.interface,

@@ -1,0 +1,237 @@
+"""`werne laptop watch`: notice laptops coming online through the VPN and catch them up.
+
+Each poll reads the gateway's handshakes (provisioning.home.presence). An online laptop needs a
+catch-up when work is pending for it (a provisioning run it missed, a VPN key rotation) or its
+freshest evidence is older than `[homeoffice] evidence_refresh_h`. The scheduler spreads these
+(jitter, batches, bounded concurrency). A batch claims its pending items, applies them through
+the same library calls as the CLI (provisioning.runner.provision, provisioning.vpn.ops.rotate),
+which take the same locks; collects the facts (a callable the compliance side supplies, so this
+package never imports compliance); and records every step in the audit trail. An item is marked
+done only after success; a laptop gone in the middle, or an IT staff run holding the provisioning
+lock, sends the item back to pending with a back-off. Everything is in the database, so a watcher
+killed and restarted picks up where it was (items it left `running` go back to pending first).
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from core import audit
+from core.config import Config
+from core.db import Database
+from core.errors import LockHeldError, WerneError
+from core.inventory import Inventory
+from provisioning.home import pending
+from provisioning.home.models import KIND_PROVISION, KIND_VPN_ROTATE
+from provisioning.home.presence import GatewayReader, peers_seen, record_presence
+from provisioning.home.scheduler import CatchupScheduler
+
+ACTOR = "werne laptop watch"
+
+# collect(hosts, now) -> {host: "ok" | "unreachable" | "error" | "deferred"}; stores the evidence.
+CollectFn = Callable[[Inventory, list[str], datetime], dict[str, str]]
+# evidence_times(hosts) -> {host: when its freshest evidence was collected}
+EvidenceTimesFn = Callable[[list[str]], dict[str, datetime]]
+
+
+@dataclass
+class Step:
+    """One thing a catch-up did (or tried) for one laptop."""
+
+    host: str
+    action: str  # collect | provision | vpn_rotate
+    outcome: str  # done | retry | failed | deferred | unreachable | error
+    detail: str = ""
+
+
+@dataclass
+class Watcher:
+    """The watch loop's state. `tick(now)` is one poll plus whatever batches are due (tests drive
+    it with their own clock); `run(stop)` is the service's loop."""
+
+    config: Config
+    db: Database
+    load_inventory: Callable[[], Inventory]
+    collect: CollectFn
+    evidence_times: EvidenceTimesFn
+    clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
+    rng: random.Random = field(default_factory=random.Random)
+    reader: Any = None  # GatewayReader, or a test double with .dump() -> list[DumpPeer]
+    # Handshakes are real-world times: they are judged against the real clock even when a test
+    # plays the day with its own `clock` (evidence times, back-offs).
+    wall_clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
+    on_step: Callable[[Step], None] | None = None
+    scheduler: CatchupScheduler = field(init=False)
+    online: set[str] = field(default_factory=set)
+    steps: list[Step] = field(default_factory=list)
+    _provision_lock: threading.Lock = field(default_factory=threading.Lock)
+    _steps_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def __post_init__(self) -> None:
+        h = self.config.homeoffice
+        self.scheduler = CatchupScheduler(h.catchup_concurrency, h.catchup_batch, h.catchup_jitter_s, self.rng)
+        self.owner = pending.owner_id()
+        released = pending.release_stale(self.db)
+        if released:
+            audit.record(self.db, "laptop.watch.resume", ",".join(map(str, released)),
+                         {"requeued": released, "why": "left running by a watcher that stopped"}, actor=ACTOR)
+
+    # ---- what needs doing
+    def _needs_work(self, hosts: list[str], now: datetime) -> list[str]:
+        if not hosts:
+            return []
+        due = {i.host for i in pending.due(self.db, hosts, now)}
+        refresh = timedelta(hours=self.config.homeoffice.evidence_refresh_h)
+        times = self.evidence_times(hosts)
+        stale = {h for h in hosts if h not in times or now - times[h] > refresh}
+        return sorted(due | stale)
+
+    def poll(self, now: datetime) -> tuple[list[str], list[str]]:
+        """Read the gateway, store presence, hand laptops that need work to the scheduler."""
+        if self.reader is None:
+            self.reader = GatewayReader(self.config, self.load_inventory())
+        seen = peers_seen(self.db, self.reader.dump(), self.wall_clock(), self.config.homeoffice.online_window_s)
+        came, went = record_presence(self.db, seen, now)
+        for h in came:
+            audit.record(self.db, "laptop.watch.online", h, {"last_handshake": str(seen[h].last_handshake_at)},
+                         actor=ACTOR)
+        self.online = {h for h, p in seen.items() if p.online}
+        for h in went:
+            self.scheduler.forget(h)
+        for h in self._needs_work(sorted(self.online), now):
+            self.scheduler.seen(h, now)
+        return came, went
+
+    # ---- one batch
+    def _step(self, step: Step) -> None:
+        with self._steps_lock:
+            self.steps.append(step)
+        if self.on_step is not None:
+            self.on_step(step)
+        audit.record(self.db, f"laptop.catchup.{step.action}", step.host,
+                     {"outcome": step.outcome, "detail": step.detail[:500]}, actor=ACTOR)
+
+    def _retry(self, item: pending.PendingItem, error: str, now: datetime, counts: bool = True) -> str:
+        h = self.config.homeoffice
+        return pending.mark_retry(self.db, item.id, error, now, base_s=h.retry_base_s, max_s=h.retry_max_s,
+                                  max_attempts=h.max_attempts if counts else 10**9, counts=counts)
+
+    def _apply_provision(self, inv: Inventory, items: list[pending.PendingItem], now: datetime) -> None:
+        from provisioning.runner import provision
+
+        hosts = [i.host for i in items]
+        try:
+            with self._provision_lock:
+                report = provision(self.config, self.db, inv, hosts, actor=ACTOR, queue_unreachable=False)
+        except LockHeldError as e:
+            # An IT staff member's run holds the lock: never run over it; try again later.
+            for i in items:
+                self._retry(i, f"waiting: {e}", now, counts=False)
+                self._step(Step(i.host, KIND_PROVISION, "deferred", str(e)))
+            return
+        except WerneError as e:
+            for i in items:
+                state = self._retry(i, str(e), now)
+                self._step(Step(i.host, KIND_PROVISION, "failed" if state == "failed" else "retry", str(e)))
+            return
+        by_host = {o.host: o for o in report.hosts}
+        for i in items:
+            o = by_host.get(i.host)
+            if o is not None and o.outcome in ("ok", "changed"):
+                pending.mark_done(self.db, i.id, f"provisioning run {report.run_id}", self.clock())
+                self._step(Step(i.host, KIND_PROVISION, "done", f"provisioning run {report.run_id}: {o.outcome}"))
+            else:
+                why = (o.reason or o.outcome) if o is not None else "no result"
+                state = self._retry(i, f"provisioning run {report.run_id}: {why}", now)
+                self._step(Step(i.host, KIND_PROVISION, "failed" if state == "failed" else "retry",
+                                f"provisioning run {report.run_id}: {why}"))
+
+    def _apply_rotate(self, inv: Inventory, items: list[pending.PendingItem], now: datetime) -> None:
+        from provisioning.vpn.ops import rotate
+
+        try:
+            report = rotate(self.config, self.db, inv, [i.host for i in items], actor=ACTOR)
+        except LockHeldError as e:
+            for i in items:
+                self._retry(i, f"waiting: {e}", now, counts=False)
+                self._step(Step(i.host, KIND_VPN_ROTATE, "deferred", str(e)))
+            return
+        except WerneError as e:
+            for i in items:
+                self._retry(i, str(e), now)
+                self._step(Step(i.host, KIND_VPN_ROTATE, "retry", str(e)))
+            return
+        by_host = {r.host: r for r in report.hosts}
+        for i in items:
+            r = by_host.get(i.host)
+            if r is not None and r.outcome in ("rotated", "ok", "changed"):
+                pending.mark_done(self.db, i.id, "vpn rotate", self.clock())
+                self._step(Step(i.host, KIND_VPN_ROTATE, "done", r.outcome))
+            else:
+                why = (r.reason or r.outcome) if r is not None else "no result"
+                self._retry(i, why, now)
+                self._step(Step(i.host, KIND_VPN_ROTATE, "retry", why))
+
+    def run_batch(self, hosts: list[str], now: datetime) -> None:
+        """Apply what is pending for these laptops, then collect the facts of those that need it."""
+        try:
+            inv = self.load_inventory()
+            items = pending.due(self.db, hosts, now)
+            got = set(pending.claim(self.db, [i.id for i in items], self.owner, now))
+            mine = [i for i in items if i.id in got]
+            rot = [i for i in mine if i.kind == KIND_VPN_ROTATE]
+            prov = [i for i in mine if i.kind == KIND_PROVISION]
+            if rot:
+                self._apply_rotate(inv, rot, now)
+            before = len(self.steps)
+            if prov:
+                self._apply_provision(inv, prov, now)
+            refresh = timedelta(hours=self.config.homeoffice.evidence_refresh_h)
+            times = self.evidence_times(hosts)
+            # After a provisioning run the evidence must show its result: collect again.
+            applied = {s.host for s in self.steps[before:] if s.action == KIND_PROVISION and s.outcome == "done"}
+            stale = [h for h in hosts if h in applied or h not in times or now - times[h] > refresh]
+            if stale:
+                for h, outcome in sorted(self.collect(inv, stale, now).items()):
+                    self._step(Step(h, "collect", "done" if outcome == "ok" else outcome))
+        finally:
+            self.scheduler.finished(hosts)
+
+    # ---- the loops
+    def tick(self, now: datetime | None = None) -> list[str]:
+        """One poll, then every batch due by `now`, one after another (for tests and `--once`)."""
+        now = now or self.clock()
+        self.poll(now)
+        done: list[str] = []
+        while batch := self.scheduler.take(now):
+            self.run_batch(batch, now)
+            done += batch
+        return done
+
+    def run(self, stop: threading.Event) -> None:
+        """The service: poll every poll_interval_s, run due batches on up to catchup_concurrency threads."""
+        interval = self.config.homeoffice.poll_interval_s
+        futures: list[Future[None]] = []
+        with ThreadPoolExecutor(max_workers=self.config.homeoffice.catchup_concurrency,
+                                thread_name_prefix="werne-catchup") as pool:
+            while not stop.is_set():
+                now = self.clock()
+                try:
+                    self.poll(now)
+                except WerneError as e:
+                    self._step(Step("-", "poll", "error", str(e)))
+                while batch := self.scheduler.take(now):
+                    futures.append(pool.submit(self.run_batch, batch, now))
+                for f in [f for f in futures if f.done()]:
+                    futures.remove(f)
+                    if f.exception() is not None and not isinstance(f.exception(), WerneError):
+                        raise f.exception()  # type: ignore[misc]  # a bug: the unit restarts us
+                nxt = self.scheduler.next_due()
+                wait = interval if nxt is None else max(0.2, min(interval, (nxt - self.clock()).total_seconds()))
+                stop.wait(wait)
