@@ -20,7 +20,7 @@ test: setup
 CHECK_MARKERS := not lab and not browser and not postgres and not slow
 check: setup
 	$(VENV)/ruff check .
-	$(VENV)/python -m pytest -q -m "$(CHECK_MARKERS)" $(PYTEST_ARGS)
+	$(VENV)/python -m pytest -q -n 2 -m "$(CHECK_MARKERS)" $(PYTEST_ARGS)
 
 lint: setup
 	$(VENV)/ruff check .
