@@ -5,15 +5,13 @@ with a test certificate, and no secret is ever written into them."""
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 from pathlib import Path
-
-import pytest
 
 from core.config import REPO_ROOT, load_config
 from enrolment.deploy import UNITS, write_deployment
 from lab.proxy import NGINX_BIN, main_config, make_tls
+from tests.parts import require_file, require_tool
 
 HOST = "mdm.example-city.de"
 
@@ -63,22 +61,21 @@ def test_no_secret_reaches_the_files(tmp_path: Path, state_dir: Path) -> None:
         assert f.path.stat().st_mode & 0o777 == 0o644
 
 
-@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze missing")
 def test_units_pass_systemd_analyze_verify(tmp_path: Path, state_dir: Path) -> None:
+    require_tool("systemd-analyze", hint="scripts/setup.sh installs systemd")
     # The binaries must exist for verify: point the units at this checkout's.
     cfg = load_config(state_dir=state_dir)
     result = write_deployment(cfg, HOST, tmp_path / "out", install_dir=str(REPO_ROOT),
                               bin_dir=str(REPO_ROOT / ".tools" / "bin"))
     units = [str(f.path) for f in result.files if f.path.suffix == ".service"]
-    if not (REPO_ROOT / ".venv" / "bin" / "werne").is_file():
-        pytest.skip("no .venv/bin/werne; run scripts/setup.sh")
+    require_file("werne in .venv", REPO_ROOT / ".venv" / "bin" / "werne", hint="run scripts/setup.sh")
     r = subprocess.run(["systemd-analyze", "verify", *units], capture_output=True, text=True, timeout=60)
     problems = [line for line in r.stderr.splitlines() if any(Path(u).name in line for u in units)]
     assert r.returncode == 0 and problems == [], r.stderr
 
 
-@pytest.mark.skipif(not NGINX_BIN.is_file(), reason="nginx missing; run scripts/setup.sh")
 def test_site_passes_nginx_t_with_a_test_certificate(tmp_path: Path, state_dir: Path) -> None:
+    require_file("nginx", NGINX_BIN, hint="scripts/setup.sh installs Debian's nginx")
     tls = make_tls(tmp_path / "tls", HOST)
     cfg = load_config(state_dir=state_dir)
     write_deployment(cfg, HOST, tmp_path / "out", tls="city", tls_cert=str(tls.cert), tls_key=str(tls.key))

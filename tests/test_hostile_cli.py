@@ -205,8 +205,10 @@ def test_web_serve_port_out_of_range_does_not_wrap_around(cfg: Path) -> None:
 # ---------------------------------------------------------------- report on a read-only fs --
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to mount a read-only tmpfs")
 def test_report_out_on_a_read_only_file_system(tmp_path: Path, cfg: Path, state_dir: Path) -> None:
+    from tests.parts import require_root
+
+    require_root("a read-only tmpfs mount", why="mounting a read-only tmpfs needs root")
     from core.config import load_config
     from core.db import Database
     from tests.fixtures_compliance import fleet, store_run

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -160,8 +159,10 @@ VERSIONS = ["1.0", "1.1", "1.0~rc1", "1.0+deb12u1", "1.0-1", "1.0-1+deb12u1", "1
             "1:1.0", "6.1.27-1", "6.1.158-1", "1.0a", "1.0.0", "10.0", "9.9", "0.0~git20200101"]
 
 
-@pytest.mark.skipif(shutil.which("dpkg") is None, reason="needs dpkg to compare against")
 def test_version_order_matches_dpkg(wf):
+    from tests.parts import require_tool
+
+    require_tool("dpkg", hint="the reference for Debian's version order")
     for a in VERSIONS:
         for b in VERSIONS:
             ours = wf.dpkg_compare_versions(a, b)
