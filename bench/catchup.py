@@ -73,7 +73,10 @@ def main() -> int:
             '[compliance]\nluks_missing = "not_applicable"\napt_lists_missing = "not_applicable"\n'
             f'[homeoffice]\nmanage_from = ["10.200.0.0/16"]\npoll_interval_s = 2\n'
             f"catchup_concurrency = {args.concurrency}\ncatchup_batch = {args.batch}\n"
-            f"catchup_jitter_s = {args.jitter}\n", encoding="utf-8")
+            f"catchup_jitter_s = {args.jitter}\n"
+            # Without a queued run, the watcher collects only evidence older than this: the evidence
+            # the nightly run just stored must count as old, or nothing would be caught up.
+            + ("" if args.provision else "evidence_refresh_h = 0.001\n"), encoding="utf-8")
         config = load_config(cfg)
         db = Database(config.database_url)
         gateway_apply(config, db, load_inventory(config.inventory_dir))
