@@ -7,6 +7,7 @@ callables it needs, and `make_watcher` is the library call behind the CLI comman
 from __future__ import annotations
 
 import random
+import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
 
@@ -38,7 +39,10 @@ def collector(config: Config, db: Database) -> Callable[[Inventory, list[str], d
     def collect(inventory: Inventory, hosts: list[str], now: datetime) -> dict[str, str]:
         if compliance_run_going_on(config):
             return dict.fromkeys(hosts, "deferred")
-        gathered = gather_facts(config, inventory, db, hosts, artifacts, None, now)
+        # One private data dir per worker thread: ansible-runner rotates (deletes) old artifacts
+        # in its dir, which raced with a second catch-up batch writing into the same one.
+        mine = artifacts / f"worker-{threading.get_ident()}"
+        gathered = gather_facts(config, inventory, db, hosts, mine, None, now)
         store_evidence(config, db, {h: f for h, (st, f) in gathered.items() if st == "ok"}, now, "catch-up")
         return {h: st for h, (st, _) in gathered.items()}
 
