@@ -612,7 +612,9 @@ def vpn_enrol(app: AppContext, hosts: tuple[str, ...], as_json: bool) -> None:
 def vpn_rotate(app: AppContext, hosts: tuple[str, ...], older_than: str | None, as_json: bool) -> None:
     """Give laptops new keys: made on the laptop, swapped in on the gateway, old key removed.
 
-    A laptop that cannot be reached keeps its old, working key and is reported (exit 1).
+    A laptop that cannot be reached keeps its old, working key and is reported (exit 1); for a
+    home-office laptop (off or away) the rotation is queued for `werne laptop watch` instead
+    (exit 0). A laptop reached only through its tunnel switches keys by itself (docs/vpn.md).
     Exit 3 if the gateway is unreachable (nothing changed).
 
     Example:

@@ -229,6 +229,11 @@ class VPNConfig(_Section):
     wireguard_go: Path = REPO_ROOT / ".tools" / "bin" / "wireguard-go"
     # Seconds the rotate/revoke/apply playbooks may take before the run is called failed.
     run_timeout_s: int = Field(default=600, gt=0)
+    # Rotation of a laptop reached only through its tunnel (docs/vpn.md): it switches to its next key
+    # by itself this many seconds after werne made the key, and goes back to its current key after
+    # rotate_revert_after_s more unless werne committed the switch through the tunnel by then.
+    rotate_switch_after_s: int = Field(default=10, ge=1, le=600)
+    rotate_revert_after_s: int = Field(default=120, ge=20, le=3600)
 
     @field_validator("pool_v4", "pool_v6")
     @classmethod

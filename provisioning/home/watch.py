@@ -156,7 +156,8 @@ class Watcher:
         from provisioning.vpn.ops import rotate
 
         try:
-            report = rotate(self.config, self.db, inv, [i.host for i in items], actor=ACTOR)
+            report = rotate(self.config, self.db, inv, [i.host for i in items], actor=ACTOR,
+                            queue_unreachable=False)
         except LockHeldError as e:
             for i in items:
                 self._retry(i, f"waiting: {e}", now, counts=False)

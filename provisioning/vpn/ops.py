@@ -7,11 +7,23 @@ for public keys; their private keys stay on them.
 Rotation (per laptop): make the next key on the laptop -> gateway swaps old for new public key ->
 laptop switches to the next key. If the laptop cannot switch, the gateway is swapped back, so the
 old key keeps working and nothing is half-applied. Both keys never work at the same time.
+
+A home-office laptop that werne reaches only through its tunnel cannot be told to switch over that
+tunnel once the gateway has swapped (its SSH session runs through the key being replaced). So it
+switches by itself: the prepare phase arms a timer on the laptop (playbooks/roles/wireguard_client/
+templates/werne-wg-rotate.j2) that switches the running tunnel to the next key after
+`[vpn] rotate_switch_after_s` and switches back after `rotate_revert_after_s` more, unless werne
+commits through the tunnel before then. A commit that gets through is the proof that both sides
+agree; one that does not (the laptop went away) makes werne swap the gateway back, and the laptop
+goes back to its current key by itself (or boots with it, the files being untouched).
+A home-office laptop that cannot be reached at all gets the rotation queued for `werne laptop watch`.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import tempfile
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -26,6 +38,8 @@ from core.db import Database
 from core.findings import Findings
 from core.inventory import Inventory
 from core.locks import file_lock
+from provisioning import ansible
+from provisioning.home.reach import reach_map
 from provisioning.vpn.errors import (
     GatewayNotReadyError,
     GatewayUnreachableError,
@@ -46,7 +60,7 @@ GATEWAY_KEY_TASK = "Report the gateway's public key"
 GATEWAY_PEERS_TASK = "Report the gateway's peers"
 
 Outcome = Literal["admitted", "unchanged", "replaced", "rotated", "revoked", "reinstated", "skipped",
-                  "failed", "unreachable"]
+                  "queued", "failed", "unreachable"]
 
 
 class PeerResult(BaseModel):
@@ -457,13 +471,74 @@ def parse_age_days(text: str | None) -> float | None:
     return value
 
 
+def _through_tunnel(db: Database, inventory: Inventory, hosts: list[str]) -> set[str]:
+    """The hosts werne reaches only through their tunnel (provisioning.home.reach)."""
+    reach = reach_map(db, inventory)
+    return {h for h in hosts if h in reach and reach[h].via == "vpn"}
+
+
+def _commit(config: Config, inventory: Inventory, hosts: list[str], armed: set[str], base: dict,
+            started: float) -> dict[str, ansible.HostResult]:
+    """The commit phase: at once where werne reaches the laptop directly; through the tunnel once an
+    armed laptop has switched (retried while it may still be handshaking), and never so late that
+    the laptop's own revert could overtake the commit."""
+    extravars = {**base, "wireguard_client_rotate_phase": "commit"}
+    out: dict[str, ansible.HostResult] = {}
+    direct = [h for h in hosts if h not in armed]
+    if direct:
+        out.update(run_vpn_playbook(config, inventory, "vpn_rotate.yml", direct, extravars, {CURRENT_KEY_TASK},
+                                    "rotate-commit").outcomes)
+    waiting = [h for h in hosts if h in armed]
+    if not waiting:
+        return out
+    v = config.vpn
+    # `started` is before the laptops armed their timers, so their switch and revert come later still.
+    time.sleep(max(0.0, started + v.rotate_switch_after_s + 1 - time.monotonic()))
+    give_up = started + v.rotate_switch_after_s + v.rotate_revert_after_s - (10 + 2 * config.ssh.connect_timeout)
+    while waiting:
+        # A new SSH connection each time: the master connection kept open by the prepare phase ran
+        # through the tunnel as it was; across the switch it stalls long enough to time out.
+        with tempfile.TemporaryDirectory(prefix="werne-cp-") as cp:
+            run = run_vpn_playbook(config, inventory, "vpn_rotate.yml", waiting,
+                                   {**extravars, "ansible_control_path_dir": cp}, {CURRENT_KEY_TASK},
+                                   "rotate-commit")
+        out.update(run.outcomes)
+        waiting = [h for h in waiting if run.outcomes[h].outcome == "unreachable"]
+        if not waiting or time.monotonic() + COMMIT_RETRY_S > give_up:
+            break
+        time.sleep(COMMIT_RETRY_S)
+    return out
+
+
+COMMIT_RETRY_S = 3.0
+
+
+def _queue(db: Database, inventory: Inventory, results: dict[str, PeerResult], actor: str) -> None:
+    """Home-office laptops that could not be reached get the rotation queued for the watcher."""
+    from provisioning.home.models import KIND_VPN_ROTATE
+    from provisioning.home.pending import enqueue
+    from provisioning.home.reach import is_home_office
+
+    for h, r in list(results.items()):
+        if r.outcome != "unreachable" or not is_home_office(inventory, h):
+            continue
+        item, _ = enqueue(db, h, KIND_VPN_ROTATE, actor, f"vpn rotate: {r.reason or 'unreachable'}")
+        results[h] = r.model_copy(update={
+            "outcome": "queued",
+            "reason": f"off or away ({r.reason or 'unreachable'}): queued as pending item {item.id}; "
+                      "`werne laptop watch` rotates it when the laptop comes online"})
+
+
 def rotate(config: Config, db: Database, inventory: Inventory, hosts: list[str],
            older_than: str | float | None = None, actor: str | None = None,
-           after_gateway_switch: Callable[[list[str]], None] | None = None) -> VPNReport:
+           after_gateway_switch: Callable[[list[str]], None] | None = None,
+           queue_unreachable: bool = True) -> VPNReport:
     """`werne vpn rotate`: new keys made on the laptops, the gateway swaps them in, old keys removed.
 
-    `after_gateway_switch` runs between the gateway swap and the laptops' switch (a seam for tests
-    that take a laptop away at that moment).
+    Laptops reached only through their tunnel switch by themselves (see the module doc). A
+    home-office laptop that cannot be reached gets the rotation queued (outcome "queued") unless
+    `queue_unreachable` is False (the watcher itself). `after_gateway_switch` runs between the
+    gateway swap and the laptops' switch (a seam for tests that take a laptop away at that moment).
     """
     from provisioning.vpn.errors import VPNInputError
 
@@ -475,9 +550,15 @@ def rotate(config: Config, db: Database, inventory: Inventory, hosts: list[str],
     if not targets:
         return VPNReport(action="rotate", hosts=[])
     results: dict[str, PeerResult] = {}
+    gateway = None
     with vpn_lock(config):
         check_gateway_reachable(config, inventory)
-        base = {"wireguard_client_interface": config.vpn.interface}
+        armed = _through_tunnel(db, inventory, targets)
+        base = {"wireguard_client_interface": config.vpn.interface,
+                "wireguard_client_rotate_armed": sorted(armed),
+                "wireguard_client_rotate_switch_after_s": config.vpn.rotate_switch_after_s,
+                "wireguard_client_rotate_revert_after_s": config.vpn.rotate_revert_after_s}
+        started = time.monotonic()
         prep = run_vpn_playbook(config, inventory, "vpn_rotate.yml", targets,
                                 {**base, "wireguard_client_rotate_phase": "prepare"}, {NEXT_KEY_TASK},
                                 "rotate-prepare")
@@ -493,49 +574,49 @@ def rotate(config: Config, db: Database, inventory: Inventory, hosts: list[str],
                              {**base, "wireguard_client_rotate_phase": "abort"}, set(), "rotate-abort")
             for h in bad:
                 results[h].reason = f"{results[h].reason}; old key still in use"
-        if not new_keys:
-            return VPNReport(action="rotate", hosts=[results[h] for h in sorted(results)])
-        try:
-            gateway = _apply(config, db, inventory, planned_peers(db, keys=new_keys), "rotate-switch")
-        except GatewayUnreachableError:
-            run_vpn_playbook(config, inventory, "vpn_rotate.yml", list(new_keys),
-                             {**base, "wireguard_client_rotate_phase": "abort"}, set(), "rotate-abort")
-            raise
-        if after_gateway_switch is not None:
-            after_gateway_switch(list(new_keys))
-        commit = run_vpn_playbook(config, inventory, "vpn_rotate.yml", list(new_keys),
-                                  {**base, "wireguard_client_rotate_phase": "commit"}, {CURRENT_KEY_TASK},
-                                  "rotate-commit")
-        switched = {h: k for h, k in new_keys.items()
-                    if commit.outcomes[h].succeeded
-                    and commit.outcomes[h].reported.get(CURRENT_KEY_TASK, "").strip() == k}
-        failed = [h for h in new_keys if h not in switched]
-        # The switched laptops use their new keys from now on: store them before anything else can
-        # fail, so a later `werne vpn gateway apply` renders what the laptops really use.
-        now = datetime.now(UTC)
-        with db.session() as s:
-            for h, key in switched.items():
-                peer = _peer(s, h)
-                assert peer is not None
-                if peer.public_key:
-                    s.add(VPNRetiredKey(public_key=peer.public_key, host=h, reason="rotated"))
-                peer.public_key, peer.key_created_at, peer.rotated_at = key, now, now
-                results[h] = PeerResult(host=h, outcome="rotated", address=peer.address_v4, public_key=key)
-        if failed:
-            # Put the old keys back for laptops that did not switch: they keep working as before.
+        if new_keys:
             try:
-                gateway = _apply(config, db, inventory, planned_peers(db), "rotate-rollback")
-            except GatewayUnreachableError as e:
-                record(db, "vpn.rotate", ",".join(targets), {"rollback_failed": failed, "error": str(e)},
-                       actor=actor)
-                raise GatewayUnreachableError(
-                    f"{e}; could not switch the gateway back for {', '.join(failed)}: "
-                    "run `werne vpn gateway apply` when the gateway is back") from None
-            for h in failed:
-                r = commit.outcomes[h]
-                outcome = "unreachable" if r.outcome == "unreachable" else "failed"
-                results[h] = PeerResult(host=h, outcome=outcome,  # type: ignore[arg-type]
-                                        reason=f"{peer_reason(r) or 'did not switch to the new key'}; "
-                                               "gateway switched back, old key still in use")
+                gateway = _apply(config, db, inventory, planned_peers(db, keys=new_keys), "rotate-switch")
+            except GatewayUnreachableError:
+                run_vpn_playbook(config, inventory, "vpn_rotate.yml", list(new_keys),
+                                 {**base, "wireguard_client_rotate_phase": "abort"}, set(), "rotate-abort")
+                raise
+            if after_gateway_switch is not None:
+                after_gateway_switch(list(new_keys))
+            commit = _commit(config, inventory, list(new_keys), armed, base, started)
+            switched = {h: k for h, k in new_keys.items()
+                        if commit[h].succeeded and commit[h].reported.get(CURRENT_KEY_TASK, "").strip() == k}
+            failed = [h for h in new_keys if h not in switched]
+            # The switched laptops use their new keys from now on: store them before anything else can
+            # fail, so a later `werne vpn gateway apply` renders what the laptops really use.
+            now = datetime.now(UTC)
+            with db.session() as s:
+                for h, key in switched.items():
+                    peer = _peer(s, h)
+                    assert peer is not None
+                    if peer.public_key:
+                        s.add(VPNRetiredKey(public_key=peer.public_key, host=h, reason="rotated"))
+                    peer.public_key, peer.key_created_at, peer.rotated_at = key, now, now
+                    results[h] = PeerResult(host=h, outcome="rotated", address=peer.address_v4, public_key=key)
+            if failed:
+                # Put the old keys back for laptops that did not switch: they keep working as before.
+                try:
+                    gateway = _apply(config, db, inventory, planned_peers(db), "rotate-rollback")
+                except GatewayUnreachableError as e:
+                    record(db, "vpn.rotate", ",".join(targets), {"rollback_failed": failed, "error": str(e)},
+                           actor=actor)
+                    raise GatewayUnreachableError(
+                        f"{e}; could not switch the gateway back for {', '.join(failed)}: "
+                        "run `werne vpn gateway apply` when the gateway is back") from None
+                for h in failed:
+                    r = commit[h]
+                    outcome = "unreachable" if r.outcome == "unreachable" else "failed"
+                    back = ("; it goes back to its old key by itself" if h in armed
+                            else "; old key still in use")
+                    results[h] = PeerResult(host=h, outcome=outcome,  # type: ignore[arg-type]
+                                            reason=f"{peer_reason(r) or 'did not switch to the new key'}; "
+                                                   f"gateway switched back{back}")
+        if queue_unreachable:
+            _queue(db, inventory, results, actor)
     record(db, "vpn.rotate", ",".join(targets), {h: results[h].outcome for h in sorted(results)}, actor=actor)
     return VPNReport(action="rotate", hosts=[results[h] for h in sorted(results)], gateway=gateway)
