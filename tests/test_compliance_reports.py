@@ -159,3 +159,39 @@ def test_diff_cli(run_cli, compliance_db, two_runs, compliance_config, tmp_path)
     assert len(d["newly_failing"]) == 7 and d["still_failing"] == []
     res = run_cli("compliance", "diff", str(two_runs[0]), str(two_runs[1]), config=cfg)
     assert res.output.splitlines()[0] == "newly failing (7):"
+
+
+def test_ipads_to_replace_are_listed_per_school(compliance_db, compliance_config):
+    """iPads whose model Apple no longer updates (ios-model-supported fails) are listed under their
+    school, in the JSON and as the HTML's "iPads to replace" table; supported ones are not."""
+    from html.parser import HTMLParser
+
+    from tests.fixtures_compliance import fleet, store_run
+
+    devs = fleet()
+    ipads = [d for d in devs if d.fleet == "ipads"]
+    old, current = ipads[0], ipads[1]
+    old.facts["catalogue"] = {"model": "iPad7,5", "offered": [], "known": True, "replace_by": "iPad13,18"}
+    current.facts["catalogue"] = {"model": "iPad13,18", "offered": ["18.3"], "known": True, "replace_by": ""}
+    run_id = store_run(compliance_db, compliance_config, devs)
+    doc = json.loads(render(compliance_db, run_id, "json"))
+    assert validate(doc) == []
+    replace = {s["school"]: [d["id"] for d in s["replace"]] for s in doc["schools"]}
+    assert replace == {old.school: [old.device], current.school: []}
+    (row,) = next(s for s in doc["schools"] if s["school"] == old.school)["replace"]
+    assert row["group"] == old.group and "replace by a model Apple still updates (e.g. iPad13,18)" in row["evidence"]
+
+    class Rows(HTMLParser):
+        rows: list[tuple[str | None, str | None]] = []
+        in_table = False
+
+        def handle_starttag(self, tag, attrs):  # type: ignore[no-untyped-def]
+            a = dict(attrs)
+            if tag == "table":
+                self.in_table = a.get("id") == "replace"
+            elif tag == "tr" and self.in_table and "data-device" in a:
+                self.rows.append((a.get("data-school"), a.get("data-device")))
+
+    p = Rows()
+    p.feed(render(compliance_db, run_id, "html").decode())
+    assert p.rows == [(old.school, old.device)]

@@ -53,6 +53,10 @@ def _change_rows(changes: list[Any], run: StoredRun, prev: StoredRun | None) -> 
     return rows
 
 
+# The rule whose failures are iPads to replace (Apple offers no iPadOS for the model any more).
+REPLACE_RULE = "ios-model-supported"
+
+
 def build_report(db: Database, run_id: int | None = None, with_trend: bool = True) -> dict[str, Any]:
     run = load_run(db, run_id)
     prev_id = previous_run_id(db, run.id)
@@ -74,6 +78,15 @@ def build_report(db: Database, run_id: int | None = None, with_trend: bool = Tru
                 out.append({"rule": rule_id, "counts": counts, "pass_rate": pass_rate(counts)})
         return out
 
+    # iPads whose model Apple no longer updates, per school: the list a school plans replacements from.
+    replace: dict[str, list[dict[str, Any]]] = {}
+    for (device, rule_id), r in sorted(run.results.items()):
+        dev = run.devices.get(device, {})
+        if rule_id == REPLACE_RULE and r.status == "fail" and dev.get("school"):
+            replace.setdefault(dev["school"], []).append(
+                {"id": device, "name": dev.get("name") or device, "group": dev.get("group"),
+                 "evidence": r.evidence})
+
     s = run.summary
     fleets = [
         {
@@ -94,6 +107,7 @@ def build_report(db: Database, run_id: int | None = None, with_trend: bool = Tru
             "counts": b["counts"],
             "pass_rate": b["pass_rate"],
             "rules": group_rules("school", sc),
+            "replace": replace.get(sc, []),
         }
         for sc, b in s.get("schools", {}).items()
     ]
