@@ -259,12 +259,9 @@ def _catalogue_facts(catalogue: Any, model: str, now: datetime) -> dict[str, Any
 def _escrowed(config: Config, db: Any) -> set[str] | None:
     """Serials with an escrowed Activation Lock bypass code (rule ios-activation-lock-escrowed);
     None where the site does not escrow codes (no activation_lock.key_file or key variable)."""
-    import os
+    from ipad.activation_lock import escrow_configured, escrowed_serials
 
-    from ipad.activation_lock import escrowed_serials
-
-    al = config.activation_lock
-    if al.key_file is None and not (al.key_env and os.environ.get(al.key_env)):
+    if not escrow_configured(config):
         return None
     return escrowed_serials(db) if hasattr(db, "session") else set()
 

@@ -89,9 +89,32 @@ def _default_installer(cfg: Config, db: Database) -> Any:
                 raise ArrivalError(f"InstallProfile {profile.identifier}: {result.failed[enrollment_id]}")
             sent.append((cmd.uuid, profile.identifier))
         _join_group_set(cfg, db, group, enrollment_id, request_id)
+        _request_bypass_code(cfg, client, registry, enrollment_id, request_id)
         return sent
 
     return install
+
+
+def _request_bypass_code(cfg: Config, client: Any, registry: Any, enrollment_id: str, request_id: int) -> None:
+    """Where the site escrows Activation Lock bypass codes, ask the new iPad for its code at once (the
+    webhook escrows the answer, encrypted). Not part of "configured": a failure here is logged, and
+    the nightly rule ios-activation-lock-escrowed names the iPad until `werne ipad activation-lock
+    escrow` got its code."""
+    from ipad.activation_lock import escrow_configured
+    from ipad.commands import activation_lock_bypass_code
+
+    if not escrow_configured(cfg):
+        return
+    cmd = activation_lock_bypass_code()
+    registry.record_planned(cmd.uuid, cmd.request_type, [enrollment_id], ARRIVAL_ACTOR,
+                            {"enrolment_request": request_id, "why": "escrow at arrival"})
+    try:
+        failed = client.enqueue(cmd, [enrollment_id]).failed
+    except WerneError as e:  # the profiles are queued already: this must not make them go again
+        failed = {enrollment_id: str(e)}
+    if enrollment_id in failed:
+        registry.mark_not_queued(cmd.uuid, failed)
+        log.warning("ActivationLockBypassCode for %s not queued: %s", enrollment_id, failed[enrollment_id])
 
 
 def process_arrivals(db: Database, cfg: Config, installer: Any = None) -> ArrivalReport:

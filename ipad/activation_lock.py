@@ -87,12 +87,17 @@ def store_code(conn: Any, key: EscrowKey, enrollment_id: str, serial: str | None
     })
 
 
+def escrow_configured(config: Config) -> bool:
+    """This site escrows bypass codes (activation_lock.key_file, or its key variable, is set)."""
+    al = config.activation_lock
+    return al.key_file is not None or bool(al.key_env and os.environ.get(al.key_env))
+
+
 def install_escrow(config: Config) -> bool:
     """Let the webhook receiver escrow bypass codes with the configured key; False when none is set."""
     from ipad.store import set_escrow_sink
 
-    al = config.activation_lock
-    if al.key_file is None and not (al.key_env and os.environ.get(al.key_env)):
+    if not escrow_configured(config):
         set_escrow_sink(None)
         return False
     key = load_key(config)

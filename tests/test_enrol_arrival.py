@@ -224,3 +224,49 @@ def test_an_arriving_ipad_joins_its_group_declaration_set(world: World, kmfddm: 
 
     sets = KMFDDMClient(kmfddm, Secret(KMFDDM_KEY, "test")).enrollment_sets(enrollment_id)
     assert sets == [f"werne-{school}-teacher"]
+
+
+def test_an_arriving_ipad_is_asked_for_its_bypass_code_where_the_site_escrows(world: World, tmp_path: Path) -> None:
+    """With activation_lock.key_file set, arrival also sends ActivationLockBypassCode, and the webhook
+    escrows the answer (encrypted); "configured" does not wait for it. Without a key nothing is sent."""
+    import os
+
+    from cryptography.fernet import Fernet
+    from sqlalchemy import select
+
+    from core.config import load_config
+    from ipad.activation_lock import escrowed_serials, install_escrow
+    from ipad.models import MDMCommand
+    from ipad.store import set_escrow_sink
+
+    key = tmp_path / "escrow.key"
+    key.write_text(Fernet.generate_key().decode() + "\n")
+    os.chmod(key, 0o600)
+    escrowing = tmp_path / "werne.toml"
+    escrowing.write_text(world.site.config_path.read_text(encoding="utf-8")
+                         + f'\n[activation_lock]\nkey_file = "{key}"\n', encoding="utf-8")
+    cfg = load_config(escrowing)
+
+    def bypass_commands() -> list[str]:
+        with world.db.session() as s:
+            return [c.actor for c in s.scalars(select(MDMCommand).where(
+                MDMCommand.request_type == "ActivationLockBypassCode"))]
+
+    plain, escrowed = "ARRSER00021", "ARRSER00022"
+    rid = world.approved_request([plain])
+    world.ipads([plain])
+    assert sweep_until(world, lambda: statuses(world, rid) == {plain: "configured"})
+    assert bypass_commands() == []  # the site without a key asks for nothing
+
+    assert install_escrow(cfg)
+    try:
+        rid = world.approved_request([escrowed])
+        world.ipads([escrowed])
+        assert sweep_until(world, lambda: statuses(world, rid) == {escrowed: "configured"}, cfg=cfg)
+        assert bypass_commands() == ["werne-arrival"]
+        deadline = time.monotonic() + 30
+        while escrowed not in escrowed_serials(world.db) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert escrowed_serials(world.db) == {escrowed}
+    finally:
+        set_escrow_sink(None)
