@@ -318,17 +318,12 @@ def _queue_unreachable(db: Database, inventory: Inventory, outcomes: dict[str, H
                        run_id: int) -> None:
     """Home-office laptops this run could not reach get the run queued (one open item per laptop)."""
     from provisioning.home.models import KIND_PROVISION
-    from provisioning.home.pending import enqueue
-    from provisioning.home.reach import is_home_office
+    from provisioning.home.pending import queue_for_later
 
-    for host, o in list(outcomes.items()):
-        if o.outcome != "unreachable" or not is_home_office(inventory, host):
-            continue
-        item, _ = enqueue(db, host, KIND_PROVISION, actor, f"run {run_id}: {o.reason or 'unreachable'}")
-        outcomes[host] = o.model_copy(update={
-            "outcome": "queued",
-            "reason": f"off or away ({o.reason or 'unreachable'}): queued as pending item {item.id}; "
-                      "`werne laptop watch` applies it when the laptop comes online"})
+    off = {h: o.reason or "unreachable" for h, o in outcomes.items() if o.outcome == "unreachable"}
+    for h, reason in queue_for_later(db, inventory, KIND_PROVISION, actor, off, f"run {run_id}",
+                                     "applies it").items():
+        outcomes[h] = outcomes[h].model_copy(update={"outcome": "queued", "reason": reason})
 
 
 def _finish(

@@ -17,6 +17,7 @@ from pathlib import Path
 from sqlalchemy import select, update
 
 from core.db import Database
+from core.inventory import Inventory
 from provisioning.errors import ProvisioningError
 from provisioning.home.models import (
     KINDS,
@@ -190,3 +191,21 @@ def release_stale(db: Database, alive: object = owner_alive) -> list[int]:
                 row.not_before = None
                 out.append(row.id)
     return out
+
+
+def queue_for_later(db: Database, inventory: Inventory, kind: str, actor: str, unreachable: dict[str, str],
+                    origin: str, applies: str) -> dict[str, str]:
+    """Queue `kind` for the home-office laptops among `unreachable` (host -> why it was not reached);
+    returns host -> the reason to show instead ("off or away …: queued as pending item N; …").
+    Office laptops are left out: for them unreachable stays a failure."""
+    from provisioning.home.reach import is_home_office
+
+    out = {}
+    for host, why in unreachable.items():
+        if not is_home_office(inventory, host):
+            continue
+        item, _ = enqueue(db, host, kind, actor, f"{origin}: {why}")
+        out[host] = (f"off or away ({why}): queued as pending item {item.id}; "
+                     f"`werne laptop watch` {applies} when the laptop comes online")
+    return out
+

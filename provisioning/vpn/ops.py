@@ -516,17 +516,12 @@ COMMIT_RETRY_S = 3.0
 def _queue(db: Database, inventory: Inventory, results: dict[str, PeerResult], actor: str) -> None:
     """Home-office laptops that could not be reached get the rotation queued for the watcher."""
     from provisioning.home.models import KIND_VPN_ROTATE
-    from provisioning.home.pending import enqueue
-    from provisioning.home.reach import is_home_office
+    from provisioning.home.pending import queue_for_later
 
-    for h, r in list(results.items()):
-        if r.outcome != "unreachable" or not is_home_office(inventory, h):
-            continue
-        item, _ = enqueue(db, h, KIND_VPN_ROTATE, actor, f"vpn rotate: {r.reason or 'unreachable'}")
-        results[h] = r.model_copy(update={
-            "outcome": "queued",
-            "reason": f"off or away ({r.reason or 'unreachable'}): queued as pending item {item.id}; "
-                      "`werne laptop watch` rotates it when the laptop comes online"})
+    off = {h: r.reason or "unreachable" for h, r in results.items() if r.outcome == "unreachable"}
+    for h, reason in queue_for_later(db, inventory, KIND_VPN_ROTATE, actor, off, "vpn rotate",
+                                     "rotates it").items():
+        results[h] = results[h].model_copy(update={"outcome": "queued", "reason": reason})
 
 
 def rotate(config: Config, db: Database, inventory: Inventory, hosts: list[str],
