@@ -17,6 +17,7 @@ mapped, KMFDDM never reached) is simply absent and gets the MDM query sweep.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -120,14 +121,20 @@ def read_one(client: KMFDDMClient, enrollment_id: str, wanted: Iterable[str] = W
     return status if status.reports_read else None
 
 
-def read_ddm_status(client: KMFDDMClient, enrollment_ids: Iterable[str], max_reports: int = 20) -> dict[str, DDMStatus]:
-    """enrolment id -> DDMStatus, for those that ever sent a status report."""
+def read_ddm_status(client: KMFDDMClient, enrollment_ids: Iterable[str], max_reports: int = 20,
+                    workers: int = 8) -> dict[str, DDMStatus]:
+    """enrolment id -> DDMStatus, for those that ever sent a status report.
+
+    KMFDDM serves raw reports one enrolment at a time, so these are read on `workers` threads (the
+    client's connection pool holds 8); the declaration status and errors come in batches."""
     ids = list(dict.fromkeys(enrollment_ids))
     out: dict[str, DDMStatus] = {}
-    for eid in ids:
-        one = read_one(client, eid, max_reports=max_reports)
-        if one is not None:
-            out[eid] = one
+    with ThreadPoolExecutor(max_workers=max(1, min(workers, len(ids) or 1)),
+                            thread_name_prefix="werne-ddm-status") as pool:
+        for eid, one in zip(ids, pool.map(lambda e: read_one(client, e, max_reports=max_reports), ids),
+                            strict=True):
+            if one is not None:
+                out[eid] = one
     reporting = list(out)
     for start in range(0, len(reporting), BATCH):
         chunk = reporting[start:start + BATCH]
