@@ -422,29 +422,33 @@ def _lab_inventory(source: Path, extra: list[str], d: Path) -> Path:
     return dst
 
 
-def _issue_leaf(ca_cert: Path, ca_key: Path, common_name: str, out_cert: Path, out_key: Path) -> None:
-    """A certificate from the lab CA (the enrolment profile's signer); kept if it exists."""
+def issue_leaf(ca_cert: Path, ca_key: Path, common_name: str, out_cert: Path, out_key: Path, *,
+               days: int = 3650, extensions: tuple[tuple[Any, bool], ...] = (), keep: bool = True) -> None:
+    """A certificate (and its EC key) from a lab CA; with `keep`, an existing pair is left as it is.
+    `extensions` are (x509 extension, critical) pairs, e.g. a TLS server's SubjectAlternativeName."""
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec
     from cryptography.x509.oid import NameOID
 
-    if out_cert.is_file() and out_key.is_file():
+    if keep and out_cert.is_file() and out_key.is_file():
         return
     ca = x509.load_pem_x509_certificate(ca_cert.read_bytes())
     signer = serialization.load_pem_private_key(ca_key.read_bytes(), password=None)
     key = ec.generate_private_key(ec.SECP256R1())
     now = dt.datetime.now(dt.UTC)
-    cert = (
+    builder = (
         x509.CertificateBuilder()
         .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
         .issuer_name(ca.subject)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - dt.timedelta(hours=1))
-        .not_valid_after(now + dt.timedelta(days=3650))
-        .sign(signer, hashes.SHA256())  # type: ignore[arg-type]
+        .not_valid_after(now + dt.timedelta(days=days))
     )
+    for ext, critical in extensions:
+        builder = builder.add_extension(ext, critical=critical)
+    cert = builder.sign(signer, hashes.SHA256())  # type: ignore[arg-type]
     _write_private(out_key, key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                               serialization.NoEncryption()))
     out_cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
@@ -535,7 +539,7 @@ def up(
         down(state_dir)
     tls = proxy.make_tls(d)  # the lab CA (ca.pem, ca.key) and the proxy's server certificate
     device_ca = make_ca(d / "apple-device-ca")
-    _issue_leaf(tls.ca_cert, tls.ca_key, "werne lab profile signing", d / "profile-signer.pem",
+    issue_leaf(tls.ca_cert, tls.ca_key, "werne lab profile signing", d / "profile-signer.pem",
                 d / "profile-signer.key")
     api_key = _secret_file(d / "api_key")
     hmac_key = _secret_file(d / "webhook_hmac_key")

@@ -10,7 +10,6 @@ override is needed; LAB_HOST is there too for clients that send it as SNI).
 
 from __future__ import annotations
 
-import datetime as dt
 import ipaddress
 import shutil
 import subprocess
@@ -18,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from enrolment.deploy import NginxSite, render_nginx_site
-from lab.mdm import LabMDMError, _write_private, free_port, make_ca, start_process, stop_process
+from lab.mdm import LabMDMError, free_port, issue_leaf, make_ca, start_process, stop_process
 
 LAB_HOST = "mdm.lab.werne.test"
 PROCESS = "nginx"
@@ -38,34 +37,17 @@ class LabTLS:
 def make_tls(directory: Path, host: str = LAB_HOST) -> LabTLS:
     """A lab CA (kept if it exists) and a fresh server certificate for host and 127.0.0.1."""
     from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+    from cryptography.x509.oid import ExtendedKeyUsageOID
 
     directory.mkdir(parents=True, exist_ok=True)
     ca_cert, ca_key = make_ca(directory)
-    ca = x509.load_pem_x509_certificate(ca_cert.read_bytes())
-    signer = serialization.load_pem_private_key(ca_key.read_bytes(), password=None)
-    key = ec.generate_private_key(ec.SECP256R1())
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, host)]))
-        .issuer_name(ca.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(hours=1))
-        .not_valid_after(now + dt.timedelta(days=90))
-        .add_extension(x509.SubjectAlternativeName([
-            x509.DNSName(host), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .sign(signer, hashes.SHA256())  # type: ignore[arg-type]
-    )
     cert_path, key_path = directory / "server.pem", directory / "server.key"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    _write_private(key_path, key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                               serialization.NoEncryption()))
+    issue_leaf(ca_cert, ca_key, host, cert_path, key_path, days=90, keep=False, extensions=(
+        (x509.SubjectAlternativeName([x509.DNSName(host), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+         False),
+        (x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), False),
+        (x509.BasicConstraints(ca=False, path_length=None), True),
+    ))
     return LabTLS(ca_cert, ca_key, cert_path, key_path)
 
 
