@@ -244,6 +244,123 @@ def test_watcher_never_runs_over_a_staff_provisioning_run(home_config, db):  # t
     assert [(s.host, s.action, s.outcome) for s in w.steps][:1] == [("lap02", "provision", "deferred")]
 
 
+# ---- the watcher outlives a bad batch and a bad poll
+SECRET_IN_MESSAGE = "hunter2-secret"
+
+
+def _flaky_provision(monkeypatch, fail_times: int):  # type: ignore[no-untyped-def]
+    """provision() that raises a non-werne exception (a bug) the first `fail_times` calls."""
+    from provisioning import runner
+    from provisioning.models import HostOutcome, ProvisioningReport
+
+    calls: list[list[str]] = []
+
+    def provision(config, db_, inv, names, **kw):  # type: ignore[no-untyped-def]
+        calls.append(list(names))
+        if len(calls) <= fail_times:
+            raise RuntimeError(f"boom with password={SECRET_IN_MESSAGE}\nsecond line")
+        return ProvisioningReport(run_id=50 + len(calls), status="ok", check_mode=False, artifact_dir="-",
+                                  hosts=[HostOutcome(host=n, outcome="changed") for n in names])
+
+    monkeypatch.setattr(runner, "provision", provision)
+    return calls
+
+
+def _error_events(db, action: str):  # type: ignore[no-untyped-def]
+    from core.audit import list_events
+
+    return [e for e in list_events(db) if e.action == action and e.detail.get("outcome") == "error"]
+
+
+def test_a_batch_that_raises_puts_its_items_back_and_the_next_batch_runs(home_config, db, monkeypatch):  # type: ignore[no-untyped-def]
+    home_config.homeoffice.catchup_batch = 1
+    calls = _flaky_provision(monkeypatch, fail_times=1)
+    gw = FakeGateway()
+    for host, key, addr in (("lap01", "N" * 43 + "=", "10.77.0.11"), ("lap02", "P" * 43 + "=", "10.77.0.12")):
+        _enrol(db, host, key, addr)
+        gw.handshakes[key] = int(T0.timestamp())
+    item, _ = pending.enqueue(db, "lap01", KIND_PROVISION, "anna", now=T0)
+    collected: dict[str, list[datetime]] = {}
+    w = _watcher(home_config, db, gw, collected, lambda: T0)
+    w.tick(T0)
+    # Both batches ran in this tick: lap01's raised, and lap02's was collected all the same.
+    assert sorted(w.tick(T0 + timedelta(seconds=31))) == ["lap01", "lap02"]
+    assert calls == [["lap01"]] and list(collected) == ["lap02"]
+    [it] = pending.list_items(db)
+    assert (it.state, it.attempts, it.done_at) == (STATE_PENDING, 1, None)
+    assert it.last_error.startswith("catch-up failed: unexpected RuntimeError at ")
+    assert [(s.host, s.action, s.outcome) for s in w.steps if s.outcome == "error"] == [("lap01", "catchup", "error")]
+    [ev] = _error_events(db, "laptop.catchup.catchup")
+    assert ev.target == "lap01" and "unexpected RuntimeError at " in ev.detail["detail"]
+    for text in (ev.detail["detail"], it.last_error):
+        assert "\n" not in text and "Traceback" not in text and SECRET_IN_MESSAGE not in text
+    # After its back-off the item is applied once and closed.
+    w.tick(T0 + timedelta(minutes=2))
+    w.tick(T0 + timedelta(minutes=3))
+    assert calls == [["lap01"], ["lap01"]]
+    [closed] = pending.list_items(db, include_closed=True)
+    assert (closed.state, closed.result) == (STATE_DONE, "provisioning run 52")
+
+
+class FlakyGateway(FakeGateway):
+    """A gateway double whose first dump raises a non-werne exception (a bug in the reader)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.dumps = 0
+
+    def dump(self) -> list[DumpPeer]:
+        self.dumps += 1
+        if self.dumps == 1:
+            raise ValueError(f"unexpected dump line with {SECRET_IN_MESSAGE}")
+        return super().dump()
+
+
+def test_the_service_loop_survives_a_bad_poll_and_a_bad_batch(home_config, db, monkeypatch):  # type: ignore[no-untyped-def]
+    import threading
+    import time
+
+    from provisioning.home.watch import Watcher
+
+    h = home_config.homeoffice
+    h.poll_interval_s, h.catchup_jitter_s, h.retry_base_s, h.retry_max_s = 0.05, 0, 0.05, 0.05
+    calls = _flaky_provision(monkeypatch, fail_times=1)
+    gw = FlakyGateway()
+    _enrol(db, "lap01", "Q" * 43 + "=", "10.77.0.11")
+    gw.handshakes["Q" * 43 + "="] = int(time.time()) + 3600  # online for the whole test
+    pending.enqueue(db, "lap01", KIND_PROVISION, "anna", now=datetime.now(UTC))
+    w = Watcher(config=home_config, db=db, load_inventory=lambda: load_inventory(home_config.inventory_dir),
+                collect=lambda inv, hosts, now: dict.fromkeys(hosts, "ok"), evidence_times=lambda hosts: {},
+                rng=random.Random(3), reader=gw)
+    stop = threading.Event()
+    died: list[BaseException] = []
+
+    def serve() -> None:
+        try:
+            w.run(stop)
+        except BaseException as e:  # what would end the service
+            died.append(e)
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    deadline = time.monotonic() + 60
+    while not died and time.monotonic() < deadline and pending.list_items(db):
+        time.sleep(0.05)
+    stop.set()
+    t.join(30)
+    assert died == [] and not t.is_alive()
+    # The bad poll and the bad batch are in the audit trail; the item was then applied once.
+    assert calls == [["lap01"], ["lap01"]]
+    [closed] = pending.list_items(db, include_closed=True)
+    assert (closed.state, closed.attempts) == (STATE_DONE, 2)
+    [poll] = _error_events(db, "laptop.catchup.poll")
+    assert poll.detail["detail"].startswith("unexpected ValueError at ")
+    [batch] = _error_events(db, "laptop.catchup.catchup")
+    assert batch.target == "lap01"
+    for text in (poll.detail["detail"], batch.detail["detail"]):
+        assert SECRET_IN_MESSAGE not in text and "\n" not in text
+
+
 # ---- the address in use
 def test_home_office_laptop_is_reached_at_its_tunnel_address_with_the_same_key(home_config, db):  # type: ignore[no-untyped-def]
     from provisioning.home.reach import inventory_in_use, reach_map
