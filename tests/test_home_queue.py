@@ -381,3 +381,58 @@ def test_home_office_laptop_is_reached_at_its_tunnel_address_with_the_same_key(h
     assert str(used.laptops["lap02"].ansible_host) == str(inv.laptops["lap02"].ansible_host)  # not enrolled
     assert f"10.77.0.11 ssh-ed25519 {pub}" in kh.read_text(encoding="utf-8")
     assert reach_map(db, inv)["lap01"].why == "home-office laptop with an active VPN peer: tunnel address"
+
+
+KEY_A = "AAAAC3NzaC1lZDI1NTE5AAAAIGllAJOSnb8R0fjONf3BNxVhBTQDKunT2OPdITwf8os/"
+KEY_B = "AAAAC3NzaC1lZDI1NTE5AAAAIFOL6siDgieQ7fD+Gu3zPBCh9sESWI9XcUAh+sVVsibl"
+KEY_C = "AAAAC3NzaC1lZDI1NTE5AAAAIP6hvjicMnjuNzYqWgYqBLxrxH6niB/pMA2iTZG4xEZQ"
+
+
+def _pins(path: Path) -> set[tuple[str, str]]:
+    return {(f[0], f[2]) for f in (line.split() for line in path.read_text(encoding="utf-8").splitlines()) if f}
+
+
+def _set_peer(db, host: str, status: str, address: str | None) -> None:  # type: ignore[no-untyped-def]
+    from sqlalchemy import update
+
+    from provisioning.vpn.models import VPNPeer
+
+    with db.session() as s:
+        s.execute(update(VPNPeer).where(VPNPeer.host == host).values(status=status, address_v4=address))
+
+
+def test_tunnel_pins_follow_the_peers_and_office_pins_stay(home_config, db):  # type: ignore[no-untyped-def]
+    from core.audit import list_events
+    from provisioning.home.reach import inventory_in_use
+    from provisioning.preflight import known_hosts_path
+    from provisioning.vpn.models import PEER_ACTIVE, PEER_REVOKED
+
+    inv = load_inventory(home_config.inventory_dir)
+    o1, o2 = str(inv.laptops["lap01"].ansible_host), str(inv.laptops["lap02"].ansible_host)
+    kh = known_hosts_path(home_config)
+    kh.parent.mkdir(parents=True, exist_ok=True)
+    # Office pins of lap01 (key A) and lap02 (key B); a pin in the pool that werne did not copy
+    # from an office pin (someone's own, key C): only werne's copies are ever removed.
+    kh.write_text(f"{o1} ssh-ed25519 {KEY_A}\n{o2} ssh-ed25519 {KEY_B}\n10.77.0.50 ssh-ed25519 {KEY_C}\n",
+                  encoding="utf-8")
+    office_and_foreign = {(o1, KEY_A), (o2, KEY_B), ("10.77.0.50", KEY_C)}
+    _enrol(db, "lap01", "A" * 43 + "=", "10.77.0.11")
+    inventory_in_use(home_config, db, inv)
+    assert _pins(kh) == office_and_foreign | {("10.77.0.11", KEY_A)}
+    # lap01's peer is revoked: its tunnel address is no longer pinned with its key.
+    _set_peer(db, "lap01", PEER_REVOKED, None)
+    inventory_in_use(home_config, db, inv)
+    assert _pins(kh) == office_and_foreign
+    assert [e.target for e in list_events(db) if e.action == "laptop.reach.unpin"] == ["10.77.0.11"]
+    # The address goes to lap02, which has another key: pinned with lap02's key, not refused.
+    # (Without a load of the inventory in between, so lap01's old pin is still there.)
+    _set_peer(db, "lap01", PEER_ACTIVE, "10.77.0.11")
+    inventory_in_use(home_config, db, inv)
+    _set_peer(db, "lap01", PEER_REVOKED, None)
+    _enrol(db, "lap02", "B" * 43 + "=", "10.77.0.11")
+    inventory_in_use(home_config, db, inv)
+    assert _pins(kh) == office_and_foreign | {("10.77.0.11", KEY_B)}
+    # lap02 moves to another address in the pool: the old one is unpinned, the new one pinned.
+    _set_peer(db, "lap02", PEER_ACTIVE, "10.77.0.12")
+    inventory_in_use(home_config, db, inv)
+    assert _pins(kh) == office_and_foreign | {("10.77.0.12", KEY_B)}
