@@ -162,6 +162,11 @@ def _enrol(db, host: str, key: str, address: str) -> None:  # type: ignore[no-un
         s.add(VPNPeer(host=host, status=PEER_ACTIVE, public_key=key, address_v4=address, key_created_at=T0))
 
 
+def keys_as_pinned(config, inv, hosts):  # type: ignore[no-untyped-def]
+    """The host-key gate of a fleet whose keys are all as pinned (no laptops here to connect to)."""
+    return {}
+
+
 def _watcher(config, db, gateway, collected, clock):  # type: ignore[no-untyped-def]
     from provisioning.home.watch import Watcher
 
@@ -175,7 +180,7 @@ def _watcher(config, db, gateway, collected, clock):  # type: ignore[no-untyped-
 
     return Watcher(config=config, db=db, load_inventory=lambda: load_inventory(config.inventory_dir),
                    collect=collect, evidence_times=times, clock=clock, rng=random.Random(3), reader=gateway,
-                   wall_clock=clock)
+                   wall_clock=clock, check_host_keys=keys_as_pinned)
 
 
 def test_watcher_restart_requeues_and_applies_nothing_twice(home_config, db, monkeypatch):  # type: ignore[no-untyped-def]
@@ -331,7 +336,7 @@ def test_the_service_loop_survives_a_bad_poll_and_a_bad_batch(home_config, db, m
     pending.enqueue(db, "lap01", KIND_PROVISION, "anna", now=datetime.now(UTC))
     w = Watcher(config=home_config, db=db, load_inventory=lambda: load_inventory(home_config.inventory_dir),
                 collect=lambda inv, hosts, now: dict.fromkeys(hosts, "ok"), evidence_times=lambda hosts: {},
-                rng=random.Random(3), reader=gw)
+                rng=random.Random(3), reader=gw, check_host_keys=keys_as_pinned)
     stop = threading.Event()
     died: list[BaseException] = []
 
@@ -359,6 +364,32 @@ def test_the_service_loop_survives_a_bad_poll_and_a_bad_batch(home_config, db, m
     assert batch.target == "lap01"
     for text in (poll.detail["detail"], batch.detail["detail"]):
         assert SECRET_IN_MESSAGE not in text and "\n" not in text
+
+
+def test_a_laptop_with_another_host_key_is_refused_before_any_work(home_config, db, monkeypatch):  # type: ignore[no-untyped-def]
+    from core.audit import list_events
+    from provisioning.home.watch import Watcher
+
+    calls = _flaky_provision(monkeypatch, fail_times=0)
+    gw = FakeGateway()
+    for host, key, addr in (("lap01", "R" * 43 + "=", "10.77.0.11"), ("lap02", "S" * 43 + "=", "10.77.0.12")):
+        _enrol(db, host, key, addr)
+        gw.handshakes[key] = int(T0.timestamp())
+        pending.enqueue(db, host, KIND_PROVISION, "anna", now=T0)
+    collected: dict[str, list[datetime]] = {}
+    why = "host key changed: possible interception (at 10.77.0.11)"
+    w = _watcher(home_config, db, gw, collected, lambda: T0)
+    w.check_host_keys = lambda config, inv, hosts: {"lap01": why} if "lap01" in hosts else {}
+    assert isinstance(w, Watcher)
+    w.tick(T0)
+    w.tick(T0 + timedelta(seconds=31))
+    assert calls == [["lap02"]] and list(collected) == ["lap02"]  # nothing applied to lap01, no facts taken
+    items = {i.host: i for i in pending.list_items(db, include_closed=True)}
+    assert (items["lap01"].state, items["lap01"].last_error, items["lap01"].attempts) == (STATE_PENDING, why, 1)
+    assert items["lap02"].state == STATE_DONE
+    assert ("lap01", "preflight", "refused", why) in [(s.host, s.action, s.outcome, s.detail) for s in w.steps]
+    assert [(e.target, e.detail["detail"]) for e in list_events(db) if e.action == "laptop.catchup.preflight"] == [
+        ("lap01", why)]
 
 
 # ---- the address in use

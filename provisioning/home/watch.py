@@ -41,6 +41,21 @@ ACTOR = "werne laptop watch"
 CollectFn = Callable[[Inventory, list[str], datetime], dict[str, str]]
 # evidence_times(hosts) -> {host: when its freshest evidence was collected}
 EvidenceTimesFn = Callable[[list[str]], dict[str, datetime]]
+# check_host_keys(inventory, hosts) -> {host: why it is refused} for laptops whose host key is not
+# the pinned one; unreachable ones are not refused here (their work goes on and fails as unreachable).
+HostKeyCheckFn = Callable[[Config, Inventory, list[str]], dict[str, str]]
+
+
+def refused_host_keys(config: Config, inventory: Inventory, hosts: list[str]) -> dict[str, str]:
+    """Pre-flight's host-key check (no login) at each laptop's address in use: {host: reason} for
+    every laptop whose key is not the pinned one (changed, or none pinned)."""
+    from provisioning.known_hosts import PinnedHostKeys
+    from provisioning.preflight import check_many, known_hosts_path, select_targets
+
+    targets = select_targets(config, inventory, hosts, False)
+    checks = check_many(targets, config, PinnedHostKeys(known_hosts_path(config)), None)
+    return {c.host: f"{c.reason} (at {c.address})" for c, _ in checks
+            if c.checks.get("host_key") == "failed" and c.reason}
 
 
 @dataclass
@@ -48,8 +63,8 @@ class Step:
     """One thing a catch-up did (or tried) for one laptop."""
 
     host: str
-    action: str  # collect | provision | vpn_rotate | catchup (the batch as a whole) | poll
-    outcome: str  # done | retry | failed | deferred | unreachable | error
+    action: str  # preflight | collect | provision | vpn_rotate | catchup (the batch as a whole) | poll
+    outcome: str  # done | retry | failed | deferred | unreachable | refused | error
     detail: str = ""
 
 
@@ -84,6 +99,10 @@ class Watcher:
     # plays the day with its own `clock` (evidence times, back-offs).
     wall_clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
     on_step: Callable[[Step], None] | None = None
+    # A seam for the fast tests, which have no laptops to connect to.
+    check_host_keys: HostKeyCheckFn = refused_host_keys
+    # Live progress of a catch-up's provisioning run (after every host event), as the CLI gets it.
+    on_provision_progress: Callable[[Any], None] | None = None
     scheduler: CatchupScheduler = field(init=False)
     online: set[str] = field(default_factory=set)
     steps: list[Step] = field(default_factory=list)
@@ -145,7 +164,8 @@ class Watcher:
         hosts = [i.host for i in items]
         try:
             with self._provision_lock:
-                report = provision(self.config, self.db, inv, hosts, actor=ACTOR, queue_unreachable=False)
+                report = provision(self.config, self.db, inv, hosts, actor=ACTOR, queue_unreachable=False,
+                                   progress=self.on_provision_progress)
         except LockHeldError as e:
             # An IT staff member's run holds the lock: never run over it; try again later.
             for i in items:
@@ -220,6 +240,16 @@ class Watcher:
             self.scheduler.finished(hosts)
 
     def _catch_up(self, inv: Inventory, hosts: list[str], mine: list[pending.PendingItem], now: datetime) -> None:
+        # A laptop showing another host key at its tunnel address may be an interceptor: nothing is
+        # applied to it, no facts are taken from it, and its items keep the reason.
+        refused = self.check_host_keys(self.config, inv, hosts)
+        for h, why in sorted(refused.items()):
+            self._step(Step(h, "preflight", "refused", why))
+        for i in mine:
+            if i.host in refused:
+                self._retry(i, refused[i.host], now)
+        hosts = [h for h in hosts if h not in refused]
+        mine = [i for i in mine if i.host not in refused]
         rot = [i for i in mine if i.kind == KIND_VPN_ROTATE]
         prov = [i for i in mine if i.kind == KIND_PROVISION]
         if rot:
