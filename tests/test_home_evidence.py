@@ -127,6 +127,7 @@ def _presence(db, host: str, online: bool, updated_at: datetime, handshake: date
 def _nightly(config, db, monkeypatch, tmp_path):  # type: ignore[no-untyped-def]
     """collect_laptops with the Ansible run replaced: every laptop it asks does not answer."""
     import compliance.collect_laptops as cl
+    from provisioning.home.reach import inventory_in_use
 
     asked: list[str] = []
 
@@ -135,7 +136,10 @@ def _nightly(config, db, monkeypatch, tmp_path):  # type: ignore[no-untyped-def]
         return dict.fromkeys(names, ("unreachable", "ssh: connect to host timed out"))
 
     monkeypatch.setattr(cl, "gather_facts", gather)
-    devs = cl.collect_laptops(config, load_inventory(config.inventory_dir), db, tmp_path / "art", now=NIGHT)
+    # The inventory as the CLI hands it over: home-office laptops at their tunnel addresses.
+    inv = inventory_in_use(config, db, load_inventory(config.inventory_dir))
+    assert str(inv.laptops["lap01"].ansible_host) == "10.77.0.11"
+    devs = cl.collect_laptops(config, inv, db, tmp_path / "art", now=NIGHT)
     return sorted(asked), {d.device: d for d in devs}
 
 
