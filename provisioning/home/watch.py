@@ -41,7 +41,7 @@ ACTOR = "werne laptop watch"
 CollectFn = Callable[[Inventory, list[str], datetime], dict[str, str]]
 # evidence_times(hosts) -> {host: when its freshest evidence was collected}
 EvidenceTimesFn = Callable[[list[str]], dict[str, datetime]]
-# check_host_keys(inventory, hosts) -> {host: why it is refused} for laptops whose host key is not
+# check_host_keys(config, inventory, hosts) -> {host: why it is refused} for laptops whose host key is not
 # the pinned one; unreachable ones are not refused here (their work goes on and fails as unreachable).
 HostKeyCheckFn = Callable[[Config, Inventory, list[str]], dict[str, str]]
 
