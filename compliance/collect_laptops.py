@@ -232,8 +232,33 @@ def collect_laptops(
     if shutil.which("ansible-playbook", path=ansible_env(config)["PATH"]) is None:
         raise CollectionError("ansible-playbook is not installed (run scripts/setup.sh)")
     at = now or datetime.now(UTC)
-    collected = gather_facts(config, inventory, db, names, artifact_dir, progress, at)
+    off = switched_off(config, inventory, db, names, at)
+    ask = [n for n in names if n not in off]
+    collected: dict[str, tuple[str, Any]] = {h: ("off", why) for h, why in off.items()}
+    if ask:
+        collected.update(gather_facts(config, inventory, db, ask, artifact_dir, progress, at))
     return devices_with_evidence(config, inventory, db, names, collected, at, source="nightly")
+
+
+def switched_off(config: Config, inventory: Inventory, db: Database, names: list[str],
+                 now: datetime) -> dict[str, str]:
+    """Home-office laptops (reached through the VPN) that `werne laptop watch` sees switched off
+    now: not contacted, so the run spends no SSH time-out on them. Only while the watcher is
+    running, i.e. their presence row was written within 3 poll intervals; otherwise the presence
+    is stale and they are tried as before. host -> why, in words for the report."""
+    from compliance.evidence import clock_label
+    from provisioning.home.presence import seen_off_by_watcher
+    from provisioning.home.reach import is_home_office, reach_map
+
+    if not any(is_home_office(inventory, n) for n in names):
+        return {}
+    vpn = [n for n, r in reach_map(db, inventory).items() if r.via == "vpn" and n in names]
+    h = config.homeoffice
+    seen = seen_off_by_watcher(db, vpn, now, 3 * h.poll_interval_s)
+    zone = config.compliance.timezone
+    return {host: ("switched off: no handshake since " + clock_label(at, now, zone) if at is not None
+                   else "switched off: no handshake seen") + " (watcher)"
+            for host, at in sorted(seen.items())}
 
 
 def gather_facts(
@@ -270,7 +295,9 @@ def devices_with_evidence(
     source: str,
 ) -> list[DeviceFacts]:
     """Store what was collected as evidence and judge each laptop on its freshest evidence: what
-    this run collected, else the newest stored facts (a laptop switched off tonight), with their age."""
+    this run collected, else the newest stored facts (a laptop switched off tonight), with their age.
+    `collected` is host -> ("ok", facts) | ("unreachable"|"error", reason) | ("off", why it was
+    not contacted)."""
     from compliance.evidence import age_label, freshest, store_evidence
 
     stored = store_evidence(config, db, {h: f for h, (st, f) in collected.items() if st == "ok"}, now, source)
@@ -289,8 +316,10 @@ def devices_with_evidence(
         elif name in older:
             ev = older[name]
             label = age_label(ev.collected_at, now, zone)
+            # "off": not contacted, the watcher sees it switched off (the payload says since when).
+            why = str(payload) if status == "off" else f"{status} now ({one_line(str(payload))[:120]})"
             out.append(DeviceFacts(device=name, fleet="laptops", facts=ev.facts, name=lap.asset_tag,
-                                   reason=f"{status} now ({one_line(str(payload))[:120]}); judged on {label}",
+                                   reason=f"{why}; judged on {label}",
                                    evidence_at=ev.collected_at, evidence_label=label,
                                    evidence_ref={"id": ev.id, "record_hash": ev.record_hash}))
         else:
@@ -300,7 +329,7 @@ def devices_with_evidence(
                     fleet="laptops",
                     reachable=False,
                     reason=str(payload),
-                    failure="unreachable" if status == "unreachable" else "error",
+                    failure="unreachable" if status in ("unreachable", "off") else "error",
                     name=lap.asset_tag,
                     evidence_label="never seen",
                 )

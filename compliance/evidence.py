@@ -107,15 +107,21 @@ def needs_refresh(collected_at: datetime | None, now: datetime, max_age: timedel
     return collected_at is None or now - collected_at > max_age
 
 
+def clock_label(at: datetime, now: datetime, zone: str, today: str = "") -> str:
+    """"14:05", "14:05 yesterday" or "14:05 on 2026-11-15", in the site's time zone (`today`
+    is appended for a time of the same day, e.g. " today")."""
+    tz = ZoneInfo(zone)
+    local, ref = at.astimezone(tz), now.astimezone(tz)
+    days = (ref.date() - local.date()).days
+    when = {0: today, 1: " yesterday"}.get(days, f" on {local:%Y-%m-%d}")
+    return f"{local:%H:%M}{when}"
+
+
 def age_label(collected_at: datetime | None, now: datetime, zone: str) -> str:
     """"evidence from 14:05 yesterday", in the site's time zone; "never seen" without evidence."""
     if collected_at is None:
         return "never seen"
-    tz = ZoneInfo(zone)
-    at, ref = collected_at.astimezone(tz), now.astimezone(tz)
-    days = (ref.date() - at.date()).days
-    when = {0: "today", 1: "yesterday"}.get(days, f"on {at:%Y-%m-%d}")
-    return f"evidence from {at:%H:%M} {when}"
+    return f"evidence from {clock_label(collected_at, now, zone, ' today')}"
 
 
 def verify_evidence_chain(db: Database) -> tuple[int, list[str]]:

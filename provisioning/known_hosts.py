@@ -10,7 +10,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -26,6 +26,13 @@ _RSA_ALGORITHMS = ("rsa-sha2-512", "rsa-sha2-256", "ssh-rsa")
 def host_id(address: str, port: int) -> str:
     """The name OpenSSH looks a host up by in known_hosts."""
     return address if port == 22 else f"[{address}]:{port}"
+
+
+def address_of(hid: str) -> str:
+    """The address in a known_hosts host id (`address` or `[address]:port`)."""
+    if hid.startswith("[") and "]:" in hid:
+        return hid[1:hid.index("]:")]
+    return hid
 
 
 def fingerprint(key: paramiko.PKey) -> str:
@@ -97,3 +104,40 @@ class PinnedHostKeys:
             except OSError as e:
                 tmp.unlink(missing_ok=True)
                 raise KnownHostsError(f"cannot write pinned host keys {self.path}: {e.strerror}") from None
+
+    def remove_copies(self, in_scope: Callable[[str], bool], wanted: dict[str, set[tuple[str, str]]]) -> list[str]:
+        """Unpin copied keys: a key pinned for a host id `in_scope` that is also pinned for a host id
+        out of scope (as `provisioning.home.reach` pins a tunnel address with the office address's
+        key), unless `wanted` ({host id: {(key type, base64)}}) still wants it there. Under the file
+        lock, on the file as it is now; every other line stays as written. Returns the host ids
+        removed."""
+        if not self.path.exists():
+            return []
+        with self._locked():
+            try:
+                lines = self.path.read_text(encoding="utf-8").splitlines(keepends=True)
+            except (OSError, UnicodeDecodeError) as e:
+                raise KnownHostsError(f"cannot read pinned host keys {self.path}: {e.__class__.__name__}") from None
+            entries = []  # (line index, host ids, key type, base64) of plain (not hashed, no marker) lines
+            for n, line in enumerate(lines):
+                f = line.split()
+                if len(f) >= 3 and not f[0].startswith(("#", "@", "|")):
+                    entries.append((n, f[0].split(","), f[1], f[2]))
+            originals = {(t, b) for _, names, t, b in entries if not any(in_scope(h) for h in names)}
+            drop, removed = set(), []
+            for n, names, t, b in entries:
+                if (all(in_scope(h) for h in names) and (t, b) in originals
+                        and not any((t, b) in wanted.get(h, set()) for h in names)):
+                    drop.add(n)
+                    removed += names
+            if drop:
+                tmp = self.path.with_name(f"{self.path.name}.tmp-{os.getpid()}")
+                try:
+                    tmp.write_text("".join(x for n, x in enumerate(lines) if n not in drop), encoding="utf-8")
+                    os.chmod(tmp, 0o600)
+                    os.replace(tmp, self.path)
+                except OSError as e:
+                    tmp.unlink(missing_ok=True)
+                    raise KnownHostsError(f"cannot write pinned host keys {self.path}: {e.strerror}") from None
+            self.reload()
+        return sorted(removed)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from sqlalchemy import update
 
 from compliance.collect_laptops import devices_with_evidence
@@ -85,3 +86,111 @@ def test_evidence_chain_verifies_and_catches_tampering(compliance_config, compli
     assert n == 3 and problems == ["evidence 2 (lap02): facts altered"]
     report = verify_chain(compliance_db)
     assert not report.ok and "evidence 2 (lap02): facts altered" in report.problems
+
+
+# ---- the nightly run and the watcher: laptops the watcher sees switched off are not contacted
+@pytest.fixture
+def home_setup(tmp_path, inventory_copy):  # type: ignore[no-untyped-def]
+    """lap01 and lap02 home-office laptops, lap03 an office laptop; all three with an active peer."""
+    from core.config import load_config
+    from core.db import Database
+    from provisioning.vpn.models import PEER_ACTIVE, VPNPeer
+
+    hosts = inventory_copy / "hosts.yml"
+    text = hosts.read_text(encoding="utf-8")
+    for tag in ("DEMO-NB-0001", "DEMO-NB-0002"):
+        text = text.replace(f"asset_tag: {tag}\n", f"asset_tag: {tag}\n          home_office: true\n")
+    hosts.write_text(text, encoding="utf-8")
+    cfg = tmp_path / "werne.toml"
+    cfg.write_text(f'[site]\ninventory = "{inventory_copy}"\nstate_dir = "{tmp_path / "state"}"\n'
+                   '[compliance]\ntimezone = "Europe/Berlin"\n[homeoffice]\npoll_interval_s = 15\n',
+                   encoding="utf-8")
+    config = load_config(cfg)
+    db = Database(config.database_url)
+    with db.session() as s:
+        for i, host in enumerate(("lap01", "lap02", "lap03"), start=1):
+            s.add(VPNPeer(host=host, status=PEER_ACTIVE, public_key=chr(64 + i) * 43 + "=",
+                          address_v4=f"10.77.0.{10 + i}", key_created_at=YESTERDAY_1405))
+    yield config, db
+    db.dispose()
+
+
+def _presence(db, host: str, online: bool, updated_at: datetime, handshake: datetime | None) -> None:  # type: ignore[no-untyped-def]
+    from provisioning.home.models import LaptopPresence
+
+    with db.session() as s:
+        row = s.get(LaptopPresence, host) or LaptopPresence(host=host)
+        row.online, row.updated_at, row.last_handshake_at = online, updated_at, handshake
+        s.add(row)
+
+
+def _nightly(config, db, monkeypatch, tmp_path):  # type: ignore[no-untyped-def]
+    """collect_laptops with the Ansible run replaced: every laptop it asks does not answer."""
+    import compliance.collect_laptops as cl
+    from provisioning.home.reach import inventory_in_use
+
+    asked: list[str] = []
+
+    def gather(config_, inventory, db_, names, artifact_dir, progress, now):  # type: ignore[no-untyped-def]
+        asked.extend(names)
+        return dict.fromkeys(names, ("unreachable", "ssh: connect to host timed out"))
+
+    monkeypatch.setattr(cl, "gather_facts", gather)
+    # The inventory as the CLI hands it over: home-office laptops at their tunnel addresses.
+    inv = inventory_in_use(config, db, load_inventory(config.inventory_dir))
+    assert str(inv.laptops["lap01"].ansible_host) == "10.77.0.11"
+    devs = cl.collect_laptops(config, inv, db, tmp_path / "art", now=NIGHT)
+    return sorted(asked), {d.device: d for d in devs}
+
+
+def test_nightly_skips_home_office_laptops_the_running_watcher_sees_off(home_setup, monkeypatch, tmp_path):  # type: ignore[no-untyped-def]
+    config, db = home_setup
+    store_evidence(config, db, {"lap01": laptop_facts()}, YESTERDAY_1405, "catch-up")
+    last_hs = NIGHT - timedelta(hours=1, minutes=20)  # 01:10 in Berlin
+    # The watcher polled 10 s ago: lap01 and lap02 (home office) and lap03 (office) are off.
+    for host in ("lap01", "lap02", "lap03"):
+        _presence(db, host, False, NIGHT - timedelta(seconds=10), last_hs if host != "lap02" else None)
+    asked, devs = _nightly(config, db, monkeypatch, tmp_path)
+    assert asked == ["lap03"]  # the office laptop is reached at its office address: tried as before
+    off = devs["lap01"]  # switched off tonight, judged on yesterday's evidence, and the report says why
+    assert (off.reachable, off.evidence_at) == (True, YESTERDAY_1405)
+    assert off.evidence_label == "evidence from 14:05 yesterday"
+    assert off.reason == ("switched off: no handshake since 01:10 (watcher); "
+                          "judged on evidence from 14:05 yesterday")
+    never = devs["lap02"]  # switched off and never collected: a different row
+    assert (never.reachable, never.failure, never.evidence_label) == (False, "unreachable", "never seen")
+    assert never.reason == "switched off: no handshake seen (watcher)"
+    assert devs["lap03"].reason == "ssh: connect to host timed out" and devs["lap03"].evidence_label == "never seen"
+    rule = load_baselines().rule("lx-evidence-fresh")
+    ctx = make_ctx(config, NIGHT)
+    assert evaluate_rule(rule, off, ctx).status == "pass"
+    assert evaluate_rule(rule, never, ctx).status == "fail"
+    # The report's rows: lap01 with its evidence and why, lap02 never seen.
+    from compliance.reports.html import render_html
+    from compliance.reports.model import build_report
+    from tests.fixtures_compliance import store_run
+
+    run_id = store_run(db, config, [off, never, devs["lap03"]], now=NIGHT)
+    doc = build_report(db, run_id)
+    rows = {d["id"]: (d["reachable"], d["evidence"], d["reason"]) for d in doc["devices"]}
+    assert rows["lap01"] == (True, "evidence from 14:05 yesterday", off.reason)
+    assert rows["lap02"] == (False, "never seen", "switched off: no handshake seen (watcher)")
+    html = render_html(doc)
+    assert "<b>evidence from 14:05 yesterday</b> <span class=\"muted\">(switched off: no handshake since 01:10" in html
+
+
+def test_nightly_tries_them_when_the_presence_is_stale_or_online(home_setup, monkeypatch, tmp_path):  # type: ignore[no-untyped-def]
+    config, db = home_setup
+    store_evidence(config, db, {"lap01": laptop_facts()}, YESTERDAY_1405, "catch-up")
+    # No watcher for 46 s (more than 3 polls of 15 s): what it saw last is no longer known.
+    _presence(db, "lap01", False, NIGHT - timedelta(seconds=46), NIGHT - timedelta(hours=2))
+    # lap02 is online as the watcher sees it.
+    _presence(db, "lap02", True, NIGHT - timedelta(seconds=5), NIGHT - timedelta(seconds=30))
+    asked, devs = _nightly(config, db, monkeypatch, tmp_path)
+    assert asked == ["lap01", "lap02", "lap03"]
+    assert devs["lap01"].reason == ("unreachable now (ssh: connect to host timed out); "
+                                    "judged on evidence from 14:05 yesterday")
+    # Within 3 polls the same row is trusted.
+    _presence(db, "lap01", False, NIGHT - timedelta(seconds=44), NIGHT - timedelta(hours=2))
+    asked, _ = _nightly(config, db, monkeypatch, tmp_path)
+    assert asked == ["lap02", "lap03"]

@@ -162,6 +162,11 @@ def _enrol(db, host: str, key: str, address: str) -> None:  # type: ignore[no-un
         s.add(VPNPeer(host=host, status=PEER_ACTIVE, public_key=key, address_v4=address, key_created_at=T0))
 
 
+def keys_as_pinned(config, inv, hosts):  # type: ignore[no-untyped-def]
+    """The host-key gate of a fleet whose keys are all as pinned (no laptops here to connect to)."""
+    return {}
+
+
 def _watcher(config, db, gateway, collected, clock):  # type: ignore[no-untyped-def]
     from provisioning.home.watch import Watcher
 
@@ -175,7 +180,7 @@ def _watcher(config, db, gateway, collected, clock):  # type: ignore[no-untyped-
 
     return Watcher(config=config, db=db, load_inventory=lambda: load_inventory(config.inventory_dir),
                    collect=collect, evidence_times=times, clock=clock, rng=random.Random(3), reader=gateway,
-                   wall_clock=clock)
+                   wall_clock=clock, check_host_keys=keys_as_pinned)
 
 
 def test_watcher_restart_requeues_and_applies_nothing_twice(home_config, db, monkeypatch):  # type: ignore[no-untyped-def]
@@ -244,6 +249,149 @@ def test_watcher_never_runs_over_a_staff_provisioning_run(home_config, db):  # t
     assert [(s.host, s.action, s.outcome) for s in w.steps][:1] == [("lap02", "provision", "deferred")]
 
 
+# ---- the watcher outlives a bad batch and a bad poll
+SECRET_IN_MESSAGE = "hunter2-secret"
+
+
+def _flaky_provision(monkeypatch, fail_times: int):  # type: ignore[no-untyped-def]
+    """provision() that raises a non-werne exception (a bug) the first `fail_times` calls."""
+    from provisioning import runner
+    from provisioning.models import HostOutcome, ProvisioningReport
+
+    calls: list[list[str]] = []
+
+    def provision(config, db_, inv, names, **kw):  # type: ignore[no-untyped-def]
+        calls.append(list(names))
+        if len(calls) <= fail_times:
+            raise RuntimeError(f"boom with password={SECRET_IN_MESSAGE}\nsecond line")
+        return ProvisioningReport(run_id=50 + len(calls), status="ok", check_mode=False, artifact_dir="-",
+                                  hosts=[HostOutcome(host=n, outcome="changed") for n in names])
+
+    monkeypatch.setattr(runner, "provision", provision)
+    return calls
+
+
+def _error_events(db, action: str):  # type: ignore[no-untyped-def]
+    from core.audit import list_events
+
+    return [e for e in list_events(db) if e.action == action and e.detail.get("outcome") == "error"]
+
+
+def test_a_batch_that_raises_puts_its_items_back_and_the_next_batch_runs(home_config, db, monkeypatch):  # type: ignore[no-untyped-def]
+    home_config.homeoffice.catchup_batch = 1
+    calls = _flaky_provision(monkeypatch, fail_times=1)
+    gw = FakeGateway()
+    for host, key, addr in (("lap01", "N" * 43 + "=", "10.77.0.11"), ("lap02", "P" * 43 + "=", "10.77.0.12")):
+        _enrol(db, host, key, addr)
+        gw.handshakes[key] = int(T0.timestamp())
+    item, _ = pending.enqueue(db, "lap01", KIND_PROVISION, "anna", now=T0)
+    collected: dict[str, list[datetime]] = {}
+    w = _watcher(home_config, db, gw, collected, lambda: T0)
+    w.tick(T0)
+    # Both batches ran in this tick: lap01's raised, and lap02's was collected all the same.
+    assert sorted(w.tick(T0 + timedelta(seconds=31))) == ["lap01", "lap02"]
+    assert calls == [["lap01"]] and list(collected) == ["lap02"]
+    [it] = pending.list_items(db)
+    assert (it.state, it.attempts, it.done_at) == (STATE_PENDING, 1, None)
+    assert it.last_error.startswith("catch-up failed: unexpected RuntimeError at ")
+    assert [(s.host, s.action, s.outcome) for s in w.steps if s.outcome == "error"] == [("lap01", "catchup", "error")]
+    [ev] = _error_events(db, "laptop.catchup.catchup")
+    assert ev.target == "lap01" and "unexpected RuntimeError at " in ev.detail["detail"]
+    for text in (ev.detail["detail"], it.last_error):
+        assert "\n" not in text and "Traceback" not in text and SECRET_IN_MESSAGE not in text
+    # After its back-off the item is applied once and closed.
+    w.tick(T0 + timedelta(minutes=2))
+    w.tick(T0 + timedelta(minutes=3))
+    assert calls == [["lap01"], ["lap01"]]
+    [closed] = pending.list_items(db, include_closed=True)
+    assert (closed.state, closed.result) == (STATE_DONE, "provisioning run 52")
+
+
+class FlakyGateway(FakeGateway):
+    """A gateway double whose first dump raises a non-werne exception (a bug in the reader)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.dumps = 0
+
+    def dump(self) -> list[DumpPeer]:
+        self.dumps += 1
+        if self.dumps == 1:
+            raise ValueError(f"unexpected dump line with {SECRET_IN_MESSAGE}")
+        return super().dump()
+
+
+def test_the_service_loop_survives_a_bad_poll_and_a_bad_batch(home_config, db, monkeypatch):  # type: ignore[no-untyped-def]
+    import threading
+    import time
+
+    from provisioning.home.watch import Watcher
+
+    h = home_config.homeoffice
+    h.poll_interval_s, h.catchup_jitter_s, h.retry_base_s, h.retry_max_s = 0.05, 0, 0.05, 0.05
+    calls = _flaky_provision(monkeypatch, fail_times=1)
+    gw = FlakyGateway()
+    _enrol(db, "lap01", "Q" * 43 + "=", "10.77.0.11")
+    gw.handshakes["Q" * 43 + "="] = int(time.time()) + 3600  # online for the whole test
+    pending.enqueue(db, "lap01", KIND_PROVISION, "anna", now=datetime.now(UTC))
+    w = Watcher(config=home_config, db=db, load_inventory=lambda: load_inventory(home_config.inventory_dir),
+                collect=lambda inv, hosts, now: dict.fromkeys(hosts, "ok"), evidence_times=lambda hosts: {},
+                rng=random.Random(3), reader=gw, check_host_keys=keys_as_pinned)
+    stop = threading.Event()
+    died: list[BaseException] = []
+
+    def serve() -> None:
+        try:
+            w.run(stop)
+        except BaseException as e:  # what would end the service
+            died.append(e)
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    deadline = time.monotonic() + 60
+    while not died and time.monotonic() < deadline and pending.list_items(db):
+        time.sleep(0.05)
+    stop.set()
+    t.join(30)
+    assert died == [] and not t.is_alive()
+    # The bad poll and the bad batch are in the audit trail; the item was then applied once.
+    assert calls == [["lap01"], ["lap01"]]
+    [closed] = pending.list_items(db, include_closed=True)
+    assert (closed.state, closed.attempts) == (STATE_DONE, 2)
+    [poll] = _error_events(db, "laptop.catchup.poll")
+    assert poll.detail["detail"].startswith("unexpected ValueError at ")
+    [batch] = _error_events(db, "laptop.catchup.catchup")
+    assert batch.target == "lap01"
+    for text in (poll.detail["detail"], batch.detail["detail"]):
+        assert SECRET_IN_MESSAGE not in text and "\n" not in text
+
+
+def test_a_laptop_with_another_host_key_is_refused_before_any_work(home_config, db, monkeypatch):  # type: ignore[no-untyped-def]
+    from core.audit import list_events
+    from provisioning.home.watch import Watcher
+
+    calls = _flaky_provision(monkeypatch, fail_times=0)
+    gw = FakeGateway()
+    for host, key, addr in (("lap01", "R" * 43 + "=", "10.77.0.11"), ("lap02", "S" * 43 + "=", "10.77.0.12")):
+        _enrol(db, host, key, addr)
+        gw.handshakes[key] = int(T0.timestamp())
+        pending.enqueue(db, host, KIND_PROVISION, "anna", now=T0)
+    collected: dict[str, list[datetime]] = {}
+    why = "host key changed: possible interception (at 10.77.0.11)"
+    w = _watcher(home_config, db, gw, collected, lambda: T0)
+    w.check_host_keys = lambda config, inv, hosts: {"lap01": why} if "lap01" in hosts else {}
+    assert isinstance(w, Watcher)
+    w.tick(T0)
+    w.tick(T0 + timedelta(seconds=31))
+    assert calls == [["lap02"]] and list(collected) == ["lap02"]  # nothing applied to lap01, no facts taken
+    items = {i.host: i for i in pending.list_items(db, include_closed=True)}
+    assert (items["lap01"].state, items["lap01"].last_error, items["lap01"].attempts) == (STATE_PENDING, why, 1)
+    assert items["lap02"].state == STATE_DONE
+    assert ("lap01", "preflight", "refused", why) in [(s.host, s.action, s.outcome, s.detail) for s in w.steps]
+    assert [(e.target, e.detail["detail"]) for e in list_events(db) if e.action == "laptop.catchup.preflight"] == [
+        ("lap01", why)]
+
+
 # ---- the address in use
 def test_home_office_laptop_is_reached_at_its_tunnel_address_with_the_same_key(home_config, db):  # type: ignore[no-untyped-def]
     from provisioning.home.reach import inventory_in_use, reach_map
@@ -264,3 +412,58 @@ def test_home_office_laptop_is_reached_at_its_tunnel_address_with_the_same_key(h
     assert str(used.laptops["lap02"].ansible_host) == str(inv.laptops["lap02"].ansible_host)  # not enrolled
     assert f"10.77.0.11 ssh-ed25519 {pub}" in kh.read_text(encoding="utf-8")
     assert reach_map(db, inv)["lap01"].why == "home-office laptop with an active VPN peer: tunnel address"
+
+
+KEY_A = "AAAAC3NzaC1lZDI1NTE5AAAAIGllAJOSnb8R0fjONf3BNxVhBTQDKunT2OPdITwf8os/"
+KEY_B = "AAAAC3NzaC1lZDI1NTE5AAAAIFOL6siDgieQ7fD+Gu3zPBCh9sESWI9XcUAh+sVVsibl"
+KEY_C = "AAAAC3NzaC1lZDI1NTE5AAAAIP6hvjicMnjuNzYqWgYqBLxrxH6niB/pMA2iTZG4xEZQ"
+
+
+def _pins(path: Path) -> set[tuple[str, str]]:
+    return {(f[0], f[2]) for f in (line.split() for line in path.read_text(encoding="utf-8").splitlines()) if f}
+
+
+def _set_peer(db, host: str, status: str, address: str | None) -> None:  # type: ignore[no-untyped-def]
+    from sqlalchemy import update
+
+    from provisioning.vpn.models import VPNPeer
+
+    with db.session() as s:
+        s.execute(update(VPNPeer).where(VPNPeer.host == host).values(status=status, address_v4=address))
+
+
+def test_tunnel_pins_follow_the_peers_and_office_pins_stay(home_config, db):  # type: ignore[no-untyped-def]
+    from core.audit import list_events
+    from provisioning.home.reach import inventory_in_use
+    from provisioning.preflight import known_hosts_path
+    from provisioning.vpn.models import PEER_ACTIVE, PEER_REVOKED
+
+    inv = load_inventory(home_config.inventory_dir)
+    o1, o2 = str(inv.laptops["lap01"].ansible_host), str(inv.laptops["lap02"].ansible_host)
+    kh = known_hosts_path(home_config)
+    kh.parent.mkdir(parents=True, exist_ok=True)
+    # Office pins of lap01 (key A) and lap02 (key B); a pin in the pool that werne did not copy
+    # from an office pin (someone's own, key C): only werne's copies are ever removed.
+    kh.write_text(f"{o1} ssh-ed25519 {KEY_A}\n{o2} ssh-ed25519 {KEY_B}\n10.77.0.50 ssh-ed25519 {KEY_C}\n",
+                  encoding="utf-8")
+    office_and_foreign = {(o1, KEY_A), (o2, KEY_B), ("10.77.0.50", KEY_C)}
+    _enrol(db, "lap01", "A" * 43 + "=", "10.77.0.11")
+    inventory_in_use(home_config, db, inv)
+    assert _pins(kh) == office_and_foreign | {("10.77.0.11", KEY_A)}
+    # lap01's peer is revoked: its tunnel address is no longer pinned with its key.
+    _set_peer(db, "lap01", PEER_REVOKED, None)
+    inventory_in_use(home_config, db, inv)
+    assert _pins(kh) == office_and_foreign
+    assert [e.target for e in list_events(db) if e.action == "laptop.reach.unpin"] == ["10.77.0.11"]
+    # The address goes to lap02, which has another key: pinned with lap02's key, not refused.
+    # (Without a load of the inventory in between, so lap01's old pin is still there.)
+    _set_peer(db, "lap01", PEER_ACTIVE, "10.77.0.11")
+    inventory_in_use(home_config, db, inv)
+    _set_peer(db, "lap01", PEER_REVOKED, None)
+    _enrol(db, "lap02", "B" * 43 + "=", "10.77.0.11")
+    inventory_in_use(home_config, db, inv)
+    assert _pins(kh) == office_and_foreign | {("10.77.0.11", KEY_B)}
+    # lap02 moves to another address in the pool: the old one is unpinned, the new one pinned.
+    _set_peer(db, "lap02", PEER_ACTIVE, "10.77.0.12")
+    inventory_in_use(home_config, db, inv)
+    assert _pins(kh) == office_and_foreign | {("10.77.0.12", KEY_B)}

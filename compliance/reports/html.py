@@ -58,6 +58,8 @@ def device_details(devices: list[dict[str, Any]]) -> Markup:
             head.append(f", last seen {e(d['last_seen'])}")
         if d["evidence_at"]:
             head.append(f", <b>{e(d['evidence'])}</b>")
+            if d["reason"]:  # why it was judged on stored evidence (unreachable now, switched off)
+                head.append(f' <span class="muted">({e(d["reason"])})</span>')
         elif d["evidence"] == "never seen":
             head.append(", never seen")
         cls = "" if d["compliant"] else ' class="noncompliant"'

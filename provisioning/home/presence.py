@@ -143,3 +143,23 @@ def record_presence(db: Database, seen: dict[str, PeerSeen], now: datetime) -> t
             row.endpoint = p.endpoint
             row.updated_at = now
     return sorted(came), sorted(went)
+
+
+def seen_off_by_watcher(db: Database, hosts: list[str], now: datetime,
+                        max_age_s: float) -> dict[str, datetime | None]:
+    """Laptops a running watcher saw switched off: their presence row says offline and was written
+    no longer than `max_age_s` before `now` (an older row means no watcher is polling: we know
+    nothing). host -> its last handshake (None: never seen by the gateway)."""
+    if not hosts:
+        return {}
+    since = now - timedelta(seconds=max_age_s)
+    with db.session() as s:
+        rows = s.scalars(select(LaptopPresence).where(LaptopPresence.host.in_(hosts),
+                                                      LaptopPresence.online.is_(False))).all()
+        out: dict[str, datetime | None] = {}
+        for r in rows:
+            updated = r.updated_at if r.updated_at.tzinfo else r.updated_at.replace(tzinfo=UTC)
+            if updated >= since:
+                at = r.last_handshake_at
+                out[r.host] = at if at is None or at.tzinfo else at.replace(tzinfo=UTC)
+        return out

@@ -7,11 +7,14 @@ office network; from then on a home-office laptop is reached only through the VP
 `ansible_host` is the address in use (written to `<state_dir>/reach/hosts.yml` for Ansible), and
 it pins the tunnel address with the host key already pinned for the office address: the same
 laptop, the same key, a new address. A laptop that shows another key at its tunnel address is
-refused by pre-flight and by ssh, as on the office network.
+refused by pre-flight and by ssh, as on the office network. A tunnel address that no longer
+belongs to an active home-office peer (revoked, or its address changed) loses that pin again, so
+an address given to another laptop later is pinned with that laptop's key.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -20,10 +23,11 @@ from typing import Any, Literal
 import yaml
 from sqlalchemy import select
 
+from core import audit
 from core.config import Config
 from core.db import Database
 from core.inventory import Inventory, load_inventory
-from provisioning.known_hosts import PinnedHostKeys, host_id
+from provisioning.known_hosts import PinnedHostKeys, address_of, host_id
 from provisioning.preflight import known_hosts_path
 from provisioning.vpn.models import PEER_ACTIVE, VPNPeer
 
@@ -92,6 +96,33 @@ def _pin_tunnel_addresses(config: Config, reach: dict[str, Reach]) -> None:
         pinned.add(fresh)
 
 
+def _unpin_old_tunnel_addresses(config: Config, db: Database, inventory: Inventory,
+                                reach: dict[str, Reach]) -> list[str]:
+    """Remove the pins `_pin_tunnel_addresses` made for tunnel addresses that are no longer an active
+    home-office peer's address, or that now belong to a laptop with another key. Only addresses in
+    the VPN pool, never an inventory address, and only keys copied from a pin of another address."""
+    pools = [ipaddress.ip_network(p) for p in (config.vpn.pool_v4, config.vpn.pool_v6) if p]
+    inventory_addresses = {str(h.ansible_host) for h in [*inventory.laptops.values(), *inventory.gateways.values()]}
+
+    def in_scope(hid: str) -> bool:
+        addr = address_of(hid)
+        try:
+            ip = ipaddress.ip_address(addr)
+        except ValueError:
+            return False
+        return addr not in inventory_addresses and any(ip in p for p in pools)
+
+    pinned = PinnedHostKeys(known_hosts_path(config))
+    wanted = {host_id(r.address, r.port): {(k.get_name(), k.get_base64())
+                                           for k in pinned.lookup(host_id(r.office_address, r.port)).values()}
+              for r in reach.values() if r.via == "vpn"}
+    removed = pinned.remove_copies(in_scope, wanted)
+    if removed:
+        audit.record(db, "laptop.reach.unpin", ",".join(removed),
+                     {"why": "tunnel address no longer in use by this laptop (peer revoked or address changed)"})
+    return removed
+
+
 def _write_hosts(src: Path, dst_dir: Path, reach: dict[str, Reach]) -> None:
     data = yaml.safe_load(src.read_text(encoding="utf-8")) or {}
     for group in ((data.get("all") or {}).get("children") or {}).values():
@@ -120,6 +151,7 @@ def inventory_in_use(config: Config, db: Database, inventory: Inventory) -> Inve
     if not any(is_home_office(inventory, h) for h in inventory.laptops):
         return inventory
     reach = reach_map(db, inventory)
+    _unpin_old_tunnel_addresses(config, db, inventory, reach)
     if not any(r.via == "vpn" for r in reach.values()):
         return inventory
     _pin_tunnel_addresses(config, reach)

@@ -16,10 +16,12 @@ from __future__ import annotations
 
 import random
 import threading
+import traceback
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from core import audit
@@ -27,6 +29,7 @@ from core.config import Config
 from core.db import Database
 from core.errors import LockHeldError, WerneError
 from core.inventory import Inventory
+from core.text import one_line
 from provisioning.home import pending
 from provisioning.home.models import KIND_PROVISION, KIND_VPN_ROTATE
 from provisioning.home.presence import GatewayReader, peers_seen, record_presence
@@ -38,6 +41,21 @@ ACTOR = "werne laptop watch"
 CollectFn = Callable[[Inventory, list[str], datetime], dict[str, str]]
 # evidence_times(hosts) -> {host: when its freshest evidence was collected}
 EvidenceTimesFn = Callable[[list[str]], dict[str, datetime]]
+# check_host_keys(config, inventory, hosts) -> {host: why it is refused} for laptops whose host key is not
+# the pinned one; unreachable ones are not refused here (their work goes on and fails as unreachable).
+HostKeyCheckFn = Callable[[Config, Inventory, list[str]], dict[str, str]]
+
+
+def refused_host_keys(config: Config, inventory: Inventory, hosts: list[str]) -> dict[str, str]:
+    """Pre-flight's host-key check (no login) at each laptop's address in use: {host: reason} for
+    every laptop whose key is not the pinned one (changed, or none pinned)."""
+    from provisioning.known_hosts import PinnedHostKeys
+    from provisioning.preflight import check_many, known_hosts_path, select_targets
+
+    targets = select_targets(config, inventory, hosts, False)
+    checks = check_many(targets, config, PinnedHostKeys(known_hosts_path(config)), None)
+    return {c.host: f"{c.reason} (at {c.address})" for c, _ in checks
+            if c.checks.get("host_key") == "failed" and c.reason}
 
 
 @dataclass
@@ -45,9 +63,23 @@ class Step:
     """One thing a catch-up did (or tried) for one laptop."""
 
     host: str
-    action: str  # collect | provision | vpn_rotate
-    outcome: str  # done | retry | failed | deferred | unreachable | error
+    action: str  # preflight | collect | provision | vpn_rotate | catchup (the batch as a whole) | poll
+    outcome: str  # done | retry | failed | deferred | unreachable | refused | error
     detail: str = ""
+
+
+def describe_failure(e: BaseException) -> str:
+    """One line for the audit trail about an exception that ended a batch or a poll. A project
+    error's message is written for people (no secrets by the project's rules); any other exception
+    is a bug whose message may hold anything, so only its type and where it was raised are kept."""
+    if isinstance(e, WerneError):
+        return one_line(str(e), 400)
+    tb = traceback.extract_tb(e.__traceback__)
+    where = ""
+    if tb:
+        f = tb[-1]
+        where = f" at {'/'.join(Path(f.filename).parts[-2:])}:{f.lineno} in {f.name}"
+    return one_line(f"unexpected {type(e).__name__}{where} (a bug: message not recorded)", 400)
 
 
 @dataclass
@@ -67,6 +99,10 @@ class Watcher:
     # plays the day with its own `clock` (evidence times, back-offs).
     wall_clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
     on_step: Callable[[Step], None] | None = None
+    # A seam for the fast tests, which have no laptops to connect to.
+    check_host_keys: HostKeyCheckFn = refused_host_keys
+    # Live progress of a catch-up's provisioning run (after every host event), as the CLI gets it.
+    on_provision_progress: Callable[[Any], None] | None = None
     scheduler: CatchupScheduler = field(init=False)
     online: set[str] = field(default_factory=set)
     steps: list[Step] = field(default_factory=list)
@@ -128,7 +164,8 @@ class Watcher:
         hosts = [i.host for i in items]
         try:
             with self._provision_lock:
-                report = provision(self.config, self.db, inv, hosts, actor=ACTOR, queue_unreachable=False)
+                report = provision(self.config, self.db, inv, hosts, actor=ACTOR, queue_unreachable=False,
+                                   progress=self.on_provision_progress)
         except LockHeldError as e:
             # An IT staff member's run holds the lock: never run over it; try again later.
             for i in items:
@@ -180,29 +217,55 @@ class Watcher:
                 self._step(Step(i.host, KIND_VPN_ROTATE, "retry", why))
 
     def run_batch(self, hosts: list[str], now: datetime) -> None:
-        """Apply what is pending for these laptops, then collect the facts of those that need it."""
+        """Apply what is pending for these laptops, then collect the facts of those that need it.
+
+        Never raises: whatever ends the batch early is recorded as an "error" step for each of its
+        laptops, and the items it had claimed and not finished go back to pending (an attempt used
+        up, so a bug cannot loop for ever), so the service's loop goes on with the other laptops.
+        """
+        mine: list[pending.PendingItem] = []
         try:
             inv = self.load_inventory()
             items = pending.due(self.db, hosts, now)
             got = set(pending.claim(self.db, [i.id for i in items], self.owner, now))
             mine = [i for i in items if i.id in got]
-            rot = [i for i in mine if i.kind == KIND_VPN_ROTATE]
-            prov = [i for i in mine if i.kind == KIND_PROVISION]
-            if rot:
-                self._apply_rotate(inv, rot, now)
-            before = len(self.steps)
-            if prov:
-                self._apply_provision(inv, prov, now)
-            refresh = timedelta(hours=self.config.homeoffice.evidence_refresh_h)
-            times = self.evidence_times(hosts)
-            # After a provisioning run the evidence must show its result: collect again.
-            applied = {s.host for s in self.steps[before:] if s.action == KIND_PROVISION and s.outcome == "done"}
-            stale = [h for h in hosts if h in applied or h not in times or now - times[h] > refresh]
-            if stale:
-                for h, outcome in sorted(self.collect(inv, stale, now).items()):
-                    self._step(Step(h, "collect", "done" if outcome == "ok" else outcome))
+            self._catch_up(inv, hosts, mine, now)
+        except Exception as e:  # the service outlives one bad batch (see the docstring)
+            why = describe_failure(e)
+            for i in mine:
+                # Only items still `running` change: one already done or retried stays as it is.
+                self._retry(i, f"catch-up failed: {why}", now)
+            for h in hosts:
+                self._step(Step(h, "catchup", "error", why))
         finally:
             self.scheduler.finished(hosts)
+
+    def _catch_up(self, inv: Inventory, hosts: list[str], mine: list[pending.PendingItem], now: datetime) -> None:
+        # A laptop showing another host key at its tunnel address may be an interceptor: nothing is
+        # applied to it, no facts are taken from it, and its items keep the reason.
+        refused = self.check_host_keys(self.config, inv, hosts)
+        for h, why in sorted(refused.items()):
+            self._step(Step(h, "preflight", "refused", why))
+        for i in mine:
+            if i.host in refused:
+                self._retry(i, refused[i.host], now)
+        hosts = [h for h in hosts if h not in refused]
+        mine = [i for i in mine if i.host not in refused]
+        rot = [i for i in mine if i.kind == KIND_VPN_ROTATE]
+        prov = [i for i in mine if i.kind == KIND_PROVISION]
+        if rot:
+            self._apply_rotate(inv, rot, now)
+        before = len(self.steps)
+        if prov:
+            self._apply_provision(inv, prov, now)
+        refresh = timedelta(hours=self.config.homeoffice.evidence_refresh_h)
+        times = self.evidence_times(hosts)
+        # After a provisioning run the evidence must show its result: collect again.
+        applied = {s.host for s in self.steps[before:] if s.action == KIND_PROVISION and s.outcome == "done"}
+        stale = [h for h in hosts if h in applied or h not in times or now - times[h] > refresh]
+        if stale:
+            for h, outcome in sorted(self.collect(inv, stale, now).items()):
+                self._step(Step(h, "collect", "done" if outcome == "ok" else outcome))
 
     # ---- the loops
     def tick(self, now: datetime | None = None) -> list[str]:
@@ -225,14 +288,12 @@ class Watcher:
                 now = self.clock()
                 try:
                     self.poll(now)
-                except WerneError as e:
-                    self._step(Step("-", "poll", "error", str(e)))
+                except Exception as e:  # a bad poll (gateway gone, a bug): the next poll tries again
+                    self._step(Step("-", "poll", "error", describe_failure(e)))
                 while batch := self.scheduler.take(now):
+                    # run_batch records its own failures and never raises.
                     futures.append(pool.submit(self.run_batch, batch, now))
-                for f in [f for f in futures if f.done()]:
-                    futures.remove(f)
-                    if f.exception() is not None and not isinstance(f.exception(), WerneError):
-                        raise f.exception()  # type: ignore[misc]  # a bug: the unit restarts us
+                futures = [f for f in futures if not f.done()]
                 nxt = self.scheduler.next_due()
                 wait = interval if nxt is None else max(0.2, min(interval, (nxt - self.clock()).total_seconds()))
                 stop.wait(wait)
