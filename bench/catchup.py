@@ -43,6 +43,11 @@ def main() -> int:
     ap.add_argument("--concurrency", type=int, default=2)
     ap.add_argument("--batch", type=int, default=10)
     ap.add_argument("--jitter", type=float, default=10.0)
+    ap.add_argument("--forks", type=int, default=None, help="[provisioning] forks (default: the config's)")
+    ap.add_argument("--night", type=float, default=None,
+                    help="seconds the laptops stay off before the first switch-on (default: [homeoffice] "
+                         "online_window_s + 10, so their last handshakes no longer count as online)")
+    ap.add_argument("--steps", action="store_true", help="print every catch-up step with its time")
     args = ap.parse_args()
     from compliance.catchup import make_watcher
     from compliance.evidence import evidence_times
@@ -76,7 +81,8 @@ def main() -> int:
             f"catchup_jitter_s = {args.jitter}\n"
             # Without a queued run, the watcher collects only evidence older than this: the evidence
             # the nightly run just stored must count as old, or nothing would be caught up.
-            + ("" if args.provision else "evidence_refresh_h = 0.001\n"), encoding="utf-8")
+            + ("" if args.provision else "evidence_refresh_h = 0.001\n")
+            + ("" if args.forks is None else f"[provisioning]\nforks = {args.forks}\n"), encoding="utf-8")
         config = load_config(cfg)
         db = Database(config.database_url)
         gateway_apply(config, db, load_inventory(config.inventory_dir))
@@ -99,17 +105,29 @@ def main() -> int:
         time.sleep(5)
         home = nightly("home office, through the VPN")
         lab.switch_off(names)
+        # The night: a laptop whose last handshake is younger than online_window_s counts as online,
+        # so switched on again at once, all 70 would look online before they boot, and the watcher
+        # would send its first batches to laptops still off (unreachable, then a 60 s back-off).
+        night = config.homeoffice.online_window_s + 10 if args.night is None else args.night
+        print(f"night: all off for {night:.0f} s (online_window_s {config.homeoffice.online_window_s})")
+        time.sleep(night)
         if args.provision:
             for n in names:
                 enqueue(db, n, KIND_PROVISION, "bench", "queued at night")
         w = make_watcher(config, db, lambda: inventory_in_use(config, db, load_inventory(config.inventory_dir)))
         since = {n: evidence_times(db, [n]).get(n) for n in names}
+        t_first = [0.0]
+        if args.steps:
+            w.on_step = lambda st: print(f"  {time.perf_counter() - t_first[0]:7.1f} s  {st.host} {st.action} "
+                                         f"{st.outcome} {st.detail[:80]}", flush=True)
         stop = threading.Event()
         thread = threading.Thread(target=w.run, args=(stop,), daemon=True)
         thread.start()
         rng = random.Random(15)
         schedule = sorted((rng.uniform(0, args.spread), n) for n in names)
         start_wall, start_cpu = time.perf_counter(), cpu_s()
+        load_before = " ".join(Path("/proc/loadavg").read_text().split()[:3])
+        t_first[0] = start_wall
         for at, n in schedule:
             delay = start_wall + at - time.perf_counter()
             if delay > 0:
@@ -128,9 +146,9 @@ def main() -> int:
         stop.set()
         thread.join(timeout=600)
         steps = [(s.action, s.outcome) for s in w.steps]
-        load = Path("/proc/loadavg").read_text().split()[0]
+        load = " ".join(Path("/proc/loadavg").read_text().split()[:3])
         print(f"catch-up: {len(caught)}/{len(names)} laptops caught up {wall:.1f} s after the first switch-on; "
-              f"controller CPU {cpu:.1f} s ({cpu / wall:.2f} cores on average); load average {load} "
+              f"controller CPU {cpu:.1f} s ({cpu / wall:.2f} cores on average); load average {load_before} -> {load} "
               f"on {os.cpu_count()} cores")
         print(f"  steps: {sorted(set((a, o, steps.count((a, o))) for a, o in steps))}")
         print(f"side by side: nightly laptops run {office:.1f} s at the office, {home:.1f} s through the VPN; "
