@@ -55,10 +55,10 @@ LISTS = "/var/lib/apt/lists"
 
 
 def test_lists_name_their_security_release_and_age_from_the_newest_evidence(wf, tmp_path):
-    put(tmp_path, f"{LISTS}/deb.debian.org_debian-security_dists_bookworm-security_InRelease",
+    put(tmp_path, f"{LISTS}/mirror.example_debian-security_dists_bookworm-security_InRelease",
         SECURITY_INRELEASE, NOW - 30 * HOUR)
-    put(tmp_path, f"{LISTS}/deb.debian.org_debian_dists_bookworm_Release", MAIN_RELEASE, NOW - 40 * HOUR)
-    put(tmp_path, f"{LISTS}/deb.debian.org_debian_dists_bookworm_main_binary-amd64_Packages", "", NOW)
+    put(tmp_path, f"{LISTS}/mirror.example_debian_dists_bookworm_Release", MAIN_RELEASE, NOW - 40 * HOUR)
+    put(tmp_path, f"{LISTS}/mirror.example_debian_dists_bookworm_main_binary-amd64_Packages", "", NOW)
     # A successful update whose mirror said "not modified" only shows in the stamp.
     put(tmp_path, "/var/lib/apt/periodic/update-success-stamp", "", NOW - 2 * HOUR)
     facts = wf.apt_lists_facts(str(tmp_path), now=NOW)
