@@ -158,63 +158,53 @@ class Watcher:
         return pending.mark_retry(self.db, item.id, error, now, base_s=h.retry_base_s, max_s=h.retry_max_s,
                                   max_attempts=h.max_attempts if counts else 10**9, counts=counts)
 
-    def _apply_provision(self, inv: Inventory, items: list[pending.PendingItem], now: datetime) -> None:
-        from provisioning.runner import provision
-
-        hosts = [i.host for i in items]
+    def _settle(self, kind: str, items: list[pending.PendingItem], now: datetime,
+                run: Callable[[list[str]], tuple[str, dict[str, tuple[str, str | None]]]],
+                done: frozenset[str]) -> None:
+        """Apply `kind` to the items' laptops through `run` (hosts -> (what ran, {host: (outcome,
+        reason)})) and settle each item: done, back to pending with a back-off, or failed. A held
+        lock (an IT staff member's run) defers without using up an attempt: never run over it."""
         try:
-            with self._provision_lock:
-                report = provision(self.config, self.db, inv, hosts, actor=ACTOR, queue_unreachable=False,
-                                   progress=self.on_provision_progress)
+            label, outcomes = run([i.host for i in items])
         except LockHeldError as e:
-            # An IT staff member's run holds the lock: never run over it; try again later.
             for i in items:
                 self._retry(i, f"waiting: {e}", now, counts=False)
-                self._step(Step(i.host, KIND_PROVISION, "deferred", str(e)))
+                self._step(Step(i.host, kind, "deferred", str(e)))
             return
         except WerneError as e:
             for i in items:
                 state = self._retry(i, str(e), now)
-                self._step(Step(i.host, KIND_PROVISION, "failed" if state == "failed" else "retry", str(e)))
+                self._step(Step(i.host, kind, "failed" if state == "failed" else "retry", str(e)))
             return
-        by_host = {o.host: o for o in report.hosts}
         for i in items:
-            o = by_host.get(i.host)
-            if o is not None and o.outcome in ("ok", "changed"):
-                pending.mark_done(self.db, i.id, f"provisioning run {report.run_id}", self.clock())
-                self._step(Step(i.host, KIND_PROVISION, "done", f"provisioning run {report.run_id}: {o.outcome}"))
+            outcome, reason = outcomes.get(i.host, ("no result", None))
+            if outcome in done:
+                pending.mark_done(self.db, i.id, label, self.clock())
+                self._step(Step(i.host, kind, "done", f"{label}: {outcome}"))
             else:
-                why = (o.reason or o.outcome) if o is not None else "no result"
-                state = self._retry(i, f"provisioning run {report.run_id}: {why}", now)
-                self._step(Step(i.host, KIND_PROVISION, "failed" if state == "failed" else "retry",
-                                f"provisioning run {report.run_id}: {why}"))
+                why = f"{label}: {reason or outcome}"
+                state = self._retry(i, why, now)
+                self._step(Step(i.host, kind, "failed" if state == "failed" else "retry", why))
+
+    def _apply_provision(self, inv: Inventory, items: list[pending.PendingItem], now: datetime) -> None:
+        from provisioning.runner import provision
+
+        def run(hosts: list[str]) -> tuple[str, dict[str, tuple[str, str | None]]]:
+            with self._provision_lock:
+                report = provision(self.config, self.db, inv, hosts, actor=ACTOR, queue_unreachable=False,
+                                   progress=self.on_provision_progress)
+            return f"provisioning run {report.run_id}", {o.host: (o.outcome, o.reason) for o in report.hosts}
+
+        self._settle(KIND_PROVISION, items, now, run, frozenset({"ok", "changed"}))
 
     def _apply_rotate(self, inv: Inventory, items: list[pending.PendingItem], now: datetime) -> None:
         from provisioning.vpn.ops import rotate
 
-        try:
-            report = rotate(self.config, self.db, inv, [i.host for i in items], actor=ACTOR,
-                            queue_unreachable=False)
-        except LockHeldError as e:
-            for i in items:
-                self._retry(i, f"waiting: {e}", now, counts=False)
-                self._step(Step(i.host, KIND_VPN_ROTATE, "deferred", str(e)))
-            return
-        except WerneError as e:
-            for i in items:
-                self._retry(i, str(e), now)
-                self._step(Step(i.host, KIND_VPN_ROTATE, "retry", str(e)))
-            return
-        by_host = {r.host: r for r in report.hosts}
-        for i in items:
-            r = by_host.get(i.host)
-            if r is not None and r.outcome in ("rotated", "ok", "changed"):
-                pending.mark_done(self.db, i.id, "vpn rotate", self.clock())
-                self._step(Step(i.host, KIND_VPN_ROTATE, "done", r.outcome))
-            else:
-                why = (r.reason or r.outcome) if r is not None else "no result"
-                self._retry(i, why, now)
-                self._step(Step(i.host, KIND_VPN_ROTATE, "retry", why))
+        def run(hosts: list[str]) -> tuple[str, dict[str, tuple[str, str | None]]]:
+            report = rotate(self.config, self.db, inv, hosts, actor=ACTOR, queue_unreachable=False)
+            return "vpn rotate", {r.host: (r.outcome, r.reason) for r in report.hosts}
+
+        self._settle(KIND_VPN_ROTATE, items, now, run, frozenset({"rotated"}))
 
     def run_batch(self, hosts: list[str], now: datetime) -> None:
         """Apply what is pending for these laptops, then collect the facts of those that need it.
