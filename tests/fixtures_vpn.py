@@ -118,3 +118,36 @@ def vpn_lab(lab_factory: Callable[..., Any]) -> Iterator[VPNLab]:
     vl.private_key("vpngw")
     yield vl
     db.dispose()
+
+
+def home_office_lab(lab: Any, hosts: list[str], *, vpn: str = "", connect_timeout: float = 3,
+                    homeoffice: str = "") -> tuple[Path, Any, Any]:
+    """The home-office start of a lab test: host keys pinned, a config with the VPN in userspace,
+    the gateway applied and `hosts` enrolled on the office network, then sent home behind their
+    NAT routers with the pool routed through the gateway. `vpn` and `homeoffice` are extra lines
+    for those sections. Returns (config path, config, database); the caller disposes the database."""
+    from core.config import load_config
+    from core.db import Database
+    from core.inventory import load_inventory
+    from provisioning.vpn.ops import enrol, gateway_apply
+    from tests.fixtures_lab import write_lab_config
+
+    pool = lab.vpn_pool()
+    pin_lab_host_keys(lab, lab.state_dir)
+    cfg = write_lab_config(lab, extra=(
+        f'\n[vpn]\nuserspace = true\npool_v4 = "{pool}"\n{vpn}'
+        f'[ssh]\nconnect_timeout = {connect_timeout}\n'
+        '[compliance]\nluks_missing = "not_applicable"\napt_lists_missing = "not_applicable"\n'
+        f'[homeoffice]\nmanage_from = ["10.200.0.0/16"]\ncatchup_jitter_s = 1\n{homeoffice}'))
+    config = load_config(cfg)
+    db = Database(config.database_url)
+    try:
+        gateway_apply(config, db, load_inventory(config.inventory_dir))
+        report = enrol(config, db, load_inventory(config.inventory_dir), hosts)
+        assert {h.outcome for h in report.hosts} == {"admitted"}, report
+        lab.home_office(hosts)
+        lab.route_vpn_pool(pool)
+    except BaseException:
+        db.dispose()
+        raise
+    return cfg, config, db

@@ -56,29 +56,11 @@ class HomeLab:
 
 @pytest.fixture(scope="module")
 def home_lab(lab_factory):  # type: ignore[no-untyped-def]
-    from core.config import load_config
-    from core.db import Database
-    from core.inventory import load_inventory
-    from provisioning.vpn.ops import enrol, gateway_apply
-    from tests.fixtures_lab import write_lab_config
-    from tests.fixtures_vpn import pin_lab_host_keys
+    from tests.fixtures_vpn import home_office_lab
 
     lab = lab_factory(len(LAPTOPS), gateway=True)
-    pool = lab.vpn_pool()
-    pin_lab_host_keys(lab, lab.state_dir)
-    cfg = write_lab_config(lab, extra=(
-        f'\n[vpn]\nuserspace = true\npool_v4 = "{pool}"\n'
-        '[ssh]\nconnect_timeout = 3\n'
-        '[compliance]\nluks_missing = "not_applicable"\napt_lists_missing = "not_applicable"\n'
-        '[homeoffice]\nmanage_from = ["10.200.0.0/16"]\ncatchup_jitter_s = 1\n'))
-    config = load_config(cfg)
-    db = Database(config.database_url)
+    cfg, config, db = home_office_lab(lab, LAPTOPS)
     try:
-        gateway_apply(config, db, load_inventory(config.inventory_dir))
-        report = enrol(config, db, load_inventory(config.inventory_dir), LAPTOPS)
-        assert {h.outcome for h in report.hosts} == {"admitted"}, report
-        lab.home_office(LAPTOPS)
-        lab.route_vpn_pool(pool)
         hl = HomeLab(lab, cfg, config, db)
         _wait_handshakes(config, db, hl.inventory(), LAPTOPS)
         yield hl

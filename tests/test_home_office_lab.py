@@ -52,37 +52,22 @@ def _wait_handshakes(config, db, inventory, hosts, timeout=60):  # type: ignore[
         reader.close()
 
 
-def test_a_working_day_of_home_office_laptops(lab_factory, lab_config, tmp_path):  # type: ignore[no-untyped-def]
+def test_a_working_day_of_home_office_laptops(lab_factory):  # type: ignore[no-untyped-def]
     from compliance.catchup import make_watcher
     from compliance.history import load_run, verify_chain
     from compliance.reports.model import build_report
     from compliance.run import run_compliance
-    from core.config import load_config
-    from core.db import Database
     from core.inventory import load_inventory
     from provisioning.home.pending import list_items
     from provisioning.home.reach import inventory_in_use
-    from provisioning.vpn.ops import enrol, gateway_apply
-    from tests.fixtures_vpn import pin_lab_host_keys
+    from tests.fixtures_vpn import home_office_lab
 
     lab = lab_factory(10, gateway=True)
     pool = lab.vpn_pool()
-    pin_lab_host_keys(lab, lab.state_dir)
-    cfg = lab_config(lab, extra=(
-        f'\n[vpn]\nuserspace = true\npool_v4 = "{pool}"\n'
-        '[ssh]\nconnect_timeout = 3\n'
-        '[compliance]\nluks_missing = "not_applicable"\napt_lists_missing = "not_applicable"\n'
-        '[homeoffice]\nmanage_from = ["10.200.0.0/16"]\ncatchup_jitter_s = 1\ncatchup_batch = 10\n'))
-    config = load_config(cfg)
-    db = Database(config.database_url)
     office = {h.name: h.address for h in lab.status()}
+    # Bootstrap on the office network (gateway, VPN enrolment); then everyone goes home.
+    cfg, config, db = home_office_lab(lab, ALL, homeoffice="catchup_batch = 10\n")
     try:
-        # --- bootstrap on the office network: gateway, VPN enrolment; then everyone goes home
-        gateway_apply(config, db, load_inventory(config.inventory_dir))
-        report = enrol(config, db, load_inventory(config.inventory_dir), ALL)
-        assert {h.outcome for h in report.hosts} == {"admitted"}, report
-        lab.home_office(ALL)
-        lab.route_vpn_pool(pool)
         inv = inventory_in_use(config, db, load_inventory(config.inventory_dir))
         tunnel = {h: str(inv.laptops[h].ansible_host) for h in ALL}
         assert all(ipaddress.ip_address(a) in ipaddress.ip_network(pool) for a in tunnel.values()), tunnel

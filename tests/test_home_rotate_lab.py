@@ -69,37 +69,23 @@ def _peer_key(db, host):  # type: ignore[no-untyped-def]
         return s.scalars(select(VPNPeer).where(VPNPeer.host == host)).one().public_key
 
 
-def test_rotation_through_the_tunnel(lab_factory, lab_config):  # type: ignore[no-untyped-def]
+def test_rotation_through_the_tunnel(lab_factory):  # type: ignore[no-untyped-def]
     from compliance.catchup import make_watcher
-    from core.config import load_config
-    from core.db import Database
     from core.inventory import load_inventory
     from provisioning.home.pending import list_items
     from provisioning.home.reach import inventory_in_use
-    from provisioning.vpn.ops import enrol, gateway_apply, rotate
-    from tests.fixtures_vpn import pin_lab_host_keys
+    from provisioning.vpn.ops import rotate
+    from tests.fixtures_vpn import home_office_lab
 
     lab = lab_factory(2, gateway=True)
-    pool = lab.vpn_pool()
-    pin_lab_host_keys(lab, lab.state_dir)
-    cfg = lab_config(lab, extra=(
-        f'\n[vpn]\nuserspace = true\npool_v4 = "{pool}"\n'
-        f'rotate_switch_after_s = {SWITCH_S}\nrotate_revert_after_s = {REVERT_S}\n'
-        '[ssh]\nconnect_timeout = 10\n'
-        '[compliance]\nluks_missing = "not_applicable"\napt_lists_missing = "not_applicable"\n'
-        '[homeoffice]\nmanage_from = ["10.200.0.0/16"]\ncatchup_jitter_s = 1\n'))
-    config = load_config(cfg)
-    db = Database(config.database_url)
+    _, config, db = home_office_lab(
+        lab, ["lap01", "lap02"], connect_timeout=10,
+        vpn=f"rotate_switch_after_s = {SWITCH_S}\nrotate_revert_after_s = {REVERT_S}\n")
 
     def inv():  # type: ignore[no-untyped-def]
         return inventory_in_use(config, db, load_inventory(config.inventory_dir))
 
     try:
-        gateway_apply(config, db, load_inventory(config.inventory_dir))
-        assert {h.outcome for h in enrol(config, db, load_inventory(config.inventory_dir), ["lap01", "lap02"]).hosts} \
-            == {"admitted"}
-        lab.home_office(["lap01", "lap02"])
-        lab.route_vpn_pool(pool)
         inventory = inv()
         tunnel = {h: str(inventory.laptops[h].ansible_host) for h in ("lap01", "lap02")}
         start = time.time()
