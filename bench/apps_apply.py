@@ -1,5 +1,5 @@
 """Benchmark: `werne apps apply` for the example city (523 iPads, five schools, two Apps and Books
-locations) against the fake Apps and Books service (tests/fake_appsbooks.py, real HTTP on loopback)
+locations) against the fake Apps and Books service (tests/fakes/fake_appsbooks.py, real HTTP on loopback)
 and a real NanoMDM (in-memory storage; the 523 iPads enrolled in it by lab/ipad_sim.py's simulated
 devices, so each InstallApplication is really enqueued; the registry rows are written directly,
 without the webhook receiver, and the deadline is 0: nobody waits for the installs).
@@ -32,13 +32,15 @@ from core.db import Database  # noqa: E402
 from core.inventory import load_inventory  # noqa: E402
 from core.models import utcnow  # noqa: E402
 from core.secrets import Secret  # noqa: E402
-from ipad.app_licences import apply  # noqa: E402
-from ipad.apps import load_apps  # noqa: E402
+from ipad.apps.catalogue import load_apps  # noqa: E402
+from ipad.apps.licences import apply  # noqa: E402
+from ipad.dispatch import IPadContext  # noqa: E402
 from ipad.models import MDMCommand, MDMDevice  # noqa: E402
-from ipad.ops import IPadContext  # noqa: E402
-from lab.mdm import NANOMDM_BIN, free_port, make_scep_ca, nanomdm_argv  # noqa: E402
+from lab.certs import make_scep_ca  # noqa: E402
+from lab.mdm import NANOMDM_BIN, nanomdm_argv  # noqa: E402
+from lab.processes import free_port  # noqa: E402
 from mdm_client.appsbooks import AppsBooksClient  # noqa: E402
-from tests.fake_appsbooks import FakeAppsBooks  # noqa: E402
+from tests.fakes.fake_appsbooks import FakeAppsBooks  # noqa: E402
 
 CITY = REPO / "inventories" / "example-city"
 API_KEY = "bench-api-key-0123456789"
@@ -109,8 +111,8 @@ def main() -> None:
         udid_of: dict[str, str] = {}
         sim = None
         try:
+            from lab.certs import issue_identities
             from lab.ipad_sim import SimDevice, Simulator
-            from lab.mdm import issue_identities
 
             devices = []
             for serial, udid, pem, key in issue_identities(ca, ca_key, sorted(inv.ipads)):

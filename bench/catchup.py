@@ -60,7 +60,7 @@ def main() -> int:
     from provisioning.home.pending import enqueue, list_items
     from provisioning.home.reach import inventory_in_use
     from provisioning.vpn.ops import enrol, gateway_apply
-    from tests.fixtures_vpn import pin_lab_host_keys
+    from tests.fixtures.vpn import pin_lab_host_keys
 
     tmp = Path(tempfile.mkdtemp(prefix="werne-bench-catchup-"))
     lab = Lab(tmp, cache_dir=LabConfig().cache_dir, demo=False, owner_pid=os.getpid())
@@ -74,7 +74,7 @@ def main() -> int:
         cfg = tmp / "werne.toml"
         cfg.write_text(
             f'[site]\ninventory = "{lab.inventory_dir}"\nstate_dir = "{tmp}"\n'
-            f'[vpn]\nuserspace = true\npool_v4 = "{pool}"\n[ssh]\nconnect_timeout = 5\n'
+            f'[vpn]\nuserspace = true\npool_v4 = "{pool}"\ndns = ["{lab.vpn_dns()}"]\n[ssh]\nconnect_timeout = 5\n'
             '[compliance]\nluks_missing = "not_applicable"\napt_lists_missing = "not_applicable"\n'
             f'[homeoffice]\nmanage_from = ["10.200.0.0/16"]\npoll_interval_s = 2\n'
             f"catchup_concurrency = {args.concurrency}\ncatchup_batch = {args.batch}\n"

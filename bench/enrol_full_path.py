@@ -22,6 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from core.config import load_config  # noqa: E402
 from lab import mdm as lab_mdm  # noqa: E402
+from lab import processes  # noqa: E402
 
 
 def main() -> int:
@@ -37,7 +38,7 @@ def main() -> int:
         t_up = time.perf_counter() - t0
         wall_up = time.time()
         from core.db import Database
-        from ipad.store import Registry
+        from ipad.store.registry import Registry
 
         db = Database(cfg.database_url)
         try:
@@ -68,7 +69,7 @@ def main() -> int:
 def _device_timings(state: Path) -> dict[str, list[float]]:
     """The simulator logs nothing per device; read the timings it dumps on exit (see lab.ipad_sim)."""
     path = state / "mdm" / "timings.json"
-    lab_mdm.stop_process("simulator", state / "mdm")
+    processes.stop("simulator", state / "mdm")
     if not path.is_file():
         return {}
     out: dict[str, list[float]] = {}

@@ -26,9 +26,11 @@ sys.path.insert(0, str(REPO))
 from core.config import apply_endpoints, load_config  # noqa: E402
 from core.db import Database  # noqa: E402
 from core.inventory import load_inventory  # noqa: E402
-from ipad.ops import IPadContext, list_ipads, query  # noqa: E402
+from ipad.actions.listing import list_ipads  # noqa: E402
+from ipad.actions.queries import query  # noqa: E402
+from ipad.dispatch import IPadContext  # noqa: E402
 from lab import mdm as lab_mdm  # noqa: E402
-from lab.mdm import generated_serials  # noqa: E402
+from lab.certs import generated_serials  # noqa: E402
 
 SCHOOLS = [f"schule-{i:02d}" for i in range(12)]
 

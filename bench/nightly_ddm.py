@@ -41,14 +41,17 @@ def main() -> int:
     from core.db import Database
     from core.inventory import load_inventory
     from core.secrets import Secret
-    from ipad.group_sets import apply_group_sets
+    from ipad.ddm.group_sets import apply_group_sets
+    from ipad.dispatch import IPadContext
     from ipad.models import MDMCommand
-    from ipad.ops import IPadContext
-    from ipad.store import Registry
+    from ipad.store.registry import Registry
     from lab import kmfddm as lab_kmfddm
+    from lab import processes
+    from lab.certs import issue_identities, make_scep_ca
     from lab.ipad_sim import SimDevice, Simulator
-    from lab.mdm import free_port, issue_identities, make_scep_ca, nanomdm_argv, start_process, stop_process, wait_http
-    from tests.fixtures_mdm import start_webhook
+    from lab.mdm import nanomdm_argv
+    from lab.processes import HTTPReady, Service, free_port
+    from tests.fixtures.mdm import start_webhook
 
     root = Path(tempfile.mkdtemp(prefix="werne-bench-ddm-"))
     state = root / "state"
@@ -73,9 +76,10 @@ def main() -> int:
     try:
         ddm = lab_kmfddm.up(state, Secret(ddm_key, "bench"), enqueue_url=nano_url + "/v1/enqueue/",
                             enqueue_key=Secret(api_key, "bench"))
-        pid = start_process("nanomdm", nanomdm_argv(f"127.0.0.1:{port}", ca, webhook.url, dm_url=ddm.url + "/"),
-                            root, env={"NANOMDM_API": api_key, "NANOMDM_WEBHOOK_HMAC_KEY": hmac_key})
-        wait_http(nano_url + "/version", 15, pid, "NanoMDM", root / "logs" / "nanomdm.log")
+        processes.up(Service(
+            name="nanomdm", what="NanoMDM", directory=root, ready=HTTPReady(nano_url + "/version"),
+            argv=tuple(nanomdm_argv(f"127.0.0.1:{port}", ca, webhook.url, dm_url=ddm.url + "/")),
+            env={"NANOMDM_API": api_key, "NANOMDM_WEBHOOK_HMAC_KEY": hmac_key}))
         cfg_file = root / "werne.toml"
         cfg_file.write_text(
             f'[site]\ninventory = "{inv_dir}"\nstate_dir = "{state}"\n'
@@ -132,7 +136,7 @@ def main() -> int:
     finally:
         if sim is not None:
             sim.stop()
-        stop_process("nanomdm", root)
+        processes.stop("nanomdm", root)
         lab_kmfddm.down(state)
         webhook.stop()
         db.dispose()

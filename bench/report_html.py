@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from compliance.reports import write_report  # noqa: E402
 from core.config import load_config  # noqa: E402
 from core.db import Database  # noqa: E402
-from tests.fixtures_compliance import NOW, fleet, ipad_facts, laptop_facts, store_run  # noqa: E402
+from tests.fixtures.compliance import NOW, fleet, ipad_facts, laptop_facts, store_run  # noqa: E402
 
 
 def build(db: Database, config, laptops: int, ipads: int, days: int) -> int:  # type: ignore[no-untyped-def]

@@ -6,6 +6,7 @@ callables it needs, and `make_watcher` is the library call behind the CLI comman
 
 from __future__ import annotations
 
+import json
 import random
 import threading
 from collections.abc import Callable
@@ -24,8 +25,6 @@ from provisioning.home.watch import Watcher
 def compliance_run_going_on(config: Config) -> bool:
     """A nightly run holds the compliance lock: it collects every laptop itself, so a catch-up
     waits (it never takes that lock, so the nightly run is never refused because of a catch-up)."""
-    import json
-
     try:
         info = json.loads(lock_path(config).read_text(encoding="utf-8"))
     except (OSError, ValueError):

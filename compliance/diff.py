@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from compliance.engine import FINDING_STATUSES
 from compliance.history import StoredRun, load_run
+from compliance.results import FINDING_STATUSES
 from core.db import Database
 
 
@@ -58,7 +58,8 @@ def diff_runs(a: StoredRun | None, b: StoredRun) -> RunDiff:
         old = before.get(key)
         new = b.results.get(key)
         s_old, s_new = (old.status if old else None), (new.status if new else None)
-        ch = Change(key[0], key[1], s_old, s_new, (new or old).evidence if (new or old) else "")
+        latest = new or old
+        ch = Change(key[0], key[1], s_old, s_new, latest.evidence if latest is not None else "")
         if _failing(s_new) and not _failing(s_old):
             out.newly_failing.append(ch)
         elif _failing(s_old) and _failing(s_new):

@@ -6,7 +6,10 @@ ComplianceError (WerneError)           could not run                          ->
 ├── RunNotFoundError (InputError)      a run id names no stored run           -> exit 2
 ├── ReportFormatError (InputError)     unknown report format or bad output    -> exit 2
 ├── ComplianceLockHeld (LockHeldError) another compliance run is going on     -> exit 3
-└── CollectionError                    no facts could be collected at all     -> exit 3
+├── CollectionError                    no facts could be collected at all     -> exit 3
+├── ShardTimeout                       a sharded run's shards did not finish  -> exit 3
+├── BSIDataError                       the derived BSI data file is unusable  -> exit 3
+└── SigningError (InputError)          the signing key is missing or unusable -> exit 2
 """
 
 from __future__ import annotations
@@ -45,3 +48,15 @@ class ComplianceLockHeld(ComplianceError, LockHeldError):
 
 class CollectionError(ComplianceError):
     """Facts could not be collected from a fleet at all (not a per-device failure)."""
+
+
+class ShardTimeout(ComplianceError):
+    """The shards of a sharded run were not all done within compliance.shard_timeout_s."""
+
+
+class BSIDataError(ComplianceError):
+    """The derived Grundschutz++ data (data/bsi-gspp.json) is missing or contradicts itself."""
+
+
+class SigningError(ComplianceError, InputError):
+    """The signing key (or the key to verify with) is missing, unreadable or of an unusable kind."""

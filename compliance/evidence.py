@@ -5,7 +5,8 @@ on its freshest evidence and the report says how old that is.
 Each row's record hash covers host, collection time, source, the SHA-256 of its facts and the
 previous row's record hash; `verify_evidence_chain` recomputes them from the database alone. A
 compliance run that uses a stored row names its id and record hash in the run's device snapshot,
-so the run's own chain (compliance.history) covers the evidence it was judged on.
+so the run's own chain (compliance.history) covers the evidence it was judged on. How old that
+evidence may be is the rule lx-evidence-fresh (compliance.checks.evidence).
 """
 
 from __future__ import annotations
@@ -19,19 +20,13 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy import func, select
 
-from compliance.engine import DeviceFacts, EvalContext, Outcome, python_check
+from compliance.canonical import canonical_ts
 from compliance.models import LaptopEvidence
 from core.config import Config
 from core.db import Database
 from core.locks import file_lock
 
 SOURCES = ("nightly", "catch-up")
-
-
-def _ts(dt: datetime) -> str:
-    if dt.tzinfo is not None:
-        dt = dt.astimezone(UTC).replace(tzinfo=None)
-    return dt.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def facts_hash(facts: dict[str, Any]) -> str:
@@ -41,7 +36,8 @@ def facts_hash(facts: dict[str, Any]) -> str:
 
 
 def evidence_record_hash(host: str, collected_at: datetime, source: str, fhash: str, prev: str | None) -> str:
-    body = {"host": host, "collected_at": _ts(collected_at), "source": source, "facts_hash": fhash, "prev": prev}
+    body = {"host": host, "collected_at": canonical_ts(collected_at), "source": source, "facts_hash": fhash,
+            "prev": prev}
     return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
@@ -65,7 +61,7 @@ def store_evidence(config: Config, db: Database, collected: dict[str, dict[str, 
         raise ValueError(f"unknown evidence source {source!r}")
     if not collected:
         return {}
-    out: dict[str, StoredEvidence] = {}
+    rows: list[LaptopEvidence] = []
     with file_lock(config.state_dir / "evidence.lock", wait=120, what="evidence write"), db.session() as s:
         prev = s.scalar(select(LaptopEvidence.record_hash).order_by(LaptopEvidence.id.desc()).limit(1))
         for host, facts in sorted(collected.items()):
@@ -73,13 +69,13 @@ def store_evidence(config: Config, db: Database, collected: dict[str, dict[str, 
             facts = json.loads(json.dumps(facts))
             fh = facts_hash(facts)
             rh = evidence_record_hash(host, collected_at, source, fh, prev)
-            row = LaptopEvidence(host=host, collected_at=collected_at, source=source, facts=facts,
-                                 facts_hash=fh, prev_hash=prev, record_hash=rh)
-            s.add(row)
-            s.flush()
-            out[host] = StoredEvidence(row.id, host, collected_at, source, facts, rh)
+            rows.append(LaptopEvidence(host=host, collected_at=collected_at, source=source, facts=facts,
+                                       facts_hash=fh, prev_hash=prev, record_hash=rh))
             prev = rh
-    return out
+        # One flush: one INSERT for every row (their ids come back in order), not one per laptop.
+        s.add_all(rows)
+        s.flush()
+        return {r.host: StoredEvidence(r.id, r.host, collected_at, source, r.facts, r.record_hash) for r in rows}
 
 
 def freshest(db: Database, hosts: list[str] | None = None) -> dict[str, StoredEvidence]:
@@ -143,17 +139,3 @@ def verify_evidence_chain(db: Database) -> tuple[int, list[str]]:
             prev = row.record_hash
     return n, problems
 
-
-@python_check("evidence_fresh")
-def _evidence_fresh(dev: DeviceFacts, params: dict[str, Any], ctx: EvalContext) -> Outcome:
-    """lx-evidence-fresh: the laptop was judged on evidence no older than evidence_max_age_days."""
-    limit = ctx.config.compliance.evidence_max_age_days
-    if dev.evidence_at is None:
-        if not dev.reachable:
-            return "fail", f"never seen: no evidence collected ({dev.reason or 'did not answer'})"
-        return "pass", "collected during this run"
-    age_days = (ctx.now - dev.evidence_at).total_seconds() / 86400
-    label = dev.evidence_label or f"evidence from {_ts(dev.evidence_at)}"
-    if age_days > limit:
-        return "fail", f"stale: {label}, {age_days:.1f} days old (limit {limit:g} days)"
-    return "pass", f"{label} ({age_days:.1f} days old, limit {limit:g})"

@@ -16,33 +16,31 @@ import os
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from importlib.metadata import version
 from typing import Any
 
 from sqlalchemy import func, insert, select, update
+from sqlalchemy.orm import Session
 
-from compliance.engine import FINDING_STATUSES, STATUSES, DeviceFacts, RuleResult
+from compliance.canonical import optional_ts
 from compliance.errors import RunNotFoundError
-from compliance.models import ComplianceResult, ComplianceRun
+from compliance.evidence import verify_evidence_chain
+from compliance.facts import DeviceFacts
+from compliance.models import ComplianceResult, ComplianceRun, LaptopEvidence
+from compliance.results import FINDING_STATUSES, STATUSES, RuleResult
 from core.db import Database
 from core.findings import Findings
 
 GENESIS = None  # the first run's prev_hash
+# One stored result as the chain hashes it: device, rule id, status, evidence, waiver.
+ResultRow = tuple[str, str, str, str, str | None]
 
 
-def _ts(dt: datetime | None) -> str | None:
-    """Timestamps as stored, in one canonical form (SQLite hands them back without a zone)."""
-    if dt is None:
-        return None
-    if dt.tzinfo is not None:
-        dt = dt.astimezone(UTC).replace(tzinfo=None)
-    return dt.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def canonical_record(run: ComplianceRun, rows: list[tuple[str, str, str, str, str | None]]) -> bytes:
+def canonical_record(run: ComplianceRun, rows: list[ResultRow]) -> bytes:
     header = {
         "id": run.id,
-        "started_at": _ts(run.started_at),
-        "finished_at": _ts(run.finished_at),
+        "started_at": optional_ts(run.started_at),
+        "finished_at": optional_ts(run.finished_at),
         "status": run.status,
         "scope": run.scope,
         "actor": run.actor,
@@ -59,7 +57,7 @@ def canonical_record(run: ComplianceRun, rows: list[tuple[str, str, str, str, st
     return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
-def record_hash(run: ComplianceRun, rows: list[tuple[str, str, str, str, str | None]]) -> str:
+def record_hash(run: ComplianceRun, rows: list[ResultRow]) -> str:
     return hashlib.sha256(canonical_record(run, rows)).hexdigest()
 
 
@@ -74,13 +72,18 @@ def summarise(results: list[RuleResult], devices: dict[str, DeviceFacts]) -> dic
     schools: dict[str, dict[str, Any]] = {}
     rules: dict[str, dict[str, int]] = {}
     per_device: dict[str, Counter[str]] = {d: Counter() for d in devices}
+
+    def blocks_of(dev: DeviceFacts) -> list[dict[str, Any]]:
+        """The totals a device counts in: overall, its fleet's and its school's."""
+        out = [total, fleets.setdefault(dev.fleet, block())]
+        if dev.school:
+            out.append(schools.setdefault(dev.school, block()))
+        return out
+
     for r in results:
         dev = devices[r.device]
         per_device[r.device][r.status] += 1
-        targets = [total, fleets.setdefault(dev.fleet, block())]
-        if dev.school:
-            targets.append(schools.setdefault(dev.school, block()))
-        for t in targets:
+        for t in blocks_of(dev):
             t["counts"][r.status] += 1
         rules.setdefault(r.rule_id, dict.fromkeys(STATUSES, 0))[r.status] += 1
     for name, counts in per_device.items():
@@ -88,10 +91,7 @@ def summarise(results: list[RuleResult], devices: dict[str, DeviceFacts]) -> dic
         if dev.scope == "fleet":
             continue  # a fleet-wide entry (the push certificate, a token) has results but is no device
         compliant = not any(counts[s] for s in FINDING_STATUSES)
-        targets = [total, fleets.setdefault(dev.fleet, block())]
-        if dev.school:
-            targets.append(schools.setdefault(dev.school, block()))
-        for t in targets:
+        for t in blocks_of(dev):
             t["devices"] += 1
             t["compliant_devices"] += int(compliant)
     for b in [total, *fleets.values(), *schools.values()]:
@@ -112,8 +112,6 @@ def pass_rate(counts: dict[str, int]) -> float:
 
 def tool_version() -> str:
     try:
-        from importlib.metadata import version
-
         return version("werne")
     except Exception:  # noqa: BLE001 - a source checkout without metadata still runs
         return "0+unknown"
@@ -203,6 +201,13 @@ def complete_run(
         return run
 
 
+def store_timings(db: Database, run_id: int, timings: dict[str, Any]) -> None:
+    """Keep where the run's time went (compliance.timings) with the run. Not part of its record
+    hash: written after it, and how long a run took is no evidence."""
+    with db.session() as s:
+        s.execute(update(ComplianceRun).where(ComplianceRun.id == run_id).values(timings=timings))
+
+
 def fail_run(db: Database, run_id: int, reason: str, status: str = "failed") -> None:
     with db.session() as s:
         s.execute(
@@ -235,9 +240,10 @@ class StoredRun:
     rules: dict[str, Any]
     devices: dict[str, Any]
     results: dict[tuple[str, str], RuleResult] = field(default_factory=dict)
+    timings: dict[str, Any] | None = None
 
 
-def _stored(run: ComplianceRun, with_results: bool, s: Any) -> StoredRun:
+def _stored(run: ComplianceRun, with_results: bool, s: Session) -> StoredRun:
     out = StoredRun(
         id=run.id,
         started_at=run.started_at,
@@ -254,19 +260,25 @@ def _stored(run: ComplianceRun, with_results: bool, s: Any) -> StoredRun:
         summary=run.summary,
         rules=run.rules,
         devices=run.devices,
+        timings=run.timings,
     )
     if with_results:
-        rows = s.execute(
-            select(
-                ComplianceResult.device,
-                ComplianceResult.rule_id,
-                ComplianceResult.status,
-                ComplianceResult.evidence,
-                ComplianceResult.waiver,
-            ).where(ComplianceResult.run_id == run.id)
-        ).all()
-        out.results = {(d, r): RuleResult(d, r, st, ev, w) for d, r, st, ev, w in rows}
+        out.results = {(d, r): RuleResult(d, r, st, ev, w) for d, r, st, ev, w in _result_rows(s, run.id)}
     return out
+
+
+def _result_rows(s: Session, run_id: int) -> list[ResultRow]:
+    """The stored results of one run, as the chain hashes them."""
+    rows = s.execute(
+        select(
+            ComplianceResult.device,
+            ComplianceResult.rule_id,
+            ComplianceResult.status,
+            ComplianceResult.evidence,
+            ComplianceResult.waiver,
+        ).where(ComplianceResult.run_id == run_id)
+    ).all()
+    return [(d, r, st, ev, w) for d, r, st, ev, w in rows]
 
 
 def load_run(db: Database, run_id: int | None = None, with_results: bool = True) -> StoredRun:
@@ -337,25 +349,14 @@ def verify_chain(db: Database) -> ChainReport:
         for run_id in ids:
             run = s.get(ComplianceRun, run_id)
             assert run is not None
-            rows = [
-                tuple(r)
-                for r in s.execute(
-                    select(
-                        ComplianceResult.device,
-                        ComplianceResult.rule_id,
-                        ComplianceResult.status,
-                        ComplianceResult.evidence,
-                        ComplianceResult.waiver,
-                    ).where(ComplianceResult.run_id == run_id)
-                ).all()
-            ]
+            rows = _result_rows(s, run_id)
             n += 1
             if run.prev_hash != prev:
                 problems.append(
                     f"run {run_id}: link broken: previous hash {short_hash(run.prev_hash)} "
                     f"does not match run before it ({short_hash(prev)})"
                 )
-            actual = record_hash(run, rows)  # type: ignore[arg-type]
+            actual = record_hash(run, rows)
             if actual != run.record_hash:
                 problems.append(
                     f"run {run_id}: record altered: stored hash {short_hash(run.record_hash)}, "
@@ -367,17 +368,13 @@ def verify_chain(db: Database) -> ChainReport:
             if refs:
                 problems += _check_evidence_refs(s, run_id, refs)
     # Evidence collected between runs (laptops caught up by the watcher) has its own chain.
-    from compliance.evidence import verify_evidence_chain
-
     _, ev_problems = verify_evidence_chain(db)
     problems += ev_problems
     return ChainReport(ok=not problems, runs_checked=n, head=prev, problems=problems)
 
 
-def _check_evidence_refs(s: Any, run_id: int, refs: dict[str, dict[str, Any]]) -> list[str]:
+def _check_evidence_refs(s: Session, run_id: int, refs: dict[str, dict[str, Any]]) -> list[str]:
     """Each device a run judged on stored evidence names a row that exists with that hash."""
-    from compliance.models import LaptopEvidence
-
     ids = [int(r["id"]) for r in refs.values()]
     found = dict(s.execute(select(LaptopEvidence.id, LaptopEvidence.record_hash)
                            .where(LaptopEvidence.id.in_(ids))).all())

@@ -8,6 +8,7 @@ short flock on a guard file, so two recovering processes cannot both win.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -18,19 +19,13 @@ from types import TracebackType
 from compliance.errors import ComplianceLockHeld
 from core.errors import StateError
 from core.locks import file_lock
+from core.procs import proc_state
 
 
 def process_start_ticks(pid: int) -> int | None:
     """The process's start time in clock ticks since boot, or None if it is gone or a zombie."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    # The command name (field 2) may contain spaces and parentheses: split after the last ')'.
-    fields = stat[stat.rfind(")") + 2 :].split()
-    if fields[0] in ("Z", "X"):
-        return None
-    return int(fields[19])
+    state = proc_state(pid)
+    return None if state is None or state[0] in ("Z", "X") else state[1]
 
 
 def holder_alive(info: dict[str, object]) -> bool:
@@ -52,9 +47,11 @@ class RunLock:
 
     def _read(self) -> dict[str, object]:
         try:
-            return json.loads(self.path.read_text(encoding="utf-8"))
+            info = json.loads(self.path.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             return {}
+        # Anything but a JSON object is garbage, like a file that is no JSON at all.
+        return info if isinstance(info, dict) else {}
 
     def acquire(self) -> RunLock:
         try:
@@ -67,16 +64,31 @@ class RunLock:
             "host": socket.gethostname(),
             "since": datetime.now(UTC).isoformat(timespec="seconds"),
         }
-        for _ in range(3):
+        # The lock appears with its content or not at all: written to a file of our own first, then
+        # linked into place (a link fails when the lock exists). A full disk never leaves an empty
+        # lock file behind for the next run to puzzle over.
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        try:
             try:
-                fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-            except FileExistsError:
-                self._recover_or_raise()
-                continue
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                json.dump(me, f)
-            self._held = True
-            return self
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+                with os.fdopen(fd, "w", encoding="utf-8") as f:
+                    json.dump(me, f)
+                    f.flush()
+                    os.fsync(f.fileno())
+                for _ in range(3):
+                    try:
+                        os.link(tmp, self.path)
+                    except FileExistsError:
+                        self._recover_or_raise()
+                        continue
+                    self._held = True
+                    return self
+            except OSError as e:
+                raise StateError(f"cannot take the compliance lock {self.path}: "
+                                 f"{e.strerror or e.__class__.__name__}") from None
+        finally:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
         raise ComplianceLockHeld(f"could not take the compliance lock {self.path}")
 
     def _recover_or_raise(self) -> None:

@@ -2,7 +2,7 @@
 
 A baseline file has `baseline:` (id, fleet, title) and `rules:`. Each rule's check is either
 declarative (`fact`, `op`, `expected`; or `all:` a list of those) or a named Python check
-(`python: NAME`, `params: {...}`) registered in compliance.engine. Every problem is reported with
+(`python: NAME`, `params: {...}`) of compliance.checks. Every problem is reported with
 its file and line before BaselineError is raised.
 """
 
@@ -16,12 +16,14 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from compliance.checks import PYTHON_CHECKS
 from compliance.errors import BaselineError
 from core.files import read_regular_file
+from core.validation import first_error
 from core.yamlio import YAMLInputError, compose, construct, scalar_key
 
 BASELINES_DIR = Path(__file__).resolve().parent / "baselines"
-Fleet = Literal["laptops", "ipads"]
+Fleet = Literal["laptops", "ipads", "appletvs"]
 Severity = Literal["low", "medium", "high", "critical"]
 OPERATORS = frozenset(
     {
@@ -198,13 +200,6 @@ class BaselineSet:
         return h.hexdigest()
 
 
-def _first_error(e: ValidationError) -> str:
-    err = e.errors()[0]
-    loc = ".".join(str(p) for p in err["loc"])
-    msg = str(err["msg"]).removeprefix("Value error, ")
-    return f"{loc}: {msg}" if loc else msg
-
-
 def load_baseline_file(
     path: Path, known_python_checks: set[str] | None = None
 ) -> tuple[Baseline | None, list[str]]:
@@ -229,7 +224,7 @@ def load_baseline_file(
     try:
         header = BaselineHeader.model_validate(construct(nodes["baseline"], path) if "baseline" in nodes else None)
     except ValidationError as e:
-        problems.append(f"{path}:1: baseline: {_first_error(e)}")
+        problems.append(f"{path}:1: baseline: {first_error(e)}")
     except YAMLInputError as e:
         problems.append(str(e))
     rules_node = nodes.get("rules")
@@ -249,7 +244,7 @@ def load_baseline_file(
             try:
                 rule = Rule.model_validate(data)
             except ValidationError as e:
-                problems.append(f"{path}:{line}: rule {rid}: {_first_error(e)}")
+                problems.append(f"{path}:{line}: rule {rid}: {first_error(e)}")
                 continue
             if rule.id in seen:
                 problems.append(
@@ -272,8 +267,6 @@ def load_baseline_file(
 
 def load_baselines(directory: Path | None = None) -> BaselineSet:
     """Load every `*.yaml` baseline in `directory` (default: the shipped ones); raise BaselineError."""
-    from compliance.engine import PYTHON_CHECKS
-
     directory = directory or BASELINES_DIR
     if not directory.is_dir():
         raise BaselineError([f"baselines directory {directory} does not exist"])

@@ -8,30 +8,36 @@ unreachable), and errors raise: 2 bad input or config (BaselineError, WaiverErro
 
 from __future__ import annotations
 
-import functools
-from concurrent.futures import wait
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from compliance import history
-from compliance.collect_ipads import QuerySweep, collect_ipads
+from compliance.alerting import alert_new_findings
+from compliance.collect_appletvs import collect_appletvs
+from compliance.collect_ipads import QuerySweep, collect_ipads, mdm_ddm_sweep
 from compliance.collect_laptops import Progress, ProgressCallback, collect_laptops
-from compliance.engine import FINDING_STATUSES, DeviceFacts, EvalContext, RuleResult, evaluate
 from compliance.errors import ComplianceError
+from compliance.facts import DeviceFacts
+from compliance.judging import fleet_devices, judge
 from compliance.lock import RunLock
+from compliance.metrics import result_families, status_families, write_run_metrics
+from compliance.reports import write_report
+from compliance.results import FINDING_STATUSES
 from compliance.rules import BaselineSet, load_baselines
+from compliance.timings import RunTimes
 from compliance.waivers import load_waivers
 from core import audit
 from core.config import Config
 from core.db import Database
-from core.errors import WerneError
+from core.files import write_output
 from core.findings import Findings
 from core.inventory import Inventory
 from core.signals import start_daemon
 
-FLEETS = ("laptops", "ipads")
+FLEETS = ("laptops", "ipads", "appletvs")
 
 
 @dataclass
@@ -50,6 +56,12 @@ class RunSummary(Findings):
     fleets: dict[str, Any] = field(default_factory=dict)
     recovered_stale_lock: bool = False
     report_path: Path | None = None
+    # Why the run's chain head is not signed although a signing key is configured.
+    signing_problem: str | None = None
+    # Where the run's time went (compliance.timings.RunTimes.finish), also stored with the run.
+    timings: dict[str, Any] | None = None
+    # How many new critical or expiry findings this run alerted IT staff about (compliance.alerting).
+    new_alerts: int = 0
 
     @property
     def findings(self) -> int:
@@ -85,27 +97,6 @@ def rules_snapshot(baselines: BaselineSet, fleets: tuple[str, ...]) -> dict[str,
     return out
 
 
-def group_profile_identifiers(config: Config) -> Any:
-    """device -> the profile identifiers its group must have, from ipad.profiles (cached per group)."""
-
-    @functools.lru_cache(maxsize=16)
-    def for_group(group: str) -> frozenset[str]:
-        from ipad import profiles
-
-        try:
-            return frozenset(p.identifier for p in profiles.profile_set_for(group, config))
-        except WerneError:
-            # Building a profile can need a secret (the Wi-Fi password) that a checking host may
-            # lack; the identifiers do not depend on it.
-            a = profiles.load_group_assignment(config)
-            return frozenset(f"{a.identifier_prefix}.{n}" for n in a.groups.get(group, []))
-
-    def lookup(dev: DeviceFacts) -> set[str]:
-        return set(for_group(dev.group or ""))
-
-    return lookup
-
-
 def run_compliance(
     config: Config,
     db: Database,
@@ -118,20 +109,31 @@ def run_compliance(
     hosts: list[str] | None = None,
 ) -> RunSummary:
     """Run the compliance job over the given fleets and store it. Raises on bad input (exit 2) or
-    when it cannot run (exit 3); findings are in the returned summary."""
+    when it cannot run (exit 3); findings are in the returned summary, where each step's time
+    is too (`timings`, compliance.timings), also stored with the run."""
+    times = RunTimes()
+    started = datetime.now(UTC)
     fleets = tuple(f for f in FLEETS if f in fleets)
     if not fleets:
         raise ComplianceError("nothing to check: choose --laptops, --ipads or --all")
     scope = "all" if fleets == FLEETS else fleets[0]
-    baselines = load_baselines(config.compliance.baselines_dir)
-    waivers = load_waivers(config.compliance.waivers_file, baselines.rule_ids)
-    if hosts:
-        inventory.select_laptops(hosts)
-    if "ipads" in fleets and inventory.ipads and sweep is None:
-        from compliance.collect_ipads import mdm_ddm_sweep
+    with times.step("setup"):
+        baselines = load_baselines(config.compliance.baselines_dir)
+        waivers = load_waivers(config.compliance.waivers_file, baselines.rule_ids)
+        if config.compliance.shards > 1:
+            from compliance.shards import check_sharding
 
-        # DDM status where KMFDDM is set up and reachable; the full query set for the rest.
-        sweep = mdm_ddm_sweep(config, db, inventory, now=now)
+            check_sharding(config, db)
+        if hosts:
+            inventory.select_laptops(hosts)
+        if "ipads" in fleets or "appletvs" in fleets:
+            # The iPad side's ORM models, before the collector threads start: one thread importing
+            # ipad.models half-way while another's first query configures the mappers fails that
+            # query (SchoolClass before Lesson; seen with a given sweep, which imports nothing here).
+            import ipad.models  # noqa: F401
+        if "ipads" in fleets and inventory.ipads and sweep is None:
+            # DDM status where KMFDDM is set up and reachable; the full query set for the rest.
+            sweep = mdm_ddm_sweep(config, db, inventory, now=now, times=times)
     with RunLock(lock_path(config)) as lock:
         run_id = history.begin_run(
             db, scope, audit.current_actor(), inventory.digest(), baselines.digest(), waivers.digest
@@ -139,44 +141,50 @@ def run_compliance(
         try:
             at = now or datetime.now(UTC)
             artifacts = config.state_dir / "compliance" / "artifacts"
-            jobs = {}
+            jobs: dict[str, Future[list[DeviceFacts]]] = {}
             # The two fleets are collected side by side: the laptops wait on Ansible and SSH, the
             # iPads on the MDM sweep's deadline; neither needs the other. Daemon threads, not a
             # pool: on Ctrl-C or SIGTERM the run ends now, not when a hung MDM call times out.
-            if "laptops" in fleets:
+            sharded = config.compliance.shards > 1
+            if "laptops" in fleets and not sharded:
                 jobs["laptops"] = start_daemon(
-                    collect_laptops, config, inventory, db, artifacts, hosts or None, progress, now=at,
-                    name="werne-collect-laptops",
+                    times.timed_call, "laptops", collect_laptops, config, inventory, db, artifacts, hosts or None,
+                    progress, now=at, times=times, name="werne-collect-laptops",
                 )
-            if "ipads" in fleets:
+            if "appletvs" in fleets:
+                jobs["appletvs"] = start_daemon(
+                    times.timed_call, "appletvs", collect_appletvs, config, inventory, db, progress, now=at,
+                    name="werne-collect-appletvs",
+                )
+            if "ipads" in fleets and not sharded:
                 jobs["ipads"] = start_daemon(
-                    collect_ipads, config, inventory, db, progress, sweep, now=at, name="werne-collect-ipads"
+                    times.timed_call, "ipads", collect_ipads, config, inventory, db, progress, sweep, now=at,
+                    times=times, name="werne-collect-ipads",
                 )
-            devices: list[DeviceFacts] = []
-            try:
-                for fleet in fleets:
-                    devices += jobs[fleet].result()
-            except Exception:
-                wait(list(jobs.values()))  # as a pool would: no collector still runs once the run has failed
-                raise
-            if "ipads" in fleets:
-                from compliance.collect_fleet import apps_token_facts, ipad_fleet_facts
+            if config.compliance.shards > 1:
+                # Here, not at the top: the job queue is the postgres extra's, and one server never needs it.
+                from compliance.shards import collect_and_judge_in_shards
 
-                devices += ipad_fleet_facts(db) + apps_token_facts(config)
-            ctx = EvalContext(config=config, now=at, profile_set_for=group_profile_identifiers(config))
-            results: list[RuleResult] = []
-            for fleet in fleets:
-                results += evaluate(baselines.for_fleet(fleet), [d for d in devices if d.fleet == fleet], ctx)
+                devices, results = collect_and_judge_in_shards(
+                    config, db, inventory, baselines, waivers, fleets, run_id, at, jobs,
+                    sweep=sweep, hosts=hosts, times=times)
+            else:
+                devices = fleet_devices(db, config, fleets, jobs, times)
+                results = judge(config, db, inventory, baselines, waivers, fleets, devices, at, times)
             by_id = {d.device: d for d in devices}
-            results = waivers.apply(results, by_id, at)
             if progress is not None:
                 progress(Progress("all", len(devices), len(devices), message="storing results"))
-            run = history.complete_run(db, run_id, results, by_id, rules_snapshot(baselines, fleets))
+            with times.step("store"):
+                run = history.complete_run(db, run_id, results, by_id, rules_snapshot(baselines, fleets))
         except KeyboardInterrupt:
             history.fail_run(db, run_id, "interrupted", status="interrupted")
+            write_run_metrics(config, status_families(scope, started, datetime.now(UTC), False),
+                              "werne_compliance_status")
             raise
         except BaseException as e:
             history.fail_run(db, run_id, f"{e.__class__.__name__}: {e}")
+            write_run_metrics(config, status_families(scope, started, datetime.now(UTC), False),
+                              "werne_compliance_status")
             raise
     s = run.summary
     summary = RunSummary(
@@ -192,15 +200,28 @@ def run_compliance(
         fleets=s["fleets"],
         recovered_stale_lock=lock.recovered is not None,
     )
-    audit.record(
-        db, "compliance.run", scope, {"run": run.id, "counts": s["counts"], "record_hash": run.record_hash}
-    )
-    if config.compliance.report_dir is not None:
-        from compliance.reports import write_report
+    with times.step("audit"):
+        audit.record(
+            db, "compliance.run", scope, {"run": run.id, "counts": s["counts"], "record_hash": run.record_hash}
+        )
+    with times.step("alerts"):
+        summary.new_alerts = len(alert_new_findings(config, db, run.id, [r for f in fleets for r in
+                                                                         baselines.for_fleet(f)]))
+    with times.step("metrics"):
+        write_run_metrics(config, result_families(db, scope, s, results, baselines), "werne_compliance")
+        write_run_metrics(config, status_families(scope, run.started_at, summary.finished_at, True),
+                          "werne_compliance_status")
+    if config.compliance.signing_key_file is not None:
+        from compliance.signing import sign_run_head
 
-        out = config.compliance.report_dir / f"compliance-{run.id}.html"
-        write_report(db, run.id, "html", out)
-        latest = config.compliance.report_dir / "latest.html"
-        latest.write_bytes(out.read_bytes())
+        with times.step("signing"):
+            summary.signing_problem = sign_run_head(config.compliance.signing_key_file, db, run.id)
+    if config.compliance.report_dir is not None:
+        with times.step("report"):
+            out = config.compliance.report_dir / f"compliance-{run.id}.html"
+            write_report(db, run.id, "html", out)
+            write_output(config.compliance.report_dir / "latest.html", out.read_bytes())
         summary.report_path = out
+    summary.timings = times.finish()
+    history.store_timings(db, run.id, summary.timings)
     return summary

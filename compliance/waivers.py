@@ -19,8 +19,9 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from compliance.engine import DeviceFacts, RuleResult, _clip
 from compliance.errors import WaiverError
+from compliance.facts import DeviceFacts
+from compliance.results import RuleResult, clip_evidence
 from core.files import read_regular_file
 from core.yamlio import YAMLInputError, compose, construct, scalar_key
 
@@ -98,33 +99,17 @@ class WaiverSet:
             if r.status != "fail" or not candidates:
                 out.append(r)
                 continue
-            dev = devices[r.device]
-            matching = [w for w in candidates if w.selects(dev)]
-            active = [w for w in matching if w.active_on(today)]
-            if active:
-                w = max(active, key=lambda w: w.expires)
-                out.append(
-                    replace(
-                        r,
-                        status="waived",
-                        waiver=w.name,
-                        evidence=_clip(
-                            f"waived by {w.name} until {w.expires} "
-                            f"(approved by {w.approved_by}): {r.evidence}"
-                        ),
-                    )
-                )
-            elif matching:
-                w = max(matching, key=lambda w: w.expires)
-                out.append(
-                    replace(
-                        r,
-                        waiver=w.name,
-                        evidence=_clip(f"waiver {w.name} expired on {w.expires}: {r.evidence}"),
-                    )
-                )
-            else:
+            matching = [w for w in candidates if w.selects(devices[r.device])]
+            if not matching:
                 out.append(r)
+                continue
+            active = [w for w in matching if w.active_on(today)]
+            w = max(active or matching, key=lambda w: w.expires)
+            if active:
+                status, note = "waived", f"waived by {w.name} until {w.expires} (approved by {w.approved_by})"
+            else:
+                status, note = r.status, f"waiver {w.name} expired on {w.expires}"
+            out.append(replace(r, status=status, waiver=w.name, evidence=clip_evidence(f"{note}: {r.evidence}")))
         return out
 
 

@@ -1,7 +1,9 @@
 """Site configuration: one TOML file (werne.toml) with defaults that work with no file at all.
 
 Lookup order for the file: `--config PATH`, then `$WERNE_CONFIG`, then `./werne.toml` if present,
-else built-in defaults (the demo inventory and a state dir under the user's home). `--state-dir`
+then `/etc/werne/werne.toml` (the server's, as system tools keep theirs; every unit `werne server
+install` writes names it too), else built-in defaults (the demo inventory and a state dir under the
+user's home). `--state-dir`
 overrides the state directory. Secrets are never settings: settings name a file or an environment
 variable that holds them (see core.secrets).
 
@@ -13,22 +15,43 @@ variables win over any key file.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import re
+import sys
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlparse
+from zoneinfo import ZoneInfo
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
 from core.errors import ConfigError
+from core.netaddr import split_listen
+from core.text import line_safe
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+
+def _repo_root() -> Path:
+    """The checkout (pyproject.toml beside the packages), or, for werne installed from its wheel
+    (a server's venv), the data files the wheel installs: <venv>/share/werne (see setup.py)."""
+    here = Path(__file__).resolve().parent.parent
+    if (here / "pyproject.toml").is_file():
+        return here
+    installed = Path(sys.prefix) / "share" / "werne"
+    return installed if installed.is_dir() else here
+
+
+REPO_ROOT = _repo_root()
 DEFAULT_INVENTORY = REPO_ROOT / "inventories" / "demo"
 CONFIG_ENV = "WERNE_CONFIG"
+# The server's config: read when neither --config, $WERNE_CONFIG nor ./werne.toml names one.
+SYSTEM_CONFIG = Path("/etc/werne/werne.toml")
 STATE_DIR_ENV = "WERNE_STATE_DIR"
 ENDPOINTS_FILE = "endpoints.toml"
+# The most NanoMDM processes `[mdm] replicas` may ask for (one server: a few are plenty, docs/scale.md).
+MAX_NANOMDM_REPLICAS = 8
 
 
 def default_state_dir() -> Path:
@@ -36,23 +59,56 @@ def default_state_dir() -> Path:
     return Path(base) / "werne"
 
 
-def _check_listen(v: str) -> str:
-    from core.netaddr import split_listen
+def _network(item: str, problem: str) -> str:
+    """`item` as a network in CIDR form (an address is its /32 or /128); else ValueError(problem)."""
+    try:
+        return str(ipaddress.ip_network(item, strict=False))
+    except ValueError:
+        raise ValueError(problem) from None
 
+
+def _check_listen(v: str) -> str:
     split_listen(v)
     return v
 
 
+# An environment variable's name as POSIX names them for portable use: upper-case letters, digits
+# and '_', not starting with a digit.
+_ENV_NAME = re.compile(r"^[A-Z_][A-Z0-9_]{0,127}$")
+
+
 def _check_env_name(v: str) -> str:
-    # A secret pasted where the *name* of its variable belongs must not come back in a message.
-    if v and not re.match(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$", v):
-        raise ValueError("must name an environment variable (letters, digits, '_'); the value is not "
-                         "shown, in case it is the secret itself")
+    # A secret pasted where the *name* of its variable belongs must not come back in a message, nor
+    # be looked up as a name: lower-case letters, or a long run of letters and digits without a '_'
+    # (a token, not a name), are refused, and the message never shows the value.
+    token_like = len(v) >= 16 and "_" not in v and any(c.isdigit() for c in v) and any(c.isalpha() for c in v)
+    if v and (not _ENV_NAME.match(v) or token_like):
+        raise ValueError("must name an environment variable (upper-case letters, digits, '_', e.g. "
+                         "WERNE_WEB_SECRET); the value is not shown, in case it is the secret itself")
+    return v
+
+
+# What a URL setting may hold: an http(s) URL of RFC 3986 characters, without spaces, quotes, braces
+# or control characters (these settings reach generated configs, profiles and command lines).
+_URL_CHARS = re.compile(r"^[A-Za-z0-9._~:/?#\[\]@!$&()*+,;=%-]*$")
+
+
+def _check_url(v: str) -> str:
+    if not v:
+        return v
+    parsed = urlparse(v)
+    if not _URL_CHARS.match(v) or parsed.scheme not in ("http", "https") or not parsed.hostname:
+        raise ValueError("expected an http:// or https:// URL (no spaces, quotes, braces or control characters)")
+    try:
+        parsed.port  # noqa: B018 - raises ValueError for a port out of range
+    except ValueError:
+        raise ValueError("the URL's port must be 1-65535") from None
     return v
 
 
 EnvName = Annotated[str, AfterValidator(_check_env_name)]
 ListenAddress = Annotated[str, AfterValidator(_check_listen)]
+HttpURL = Annotated[str, AfterValidator(_check_url)]
 
 
 class _Section(BaseModel):
@@ -97,18 +153,13 @@ class ProvisioningConfig(_Section):
     admin_networks: list[str] = ["10.200.0.0/16", "10.77.0.0/16"]
     # A whole run may take this long before ansible-runner stops it.
     timeout_s: int = Field(default=3600, gt=0)
+    # `werne laptop lock|erase|unlock` on more laptops than this needs --max-hosts N (the count).
+    blast_radius: int = Field(default=1, ge=1)
 
     @field_validator("admin_networks")
     @classmethod
     def _networks(cls, v: list[str]) -> list[str]:
-        import ipaddress
-
-        out = []
-        for item in v:
-            try:
-                out.append(str(ipaddress.ip_network(item, strict=False)))
-            except ValueError:
-                raise ValueError(f"'{item}' is not a network (CIDR)") from None
+        out = [_network(item, f"'{item}' is not a network (CIDR)") for item in v]
         if not out:
             raise ValueError("at least one admin network is needed, or nobody can reach SSH")
         return out
@@ -121,11 +172,14 @@ class LabConfig(_Section):
 
 
 class MDMConfig(_Section):
-    url: str = "http://127.0.0.1:9000"
+    url: HttpURL = "http://127.0.0.1:9000"
     api_key_file: Path | None = None
     api_key_env: EnvName = "WERNE_MDM_API_KEY"
     webhook_hmac_key_file: Path | None = None
     webhook_hmac_key_env: EnvName = "WERNE_WEBHOOK_HMAC_KEY"
+    # Without an HMAC key `werne mdm serve-webhook` refuses to start; true runs it unsigned (a lab on
+    # a host nobody else can reach), with a warning.
+    webhook_allow_unsigned: bool = False
     webhook_listen: ListenAddress = "127.0.0.1:9080"
     timeout: float = 10.0
     blast_radius: int = 25
@@ -153,46 +207,71 @@ class MDMConfig(_Section):
     signing_key_file: Path | None = None
     # The device-facing MDM URL (behind the TLS proxy) that the enrolment profile names as ServerURL;
     # check-ins go there too unless checkin_url is set (NanoMDM's -checkin).
-    server_url: str = "https://mdm.example-city.invalid/mdm"
-    checkin_url: str = ""
+    server_url: HttpURL = "https://mdm.example-city.invalid/mdm"
+    checkin_url: HttpURL = ""
     # The CA bundle `werne mdm check` trusts for the HTTPS front (server_url, scep.url,
     # dep.enrol_url). Empty: the system's CAs (a public or the city's certificate).
     tls_ca_file: Path | None = None
     # NanoMDM's PostgreSQL DSN (libpq format), for `werne mdm db-init`: a secret, from this file
     # (mode 0600) or the environment variable NanoMDM itself reads.
     storage_dsn_file: Path | None = None
-    storage_dsn_env: str = "NANOMDM_STORAGE_DSN"
+    storage_dsn_env: EnvName = "NANOMDM_STORAGE_DSN"
     # The APNs push certificate's private key (`werne mdm push-cert csr` makes it, mode 0600).
     # Empty means <state_dir>/mdm/push/push.key.
     push_key_file: Path | None = None
+    # NanoMDM processes on the one PostgreSQL (docs/scale.md "NanoMDM replicas"). 1: one NanoMDM on
+    # mdm.url, as always. More: replica i listens on mdm.url's host at replica_base_port + i - 1, and
+    # mdm.url becomes nginx's loopback front for the API over all of them (written by the install).
+    replicas: int = Field(default=1, ge=1, le=MAX_NANOMDM_REPLICAS)
+    replica_base_port: int = Field(default=9100, ge=1024, le=65535 - MAX_NANOMDM_REPLICAS)
+    # Requests nginx passes to one replica at once (max_conns). NanoMDM v0.9.0 opens a PostgreSQL
+    # connection per request in flight with no limit of its own: replicas * this, plus werne's own,
+    # must stay below PostgreSQL's max_connections (Debian: 100). Beyond it nginx answers 502 and
+    # the iPad tries again later.
+    replica_max_conns: int = Field(default=20, ge=1, le=1000)
 
 
 class SCEPConfig(_Section):
     """[scep]: the SCEP server (micromdm/scep) that issues the iPads' device identities."""
 
     # The device-facing SCEP URL the enrolment profile names (behind the TLS proxy).
-    url: str = "https://mdm.example-city.invalid/scep"
+    url: HttpURL = "https://mdm.example-city.invalid/scep"
     # The CA depot scepserver reads (ca.pem, ca.key, serial, index.txt). Empty: <state_dir>/scep/depot.
     depot_dir: Path | None = None
     # The challenge devices present; a secret file (mode 0600). Empty: <state_dir>/scep/challenge.
     challenge_file: Path | None = None
-    challenge_env: str = "WERNE_SCEP_CHALLENGE"
+    challenge_env: EnvName = "WERNE_SCEP_CHALLENGE"
     # Device identity certificates: subject, RSA key size, validity (scepserver's -crtvalid).
     subject_organization: str = "Stadt Werne"
     subject_common_name: str = "werne iPad"
     key_size: int = Field(default=2048, ge=2048, le=4096)
     cert_valid_days: int = Field(default=365, ge=1, le=3650)
     # Where `werne lab` and the deploy units run scepserver.
-    listen: str = "127.0.0.1:9002"
+    listen: ListenAddress = "127.0.0.1:9002"
     timeout: float = Field(default=10.0, gt=0)
+    # NanoMDM's -ca: the PEM bundle of the CAs whose identities it accepts (the SCEP CA; during a
+    # rotation also the previous one). Empty: <state_dir>/scep/nanomdm-ca.pem (`werne mdm scep init`).
+    trust_bundle_file: Path | None = None
+    # Renewal of the iPads' identities (`werne mdm renew`, docs/go-live.md): an identity is due this
+    # many days before it expires; at most renew_daily_budget renewals go out per day (the rest wait
+    # for the next days); an iPad that answered Error is tried again after renew_retry_h hours, at
+    # most renew_max_attempts times in a row; one that did not answer is woken again on each run.
+    # scepserver must run with -allowrenew 0 (or at least renew_days_before), or it refuses a
+    # renewal of a subject whose identity is still valid.
+    renew_days_before: int = Field(default=60, ge=1, le=3650)
+    renew_daily_budget: int = Field(default=50, ge=1, le=100000)
+    renew_retry_h: float = Field(default=20.0, gt=0)
+    renew_max_attempts: int = Field(default=5, ge=1, le=100)
+    # How long one `werne mdm renew` waits for the iPads' answers (new key, SCEP, check-in).
+    renew_deadline_s: float = Field(default=120.0, gt=0)
 
 
 class DDMConfig(_Section):
     """[ddm]: the KMFDDM server (declarative device management: declarations, sets, status)."""
 
-    url: str = "http://127.0.0.1:9003"
+    url: HttpURL = "http://127.0.0.1:9003"
     api_key_file: Path | None = None
-    api_key_env: str = "WERNE_DDM_API_KEY"
+    api_key_env: EnvName = "WERNE_DDM_API_KEY"
     timeout: float = Field(default=10.0, gt=0)
     # Apple's software-update catalogue (a saved gdmf.apple.com/v2/pmv answer), as
     # `werne ipad catalogue import` stores it. Empty: <state_dir>/ddm/apple-pmv.json.
@@ -240,8 +319,6 @@ class VPNConfig(_Section):
     def _pool(cls, v: str | None) -> str | None:
         if v is None:
             return v
-        import ipaddress
-
         try:
             net = ipaddress.ip_network(v, strict=True)
         except ValueError as e:
@@ -253,29 +330,19 @@ class VPNConfig(_Section):
     @field_validator("dns")
     @classmethod
     def _dns(cls, v: list[str]) -> list[str]:
-        import ipaddress
-
         return [str(ipaddress.ip_address(a)) for a in v]
 
     @field_validator("killswitch_allow")
     @classmethod
     def _killswitch(cls, v: list[str]) -> list[str]:
-        import ipaddress
-
-        out = []
-        for item in v:
-            if item in ("dhcp", "dhcpv6"):
-                out.append(item)
-                continue
-            try:
-                out.append(str(ipaddress.ip_network(item, strict=False)))
-            except ValueError:
-                raise ValueError(f"'{item}' is neither 'dhcp', 'dhcpv6' nor a network") from None
-        return out
+        return [item if item in ("dhcp", "dhcpv6")
+                else _network(item, f"'{item}' is neither 'dhcp', 'dhcpv6' nor a network") for item in v]
 
 
 class ComplianceConfig(_Section):
     min_ipados: str = "17.0"
+    # The classroom Apple TVs (rule tv-os-version): tvOS below this gets `werne appletv update`.
+    min_tvos: str = "17.0"
     # BSI Mindeststandard MDM, MDM.2.8.03: an iPad not seen for longer is "out of contact".
     contact_max_days: int = Field(default=14, ge=1)
     # The MDM query sweep waits this long for answers; devices silent by then are "unreachable".
@@ -291,6 +358,15 @@ class ComplianceConfig(_Section):
     forks: int = Field(default=20, ge=1)
     # The APNs push certificate is a finding when it expires within this many days (fleet-wide rule).
     push_cert_min_days: int = Field(default=30, ge=1, le=365)
+    # What else expires (`werne mdm expiry`, `werne mdm check`, one rule each): a finding within
+    # this many days. An iPad's identity is renewed from scep.renew_days_before on, so a finding
+    # means the renewal did not happen. The SCEP CA must outlive every identity it issues
+    # (scep.cert_valid_days): rotate it before it has less than that left.
+    identity_cert_min_days: int = Field(default=30, ge=1, le=365)
+    scep_ca_min_days: int = Field(default=400, ge=1, le=3650)
+    dep_token_min_days: int = Field(default=30, ge=1, le=365)
+    tls_cert_min_days: int = Field(default=14, ge=1, le=365)
+    signing_cert_min_days: int = Field(default=30, ge=1, le=365)
     # Patch level (lx-security-updates, lx-unattended-upgrade-recent, lx-reboot-pending,
     # lx-kernel-current). The nightly run never refreshes package lists; lists older than this
     # make "no pending security updates" unprovable, so the rule fails.
@@ -307,12 +383,33 @@ class ComplianceConfig(_Section):
     evidence_max_age_days: float = Field(default=3.0, gt=0)
     # Times in the report's words ("evidence from 14:05 yesterday") are in this zone.
     timezone: str = "Europe/Berlin"
+    # The city's signing key (PEM, RSA >= 2048 bits or EC P-256; mode 0600): signs the OSCAL report
+    # and each run's hash-chain head (compliance.signing). Unset: evidence is written unsigned.
+    signing_key_file: Path | None = None
+    # The public key (or certificate) `werne compliance verify` checks signatures with, on hosts
+    # without the private key. Unset: the public half of signing_key_file.
+    verify_key_file: Path | None = None
+    # The nightly run in shards (compliance.shards): >1 splits the laptops and iPads by a stable hash
+    # of their name into this many shards, run by `werne compliance worker` processes through a
+    # PostgreSQL job queue (procrastinate); 1 is one process, as on a single server.
+    shards: int = Field(default=1, ge=1, le=256)
+    # How long the leader waits for every shard before the run fails (exit 3, nothing chained).
+    shard_timeout_s: float = Field(default=3600.0, gt=0)
+    # A worker's heartbeat; a shard whose worker missed 3 of them is given to another worker.
+    worker_heartbeat_s: float = Field(default=10.0, gt=0)
+    # Known vulnerabilities (lx-vulns-fixed): a fix available for longer than this and not installed
+    # fails; security data older than vuln_data_max_age_days fails too (newer advisories are
+    # unknown). Without any imported data the rules are "fail" or "not_applicable" (vulns_data_missing).
+    vuln_fix_max_age_days: int = Field(default=7, ge=0)
+    vuln_data_max_age_days: int = Field(default=7, ge=1)
+    vulns_data_missing: Literal["fail", "not_applicable"] = "not_applicable"
+    # lx-recovery-key: the escrowed LUKS recovery key must have opened the volume (a test unlock
+    # at a provisioning run) within this many days.
+    recovery_key_max_age_days: int = Field(default=30, ge=1)
 
     @field_validator("timezone")
     @classmethod
     def _zone(cls, v: str) -> str:
-        from zoneinfo import ZoneInfo
-
         try:
             ZoneInfo(v)
         except (ValueError, OSError) as e:
@@ -321,7 +418,10 @@ class ComplianceConfig(_Section):
 
 
 class DEPConfig(_Section):
-    url: str = "http://127.0.0.1:9001"
+    # false: the city has no Apple School Manager. NanoDEP is then neither installed nor started by
+    # `werne server install`, and `werne mdm check` leaves its line out.
+    enabled: bool = True
+    url: HttpURL = "http://127.0.0.1:9001"
     name: str = "werne"
     api_key_file: Path | None = None
     api_key_env: EnvName = "WERNE_DEP_API_KEY"
@@ -329,11 +429,15 @@ class DEPConfig(_Section):
     # The DEP profile data file (default: enrolment/dep_profile.yaml) and, if set, the MDM
     # enrolment URL that overrides the file's `url`.
     profile_file: Path | None = None
-    enrol_url: str = ""
+    enrol_url: HttpURL = ""
     # The enrolment endpoint (served by `werne web serve` at the path of enrol_url) accepts a
-    # MachineInfo only if its CMS signer chains to a certificate in this PEM file (Apple's device
-    # CAs). Empty: the signature is checked, the signer's issuer is not.
+    # MachineInfo only if its CMS signer is issued by a CA in this PEM file. Empty: Apple's iPhone
+    # Device CA, shipped in data/apple/ (SOURCE.md there says where it comes from).
     machineinfo_ca_file: Path | None = None
+    # A lab whose iPads cannot sign like Apple's may switch the issuer check off (the signature is
+    # still checked): anyone who reads a serial off a box then gets the city's profile. Never in
+    # production; `werne mdm check` fails while it is true.
+    insecure_skip_machineinfo_verification: bool = False
     # iPads whose MachineInfo reports an older iPadOS are asked to update first during ADE (iOS 17+:
     # 403 com.apple.softwareupdate.required with the newest version Apple's catalogue offers the
     # model); older devices are refused. Empty: no minimum.
@@ -342,6 +446,55 @@ class DEPConfig(_Section):
     # but never longer than max_retry_wait_s at a time (longer: left for a later approval run).
     max_assign_attempts: int = Field(default=3, ge=1, le=10)
     max_retry_wait_s: float = Field(default=30.0, ge=0, le=600)
+
+
+class DirectoryGroup(_Section):
+    """One directory group and what its members are on the web page: a role and schools."""
+
+    # The group's cn (LDAP) or a value of the OpenID Connect groups claim.
+    group: str = Field(min_length=1, max_length=200)
+    role: Literal["admin", "coordinator", "teacher"]
+    schools: list[str] = []
+
+
+class LDAPConfig(_Section):
+    """[web.ldap]: sign-in through the city's directory (LDAP or Active Directory bind)."""
+
+    # ldaps://dc.example-city.invalid:636, or ldap:// with start_tls (plain only on the loopback, for tests).
+    url: str = ""
+    start_tls: bool = True
+    # The directory's CA certificate (PEM); empty: the system's.
+    ca_file: Path | None = None
+    # How a login name becomes the bind name: a DN template, or a UPN for Active Directory.
+    user_dn: str = "uid={username},ou=people,dc=example-city,dc=invalid"
+    # Where the groups are, and which ones name the user (AD: (member={user_dn}) works the same).
+    group_base: str = "ou=groups,dc=example-city,dc=invalid"
+    group_filter: str = "(&(objectClass=groupOfNames)(member={user_dn}))"
+    timeout_s: float = Field(default=5.0, gt=0, le=60)
+    groups: list[DirectoryGroup] = []
+
+
+class OIDCConfig(_Section):
+    """[web.oidc]: sign-in through the schools' identity provider (OpenID Connect, code flow with PKCE)."""
+
+    # The provider's issuer URL; its /.well-known/openid-configuration names the endpoints. Empty: off.
+    issuer: str = ""
+    client_id: str = ""
+    # The client secret: a file (mode 0600) or an environment variable, never a setting.
+    client_secret_file: Path | None = None
+    client_secret_env: EnvName = "WERNE_OIDC_CLIENT_SECRET"
+    # Where the provider sends the browser back: https://<werne>/login/oidc/callback
+    redirect_url: str = ""
+    scopes: list[str] = ["openid", "profile", "email"]
+    # The claim that holds the user's login name, and the one that lists the user's groups.
+    username_claim: str = "preferred_username"
+    groups_claim: str = "groups"
+    # The provider's CA (PEM); empty: the system's.
+    ca_file: Path | None = None
+    timeout_s: float = Field(default=10.0, gt=0, le=60)
+    groups: list[DirectoryGroup] = []
+    # The label of the sign-in button on the login page.
+    label: str = "Mit dem Schulkonto anmelden"
 
 
 class WebConfig(_Section):
@@ -356,19 +509,14 @@ class WebConfig(_Section):
     session_max_age_s: int = Field(default=8 * 3600, ge=60)
     # Uploads larger than this are refused while they stream in, before they are parsed.
     max_upload_bytes: int = Field(default=2 * 1024 * 1024, ge=1024)
+    # Sign-in through the directory; local accounts stay for IT and as the fallback.
+    ldap: LDAPConfig = Field(default_factory=LDAPConfig)
+    oidc: OIDCConfig = Field(default_factory=OIDCConfig)
 
     @field_validator("trusted_proxies")
     @classmethod
     def _proxies(cls, v: list[str]) -> list[str]:
-        import ipaddress
-
-        out = []
-        for item in v:
-            try:
-                out.append(str(ipaddress.ip_network(item, strict=False)))
-            except ValueError:
-                raise ValueError(f"'{item[:60]}' is not an address or network") from None
-        return out
+        return [_network(item, f"'{item[:60]}' is not an address or network") for item in v]
 
 
 class AppsLocationConfig(_Section):
@@ -377,14 +525,14 @@ class AppsLocationConfig(_Section):
     # The location's content token (sToken), downloaded in Apple School Manager; a secret file (0600).
     token_file: Path | None = None
     # An environment variable that holds the token instead (wins over the file when set).
-    token_env: str = ""
+    token_env: EnvName = ""
 
 
 class AppsConfig(_Section):
     """[apps]: Apple's Apps and Books service (app licences) and the apps each iPad group gets."""
 
     # Apple's App and Book Management API (v2); a test or lab points it at a fake.
-    url: str = "https://vpp.itunes.apple.com/mdm/v2"
+    url: HttpURL = "https://vpp.itunes.apple.com/mdm/v2"
     timeout: float = Field(default=20.0, gt=0)
     # Bounded retries of GET calls on connection errors and 502/503/504.
     retries: int = Field(default=2, ge=0, le=5)
@@ -413,9 +561,23 @@ class ActivationLockConfig(_Section):
 
     # A Fernet key (`werne ipad activation-lock key` prints a new one); a secret file (0600).
     key_file: Path | None = None
-    key_env: str = "WERNE_ACTIVATION_LOCK_KEY"
-    # Login names (audit actors) allowed to show a bypass code; empty: nobody.
+    key_env: EnvName = "WERNE_ACTIVATION_LOCK_KEY"
+    # Login names allowed to show a bypass code: the real user of the process, or the sudo caller
+    # (core.actor; never USER or another variable); empty: nobody.
     allowed_users: list[str] = []
+
+
+class RecoveryKeysConfig(_Section):
+    """[recovery_keys]: the laptops' LUKS recovery keys, escrowed like the Activation Lock codes."""
+
+    # A Fernet key (`werne laptop recovery-key new-key` prints one); a secret file (0600). The
+    # provisioning run's Ansible reads it (a lookup on the controller), so it must be a file.
+    key_file: Path | None = None
+    key_env: EnvName = "WERNE_RECOVERY_KEY_KEY"
+    # Login names (the real uid's, core.actor.real_user) allowed to show a recovery key; empty: nobody.
+    allowed_users: list[str] = []
+
+
 class HomeOfficeConfig(_Section):
     """[homeoffice]: laptops reached only through the VPN, and `werne laptop watch` (docs/operations.md)."""
 
@@ -444,12 +606,172 @@ class HomeOfficeConfig(_Section):
     @field_validator("manage_from")
     @classmethod
     def _networks(cls, v: list[str]) -> list[str]:
-        import ipaddress
-
         try:
             return [str(ipaddress.ip_network(n, strict=False)) for n in v]
         except ValueError as e:
             raise ValueError(f"not a network: {e}") from None
+
+
+def _unix_name(v: str) -> str:
+    if not re.match(r"^[a-z_][a-z0-9_-]{0,31}$", v):
+        raise ValueError("must be a system account name (lower-case letters, digits, '_' or '-')")
+    return v
+
+
+class ServerConfig(_Section):
+    """[server]: the MDM server `werne server install` sets up and `werne deploy write` describes.
+
+    Every path in this config file is a path on the server; the public host name is the one in
+    mdm.server_url, and the services listen where mdm.url, dep.url, ddm.url, scep.listen, web.listen
+    and mdm.webhook_listen say.
+    """
+
+    # The account every werne service runs as; its group reads the key files.
+    user: Annotated[str, AfterValidator(_unix_name)] = "werne"
+    # werne's virtualenv goes to <install_dir>/venv.
+    install_dir: Path = Path("/opt/werne")
+    # werne.toml, the services' environment files, the generated keys and the TLS files live here.
+    config_dir: Path = Path("/etc/werne")
+    # NanoMDM, NanoDEP, KMFDDM and scepserver (copied from this checkout's .tools/bin).
+    bin_dir: Path = Path("/usr/local/bin")
+    # "acme": certbot's certificate for the host (http-01 through the port-80 block, made once the
+    # bootstrap site answers); "city": the city's own chain and key, tls_cert_file and tls_key_file.
+    tls: Literal["acme", "city"] = "acme"
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+    acme_root: Path = Path("/var/www/werne-acme")
+    # The address the ACME CA writes to before a certificate expires; empty: none.
+    acme_email: str = ""
+    # The ACME CA's directory URL (https); empty: Let's Encrypt. A city with its own ACME CA (e.g.
+    # step-ca) names its directory here; certbot keeps it for every renewal.
+    acme_directory_url: HttpURL = ""
+    # The CA bundle (PEM, on the server) certbot trusts for the ACME directory's TLS, at the
+    # install and at every renewal by certbot.timer; unset: the system's trust store.
+    acme_ca_file: Path | None = None
+    # Strict-Transport-Security max-age of the HTTPS site (a year; 0 leaves the header out).
+    hsts_max_age: int = Field(default=31536000, ge=0)
+    # NanoMDM's PostgreSQL database. Its role is the service user (peer authentication on the
+    # local socket): one role, named like the account that connects.
+    nanomdm_database: Annotated[str, AfterValidator(_unix_name)] = "nanomdm"
+
+
+class AlertsConfig(_Section):
+    """[alerts]: who is told when a nightly unit fails, and of new critical findings and expiry items
+    past their limit (docs/operations.md, "Alerts").
+
+    Mail goes out when smtp_host and mail_to are set; the JSON webhook when its URL is in
+    webhook_url_file (or $WERNE_ALERT_WEBHOOK_URL): the URL usually carries a token, so it is a secret.
+    """
+
+    mail_to: list[str] = []
+    mail_from: str = "werne@localhost"
+    smtp_host: str = ""
+    smtp_port: int = Field(default=25, ge=1, le=65535)
+    smtp_starttls: bool = False
+    # With smtp_user set, the password comes from smtp_password_file or $WERNE_SMTP_PASSWORD.
+    smtp_user: str = ""
+    smtp_password_file: Path | None = None
+    smtp_password_env: EnvName = "WERNE_SMTP_PASSWORD"
+    webhook_url_file: Path | None = None
+    webhook_url_env: EnvName = "WERNE_ALERT_WEBHOOK_URL"
+    # Per channel: a mail server that does not answer delays the alert by this much, never longer.
+    timeout_s: float = Field(default=10.0, gt=0, le=120)
+
+
+class MetricsConfig(_Section):
+    """[metrics]: files in Prometheus' text format for node_exporter's textfile collector, written by
+    the nightly run and `werne mdm check` (docs/operations.md, "Metrics")."""
+
+    enabled: bool = True
+    # node_exporter's --collector.textfile.directory (writable by werne's user); unset: <state_dir>/metrics.
+    textfile_dir: Path | None = None
+
+
+class RetentionConfig(_Section):
+    """[retention]: how long werne keeps what it deletes on its own (`werne prune`, nightly).
+
+    Defaults follow DSGVO Art. 5(1)(e) (kept no longer than needed) and BSI CON.6.A1 (a rule for
+    deleting): raw webhook events answer "what did the device send", needed for troubleshooting
+    within weeks; command answers back a school year's questions (13 months); provisioning runs'
+    Ansible folders only until the run is looked into. The compliance history and the audit trail
+    are evidence (hash-chained) and are not pruned.
+    """
+
+    webhook_events_days: int = Field(default=90, ge=1)
+    command_results_days: int = Field(default=400, ge=1)
+    run_artifacts_days: int = Field(default=90, ge=1)
+class BackupConfig(_Section):
+    """[backup]: `werne backup create` (and its nightly timer): where the encrypted archives go,
+    how many are kept, and the password they are encrypted with (docs/operations.md)."""
+
+    # The archives (mode 0600, werne-<site>-<UTC time>.wbk). Copy them off the server too: an archive
+    # on the disk that died restores nothing.
+    dir: Path = Path("/var/backups/werne")
+    # The newest this many archives in dir are kept; older ones are deleted after each new one.
+    keep: int = Field(default=14, ge=1, le=3650)
+    # The archives' password: a secret file (0600) or the variable password_env; at least 12
+    # characters. Kept outside the server as well: without it no archive can be restored.
+    password_file: Path | None = None
+    password_env: EnvName = "WERNE_BACKUP_PASSWORD"
+    # When werne-backup.timer runs (systemd OnCalendar); the nightly compliance run is at 02:30.
+    on_calendar: str = Field(default="*-*-* 01:30:00", pattern=r"^[A-Za-z0-9*:,./~ -]{1,80}$")
+
+
+_NODE_NAME = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
+_HOST_KEY = re.compile(r"^(ssh-ed25519|ecdsa-sha2-nistp256|ecdsa-sha2-nistp384|ecdsa-sha2-nistp521|rsa-sha2-512|"
+                       r"rsa-sha2-256|ssh-rsa) [A-Za-z0-9+/]+={0,3}$")
+
+
+class ExecutionNode(_Section):
+    """[[execution_nodes]]: a machine near some laptops that runs their playbooks for the controller
+    (ansible-runner worker behind an SSH forced command; see provisioning.nodes)."""
+
+    name: str = Field(pattern=_NODE_NAME)
+    # The node's SSH address and port, as the controller reaches it.
+    address: str = Field(min_length=1, max_length=253, pattern=r"^[A-Za-z0-9.:-]+$")
+    port: int = Field(default=22, ge=1, le=65535)
+    # The account on the node whose authorized_keys entry forces `werne-node-worker`.
+    user: str = Field(default="werne-node", pattern=r"^[a-z_][a-z0-9_-]{0,31}$")
+    # The node's pinned host key, "TYPE BASE64" (as in its /etc/ssh/ssh_host_*_key.pub).
+    host_key: str
+    # The controller's key for the node; empty means the laptops' key (ssh.private_key_file).
+    key_file: Path | None = None
+    # The networks whose laptops this node serves (CIDRs); a laptop's ansible_host decides.
+    networks: list[str]
+
+    @field_validator("host_key")
+    @classmethod
+    def _host_key(cls, v: str) -> str:
+        v = " ".join(v.split()[:2])
+        if not _HOST_KEY.match(v):
+            raise ValueError("expected the node's public host key as 'TYPE BASE64' (e.g. ssh-ed25519 AAAA...)")
+        return v
+
+    @field_validator("networks")
+    @classmethod
+    def _networks(cls, v: list[str]) -> list[str]:
+        out = [_network(item, f"'{item}' is not a network (CIDR)") for item in v]
+        if not out:
+            raise ValueError("a node serves at least one network")
+        return out
+
+
+def _check_nodes(nodes: list[ExecutionNode]) -> list[ExecutionNode]:
+    """Names unique, and no network served by two nodes (a laptop has one way in)."""
+    names = [n.name for n in nodes]
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise ValueError(f"execution node '{dup[0]}' is configured twice")
+    seen: list[tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, str]] = []
+    for node in nodes:
+        for net in node.networks:
+            n = ipaddress.ip_network(net)
+            for other, owner in seen:
+                if other.version == n.version and other.overlaps(n):
+                    raise ValueError(f"network {net} of execution node '{node.name}' overlaps {other} "
+                                     f"of '{owner}'")
+            seen.append((n, node.name))
+    return nodes
 
 
 class Config(_Section):
@@ -466,7 +788,15 @@ class Config(_Section):
     web: WebConfig = WebConfig()
     apps: AppsConfig = AppsConfig()
     activation_lock: ActivationLockConfig = ActivationLockConfig()
+    recovery_keys: RecoveryKeysConfig = RecoveryKeysConfig()
     homeoffice: HomeOfficeConfig = HomeOfficeConfig()
+    server: ServerConfig = ServerConfig()
+    alerts: AlertsConfig = AlertsConfig()
+    retention: RetentionConfig = RetentionConfig()
+    metrics: MetricsConfig = MetricsConfig()
+    backup: BackupConfig = BackupConfig()
+    # No nodes (the default): every playbook runs on this machine, as before.
+    execution_nodes: Annotated[list[ExecutionNode], AfterValidator(_check_nodes)] = []
     # Where this config came from, for messages; not a setting.
     source: str = Field(default="built-in defaults", exclude=True)
     # The keys the config file set, per section: the endpoints file does not override them.
@@ -492,8 +822,8 @@ class Config(_Section):
 def _resolve_paths(cfg: Config, base: Path) -> None:
     """Relative paths in a config file are relative to that file's folder."""
     sections: list[BaseModel] = [cfg.site, cfg.ssh, cfg.lab, cfg.mdm, cfg.scep, cfg.ddm, cfg.compliance, cfg.dep,
-                                 cfg.web, cfg.vpn, cfg.apps, cfg.activation_lock, cfg.homeoffice,
-                                 *cfg.apps.locations.values()]
+                                 cfg.web, cfg.vpn, cfg.apps, cfg.activation_lock, cfg.recovery_keys, cfg.homeoffice,
+                                 cfg.server, *cfg.apps.locations.values(), *cfg.execution_nodes]
     for section in sections:
         for name in type(section).model_fields:
             value = getattr(section, name)
@@ -505,13 +835,27 @@ def _resolve_paths(cfg: Config, base: Path) -> None:
 
 
 def _format_validation(e: ValidationError, source: str) -> str:
+    """The first problem as one line: a setting's name and the message may quote the file's text."""
     err = e.errors()[0]
-    loc = ".".join(str(p) for p in err["loc"])
-    msg = err["msg"]
+    loc = line_safe(".".join(str(p) for p in err["loc"]))
+    msg = line_safe(err["msg"])
     if err["type"] == "extra_forbidden":
         msg = "unknown setting"
     more = f" (and {len(e.errors()) - 1} more)" if len(e.errors()) > 1 else ""
-    return f"{source}: {loc}: {msg}{more}"
+    return f"{line_safe(source)}: {loc}: {msg}{more}"
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    """A TOML file werne reads (the config, the endpoints file) as a dict; ConfigError, one line, for
+    a file that cannot be read, is not TOML, or nests so deeply that the parser would recurse away."""
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(line_safe(f"{path}: not valid TOML: {e}")) from None
+    except RecursionError:
+        raise ConfigError(line_safe(f"{path}: not valid TOML: nested too deeply")) from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(line_safe(f"{path}: cannot read: {e.__class__.__name__}")) from None
 
 
 def load_config(path: str | Path | None = None, state_dir: str | Path | None = None) -> Config:
@@ -520,21 +864,15 @@ def load_config(path: str | Path | None = None, state_dir: str | Path | None = N
     data: dict[str, Any] = {}
     source = "built-in defaults"
     base = Path.cwd()
+    p: Path | None
     if explicit:
         p = Path(explicit).expanduser()
         if not p.is_file():
-            raise ConfigError(f"config file {p} does not exist")
+            raise ConfigError(line_safe(f"config file {p} does not exist"))
     else:
-        p = Path("werne.toml")
-        if not p.is_file():
-            p = None  # type: ignore[assignment]
+        p = next((c for c in (Path("werne.toml"), SYSTEM_CONFIG) if c.is_file()), None)
     if p is not None:
-        try:
-            data = tomllib.loads(p.read_text(encoding="utf-8"))
-        except tomllib.TOMLDecodeError as e:
-            raise ConfigError(f"{p}: not valid TOML: {e}") from None
-        except (OSError, UnicodeDecodeError) as e:
-            raise ConfigError(f"{p}: cannot read: {e.__class__.__name__}") from None
+        data = read_toml(p)
         source = str(p)
         base = p.resolve().parent
     try:
@@ -564,12 +902,7 @@ def apply_endpoints(cfg: Config) -> Config:
     path = endpoints_file(cfg.state_dir)
     if not path.is_file():
         return cfg
-    try:
-        overlay = tomllib.loads(path.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"{path}: not valid TOML: {e}") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise ConfigError(f"{path}: cannot read: {e.__class__.__name__}") from None
+    overlay = read_toml(path)
     fill: dict[str, dict[str, Any]] = {}
     for section, values in overlay.items():
         if section == "site" or not isinstance(values, dict):

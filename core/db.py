@@ -1,27 +1,37 @@
-"""The state database: SQLAlchemy engine and sessions, with Alembic migrations applied on open.
+"""The state database: SQLAlchemy engine and sessions, and its schema's Alembic revisions.
 
 SQLite (a file in the state dir) by default; a PostgreSQL URL works with the same code. Every
 package defines its tables on `Base` in its own `models.py` and adds an Alembic revision under
-core/migrations/versions/.
+core/migrations/versions/. Migrations are an explicit step (`werne db upgrade`, `upgrade_schema`):
+opening a database that is behind this werne's newest revision, or at a revision it does not know
+(a newer werne's), is refused; only a new, empty database is created at the newest revision.
 """
 
 from __future__ import annotations
 
+import re
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from operator import itemgetter
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import DateTime, String, create_engine, event
+from sqlalchemy import DateTime, String, create_engine, event, inspect
 from sqlalchemy.engine import Connection, Dialect, Engine
-from sqlalchemy.exc import DatabaseError, OperationalError, SQLAlchemyError
+from sqlalchemy.engine.interfaces import DBAPIConnection
+from sqlalchemy.exc import DatabaseError, DBAPIError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
+from sqlalchemy.pool import ConnectionPoolEntry
 from sqlalchemy.types import TypeDecorator
 
+from core.dbfile import check_sqlite_file, create_sqlite_file
 from core.errors import StateError
+
+if TYPE_CHECKING:
+    from alembic.config import Config as AlembicConfig
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 
@@ -47,8 +57,14 @@ class BoundedString(TypeDecorator[str]):
     impl = String
     cache_ok = True
 
+    @property
+    def max_length(self) -> int | None:
+        """The n of VARCHAR(n) (None: unbounded)."""
+        impl = self.impl_instance
+        return impl.length if isinstance(impl, String) else None
+
     def process_bind_param(self, value: Any, dialect: Dialect) -> Any:
-        length = self.impl.length  # type: ignore[attr-defined]
+        length = self.max_length
         if isinstance(value, str) and length is not None and len(value) > length:
             return value[:length]
         return value
@@ -57,7 +73,7 @@ class BoundedString(TypeDecorator[str]):
         # The same as process_bind_param, as one closure (String needs no driver conversion on
         # SQLite or psycopg): this runs for every string cell the webhook receiver writes.
         impl_processor = self.impl_instance.bind_processor(dialect)
-        length = self.impl.length  # type: ignore[attr-defined]
+        length = self.max_length
         if impl_processor is not None or length is None:
             return super().bind_processor(dialect)
 
@@ -155,15 +171,21 @@ def bulk_execute(conn: Connection, stmt: Any, rows: list[dict[str, Any]]) -> Non
                 else:
                     values[i] = proc(value)
         params.append(values)
-    cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    cursor = _driver_cursor(conn)
     try:
         cursor.executemany(sql, params)
     except Exception as e:  # noqa: BLE001 - raised as SQLAlchemy would, so Database.session maps it
-        from sqlalchemy.exc import DBAPIError
-
         raise DBAPIError.instance(sql, None, e, conn.dialect.loaded_dbapi.Error) from e
     finally:
         cursor.close()
+
+
+def _driver_cursor(conn: Connection) -> Any:
+    """A cursor of the driver's own connection under `conn` (sqlite3's, for the fast paths)."""
+    driver = conn.connection.driver_connection
+    if driver is None:  # only a connection SQLAlchemy invalidated has none; callers hold a live one
+        raise StateError("the database connection was closed")
+    return driver.cursor()
 
 
 _SELECT_PLANS: dict[tuple[int, str], tuple[Any, list[str], list[str | None], list[Any], list[Any]]] = {}
@@ -219,13 +241,11 @@ def select_rows(conn: Connection, stmt: Any, params: dict[str, Any]) -> list[dic
             sql.append(", ".join("?" * len(values)))
             flat.extend(values if proc is None else [proc(v) for v in values])
         sql.append(segments[i + 1])
-    cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    cursor = _driver_cursor(conn)
     try:
         cursor.execute("".join(sql), flat)
         raw = cursor.fetchall()
     except Exception as e:  # noqa: BLE001 - raised as SQLAlchemy would, so Database.session maps it
-        from sqlalchemy.exc import DBAPIError
-
         raise DBAPIError.instance("".join(sql), None, e, conn.dialect.loaded_dbapi.Error) from e
     finally:
         cursor.close()
@@ -237,7 +257,42 @@ def select_rows(conn: Connection, stmt: Any, params: dict[str, Any]) -> list[dic
     ]
 
 
-def _sqlite_pragmas(dbapi_conn, _record) -> None:  # type: ignore[no-untyped-def]
+_UPSERTS: dict[tuple[str, str, tuple[str, ...], Any], Any] = {}
+
+
+def upsert(
+    table: Any,
+    dialect: str,
+    conflict: Sequence[str],
+    update: Sequence[str] | Callable[[Any], dict[str, Any]],
+) -> Any:
+    """INSERT ... ON CONFLICT (`conflict` columns) DO UPDATE, for SQLite or PostgreSQL (`conn.dialect.name`).
+
+    `update` names the columns that take the new row's value, or is a function of the new row
+    (`excluded`) that returns the SET clause (for values that combine old and new). The statement
+    is built once per table, dialect and arguments and then reused, so bulk_execute's plans (kept
+    per statement object) apply to it; a function for `update` must therefore be a module-level
+    one, not a fresh lambda per call.
+    """
+    key = (table.name, dialect, tuple(conflict), tuple(update) if not callable(update) else update)
+    stmt = _UPSERTS.get(key)
+    if stmt is None:
+        if dialect == "postgresql":
+            # Imported here: the PostgreSQL dialect costs ~40 ms to import, and most runs use SQLite.
+            from sqlalchemy.dialects.postgresql import insert as dialect_insert
+        elif dialect == "sqlite":
+            from sqlalchemy.dialects.sqlite import insert as dialect_insert  # type: ignore[assignment]
+        else:
+            raise ValueError(f"upsert: no ON CONFLICT support for dialect {dialect!r}")
+        ins = dialect_insert(table)
+        set_ = update(ins.excluded) if callable(update) else {c: ins.excluded[c] for c in update}
+        stmt = ins.on_conflict_do_update(index_elements=list(conflict), set_=set_)
+        with _BULK_LOCK:
+            _UPSERTS[key] = stmt
+    return stmt
+
+
+def _sqlite_pragmas(dbapi_conn: DBAPIConnection, _record: ConnectionPoolEntry) -> None:
     cur = dbapi_conn.cursor()
     # WAL keeps readers (web, reports) going while the nightly run writes; a killed writer
     # leaves the last committed state intact.
@@ -256,8 +311,6 @@ def make_engine(url: str) -> Engine:
         except OSError as e:
             raise StateError(f"cannot create state directory {path.parent}: {e.strerror}") from None
         if str(path) != ":memory:":
-            from core.dbfile import check_sqlite_file, create_sqlite_file
-
             create_sqlite_file(path)
             check_sqlite_file(path)
         engine = create_engine(url, connect_args={"timeout": 15, "check_same_thread": False})
@@ -266,7 +319,8 @@ def make_engine(url: str) -> Engine:
     return create_engine(url, pool_pre_ping=True)
 
 
-def _alembic_config(url: str):  # type: ignore[no-untyped-def]
+def alembic_config(url: str) -> AlembicConfig:
+    # Lazy: alembic costs about 0.2 s to import, and only a first open of a database migrates.
     from alembic.config import Config as AlembicConfig
 
     cfg = AlembicConfig()
@@ -277,37 +331,217 @@ def _alembic_config(url: str):  # type: ignore[no-untyped-def]
 
 _migrated: set[str] = set()
 _migrate_lock = threading.Lock()
+_REVISION_LINE = re.compile(r"""^(down_revision|revision)\s*(?::[^=]*)?=\s*(?:None|["']([^"']+)["'])\s*$""", re.M)
 
 
-def migrate(engine: Engine) -> None:
-    """Bring the schema to the newest Alembic revision."""
-    from alembic import command
+@dataclass(frozen=True)
+class SchemaStatus:
+    """Where a state database's schema stands against this werne's Alembic revisions."""
 
+    current: str | None  # None: a new, empty database
+    head: str
+    pending: tuple[str, ...]  # the revisions `werne db upgrade` would apply, oldest first
+    known: bool  # False: the database is at a revision this werne does not have (a newer werne's)
+
+    @property
+    def upgrade_needed(self) -> bool:
+        return self.known and bool(self.pending)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"current": self.current, "head": self.head, "pending": list(self.pending),
+                "known": self.known, "upgrade_needed": self.upgrade_needed}
+
+    def raise_if_unusable(self) -> None:
+        """StateError unless this werne may open the database as it is (at the newest revision, or new)."""
+        if not self.known:
+            raise StateError(f"state database is at revision {self.current}, newer than this werne's newest "
+                             f"({self.head}): a newer werne upgraded it; install that version "
+                             "(docs/operations.md, Upgrading)")
+        if self.current is not None and self.pending:
+            raise StateError(f"state database is at revision {self.current}, this werne needs {self.head}: "
+                             "run werne db upgrade")
+
+
+
+def revision_chain() -> dict[str, str | None]:
+    """Every revision of core/migrations/versions and the one before it, read from the files'
+    `revision` and `down_revision` lines (no alembic import: that costs every command 0.2 s)."""
+    ups: dict[str, str | None] = {}
+    for f in (MIGRATIONS_DIR / "versions").glob("*.py"):
+        found = dict((key, value or None) for key, value in _REVISION_LINE.findall(f.read_text(encoding="utf-8")))
+        if not found.get("revision") or "down_revision" not in found:
+            raise StateError(f"migration {f.name} names no revision and down_revision")
+        ups[str(found["revision"])] = found["down_revision"]
+    return ups
+
+
+def head_revision() -> str | None:
+    """The newest revision; None when the revisions are not one plain chain (then alembic decides)."""
+    try:
+        ups = revision_chain()
+    except StateError:
+        return None
+    heads = set(ups) - {down for down in ups.values() if down}
+    return heads.pop() if len(heads) == 1 else None
+
+
+def _revisions_in_order() -> list[str]:
+    ups = revision_chain()
+    head = head_revision()
+    if head is None:
+        raise StateError("werne's migrations are not one chain of revisions (a bad merge?)")
+    order: list[str] = []
+    rev: str | None = head
+    while rev is not None:
+        order.append(rev)
+        rev = ups.get(rev)
+    return order[::-1]
+
+
+def _stored_revision(engine: Engine) -> tuple[bool, str | None]:
+    """(whether the database holds any table besides alembic's, its alembic revision or None)."""
+    try:
+        with engine.connect() as conn:
+            tables = set(inspect(conn).get_table_names())
+            if "alembic_version" not in tables:
+                return bool(tables), None
+            rows = conn.exec_driver_sql("SELECT version_num FROM alembic_version").all()
+            tables.discard("alembic_version")
+    except OperationalError as e:
+        raise StateError(f"cannot open state database: {_first_line(e.orig)}") from None
+    except DatabaseError as e:
+        raise StateError(f"state database {engine.url.database or ''} is damaged: {_first_line(e.orig)}; "
+                         "restore it from a backup (docs/operations.md)") from None
+    if len(rows) > 1:
+        raise StateError(f"state database is at several revisions at once ({', '.join(r[0] for r in rows)})")
+    return bool(tables), (str(rows[0][0]) if rows else None)
+
+
+def schema_status(engine: Engine) -> SchemaStatus:
+    """The database's revision, this werne's newest and what lies between."""
+    order = _revisions_in_order()
+    has_tables, current = _stored_revision(engine)
+    if current is None:
+        if has_tables:
+            raise StateError("state database has tables but no Alembic revision: not a werne database, "
+                             "or a damaged one; restore it from a backup (docs/operations.md)")
+        return SchemaStatus(None, order[-1], tuple(order), True)
+    if current not in order:
+        return SchemaStatus(current, order[-1], (), False)
+    return SchemaStatus(current, order[-1], tuple(order[order.index(current) + 1:]), True)
+
+
+
+@dataclass(frozen=True)
+class SchemaUpgrade:
+    """What `upgrade_schema` did."""
+
+    before: str | None
+    after: str
+    applied: tuple[str, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"before": self.before, "after": self.after, "applied": list(self.applied)}
+
+
+def _at_head(engine: Engine) -> bool:
+    """True when the database says it is at the newest revision: nothing to check further, and no
+    need to import alembic (0.2 s of every command's start). Any doubt is False."""
+    head = head_revision()
+    if head is None:
+        return False
+    try:
+        with engine.connect() as conn:
+            rows = conn.exec_driver_sql("SELECT version_num FROM alembic_version").all()
+    except SQLAlchemyError:
+        return False
+    return [tuple(r) for r in rows] == [(head,)]
+
+
+def inspect_schema(url: str) -> SchemaStatus:
+    """The schema status of the database at `url` (read only)."""
+    engine = make_engine(url)
+    try:
+        return schema_status(engine)
+    finally:
+        engine.dispose()
+
+
+def _atomic_ddl(engine: Engine) -> None:
+    """SQLite: one real transaction around the whole upgrade. Python's sqlite3 opens transactions
+    only before DML, so each CREATE/ALTER would otherwise commit on its own and an interrupted
+    upgrade would leave half a revision (the SQLAlchemy docs' pysqlite recipe)."""
+    if engine.dialect.name != "sqlite":
+        return
+
+    @event.listens_for(engine, "connect")
+    def _no_implicit(dbapi_conn: DBAPIConnection, _record: ConnectionPoolEntry) -> None:
+        dbapi_conn.isolation_level = None
+
+    @event.listens_for(engine, "begin")
+    def _begin(conn: Connection) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def _run_alembic(engine: Engine) -> None:
+    from alembic import command  # lazy, as in alembic_config
+
+    cfg = alembic_config(engine.url.render_as_string(hide_password=False))
+    try:
+        with engine.begin() as conn:
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, "head")
+    except OperationalError as e:
+        raise StateError(f"cannot upgrade state database: {_first_line(e.orig)}") from None
+    except DatabaseError as e:
+        # Not a database, or a damaged one ("file is not a database", "disk image is malformed").
+        raise StateError(f"state database {engine.url.database or ''} is damaged: {_first_line(e.orig)}; "
+                         "restore it from a backup (docs/operations.md)") from None
+
+
+def upgrade_schema(url: str) -> SchemaUpgrade:
+    """Apply every revision the database lacks, all in one transaction: interrupted, the database
+    keeps its old revision and running this again completes the upgrade. A database at a revision
+    this werne does not know (a newer werne's) is refused."""
+    engine = make_engine(url)
+    try:
+        _atomic_ddl(engine)
+        status = schema_status(engine)
+        if not status.known:
+            status.raise_if_unusable()
+        if status.pending:
+            _run_alembic(engine)
+            _migrated.discard(url)
+        return SchemaUpgrade(status.current, status.head, status.pending)
+    finally:
+        engine.dispose()
+
+
+def check_schema(engine: Engine) -> None:
+    """Refuse a database this werne must not use as it is; create a new, empty one at the newest
+    revision (nothing to migrate there: every process would make the same tables)."""
     url = engine.url.render_as_string(hide_password=False)
     with _migrate_lock:
-        if url in _migrated:
+        if url in _migrated or _at_head(engine):
+            _migrated.add(url)
             return
-        cfg = _alembic_config(url)
-        try:
-            with engine.begin() as conn:
-                cfg.attributes["connection"] = conn
-                command.upgrade(cfg, "head")
-        except OperationalError as e:
-            raise StateError(f"cannot open state database: {_first_line(e.orig)}") from None
-        except DatabaseError as e:
-            # Not a database, or a damaged one ("file is not a database", "disk image is malformed").
-            raise StateError(f"state database {engine.url.database or ''} is damaged: {_first_line(e.orig)}; "
-                             "restore it from a backup (docs/operations.md)") from None
+        status = schema_status(engine)
+        status.raise_if_unusable()
+        if status.current is None:
+            # On this engine (an in-memory database exists only there), as werne always created
+            # new databases; `werne db upgrade` makes them in one transaction on its own engine.
+            _run_alembic(engine)
         _migrated.add(url)
 
 
 class Database:
-    """One engine and session factory for a state database, migrated on first use."""
+    """One engine and session factory for a state database at this werne's newest revision
+    (`check_schema`: a new database is created there, any other must be at it already)."""
 
     def __init__(self, url: str):
         self.url = url
         self.engine = make_engine(url)
-        migrate(self.engine)
+        check_schema(self.engine)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
 
     @contextmanager
@@ -362,5 +596,5 @@ class Database:
             conn.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)")
 
 
-def _no_autocheckpoint(dbapi_conn, _record) -> None:  # type: ignore[no-untyped-def]
+def _no_autocheckpoint(dbapi_conn: DBAPIConnection, _record: ConnectionPoolEntry) -> None:
     dbapi_conn.execute("PRAGMA wal_autocheckpoint=0")

@@ -4,8 +4,11 @@
     ├── InputError             bad input or configuration           -> exit 2
     │   ├── ConfigError        the config file or a setting is wrong
     │   ├── InventoryError     the inventory does not validate
+    │   ├── InputFileError     an input file is missing, not a regular file, too large, unreadable
     │   └── SecretError        a secret file or variable is missing or unreadable
     ├── StateError             the state database cannot be used     -> exit 3
+    ├── OutputError            a file cannot be written: exit 2 where the user named a place that
+    │                          cannot take it (read-only, no such folder), 3 when the disk is full
     ├── LockHeldError          another run holds the lock            -> exit 3
     └── (per package)          provisioning.ProvisioningError, mdm_client.MDMError, ...
 
@@ -51,12 +54,24 @@ class InventoryError(InputError):
         super().__init__(f"{first}{more}")
 
 
+class InputFileError(InputError):
+    """An input file is missing, not a regular file (a FIFO, a device), too large or unreadable."""
+
+
 class SecretError(InputError):
     """A secret file or environment variable is missing or unreadable."""
 
 
 class StateError(WerneError):
     """The state database or state directory cannot be used."""
+
+
+class OutputError(WerneError):
+    """A file cannot be written; the exit code says whose problem it is (core.files.write_output)."""
+
+    def __init__(self, message: str, exit_code: int = EXIT_COULD_NOT_RUN):
+        super().__init__(message)
+        self.exit_code = exit_code
 
 
 class LockHeldError(WerneError):

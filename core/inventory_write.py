@@ -20,14 +20,15 @@ import csv
 import io
 import os
 import shutil
+import tempfile
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 from core.csvio import decode_csv_bytes, sniff_delimiter
-from core.errors import InputError
+from core.errors import InputError, InventoryError
 from core.files import read_regular_file
-from core.inventory import IPAD_CSV_ALIASES, IPAD_GROUPS, InventoryError, load_inventory
+from core.inventory import IPAD_CSV_ALIASES, IPAD_GROUPS, Inventory, load_inventory
 from core.locks import file_lock
 
 
@@ -127,13 +128,8 @@ def rewrite_ipads(root: Path, moves: dict[str, Placement] | None = None,
     return backup
 
 
-def _verify(root: Path, before: object, new_text: str, moves: dict[str, Placement], remove: set[str]) -> None:
+def _verify(root: Path, before: Inventory, new_text: str, moves: dict[str, Placement], remove: set[str]) -> None:
     """Load the new file as the inventory would; it must hold exactly the intended change."""
-    import tempfile
-
-    from core.inventory import Inventory
-
-    assert isinstance(before, Inventory)
     with tempfile.TemporaryDirectory(dir=root, prefix=".verify-") as d:
         for name in ("schools.yml", "hosts.yml"):
             if (root / name).exists():

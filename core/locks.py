@@ -68,6 +68,14 @@ class FileLock:
                     raise self.held_error(f"another {self.what} is running (lock {self.path}){waited}") from None
                 time.sleep(self.poll_s)
 
+    def try_acquire(self) -> bool:
+        """Take the lock if nobody holds it, without waiting; whether it was taken."""
+        try:
+            fcntl.flock(self._open(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        return True
+
     def release(self) -> None:
         if self._fd is not None:
             fcntl.flock(self._fd, fcntl.LOCK_UN)

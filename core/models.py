@@ -58,3 +58,7 @@ class AuditEvent(Base):
     action: Mapped[str] = mapped_column(String(64), index=True)
     target: Mapped[str] = mapped_column(Text, default="")
     detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    # The audit chain (core.audit_chain): each event's hash covers its fields and the previous
+    # event's hash; events written before the chain existed keep NULL here.
+    prev_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    record_hash: Mapped[str | None] = mapped_column(String(64), nullable=True, unique=True)

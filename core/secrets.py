@@ -33,7 +33,11 @@ class Secret:
     def __repr__(self) -> str:
         return f"Secret(***, source={self.source!r})"
 
-    __str__ = __format__ = lambda self, *_: "***"  # noqa: E731
+    def __str__(self) -> str:
+        return "***"
+
+    def __format__(self, format_spec: str) -> str:
+        return "***"
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Secret) and other._value == self._value
@@ -86,12 +90,18 @@ def _looks_like_a_secret(name: str) -> bool:
     )
 
 
+# (path, mode) pairs warned about in this process: one warning each, however often a file is read.
+_warned: set[tuple[str, int]] = set()
+
+
 def warn_if_others_can_read(path: Path, what: str) -> None:
+    """Warn once per process (and file mode) when every user on this machine can read a secret file."""
     try:
         mode = path.stat().st_mode
     except OSError:
         return
-    if mode & 0o004:
+    if mode & 0o004 and (str(path), mode) not in _warned:
+        _warned.add((str(path), mode))
         # A warning, not an error: refusing would stop a nightly run over a chmod. Group access
         # is fine (deploy/: root:werne 0640).
         log.warning("warning: %s: secret file %s is readable by every user on this machine (mode %s); "

@@ -110,3 +110,46 @@ def compose(text: str, path: Path | str) -> yaml.Node | None:
         raise YAMLInputError(path, 1, f"broken YAML: {str(e).splitlines()[0][:200]}") from None
     except RecursionError:
         raise YAMLInputError(path, 1, "broken YAML: nested too deeply") from None
+
+
+def _check_unique_keys(node: yaml.Node, path: Path | str) -> None:
+    """Refuse a key given twice in one mapping anywhere in the document (PyYAML keeps the last)."""
+    stack = [node]
+    while stack:
+        n = stack.pop()
+        if isinstance(n, yaml.MappingNode):
+            seen: dict[str, int] = {}
+            for k, v in n.value:
+                key = scalar_key(k)
+                if key is not None:
+                    line = k.start_mark.line + 1
+                    if key in seen:
+                        raise YAMLInputError(path, line, f"duplicate key '{key[:60]}' (first at line {seen[key]})")
+                    seen[key] = line
+                stack += (k, v)
+        elif isinstance(n, yaml.SequenceNode):
+            stack += n.value
+
+
+def load_text(text: str, path: Path | str) -> Any:
+    """The value of a YAML document (None if empty): safe tags only, duplicate keys refused.
+
+    Every data file werne reads (profiles, declarations, apps, inventories, baselines) goes
+    through here or through `compose`/`construct`, so a key written twice is an error everywhere.
+    """
+    root = compose(text, path)
+    if root is None:
+        return None
+    _check_unique_keys(root, path)
+    return construct(root, path)
+
+
+def load_file(path: Path) -> Any:
+    """`load_text` of a file; a missing or unreadable file is a YAMLInputError naming it (line 1)."""
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except FileNotFoundError:
+        raise YAMLInputError(path, 1, "does not exist") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise YAMLInputError(path, 1, f"cannot read: {e.__class__.__name__}") from None
+    return load_text(text, path)

@@ -1,8 +1,10 @@
-"""Web accounts: local users with argon2 password hashes, roles (admin, coordinator scoped to
-schools), login rate limiting per user and address, and the `Authenticator` seam for LDAP/AD.
+"""Web accounts: local users with argon2 password hashes, roles (admin; coordinator and teacher,
+scoped to schools), login rate limiting per user and address, and the `Authenticator` seam that the
+directory sign-in (enrolment.directory: LDAP/Active Directory) plugs into.
 
-A coordinator sees and acts on their own schools only; an admin sees everything. The
-`Principal` handed to the rest of the package carries exactly that.
+A coordinator sees and acts on their own schools only; a teacher only on the classes that name their
+login (and no enrolment requests); an admin sees everything. The `Principal` handed to the rest of
+the package carries exactly that.
 """
 
 from __future__ import annotations
@@ -18,22 +20,30 @@ from typing import Protocol
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 from sqlalchemy import delete, func, select
+from sqlalchemy.orm import Session
 
 from core import audit
+from core.alerts import raise_alert
+from core.config import AlertsConfig
 from core.db import Database
 from enrolment.errors import AuthError, NotFound, RateLimited, RequestInputError
 from enrolment.models import ROLES, LoginAttempt, User, UserSchool, WebSession
 
 USERNAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{1,63}$")
 MIN_PASSWORD_LENGTH = 12
-# Five failed logins for one user from one address within 15 minutes lock that pair for the
-# rest of the window; other addresses (the real teacher at school) are not locked out.
+# Failed logins answer with a backoff per (user, address), never a lock: the first
+# MAX_FAILED_LOGINS failures from one address cost nothing, each further one doubles the wait
+# before that address may try that user again (15 s, 30 s, ... up to 15 minutes). Another address
+# (the real teacher at school) is never slowed down by them, so nobody can lock a coordinator out
+# by guessing their user name. Failures count until the pair's next successful login, for a day.
 MAX_FAILED_LOGINS = 5
-LOGIN_WINDOW = timedelta(minutes=15)
-# Across all addresses, one account takes at most this many failures per window: an attacker
-# with many addresses (or, before web.trusted_proxies, a forged X-Forwarded-For) cannot go on
-# guessing. The price is that such an attack locks the real user out for the window, too.
-MAX_FAILED_LOGINS_PER_USER = 20
+BACKOFF_FIRST = timedelta(seconds=15)
+BACKOFF_MAX = timedelta(minutes=15)
+BACKOFF_MEMORY = timedelta(days=1)
+# Many failures for one account across addresses within ALERT_WINDOW are an attack from many
+# addresses: IT is alerted once per window (core.alerts), the account stays usable.
+ALERT_FAILURES = 20
+ALERT_WINDOW = timedelta(minutes=15)
 
 _hasher = PasswordHasher()
 # Verifying against this keeps a login for an unknown user as slow as one for a known user.
@@ -54,6 +64,10 @@ class Principal:
     @property
     def is_admin(self) -> bool:
         return self.role == "admin"
+
+    @property
+    def is_teacher(self) -> bool:
+        return self.role == "teacher"
 
     def may_see_school(self, school_id: str) -> bool:
         return self.is_admin or school_id in self.schools
@@ -119,8 +133,8 @@ def add_user(
     unknown = sorted(set(schools) - known_schools)
     if unknown:
         raise RequestInputError(f"unknown school(s): {', '.join(unknown)}")
-    if role == "coordinator" and not schools:
-        raise RequestInputError("a coordinator needs at least one --school")
+    if role in ("coordinator", "teacher") and not schools:
+        raise RequestInputError(f"a {role} needs at least one --school")
     _check_password(password)
     with db.session() as s:
         if s.scalar(select(User.id).where(User.username == username)) is not None:
@@ -163,6 +177,26 @@ def list_users(db: Database) -> list[dict[str, object]]:
         ]
 
 
+def backoff(failures: int) -> timedelta:
+    """How long a (user, address) pair waits after its `failures`-th failure in a row."""
+    if failures < MAX_FAILED_LOGINS:
+        return timedelta(0)
+    wait: timedelta = BACKOFF_FIRST * 2 ** (failures - MAX_FAILED_LOGINS)
+    return min(wait, BACKOFF_MAX)
+
+
+def _pair_failures(s: Session, username: str, address: str, now: datetime) -> tuple[int, datetime | None]:
+    """Failures of this user from this address since its last success (within BACKOFF_MEMORY), and
+    when the last one was."""
+    last_ok = s.scalar(select(func.max(LoginAttempt.at)).where(
+        LoginAttempt.username == username, LoginAttempt.address == address, LoginAttempt.success.is_(True)))
+    since = max(last_ok or now - BACKOFF_MEMORY, now - BACKOFF_MEMORY)
+    count, last = s.execute(select(func.count(LoginAttempt.id), func.max(LoginAttempt.at)).where(
+        LoginAttempt.username == username, LoginAttempt.address == address, LoginAttempt.success.is_(False),
+        LoginAttempt.at > since)).one()
+    return int(count or 0), last
+
+
 def login(
     db: Database,
     authenticator: Authenticator,
@@ -170,43 +204,56 @@ def login(
     password: str,
     address: str,
     now: datetime | None = None,
+    alerts: AlertsConfig | None = None,
 ) -> Principal:
-    """Check the password, counting failures per (user, address). Raises RateLimited or AuthError."""
+    """Check the password, with the backoff per (user, address). Raises RateLimited (with the
+    seconds to wait) or AuthError; alerts IT (through `alerts`' channels too) when one account
+    fails from many sides."""
     now = now or datetime.now(UTC)
     username = username.strip().lower()[:64]
     with db.session() as s:
-        failures = (
-            s.scalar(
-                select(func.count(LoginAttempt.id)).where(
-                    LoginAttempt.username == username,
-                    LoginAttempt.address == address,
-                    LoginAttempt.success.is_(False),
-                    LoginAttempt.at >= now - LOGIN_WINDOW,
-                )
-            )
-            or 0
-        )
-        failures_everywhere = (
-            s.scalar(
-                select(func.count(LoginAttempt.id)).where(
-                    LoginAttempt.username == username,
-                    LoginAttempt.success.is_(False),
-                    LoginAttempt.at >= now - LOGIN_WINDOW,
-                )
-            )
-            or 0
-        )
-    if failures >= MAX_FAILED_LOGINS or failures_everywhere >= MAX_FAILED_LOGINS_PER_USER:
-        raise RateLimited("too many failed logins; try again in 15 minutes")
+        failures, last = _pair_failures(s, username, address, now)
+    wait = backoff(failures)
+    if last is not None and now < last + wait:
+        raise RateLimited("too many failed logins; try again later", retry_after=last + wait - now)
     principal = authenticator.authenticate(username, password)
     with db.session() as s:
         s.add(LoginAttempt(username=username, address=address, at=now, success=principal is not None))
-        # Keep the table small: attempts older than a day carry no information.
-        s.execute(delete(LoginAttempt).where(LoginAttempt.at < now - timedelta(days=1)))
+        # Keep the table small: attempts older than the backoff's memory carry no information.
+        s.execute(delete(LoginAttempt).where(LoginAttempt.at < now - BACKOFF_MEMORY))
     if principal is None:
+        _alert_if_attacked(db, username, now, alerts)
         raise AuthError("wrong user name or password")
     audit.record(db, "web.login", username, {"address": address}, actor=username)
     return principal
+
+
+def _alert_if_attacked(db: Database, username: str, now: datetime, alerts: AlertsConfig | None) -> None:
+    """Alert IT once per ALERT_WINDOW when `username` reached ALERT_FAILURES failures in it."""
+    with db.session() as s:
+        failures, addresses = s.execute(select(func.count(LoginAttempt.id), func.count(LoginAttempt.address.distinct()))
+                                        .where(LoginAttempt.username == username, LoginAttempt.success.is_(False),
+                                               LoginAttempt.at >= now - ALERT_WINDOW)).one()
+    if failures != ALERT_FAILURES:
+        return  # below the threshold, or alerted already when this window reached it
+    raise_alert(db, "login_failures", username,
+                f"{failures} failed logins for web account {username!r} from {addresses} address(es) in "
+                f"{int(ALERT_WINDOW.total_seconds() // 60)} minutes (password guessing?); the account stays "
+                "usable, each address waits longer after each failure",
+                {"failures": failures, "addresses": addresses}, channels_cfg=alerts)
+
+
+def unlock(db: Database, username: str, actor: str) -> int:
+    """Forget the failed logins of `username` (every address): its backoff ends now. Returns how
+    many were forgotten. Raises NotFound for an unknown account."""
+    with db.session() as s:
+        if s.scalar(select(User.id).where(User.username == username)) is None:
+            raise NotFound(f"no such user: {username}")
+        n = s.scalar(select(func.count(LoginAttempt.id)).where(LoginAttempt.username == username,
+                                                               LoginAttempt.success.is_(False))) or 0
+        s.execute(delete(LoginAttempt).where(LoginAttempt.username == username, LoginAttempt.success.is_(False)))
+    audit.record(db, "user.unlock", username, {"failed_logins_forgotten": n}, actor=actor)
+    return n
 
 
 def credential_tag(password_hash: str) -> str:

@@ -12,20 +12,36 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
 
 from sqlalchemy import select
 
-from core import audit
+from core import audit, clock
 from core.config import Config
 from core.db import Database
 from core.errors import WerneError
 from core.findings import Findings
+from core.inventory import IPad, load_inventory
 from enrolment.errors import ArrivalError
 from enrolment.models import EnrolmentRequest, RequestSerial
 from enrolment.requests import recompute_status
+from ipad.actions.activation_lock import escrow_configured
+from ipad.actions.configure import wanted_profiles
+from ipad.actions.returns import process_returns
+from ipad.appletv.setup import set_up_appletvs
+from ipad.classroom.context import classroom_context
+from ipad.classroom.lessons import LESSON_ACTOR, has_open_lessons
+from ipad.classroom.lessons import tick as lesson_tick
+from ipad.commands import activation_lock_bypass_code, install_profile
+from ipad.ddm.group_sets import join_group_set
+from ipad.dispatch import IPadContext, Target
+from ipad.payloads.profiles import Profile, profile_payload_for_install
+from ipad.store.events import EnrolmentEvent, EnrolmentHook
+from ipad.store.registry import Registry
+from mdm_client.factory import nanomdm_client
+from mdm_client.nanomdm import NanoMDMClient
 
 log = logging.getLogger("werne.enrolment.arrival")
 
@@ -51,30 +67,37 @@ class ArrivalReport(Findings):
         return not (self.failed or self.deferred)
 
 
-def _registry(db: Database) -> Any:
-    try:
-        from ipad.store import Registry
-    except ImportError as e:  # the MDM package is part of the same install; this is a broken install
-        raise ArrivalError(f"the MDM registry is not available: {e}") from None
-    return Registry(db)
+# install(serial, group, enrollment_id, request_id) -> list of (command_uuid, profile identifier)
+Installer = Callable[[str, str, str, int], list[tuple[str, str]]]
 
 
-def _default_installer(cfg: Config, db: Database) -> Any:
-    """Returns install(group, enrollment_id, request_id) -> list of (command_uuid, profile identifier).
+def _device_profiles(cfg: Config, db: Database, serial: str, group: str, request_id: int) -> list[Profile]:
+    """The profiles this iPad must have: its group's, built for it (its room's Apple TVs in the
+    AirPlay list), and its class's Education configuration (ipad.classroom)."""
+    inventory = load_inventory(cfg.inventory_dir)
+    if serial not in inventory.ipads:
+        # Requested but not yet in ipads.csv: placed by its request (school, group), in no room.
+        with db.session() as s:
+            req = s.get(EnrolmentRequest, request_id)
+            school = req.school_id if req is not None else ""
+        inventory.ipads[serial] = IPad.model_validate({"serial": serial, "school": school, "group": group})
+    ctx = classroom_context(IPadContext(cfg, db, inventory, actor=ARRIVAL_ACTOR))
+    target = Target(serial, inventory.ipads[serial].school, group, None)
+    return wanted_profiles(ctx, [target])[serial]
+
+
+def _default_installer(cfg: Config, db: Database) -> Installer:
+    """Returns install(serial, group, enrollment_id, request_id) -> list of (command_uuid, profile identifier).
 
     Each InstallProfile is recorded in the MDM registry as planned *before* it is enqueued, so
     its acknowledgement cannot arrive first, and is marked not queued if NanoMDM refuses it.
     """
-    from ipad.commands import install_profile
-    from ipad.profiles import profile_payload_for_install, profile_set_for
-    from mdm_client.factory import nanomdm_client
-
     client = nanomdm_client(cfg)
-    registry = _registry(db)
+    registry = Registry(db)
 
-    def install(group: str, enrollment_id: str, request_id: int) -> list[tuple[str, str]]:
+    def install(serial: str, group: str, enrollment_id: str, request_id: int) -> list[tuple[str, str]]:
         sent = []
-        for profile in profile_set_for(group, cfg):
+        for profile in _device_profiles(cfg, db, serial, group, request_id):
             cmd = install_profile(profile_payload_for_install(profile, cfg))
             registry.record_planned(
                 cmd.uuid,
@@ -95,14 +118,12 @@ def _default_installer(cfg: Config, db: Database) -> Any:
     return install
 
 
-def _request_bypass_code(cfg: Config, client: Any, registry: Any, enrollment_id: str, request_id: int) -> None:
+def _request_bypass_code(cfg: Config, client: NanoMDMClient, registry: Registry, enrollment_id: str,
+                         request_id: int) -> None:
     """Where the site escrows Activation Lock bypass codes, ask the new iPad for its code at once (the
     webhook escrows the answer, encrypted). Not part of "configured": a failure here is logged, and
     the nightly rule ios-activation-lock-escrowed names the iPad until `werne ipad activation-lock
     escrow` got its code."""
-    from ipad.activation_lock import escrow_configured
-    from ipad.commands import activation_lock_bypass_code
-
     if not escrow_configured(cfg):
         return
     cmd = activation_lock_bypass_code()
@@ -117,18 +138,48 @@ def _request_bypass_code(cfg: Config, client: Any, registry: Any, enrollment_id:
         log.warning("ActivationLockBypassCode for %s not queued: %s", enrollment_id, failed[enrollment_id])
 
 
-def process_arrivals(db: Database, cfg: Config, installer: Any = None) -> ArrivalReport:
+def process_arrivals(db: Database, cfg: Config, installer: Installer | None = None) -> ArrivalReport:
     """One sweep over assigned and enrolled serials; safe to call concurrently and repeatedly."""
     with _lock:
         report = _sweep(db, cfg, installer)
         _returns(db, cfg, report)
+        _appletvs(db, cfg, report)
+        _lessons(db, cfg, report)
         return report
+
+
+def _lessons(db: Database, cfg: Config, report: ArrivalReport) -> None:
+    """One step of the lesson loop: lessons whose window opened are applied, those that ended lifted
+    (also those that ended while nothing ran: the first sweep after a start catches up)."""
+    try:
+        if not has_open_lessons(db):
+            return
+        ctx = IPadContext(cfg, db, load_inventory(cfg.inventory_dir), actor=LESSON_ACTOR)
+        done = lesson_tick(ctx, clock.now())
+    except WerneError as e:
+        report.deferred["lessons"] = str(e)
+        return
+    for lesson, why in done.problems.items():
+        report.deferred[f"lesson {lesson}"] = why
+
+
+def _appletvs(db: Database, cfg: Config, report: ArrivalReport) -> None:
+    """Enrolled Apple TVs get their profiles and name (ipad.appletv.setup)."""
+    if not (cfg.inventory_dir / "appletvs.csv").is_file():
+        return
+    try:
+        ctx = IPadContext(cfg, db, load_inventory(cfg.inventory_dir), actor=ARRIVAL_ACTOR)
+        sweep = set_up_appletvs(ctx)
+    except WerneError as e:
+        report.deferred["appletvs"] = str(e)
+        return
+    report.enrolled += sweep.set_up
+    for serial, why in sweep.problems.items():
+        report.deferred[serial] = why
 
 
 def _returns(db: Database, cfg: Config, report: ArrivalReport) -> None:
     """iPads erased with Return to Service that enrolled again go back to their group (ipad.returns)."""
-    from ipad.returns import process_returns
-
     try:
         for serial, status in process_returns(db, cfg).items():
             if status == "failed":
@@ -141,8 +192,6 @@ def _join_group_set(cfg: Config, db: Database, group: str, enrollment_id: str, r
     """Put a new iPad into its group's declaration set (declarative management), where KMFDDM is
     set up. A KMFDDM problem does not hold the arrival up: the profiles are on their way, and
     `werne ipad declarations apply` maps whatever was missed; it is logged."""
-    from ipad.group_sets import join_group_set
-
     with db.session() as s:
         req = s.get(EnrolmentRequest, request_id)
         school = req.school_id if req is not None else None
@@ -157,8 +206,8 @@ def _join_group_set(cfg: Config, db: Database, group: str, enrollment_id: str, r
         log.info("%s joined the declaration set %s", enrollment_id, name)
 
 
-def _sweep(db: Database, cfg: Config, installer: Any) -> ArrivalReport:
-    registry = _registry(db)
+def _sweep(db: Database, cfg: Config, installer: Installer | None) -> ArrivalReport:
+    registry = Registry(db)
     report = ArrivalReport()
     now = datetime.now(UTC)
     active = ("approved", "assigned", "enrolled")
@@ -190,7 +239,7 @@ def _sweep(db: Database, cfg: Config, installer: Any) -> ArrivalReport:
         enrollment_id = devices[r.serial]
         installer = installer or _default_installer(cfg, db)
         try:
-            sent = installer(r.device_group, enrollment_id, r.request_id)
+            sent = installer(r.serial, r.device_group, enrollment_id, r.request_id)
             error = None
         except ArrivalError as e:  # NanoMDM refused the command for this device: a per-serial failure
             sent, error = [], str(e)
@@ -286,13 +335,13 @@ def _sweep(db: Database, cfg: Config, installer: Any) -> ArrivalReport:
     return report
 
 
-def enrolment_hook(watcher: ArrivalWatcher) -> Any:
+def enrolment_hook(watcher: ArrivalWatcher) -> EnrolmentHook:
     """A callback for ipad.webhook.on_enrolled, for a process that runs both the webhook
     receiver and an ArrivalWatcher: a stored TokenUpdate wakes the watcher at once. The sweep
     itself runs in the watcher's thread, never in the webhook's writer thread."""
 
-    def hook(event: Any) -> None:
-        if getattr(event, "topic", "") == "mdm.TokenUpdate":
+    def hook(event: EnrolmentEvent) -> None:
+        if event.topic == "mdm.TokenUpdate":
             watcher.wake()
 
     return hook
@@ -301,7 +350,7 @@ def enrolment_hook(watcher: ArrivalWatcher) -> Any:
 class ArrivalWatcher:
     """A background thread that sweeps every `interval` seconds, or at once when woken, until stopped."""
 
-    def __init__(self, db: Database, cfg: Config, interval: float = 5.0, installer: Any = None):
+    def __init__(self, db: Database, cfg: Config, interval: float = 5.0, installer: Installer | None = None):
         self.db, self.cfg, self.interval, self.installer = db, cfg, interval, installer
         self.sweeps = 0
         self._stop = threading.Event()

@@ -15,10 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from core.config import REPO_ROOT, Config
 from core.inventory import School
+from core.yamlio import YAMLInputError, load_file
 from enrolment.errors import DEPProfileError, DEPUnavailable
 from mdm_client.factory import nanodep_client
 from mdm_client.nanodep import NanoDEPClient
@@ -27,6 +26,8 @@ from mdm_client.nanodep import NanoDEPClient
 __all__ = ["NanoDEPClient", "assign_with_retries", "dep_status", "load_profile_template"]
 
 DEFAULT_PROFILE_FILE = Path(__file__).resolve().parent / "dep_profile.yaml"
+# The Apple TVs' DEP profile (tvOS Setup Assistant panes); same endpoint, same school fields.
+TVOS_PROFILE_FILE = Path(__file__).resolve().parent / "dep_profile_tvos.yaml"
 SKIP_KEYS_FILE = REPO_ROOT / "data" / "dep-skip-keys.json"
 DEP_STATUSES = ("SUCCESS", "NOT_ACCESSIBLE", "FAILED", "THROTTLED")
 
@@ -55,24 +56,22 @@ PROFILE_KEYS = {
 REQUIRED_PROFILE_KEYS = ("profile_name", "url", "is_mdm_removable")
 
 
-def ios_skip_keys() -> set[str]:
-    """Skip keys that iOS/iPadOS knows, from the derived Apple schema."""
+def ios_skip_keys(platform: str = "iOS") -> set[str]:
+    """Skip keys that iOS/iPadOS (or tvOS) knows, from the derived Apple schema."""
     try:
         data = json.loads(SKIP_KEYS_FILE.read_text(encoding="utf-8"))
     except (OSError, ValueError) as e:
         raise DEPProfileError(f"{SKIP_KEYS_FILE}: cannot read the derived skip keys: {e.__class__.__name__}") from None
-    return {k for k, v in data["keys"].items() if v.get("iOS", {}).get("introduced", "n/a") != "n/a"}
+    return {k for k, v in data["keys"].items() if v.get(platform, {}).get("introduced", "n/a") != "n/a"}
 
 
-def load_profile_template(path: Path | None = None) -> dict[str, Any]:
+def load_profile_template(path: Path | None = None, platform: str = "iOS") -> dict[str, Any]:
     """Read and validate the DEP profile data file; raises DEPProfileError with the first problem."""
     path = path or DEFAULT_PROFILE_FILE
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise DEPProfileError(f"{path}: file does not exist") from None
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
-        raise DEPProfileError(f"{path}: cannot read: {e.__class__.__name__}") from None
+        data = load_file(path)
+    except YAMLInputError as e:
+        raise DEPProfileError(str(e)) from None
     if not isinstance(data, dict):
         raise DEPProfileError(f"{path}: must be a mapping of profile keys")
     for key, value in data.items():
@@ -85,11 +84,12 @@ def load_profile_template(path: Path | None = None) -> dict[str, Any]:
             raise DEPProfileError(f"{path}: missing required key '{key}'")
     if data.get("is_mdm_removable") is False and data.get("is_supervised") is not True:
         raise DEPProfileError(f"{path}: is_mdm_removable can only be false when is_supervised is true")
-    known = ios_skip_keys()
+    known = ios_skip_keys(platform)
     unknown = [k for k in data.get("skip_setup_items", []) if k not in known]
     if unknown:
+        what = "tvOS" if platform == "tvOS" else "iPadOS"
         raise DEPProfileError(
-            f"{path}: skip_setup_items: unknown skip key(s) for iPadOS: {', '.join(map(str, unknown))}"
+            f"{path}: skip_setup_items: unknown skip key(s) for {what}: {', '.join(map(str, unknown))}"
         )
     return data
 

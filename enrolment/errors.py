@@ -7,8 +7,9 @@ core.errors.WerneError
     ├── NotAllowed               the caller's role may not do this                 (exit 2)
     ├── InvalidTransition        the request is not in a state that allows this    (exit 2)
     ├── AuthError                wrong user name or password, or account disabled  (exit 2)
-    ├── RateLimited              too many failed logins for this user and address  (exit 2)
+    ├── RateLimited              the login backoff of this user and address runs   (exit 2)
     ├── DEPProfileError          the DEP profile data file is invalid              (exit 2)
+    ├── ServeError               the web page cannot listen (the port is in use)   (exit 3)
     └── ArrivalError             the profile set could not be sent to an arrived iPad (exit 3)
 
 DEPUnavailable (NanoDEP or Apple's DEP service cannot be used, exit 3) is the NanoDEP client's
@@ -16,6 +17,8 @@ error, mdm_client.errors.NanoDEPError: the client raises it, the DEP use cases p
 """
 
 from __future__ import annotations
+
+from datetime import timedelta
 
 from core.errors import EXIT_INPUT, WerneError
 from mdm_client.errors import NanoDEPError
@@ -62,15 +65,23 @@ class AuthError(EnrolmentError):
 
 
 class RateLimited(EnrolmentError):
-    """Too many failed logins for this user from this address; try again later."""
+    """Too many failed logins for this user from this address: wait `retry_after` before the next try."""
 
     exit_code = EXIT_INPUT
+
+    def __init__(self, message: str, retry_after: timedelta = timedelta(0)):
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class DEPProfileError(EnrolmentError, ValueError):
     """The DEP enrolment profile data file is missing or invalid."""
 
     exit_code = EXIT_INPUT
+
+
+class ServeError(EnrolmentError):
+    """`werne web serve` cannot listen on its address (in use, or not this host's)."""
 
 
 # NanoDEP or Apple's DEP service cannot be reached or refused the call.

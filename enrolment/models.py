@@ -12,7 +12,7 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 from core.db import Base, UTCDateTime
 from core.models import utcnow
 
-ROLES = ("admin", "coordinator")
+ROLES = ("admin", "coordinator", "teacher")
 REQUEST_STATES = ("submitted", "approved", "assigned", "enrolled", "configured", "done", "rejected", "failed")
 SERIAL_STATES = ("requested", "assigned", "enrolled", "configured", "failed", "rejected")
 

@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import re
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from core import audit
 from core.config import Config
@@ -25,6 +27,7 @@ from core.csvio import CSVFormatError, decode_csv_bytes, read_rows, write_csv
 from core.db import Database
 from core.findings import Findings
 from core.inventory import IPAD_CSV_ALIASES, IPAD_GROUPS, SERIAL_RE, Inventory, normalise_serial
+from core.text import one_line_problem
 from enrolment import dep
 from enrolment.accounts import Principal
 from enrolment.errors import DEPUnavailable, InvalidTransition, NotAllowed, NotFound, RequestInputError
@@ -33,6 +36,9 @@ from mdm_client.factory import nanodep_client
 
 MAX_SERIALS_PER_REQUEST = 2000
 MAX_PURPOSE_LENGTH = 200
+# Pasted serials: 2000 of them with separators take some 30,000 characters; far more is a mistake
+# (a wrong clipboard), refused before it is parsed.
+MAX_PASTED_LENGTH = 64 * 1024
 # Request states in which its serials count as "taken": a second request for them is refused.
 ACTIVE_STATES = ("submitted", "approved", "assigned", "enrolled", "configured")
 # Serial states that mean the iPad is (or is about to be) managed.
@@ -166,6 +172,16 @@ def parse_uploaded_serials(raw: bytes, filename: str, school_id: str) -> tuple[l
 # ---------------------------------------------------------------- create ---------------------
 
 
+def _purpose_problems(purpose: str) -> list[str]:
+    """What is wrong with a request's purpose (one line of text, not empty, not too long)."""
+    if not purpose:
+        return ["purpose or class is missing"]
+    if len(purpose) > MAX_PURPOSE_LENGTH:
+        return [f"purpose is longer than {MAX_PURPOSE_LENGTH} characters"]
+    not_one_line = one_line_problem(purpose, "purpose")
+    return [not_one_line] if not_one_line is not None else []
+
+
 def create_request(
     db: Database,
     inventory: Inventory,
@@ -189,12 +205,12 @@ def create_request(
     if group not in IPAD_GROUPS:
         problems.append(f"unknown group '{group[:20]}' (pupil, teacher or shared)")
     purpose = (purpose or "").strip()
-    if not purpose:
-        problems.append("purpose or class is missing")
-    elif len(purpose) > MAX_PURPOSE_LENGTH:
-        problems.append(f"purpose is longer than {MAX_PURPOSE_LENGTH} characters")
+    problems += _purpose_problems(purpose)
     serials: list[str] = []
-    if pasted.strip():
+    if len(pasted) > MAX_PASTED_LENGTH:
+        problems.append(f"the pasted serial numbers are longer than {MAX_PASTED_LENGTH} characters "
+                        f"(at most {MAX_SERIALS_PER_REQUEST} serials per request)")
+    elif pasted.strip():
         got, bad = parse_pasted_serials(pasted)
         serials += got
         problems += bad
@@ -207,10 +223,10 @@ def create_request(
     if len(serials) > MAX_SERIALS_PER_REQUEST:
         problems.append(f"more than {MAX_SERIALS_PER_REQUEST} serials in one request")
     seen: set[str] = set()
-    for s in serials:
-        if s in seen:
-            problems.append(f"duplicate serial {s} in this request")
-        seen.add(s)
+    for serial in serials:
+        if serial in seen:
+            problems.append(f"duplicate serial {serial} in this request")
+        seen.add(serial)
     managed = set(managed_serials or set())
     # Check-then-insert must not interleave with another request for the same serials (two
     # coordinators submitting at once); the web app is one process, so a lock is enough.
@@ -230,7 +246,9 @@ def create_request(
             ):
                 taken.setdefault(row.serial, (row.id, row.school_id))
         for serial in ordered:
-            if serial in inventory.ipads or serial in managed:
+            if serial in inventory.appletvs:
+                problems.append(f"serial {serial} is an Apple TV: IT enrols Apple TVs (werne appletv assign)")
+            elif serial in inventory.ipads or serial in managed:
                 # Do not say whose device it is: it may belong to another school.
                 problems.append(f"serial {serial} is already enrolled")
             elif serial in taken:
@@ -270,7 +288,7 @@ def create_request(
 # ---------------------------------------------------------------- read -----------------------
 
 
-def _load(s: Any, principal: Principal, request_id: int) -> EnrolmentRequest:
+def _load(s: Session, principal: Principal, request_id: int) -> EnrolmentRequest:
     req = s.get(EnrolmentRequest, request_id)
     if req is None or not principal.may_see_school(req.school_id):
         raise NotFound(f"no such request: {request_id}")
@@ -333,6 +351,8 @@ def reject_request(db: Database, principal: Principal, request_id: int, reason: 
     reason = (reason or "").strip()
     if not reason:
         raise RequestInputError("a rejection needs a reason (--reason)")
+    if (bad := one_line_problem(reason, "reason")) is not None:
+        raise RequestInputError(bad)
     with db.session() as s:
         req = _load(s, principal, request_id)
         if req.status != "submitted":
@@ -352,11 +372,14 @@ def reject_request(db: Database, principal: Principal, request_id: int, reason: 
     return view
 
 
-def _ensure_dep_profile(
-    db: Database, client: dep.NanoDEPClient, cfg: Config, inventory: Inventory, school_id: str, actor: str
+def ensure_dep_profile(
+    db: Database, client: dep.NanoDEPClient, cfg: Config, inventory: Inventory, school_id: str, actor: str,
+    platform: str = "iOS",
 ) -> str:
-    """The profile UUID for this school's current profile body; defines it at Apple if new."""
-    template = dep.load_profile_template(cfg.dep.profile_file)
+    """The profile UUID for this school's current profile body (the iPads', or with platform "tvOS"
+    the Apple TVs'); defines it at Apple if new."""
+    template = (dep.load_profile_template(cfg.dep.profile_file) if platform == "iOS"
+                else dep.load_profile_template(dep.TVOS_PROFILE_FILE, "tvOS"))
     body = dep.build_profile(template, inventory.schools[school_id], cfg.dep.enrol_url)
     digest = dep.profile_digest(body)
     with db.session() as s:
@@ -377,7 +400,7 @@ def approve_request(
     principal: Principal,
     request_id: int,
     client: dep.NanoDEPClient | None = None,
-    sleep: Any = None,
+    sleep: Callable[[float], None] | None = None,
 ) -> RequestView:
     """Approve a submitted request (or retry the still-unassigned serials of an approved one):
     define the school's DEP profile if needed, assign the serials through NanoDEP, and store the
@@ -403,7 +426,7 @@ def approve_request(
     if sleep is not None:
         kwargs["sleep"] = sleep
     try:
-        uuid = _ensure_dep_profile(db, client, cfg, inventory, school_id, principal.username)
+        uuid = ensure_dep_profile(db, client, cfg, inventory, school_id, principal.username)
         result = dep.assign_with_retries(client, uuid, todo, **kwargs)
     except DEPUnavailable as e:
         audit.record(db, "enrol.approve_failed", f"request:{request_id}", {"error": str(e)}, actor=principal.username)

@@ -2,18 +2,20 @@
 
 Each builder returns a `Command` with a fresh CommandUUID; `Command.to_plist()` is the body of
 NanoMDM's `PUT /v1/enqueue/{ids}`. Key names and types follow Apple's schema
-(mdm/commands/*.yaml in apple/device-management); tests/test_schema.py checks every builder.
+(mdm/commands/*.yaml in apple/device-management); tests/ipad/test_schema.py checks every builder.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import plistlib
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from mdm_client.errors import CommandError
+from core.config import Config
+from ipad.errors import CommandError
 
 # What `werne ipad query` asks for: identity, OS, supervision, battery, storage and the states
 # that the pain points in docs/mdm.md ask to show (activation lock, awaiting configuration, ...).
@@ -58,6 +60,10 @@ class Command:
         """The XML plist body that NanoMDM's enqueue endpoint takes."""
         return plistlib.dumps(self.to_dict(), fmt=plistlib.FMT_XML, sort_keys=True)
 
+    def with_uuid(self, uuid: str) -> Command:
+        """The same command with another CommandUUID (NanoMDM keeps each CommandUUID once)."""
+        return dataclasses.replace(self, uuid=uuid)
+
 
 def _command(request_type: str, **payload: Any) -> Command:
     # Apple treats absent and empty optional keys differently (an empty Message shows an empty
@@ -70,6 +76,14 @@ def device_information(queries: list[str] | tuple[str, ...] | None = None) -> Co
     """DeviceInformation with the given query names (default: DEFAULT_DEVICE_QUERIES)."""
     chosen = DEFAULT_DEVICE_QUERIES if queries is None else queries
     return _command("DeviceInformation", Queries=list(chosen))
+
+
+# What an Apple TV is asked (tvOS has these queries, per Apple's schema): DeviceID is its AirPlay
+# device id, which the iPads of its room get in their AirPlay allow list.
+APPLETV_DEVICE_QUERIES: tuple[str, ...] = (
+    "UDID", "SerialNumber", "DeviceName", "Model", "ModelName", "ProductName", "OSVersion", "BuildVersion",
+    "IsSupervised", "DeviceID",
+)
 
 
 def security_info() -> Command:
@@ -211,9 +225,9 @@ def activation_lock_bypass_code() -> Command:
 
 def _sample_profile() -> bytes:
     # A real profile (the passcode policy needs no secret), so the schema test also checks the
-    # profile embedded in InstallProfile. Imported here to keep commands free of profile code.
-    from core.config import Config
-    from ipad.profiles import build_named_profile
+    # profile embedded in InstallProfile. Imported here: the builders need no profile code, and
+    # importing ipad.payloads.profiles reads profiles/groups.yaml.
+    from ipad.payloads.profiles import build_named_profile
 
     return build_named_profile("passcode", Config()).to_bytes()
 

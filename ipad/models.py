@@ -1,4 +1,4 @@
-"""Tables of the mdm_client package: the iPad registry, per-device command results, webhook events.
+"""Tables of the iPad side: the registry, per-device command results, webhook events, licences, escrow.
 
 The webhook receiver is the only writer of `mdm_webhook_events`; its unique `event_id` is what makes
 storing idempotent. `mdm_commands` has one row per (CommandUUID, enrollment id), because one bulk
@@ -14,12 +14,13 @@ from sqlalchemy import (
     JSON,
     Boolean,
     Float,
+    ForeignKey,
     Integer,
     LargeBinary,
     Text,
     UniqueConstraint,
 )
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from core.db import Base, BoundedString, UTCDateTime
 from core.models import utcnow
@@ -117,7 +118,7 @@ class MDMWebhookEvent(Base):
 class MDMPushCertificate(Base):
     """One APNs push certificate werne installed in NanoMDM (the certificate; the key stays a file).
 
-    The newest row is the current certificate (ipad.pushcert_store).
+    The newest row is the current certificate (ipad.golive.push_cert_store).
     """
 
     __tablename__ = "mdm_push_certs"
@@ -202,3 +203,128 @@ class IPadReturn(Base):
     requested_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     requested_by: Mapped[str] = mapped_column(BoundedString(128))
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class DDMStatusRead(Base):
+    """What the nightly run last merged of an iPad's declarative status reports (ipad.ddm.status):
+    the items with their report times, and which report was the newest. The next night reads only
+    the reports that came after it (O(changes)); KMFDDM keeps the reports themselves."""
+
+    __tablename__ = "ipad_ddm_status"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    enrollment_id: Mapped[str] = mapped_column(BoundedString(255), unique=True)
+    # "<stored at, ISO>|<SHA-256 of the report, 16 hex>": the newest report merged.
+    newest: Mapped[str] = mapped_column(BoundedString(96))
+    reported_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    items: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    # status item -> when the report that carried it was stored (ISO), or null
+    item_times: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    read_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class AppleTVSetup(Base):
+    """An enrolled Apple TV that got its profiles, name and DeviceInformation question (one row per
+    Apple TV, for its current enrolment), and the AirPlay device id the iPads of its room were given."""
+
+    __tablename__ = "appletv_setup"
+
+    serial: Mapped[str] = mapped_column(BoundedString(32), primary_key=True)
+    enrollment_id: Mapped[str] = mapped_column(BoundedString(255))
+    sent_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    # The DeviceID the room's iPads' AirPlay lists were rebuilt with ("" until it was learned).
+    airplay_id: Mapped[str] = mapped_column(BoundedString(32), default="")
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class SchoolClass(Base):
+    """A class of a school for Apple Classroom: its name and the Classroom group's beacon id."""
+
+    __tablename__ = "classroom_classes"
+    __table_args__ = (UniqueConstraint("school_id", "name"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    school_id: Mapped[str] = mapped_column(BoundedString(32), index=True)
+    name: Mapped[str] = mapped_column(BoundedString(64))
+    # Apple's BeaconID: an unsigned 16-bit number, unique in the organisation.
+    beacon_id: Mapped[int] = mapped_column(Integer, unique=True)
+    updated_by: Mapped[str] = mapped_column(BoundedString(64))
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    # The rows below go with the class (ON DELETE CASCADE); the relationships also order the inserts.
+    devices: Mapped[list[ClassDevice]] = relationship(cascade="all, delete-orphan", passive_deletes=True,
+                                                      lazy="raise")
+    teachers: Mapped[list[ClassTeacher]] = relationship(cascade="all, delete-orphan", passive_deletes=True,
+                                                        lazy="raise")
+    lessons: Mapped[list[Lesson]] = relationship(cascade="all, delete-orphan", passive_deletes=True,
+                                                 lazy="raise")
+
+
+class ClassDevice(Base):
+    """An iPad of a class: the teacher's (leader) or a pupil's (member), with the pseudonym or first
+    name Classroom shows for it, never more."""
+
+    __tablename__ = "classroom_devices"
+
+    class_id: Mapped[int] = mapped_column(ForeignKey("classroom_classes.id", ondelete="CASCADE"), primary_key=True)
+    serial: Mapped[str] = mapped_column(BoundedString(32), primary_key=True, index=True)
+    role: Mapped[str] = mapped_column(BoundedString(8))  # leader | member
+    display_name: Mapped[str] = mapped_column(BoundedString(32))
+
+
+class ClassTeacher(Base):
+    """A web account (login name) that teaches a class: the teacher sees and acts on it."""
+
+    __tablename__ = "classroom_teachers"
+
+    class_id: Mapped[int] = mapped_column(ForeignKey("classroom_classes.id", ondelete="CASCADE"), primary_key=True)
+    username: Mapped[str] = mapped_column(BoundedString(64), primary_key=True, index=True)
+
+
+class Lesson(Base):
+    """A lesson or exam for one class and a time window: single-app mode for one app, or an allowlist
+    of apps; applied when the window opens and lifted when it ends (ipad.classroom.lessons)."""
+
+    __tablename__ = "classroom_lessons"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    class_id: Mapped[int] = mapped_column(ForeignKey("classroom_classes.id", ondelete="CASCADE"), index=True)
+    school_id: Mapped[str] = mapped_column(BoundedString(32), index=True)
+    mode: Mapped[str] = mapped_column(BoundedString(16))  # single_app | allowlist
+    apps: Mapped[list[str]] = mapped_column(JSON, default=list)
+    starts_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+    ends_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+    # scheduled -> active -> ended; cancelled (stopped before it began); stopped early: ended too
+    status: Mapped[str] = mapped_column(BoundedString(16), default="scheduled", index=True)
+    created_by: Mapped[str] = mapped_column(BoundedString(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    applied_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    lifted_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    # The serials the lesson profile went to (so the lift reaches exactly them, even after a class change).
+    serials: Mapped[list[str]] = mapped_column(JSON, default=list)
+    detail: Mapped[str] = mapped_column(Text, default="")
+
+
+class MDMIdentityRenewal(Base):
+    """The renewal of one enrolment's device identity (ipad.golive.renewal): the newest attempt.
+
+    state: sent (InstallProfile of the enrolment profile queued), renewed (acknowledged: the device
+    holds a new identity), failed (answered Error; retried after scep.renew_retry_h), given_up
+    (scep.renew_max_attempts errors in a row). `attempts` counts the attempts since the last success.
+    """
+
+    __tablename__ = "mdm_identity_renewals"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    enrollment_id: Mapped[str] = mapped_column(BoundedString(255), unique=True)
+    serial: Mapped[str] = mapped_column(BoundedString(32), index=True)
+    state: Mapped[str] = mapped_column(BoundedString(16))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    renewals: Mapped[int] = mapped_column(Integer, default=0)
+    command_uuid: Mapped[str] = mapped_column(BoundedString(64))
+    sent_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    answered_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    # The identity the renewal replaces: its SHA-256 fingerprint and expiry (from CertificateList).
+    old_fingerprint: Mapped[str] = mapped_column(BoundedString(64), default="")
+    old_not_after: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    reason: Mapped[str] = mapped_column(Text, default="")

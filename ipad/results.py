@@ -9,12 +9,14 @@ response keys of one command; names follow the `responsekeys` in Apple's mdm/com
 from __future__ import annotations
 
 import plistlib
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from mdm_client.errors import MalformedReport
+from core.validation import first_error
+from ipad.errors import MalformedReport
 
 CommandStatus = Literal["Acknowledged", "Error", "CommandFormatError", "NotNow", "Idle"]
 COMMAND_STATUSES: tuple[str, ...] = ("Acknowledged", "Error", "CommandFormatError", "NotNow", "Idle")
@@ -25,8 +27,8 @@ CheckinMessageType = Literal["Authenticate", "TokenUpdate", "CheckOut", "UserAut
                              "GetBootstrapToken", "SetBootstrapToken", "DeclarativeManagement", "GetToken"]
 
 # Keys of a report that are about the report itself, not the command's response.
-_REPORT_ENVELOPE = {"UDID", "CommandUUID", "Status", "ErrorChain", "EnrollmentID", "EnrollmentUserID",
-                    "UserID", "UserShortName", "UserLongName", "NotOnConsole", "RequestType"}
+REPORT_ENVELOPE = frozenset({"UDID", "CommandUUID", "Status", "ErrorChain", "EnrollmentID", "EnrollmentUserID",
+                             "UserID", "UserShortName", "UserLongName", "NotOnConsole", "RequestType"})
 
 
 class _PlistModel(BaseModel):
@@ -47,9 +49,25 @@ class ErrorChainItem(_PlistModel):
 
     def describe(self) -> str:
         """`Domain code: text`, preferring the English text over the localized one."""
-        text = self.us_english_description or self.localized_description or ""
-        code = "?" if self.error_code is None else self.error_code
-        return f"{self.error_domain or '?'} {code}: {text}".strip()
+        return describe_error(self.model_dump(by_alias=True, exclude_none=True))
+
+
+def describe_error(item: Mapping[str, Any]) -> str:
+    """One ErrorChain entry as stored (Apple's keys) as `Domain code: text`, preferring the English
+    text over the localized one; `?` for a missing domain or code."""
+    domain, code = item.get("ErrorDomain"), item.get("ErrorCode")
+    text = item.get("USEnglishDescription") or item.get("LocalizedDescription") or ""
+    return f"{'?' if domain is None else domain} {'?' if code is None else code}: {text}".strip()
+
+
+def error_chain_text(chain: Iterable[Any] | None, brief: bool = False) -> str:
+    """A stored ErrorChain as one line, outermost first: `Domain code: text; ...`, or with `brief`
+    only each entry's text (its code when it has none); empty when there is none."""
+    items = [e for e in chain or [] if isinstance(e, dict)]
+    if brief:
+        return "; ".join(str(e.get("USEnglishDescription") or e.get("LocalizedDescription") or e.get("ErrorCode", ""))
+                         for e in items)
+    return "; ".join(describe_error(e) for e in items)
 
 
 class CommandResult(_PlistModel):
@@ -76,7 +94,7 @@ class CommandResult(_PlistModel):
 
 
 # Which top-level response key identifies which command, for reports whose RequestType is unknown.
-_RESPONSE_KEY_TO_REQUEST_TYPE = {
+RESPONSE_KEY_TO_REQUEST_TYPE = {
     "QueryResponses": "DeviceInformation",
     "SecurityInfo": "SecurityInfo",
     "ProfileList": "ProfileList",
@@ -109,12 +127,6 @@ def _load_plist_dict(raw: bytes | dict[str, Any], what: str) -> dict[str, Any]:
     return data
 
 
-def _first_error(e: ValidationError) -> str:
-    err = e.errors()[0]
-    loc = ".".join(str(p) for p in err["loc"])
-    return f"{loc}: {err['msg']}" if loc else err["msg"]
-
-
 def parse_report(raw: bytes | dict[str, Any]) -> CommandResult:
     """Parse a device's command report plist. Raises MalformedReport with a one-line reason."""
     data = _load_plist_dict(raw, "command report")
@@ -128,13 +140,13 @@ def parse_report(raw: bytes | dict[str, Any]) -> CommandResult:
         raise MalformedReport(f"command report: unknown Status {str(data['Status'])[:40]!r}")
     if data["Status"] != "Idle" and "CommandUUID" not in data:
         raise MalformedReport(f"command report: Status {data['Status']} without CommandUUID")
-    response = {k: v for k, v in data.items() if k not in _REPORT_ENVELOPE}
+    response = {k: v for k, v in data.items() if k not in REPORT_ENVELOPE}
     try:
         result = CommandResult.model_validate({**data, "response": response})
     except ValidationError as e:
-        raise MalformedReport(f"command report: {_first_error(e)}") from None
+        raise MalformedReport(f"command report: {first_error(e)}") from None
     if result.request_type is None:
-        for key, request_type in _RESPONSE_KEY_TO_REQUEST_TYPE.items():
+        for key, request_type in RESPONSE_KEY_TO_REQUEST_TYPE.items():
             if key in response:
                 return result.model_copy(update={"request_type": request_type})
     return result
@@ -184,16 +196,19 @@ def parse_checkin(raw: bytes | dict[str, Any]) -> CheckinMessage:
     try:
         return CheckinMessage.model_validate(data)
     except ValidationError as e:
-        raise MalformedReport(f"check-in message: {_first_error(e)}") from None
+        raise MalformedReport(f"check-in message: {first_error(e)}") from None
 
 
 # --- typed views of one command's response ------------------------------------------------------
 
-class _ResultView(_PlistModel):
-    """Common part of the typed views: which device, which command, what status."""
+class ResultView(_PlistModel):
+    """Common part of the typed views: which device, which command, what status, and the answer
+    (Apple's `response_key`, read into the field `field_name`; `empty` when there is none)."""
 
     request_type: ClassVar[str]
     response_key: ClassVar[str]
+    field_name: ClassVar[str]
+    empty: ClassVar[Callable[[], Any]]
 
     udid: str
     command_uuid: str | None
@@ -201,14 +216,16 @@ class _ResultView(_PlistModel):
     error_chain: list[ErrorChainItem] = Field(default_factory=list)
 
     @classmethod
-    def _view(cls, result: CommandResult, body: dict[str, Any]) -> Any:
+    def from_result(cls, result: CommandResult) -> Self:
+        """The typed view of a report; raises MalformedReport when the answer does not fit."""
         base = {"udid": result.udid, "command_uuid": result.command_uuid, "status": result.status,
                 "error_chain": result.error_chain}
+        body = {cls.field_name: cls._response(result, cls.empty())}
         try:
             return cls.model_validate({**base, **body})
         except ValidationError as e:
             raise MalformedReport(
-                f"{cls.request_type} report from {result.udid}: {_first_error(e)}") from None
+                f"{cls.request_type} report from {result.udid}: {first_error(e)}") from None
 
     @classmethod
     def _response(cls, result: CommandResult, default: Any) -> Any:
@@ -247,17 +264,15 @@ class QueryResponses(_PlistModel):
     is_multi_user: bool | None = Field(default=None, alias="IsMultiUser")
 
 
-class DeviceInformationResult(_ResultView):
+class DeviceInformationResult(ResultView):
     """The answer to DeviceInformation."""
 
     request_type: ClassVar[str] = "DeviceInformation"
     response_key: ClassVar[str] = "QueryResponses"
+    field_name: ClassVar[str] = "query_responses"
+    empty: ClassVar[Callable[[], Any]] = dict
 
     query_responses: QueryResponses = Field(default_factory=QueryResponses)
-
-    @classmethod
-    def from_result(cls, result: CommandResult) -> DeviceInformationResult:
-        return cls._view(result, {"query_responses": cls._response(result, {})})
 
 
 class ManagementStatus(_PlistModel):
@@ -288,17 +303,15 @@ class SecurityInfo(_PlistModel):
         return self.hardware_encryption_caps == 3 and bool(self.passcode_present)
 
 
-class SecurityInfoResult(_ResultView):
+class SecurityInfoResult(ResultView):
     """The answer to SecurityInfo."""
 
     request_type: ClassVar[str] = "SecurityInfo"
     response_key: ClassVar[str] = "SecurityInfo"
+    field_name: ClassVar[str] = "security_info"
+    empty: ClassVar[Callable[[], Any]] = dict
 
     security_info: SecurityInfo = Field(default_factory=SecurityInfo)
-
-    @classmethod
-    def from_result(cls, result: CommandResult) -> SecurityInfoResult:
-        return cls._view(result, {"security_info": cls._response(result, {})})
 
 
 class InstalledProfile(_PlistModel):
@@ -316,17 +329,15 @@ class InstalledProfile(_PlistModel):
     payload_content: list[dict[str, Any]] = Field(default_factory=list, alias="PayloadContent")
 
 
-class ProfileListResult(_ResultView):
+class ProfileListResult(ResultView):
     """The answer to ProfileList."""
 
     request_type: ClassVar[str] = "ProfileList"
     response_key: ClassVar[str] = "ProfileList"
+    field_name: ClassVar[str] = "profiles"
+    empty: ClassVar[Callable[[], Any]] = list
 
     profiles: list[InstalledProfile] = Field(default_factory=list)
-
-    @classmethod
-    def from_result(cls, result: CommandResult) -> ProfileListResult:
-        return cls._view(result, {"profiles": cls._response(result, [])})
 
     @property
     def identifiers(self) -> set[str]:
@@ -348,17 +359,15 @@ class InstalledApplication(_PlistModel):
     source: str | None = Field(default=None, alias="Source")
 
 
-class InstalledApplicationListResult(_ResultView):
+class InstalledApplicationListResult(ResultView):
     """The answer to InstalledApplicationList."""
 
     request_type: ClassVar[str] = "InstalledApplicationList"
     response_key: ClassVar[str] = "InstalledApplicationList"
+    field_name: ClassVar[str] = "applications"
+    empty: ClassVar[Callable[[], Any]] = list
 
     applications: list[InstalledApplication] = Field(default_factory=list)
-
-    @classmethod
-    def from_result(cls, result: CommandResult) -> InstalledApplicationListResult:
-        return cls._view(result, {"applications": cls._response(result, [])})
 
 
 class ManagedApplication(_PlistModel):
@@ -379,17 +388,15 @@ class ManagedApplication(_PlistModel):
 APP_FAILED_STATUSES = frozenset({"Failed", "UserRejected", "UpdateRejected", "ManagementRejected"})
 
 
-class ManagedApplicationListResult(_ResultView):
+class ManagedApplicationListResult(ResultView):
     """The answer to ManagedApplicationList: bundle id -> status."""
 
     request_type: ClassVar[str] = "ManagedApplicationList"
     response_key: ClassVar[str] = "ManagedApplicationList"
+    field_name: ClassVar[str] = "applications"
+    empty: ClassVar[Callable[[], Any]] = dict
 
     applications: dict[str, ManagedApplication] = Field(default_factory=dict)
-
-    @classmethod
-    def from_result(cls, result: CommandResult) -> ManagedApplicationListResult:
-        return cls._view(result, {"applications": cls._response(result, {})})
 
     def statuses(self) -> dict[str, str]:
         """bundle id -> status, the fact the compliance rules read."""
@@ -408,17 +415,15 @@ class OSUpdateStatusItem(_PlistModel):
     next_scheduled_install: datetime | str | None = Field(default=None, alias="NextScheduledInstall")
 
 
-class OSUpdateStatusResult(_ResultView):
+class OSUpdateStatusResult(ResultView):
     """The answer to OSUpdateStatus."""
 
     request_type: ClassVar[str] = "OSUpdateStatus"
     response_key: ClassVar[str] = "OSUpdateStatus"
+    field_name: ClassVar[str] = "updates"
+    empty: ClassVar[Callable[[], Any]] = list
 
     updates: list[OSUpdateStatusItem] = Field(default_factory=list)
-
-    @classmethod
-    def from_result(cls, result: CommandResult) -> OSUpdateStatusResult:
-        return cls._view(result, {"updates": cls._response(result, [])})
 
 
 class InstalledCertificate(_PlistModel):
@@ -430,6 +435,7 @@ class InstalledCertificate(_PlistModel):
 
     def not_valid_after(self) -> datetime | None:
         """The certificate's expiry (UTC), or None when the DER data cannot be read."""
+        # Imported here: cryptography.x509 costs ~70 ms to import, and only this view needs it.
         from cryptography import x509
 
         try:
@@ -438,17 +444,15 @@ class InstalledCertificate(_PlistModel):
             return None
 
 
-class CertificateListResult(_ResultView):
+class CertificateListResult(ResultView):
     """The answer to CertificateList."""
 
     request_type: ClassVar[str] = "CertificateList"
     response_key: ClassVar[str] = "CertificateList"
+    field_name: ClassVar[str] = "certificates"
+    empty: ClassVar[Callable[[], Any]] = list
 
     certificates: list[InstalledCertificate] = Field(default_factory=list)
-
-    @classmethod
-    def from_result(cls, result: CommandResult) -> CertificateListResult:
-        return cls._view(result, {"certificates": cls._response(result, [])})
 
     def identity_expiry(self) -> datetime | None:
         """The soonest expiry among identity certificates (the MDM identity expires after ~1 year)."""
@@ -456,14 +460,14 @@ class CertificateListResult(_ResultView):
         return min(dates) if dates else None
 
 
-TYPED_VIEWS: dict[str, type[_ResultView]] = {
+TYPED_VIEWS: dict[str, type[ResultView]] = {
     v.request_type: v for v in (DeviceInformationResult, SecurityInfoResult, ProfileListResult,
                                 InstalledApplicationListResult, OSUpdateStatusResult, CertificateListResult,
                                 ManagedApplicationListResult)
 }
 
 
-def typed_view(result: CommandResult, request_type: str | None = None) -> _ResultView | None:
+def typed_view(result: CommandResult, request_type: str | None = None) -> ResultView | None:
     """The typed view of a report for `request_type` (default: the inferred one), or None if there is none."""
     view = TYPED_VIEWS.get(request_type or result.request_type or "")
-    return view.from_result(result) if view else None  # type: ignore[attr-defined]
+    return view.from_result(result) if view else None

@@ -14,9 +14,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from core.config import Config
+from compliance.reports import write_report
+from compliance.run import FLEETS, run_compliance
+from core.config import Config, apply_endpoints
 from core.db import Database
 from core.inventory import load_inventory
+from ipad.actions.configure import configure
+from ipad.actions.queries import query
+from ipad.dispatch import IPadContext
+from lab.laptops import Lab, lab_up
+from provisioning.known_hosts import host_id
+from provisioning.preflight import known_hosts_path, run_preflight
+from provisioning.runner import provision
+from provisioning.vpn.ops import gateway_apply
 
 Say = Callable[[str], None]
 
@@ -47,9 +57,6 @@ def _pin_lab_host_keys(config: Config, lab: Any, inventory: Any) -> int:
     """Pin every lab host's SSH key from the lab itself, which made them: an out-of-band check,
     stronger than trusting first contact. Replaces older pins for these addresses only (a purged
     lab gets new keys); every other pinned host is kept as it is."""
-    from provisioning.known_hosts import host_id
-    from provisioning.preflight import known_hosts_path
-
     path = known_hosts_path(config)
     entries = {}
     for h in [*inventory.laptops.values(), *inventory.gateways.values()]:
@@ -69,15 +76,6 @@ def _pin_lab_host_keys(config: Config, lab: Any, inventory: Any) -> int:
 
 def run_demo(config: Config, laptops: int = 3, ipads: int = 12, say: Say = lambda _m: None) -> DemoResult:
     """Run the whole demo; raises the first step's WerneError if a step cannot run at all."""
-    from compliance.reports import write_report
-    from compliance.run import run_compliance
-    from core.config import apply_endpoints
-    from ipad.ops import IPadContext, configure, query
-    from lab.laptops import Lab, lab_up
-    from provisioning.preflight import run_preflight
-    from provisioning.runner import provision
-    from provisioning.vpn.ops import gateway_apply
-
     steps: list[tuple[str, str]] = []
 
     def step(name: str, outcome: str) -> None:
@@ -124,8 +122,15 @@ def run_demo(config: Config, laptops: int = 3, ipads: int = 12, say: Say = lambd
         conf = configure(ipad_ctx, max_devices=max(ipads, 1), deadline_s=60.0)
         counts = conf.counts()
         step("iPad profiles", ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "nothing to change")
+        if inventory.appletvs:
+            # The classroom Apple TVs enrolled through the same ADE path; the web server set them up
+            # (profiles, name from the room); configure makes sure, and waits for their answers.
+            tvs = configure(ipad_ctx, kind="appletv", max_devices=len(inventory.appletvs), deadline_s=60.0)
+            rooms = ", ".join(f"{t.device_name}" for t in sorted(inventory.appletvs.values(), key=lambda t: t.serial))
+            step("Apple TVs", f"{len(inventory.appletvs)} in {rooms}: "
+                 + ", ".join(f"{k} {v}" for k, v in sorted(tvs.counts().items())))
 
-        summary = run_compliance(config, db, inventory, ("laptops", "ipads"))
+        summary = run_compliance(config, db, inventory, FLEETS)
         c = summary.counts
         step("compliance run", f"run {summary.run_id}: {summary.compliant_devices}/{summary.devices} devices "
              f"compliant; pass {c.get('pass', 0)}, fail {c.get('fail', 0)}, "

@@ -3,6 +3,7 @@
     LabError (core.errors.WerneError)        the lab could not do what was asked     -> exit 3
     ├── ImageBuildError                       the Debian base image could not be built
     ├── LabBootError                          a laptop did not boot or its sshd did not answer
+    ├── LabServiceError                       a lab server (NanoMDM, nginx, ...) did not start or stop
     └── LabInputError (also InputError)       bad argument, e.g. an unknown host name -> exit 2
 """
 
@@ -21,6 +22,10 @@ class ImageBuildError(LabError):
 
 class LabBootError(LabError):
     """A lab laptop did not boot, or its sshd did not answer in time."""
+
+
+class LabServiceError(LabError):
+    """A lab server (NanoMDM, scepserver, KMFDDM, nginx, the package source, ...) could not start or stop."""
 
 
 class LabInputError(LabError, ValueError):

@@ -17,6 +17,8 @@ import ipaddress
 import subprocess
 from pathlib import Path
 
+from lab.errors import LabError, LabInputError
+
 HOME_LAN = ipaddress.IPv4Network("192.168.178.0/24")
 ROUTER_LAN = "192.168.178.1"
 LAPTOP_HOME = "192.168.178.20"
@@ -50,15 +52,11 @@ def _ip(*argv: str, netns: str | None = None, input: str | None = None) -> None:
     cmd = (["ip", "netns", "exec", netns] if netns else []) + list(argv)
     p = subprocess.run(cmd, capture_output=True, text=True, timeout=30, input=input, env={"PATH": SAFE_PATH})
     if p.returncode != 0:
-        from lab.errors import LabError
-
         raise LabError(f"home network: {' '.join(cmd)} failed: {(p.stderr or p.stdout).strip()[-200:]}")
 
 
 def wan_address(subnet: str, idx: int) -> str:
     if idx > MAX_HOMES:
-        from lab.errors import LabInputError
-
         raise LabInputError(f"the lab has home routers for lap01..lap{MAX_HOMES:02d} only")
     return str(ipaddress.IPv4Network(subnet).network_address + WAN_FIRST_OCTET + idx)
 

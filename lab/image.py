@@ -24,10 +24,12 @@ PACKAGES = (
     "systemd", "systemd-sysv", "dbus", "openssh-server", "sudo", "python3", "wireguard-tools",
     "nftables", "iproute2", "unattended-upgrades", "libpam-pwquality", "iputils-ping", "procps",
     "kmod", "cryptsetup-bin",
+    # The resolver the lab's VPN gateway runs (lab.laptops writes its unit and config into vpngw only).
+    "dnsmasq-base",
 )
 ADMIN_USER = "admin"
 # Bump when _customise() changes, so cached bases built by older code are not reused.
-CUSTOMISE_VERSION = 3
+CUSTOMISE_VERSION = 4
 COMPLETE_MARKER = ".werne-base-complete"
 BUILD_TIMEOUT_S = 1800
 
@@ -44,6 +46,35 @@ def recipe_hash(suite: str) -> str:
 
 def base_dir(cache_dir: Path, suite: str) -> Path:
     return cache_dir / f"base-{recipe_hash(suite)}"
+
+
+def debs_dir(cache_dir: Path, suite: str) -> Path:
+    """The .debs the base was built from, kept for the lab's package source (lab.aptrepo)."""
+    return cache_dir / f"debs-{recipe_hash(suite)}"
+
+
+def server_debs(cache_dir: Path, suite: str, packages: tuple[str, ...]) -> Path:
+    """The .debs a lab server needs beyond the base (PostgreSQL, nginx, ...), with every dependency
+    the base lacks: APT on this machine resolves them against the base's own dpkg status, from this
+    machine's package lists (apt-get update first). Downloaded once per base and package set, for
+    the lab's package source (lab.aptrepo); the lab server then installs them with its own APT."""
+    key = hashlib.sha256(json.dumps([recipe_hash(suite), sorted(packages)]).encode()).hexdigest()[:12]
+    target = cache_dir / f"server-debs-{key}"
+    if (target / COMPLETE_MARKER).is_file():
+        return target
+    base = ensure_base(cache_dir, suite)
+    with file_lock(cache_dir / f"{target.name}.lock", wait=BUILD_TIMEOUT_S, what=f"download of {target}",
+                   poll_s=1, held_error=ImageBuildError, unusable_error=ImageBuildError):
+        if (target / COMPLETE_MARKER).is_file():
+            return target
+        shutil.rmtree(target, ignore_errors=True)
+        (target / "partial").mkdir(parents=True)
+        _run(["apt-get", "-q", "-y", "--download-only", "--no-install-recommends",
+              "-o", f"Dir::State::status={base / 'var/lib/dpkg/status'}", "-o", f"Dir::Cache::archives={target}",
+              "-o", "Debug::NoLocking=1", "install", *packages], "download the lab server's packages")
+        shutil.rmtree(target / "partial", ignore_errors=True)
+        (target / COMPLETE_MARKER).write_text(json.dumps(sorted(packages)), encoding="utf-8")
+    return target
 
 
 def _sources_files() -> list[Path]:
@@ -142,9 +173,16 @@ def _customise(root: Path) -> None:
     ssh_dir.mkdir(mode=0o700, exist_ok=True)
     _run(["chroot", str(root), "chown", f"{ADMIN_USER}:{ADMIN_USER}", f"/home/{ADMIN_USER}/.ssh"],
          "chown admin .ssh")
+    # The mirror debootstrap used is not the laptops' source: the lab's own package source is
+    # (lab.aptrepo, written per laptop into sources.list.d).
+    _write(root / "etc/apt/sources.list", "# werne lab: see /etc/apt/sources.list.d/werne-lab.sources\n")
     _run(["chroot", str(root), "apt-get", "clean"], "apt-get clean")
-    for p in (root / "var/lib/apt/lists").glob("*_*"):
+    lists = root / "var/lib/apt/lists"
+    for p in lists.glob("*_*"):
         p.unlink()
+    # "Never refreshed": APT (and Ansible's cache_valid_time) judge freshness by this directory's
+    # mtime when no update stamp exists, and a base younger than an hour would look fresh.
+    os.utime(lists, (0, 0))
 
 
 def ensure_base(cache_dir: Path, suite: str = "bookworm", timeout_s: float = BUILD_TIMEOUT_S) -> Path:
@@ -171,9 +209,18 @@ def prune_old_bases(cache_dir: Path, keep: Path) -> list[Path]:
         if f"lowerdir={old}" in in_use or f":{old}," in in_use or f"{old}/" in in_use:
             continue  # a running laptop's lower layer: never pull it from under it
         shutil.rmtree(old, ignore_errors=True)
+        shutil.rmtree(cache_dir / f"debs-{old.name.removeprefix('base-')}", ignore_errors=True)
         (cache_dir / f"{old.name}.lock").unlink(missing_ok=True)
         removed.append(old)
     return removed
+
+
+def _keep_debs(root: Path, dst: Path) -> None:
+    """Move the .debs debootstrap downloaded out of the tree, for the lab's package source."""
+    shutil.rmtree(dst, ignore_errors=True)
+    dst.mkdir(parents=True)
+    for deb in (root / "var/cache/apt/archives").glob("*.deb"):
+        shutil.move(str(deb), dst / deb.name)
 
 
 def _build(target: Path, suite: str) -> None:
@@ -188,6 +235,7 @@ def _build(target: Path, suite: str) -> None:
     try:
         _run(["debootstrap", "--variant=minbase", f"--include={','.join(PACKAGES)}", suite,
               str(tmp), mirror], f"debootstrap {suite}", timeout=BUILD_TIMEOUT_S)
+        _keep_debs(tmp, debs_dir(target.parent, suite))
         _customise(tmp)
         (tmp / COMPLETE_MARKER).write_text(json.dumps(recipe(suite), sort_keys=True), encoding="utf-8")
         tmp.rename(target)

@@ -30,9 +30,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import datetime as dt
 import hashlib
 import json
 import logging
+import os
 import plistlib
 import random
 import signal
@@ -40,17 +42,28 @@ import ssl
 import threading
 import time
 import urllib.parse
+import zoneinfo
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.serialization import Encoding, load_pem_private_key, pkcs7
+from cryptography.x509.oid import NameOID
+
 log = logging.getLogger("werne.mdm.simulator")
 
 CHECKIN_CT = "application/x-apple-aspen-mdm-checkin"
 CURRENT_IPADOS = ("17.6.1", "21G93")
 OLD_IPADOS = ("15.7.9", "19H365")
+# Simulated Apple TVs (platform "tvOS"): an Apple TV 4K (3rd generation) on tvOS 18.1.
+CURRENT_TVOS = ("18.1", "22J580")
+OLD_TVOS = ("16.6", "20M73")
+APPLETV_PRODUCT = "AppleTV14,1"
 TOPIC = "com.apple.mgmt.External.werne-lab"
 
 
@@ -71,6 +84,11 @@ class DeviceFaults:
     storage_full: bool = False
     # DeviceLocation in lost mode answers Error (location services cannot get a fix).
     location_unavailable: bool = False
+    # Identity renewal (issue 20): the first N re-installs of the enrolment profile fail at SCEP
+    # (the device answers Error and keeps its old identity); or the iPad takes the re-install and
+    # is never heard of again (switched off for good, battery dead).
+    renewal_failures: int = 0
+    renewal_never_answers: bool = False
 
 
 @dataclass
@@ -86,6 +104,8 @@ class SimDevice:
     product_name: str = "iPad13,18"
     name: str = ""
     supervised: bool = True
+    # "iOS" (an iPad) or "tvOS" (an Apple TV: answers only what tvOS has, by Apple's schema).
+    platform: str = "iOS"
     faults: DeviceFaults = field(default_factory=DeviceFaults)
     # Runtime state
     profiles: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -98,6 +118,9 @@ class SimDevice:
     erased: bool = False
     hung: bool = False
     answered: int = 0
+    # How often this device ran each command (CommandUUID -> times; NotNow not counted): a command
+    # NanoMDM hands out again after the device answered it would show as 2.
+    executed: dict[str, int] = field(default_factory=dict)
     not_now_sent: int = 0
     cert_der: bytes = b""
     # Apps, lost mode and Return to Service (issue 14): bundle id -> ManagedApplicationList entry.
@@ -108,6 +131,13 @@ class SimDevice:
     erases: int = 0
     # The push topic, from the enrolment profile's com.apple.mdm payload.
     topic: str = TOPIC
+    # The installed enrolment profile: its identifier and UUID, and its MDM payload's ServerURL and
+    # CheckInURL (empty: not enrolled by a profile this simulator saw; ProfileList shows a stand-in).
+    enrolment_profile: dict[str, str] = field(default_factory=dict)
+    # Identity renewals: how many re-installs of the enrolment profile replaced the identity, and
+    # the SHA-256 fingerprints of every identity this device held (oldest first).
+    renewals: int = 0
+    identities: list[str] = field(default_factory=list)
     # Seconds per enrolment step (machineinfo, profile_verify, scep, checkin: each with the wait
     # for a free process slot; *_run: the process alone), for bench/enrol_full_path.py.
     timings: dict[str, float] = field(default_factory=dict)
@@ -119,25 +149,25 @@ class SimDevice:
         self.passcode_present = not self.faults.no_passcode
         self.not_now_left = self.faults.not_now_streak
         self.unlock_token = hashlib.sha256(b"unlock:" + self.udid.encode()).digest()
-        self.name = self.name or f"iPad {self.serial}"
+        if self.platform == "tvOS":
+            self.model = self.product_name = APPLETV_PRODUCT
+            self.passcode_present = False  # an Apple TV has no passcode
+        self.name = self.name or f"{'Apple TV' if self.platform == 'tvOS' else 'iPad'} {self.serial}"
         if self.cert_pem:
             self.set_identity(self.cert_pem, self.key_pem)
 
     def set_identity(self, cert_pem: str, key_pem: str) -> None:
         """Take the identity (certificate and key, PEM) that the SCEP server issued."""
-        from cryptography import x509
-        from cryptography.hazmat.primitives.serialization import Encoding, load_pem_private_key
-
         cert = x509.load_pem_x509_certificate(cert_pem.encode())
         self.cert_pem, self.key_pem = cert_pem, key_pem
         self.cert_der = cert.public_bytes(Encoding.DER)
+        fingerprint = hashlib.sha256(self.cert_der).hexdigest()
+        if not self.identities or self.identities[-1] != fingerprint:
+            self.identities.append(fingerprint)
         self._signer = (cert, load_pem_private_key(key_pem.encode(), password=None)) if key_pem else None
 
     def mdm_signature(self, body: bytes) -> str:
         """The Mdm-Signature header: base64 of a detached CMS signature over the body by the identity."""
-        from cryptography.hazmat.primitives import hashes
-        from cryptography.hazmat.primitives.serialization import Encoding, pkcs7
-
         if self._signer is None:
             raise ValueError(f"device {self.serial} has no identity key to sign with")
         cert, key = self._signer
@@ -154,9 +184,16 @@ class SimDevice:
 
     @property
     def os(self) -> tuple[str, str]:
-        if self.ddm.os is not None:  # updated through a software-update enforcement (DDM)
+        if self.ddm.os is not None:  # updated (DDM enforcement; on tvOS, ScheduleOSUpdate)
             return self.ddm.os
+        if self.platform == "tvOS":
+            return OLD_TVOS if self.faults.old_ipados else CURRENT_TVOS
         return OLD_IPADOS if self.faults.old_ipados else CURRENT_IPADOS
+
+    @property
+    def airplay_device_id(self) -> str:
+        """An Apple TV's AirPlay device id (tvOS DeviceInformation DeviceID): a MAC-shaped id."""
+        return _mac(self.udid, 7).upper()
 
     # -- messages --------------------------------------------------------------------------
 
@@ -194,6 +231,8 @@ class SimDevice:
             self.not_now_sent += 1
             return {**base, "Status": "NotNow"}
         handler = getattr(self, f"_do_{rt}", None)
+        if handler is not None and self.platform == "tvOS" and not _on_tvos(rt):
+            handler = None  # an Apple TV does not know the command (Apple's schema says so)
         if handler is None:
             return {
                 **base,
@@ -201,9 +240,12 @@ class SimDevice:
                 "ErrorChain": [_err("MCMDMErrorDomain", 12021, f"The request type {rt} is not supported.")],
             }
         out = handler(body)
+        self.executed[uuid] = self.executed.get(uuid, 0) + 1
         if out is None:
             return None
         self.answered += 1
+        if self.platform == "tvOS":
+            out = _tvos_answer(rt, out)
         return {**base, **out}
 
     # -- commands --------------------------------------------------------------------------
@@ -235,6 +277,8 @@ class SimDevice:
             "ModelNumber": "MPQ03FD/A",
             "IsRoaming": False,
         }
+        if self.platform == "tvOS":
+            known.update(ModelName="Apple TV", ModelNumber="MN893FD/A", DeviceID=self.airplay_device_id)
         queries = body.get("Queries") or list(known)
         return {"Status": "Acknowledged", "QueryResponses": {q: known[q] for q in queries if q in known}}
 
@@ -255,8 +299,8 @@ class SimDevice:
 
     def _do_ProfileList(self, _body: dict[str, Any]) -> dict[str, Any]:
         enrollment = {
-            "PayloadIdentifier": "com.werne.lab.mdm",
-            "PayloadUUID": _uuid(self.udid + "mdm"),
+            "PayloadIdentifier": self.enrolment_profile.get("identifier") or "com.werne.lab.mdm",
+            "PayloadUUID": self.enrolment_profile.get("uuid") or _uuid(self.udid + "mdm"),
             "PayloadDisplayName": "MDM-Registrierung",
             "PayloadVersion": 1,
             "PayloadOrganization": "Stadt Werne",
@@ -276,10 +320,12 @@ class SimDevice:
         return {"Status": "Acknowledged", "ProfileList": [enrollment, *self.profiles.values()]}
 
     def _do_CertificateList(self, _body: dict[str, Any]) -> dict[str, Any]:
+        names = x509.load_der_x509_certificate(self.cert_der).subject.get_attributes_for_oid(NameOID.COMMON_NAME)
         return {
             "Status": "Acknowledged",
             "CertificateList": [
-                {"CommonName": f"werne-lab {self.serial}", "IsIdentity": True, "Data": self.cert_der}
+                {"CommonName": str(names[0].value) if names else self.serial, "IsIdentity": True,
+                 "Data": self.cert_der}
             ],
         }
 
@@ -314,6 +360,15 @@ class SimDevice:
                 "ErrorChain": [_err("MCProfileErrorDomain", 1000, "The profile could not be read.")],
             }
         ident = profile.get("PayloadIdentifier", "")
+        foreign = _foreign_payloads(profile, self.platform)
+        if foreign:
+            return {
+                "Status": "Error",
+                "ErrorChain": [
+                    _err("MCInstallationErrorDomain", 4001, "Profile Installation Failed"),
+                    _err("MCPayloadErrorDomain", 2000, f"The payload type {foreign[0]} is not supported."),
+                ],
+            }
         refuse = self.faults.refuse_profile
         if refuse and ident.endswith(refuse):
             return {
@@ -427,6 +482,13 @@ class SimDevice:
 
     def _do_ScheduleOSUpdate(self, body: dict[str, Any]) -> dict[str, Any]:
         updates = body.get("Updates") or [{"InstallAction": "Default"}]
+        if self.platform == "tvOS":
+            # An Apple TV installs an InstallASAP update at once (it has no user to defer it).
+            for u in updates:
+                version = u.get("ProductVersion")
+                if u.get("InstallAction") == "InstallASAP" and version and \
+                        _ddm_version_key(version) > _ddm_version_key(self.os[0]):
+                    self.ddm.os = (str(version), ddm_build_for(str(version)))
         return {
             "Status": "Acknowledged",
             "UpdateResults": [
@@ -446,7 +508,7 @@ class SimDevice:
     def _do_InstallApplication(self, body: dict[str, Any]) -> dict[str, Any]:
         adam = body.get("iTunesStoreID")
         known = app_store().get(adam) if isinstance(adam, int) else None
-        if known is None:
+        if known is None or not isinstance(adam, int):
             return {"Status": "Error", "ErrorChain": [_err(
                 "MCMDMErrorDomain", 12030, f"The app with iTunes Store ID {adam} could not be found.")]}
         bundle, name = known
@@ -534,13 +596,59 @@ def _os_tuple(version: str) -> tuple[int, ...]:
     return tuple(int(x) for x in version.split(".") if x.isdigit())
 
 
+def _on_tvos(request_type: str) -> bool:
+    """Whether Apple's schema has the command on tvOS (the simulated Apple TVs answer only those)."""
+    from ipad.payloads.mdm_schema import load_schema  # lazy: the iPads never need the schema
+
+    entry = load_schema()["commands"].get(request_type)
+    return entry is not None and entry.get("tvos") is not False
+
+
+def _tvos_answer(request_type: str, out: dict[str, Any]) -> dict[str, Any]:
+    """An answer as tvOS gives it: every response key (at any depth, DeviceInformation's query names
+    included) that Apple's schema does not have on tvOS is left out."""
+    from ipad.payloads.mdm_schema import load_schema
+
+    schema = load_schema()
+    pruned: dict[str, Any] = _prune_tvos(out, schema["commands"][request_type]["response"], schema["defs"])
+    return pruned
+
+
+def _prune_tvos(value: Any, nodes: list[dict[str, Any]], defs: dict[str, Any]) -> Any:
+    if isinstance(value, dict):
+        by_name = {n["key"]: n for n in nodes}
+        wild = next((n for k, n in by_name.items() if k == "ANY" or k.startswith("ANY ")), None)
+        out = {}
+        for k, v in value.items():
+            node = by_name.get(k, wild)
+            if node is None:
+                out[k] = v  # an envelope key (Status, UDID, ...)
+            elif node.get("tvos") is not False:
+                out[k] = _prune_tvos(v, defs.get(node["ref"], []) if "ref" in node else node.get("sub") or [], defs)
+        return out
+    if isinstance(value, list) and len(nodes) == 1:
+        return [_prune_tvos(v, nodes[0].get("sub") or [], defs) for v in value]
+    return value
+
+
+def _foreign_payloads(profile: dict[str, Any], platform: str) -> list[str]:
+    """Payload types of a profile that the platform does not have (an Apple TV refuses the profile)."""
+    if platform != "tvOS":
+        return []
+    from ipad.payloads.mdm_schema import load_schema
+
+    known = load_schema()["profiles"]
+    return [str(p.get("PayloadType")) for p in profile.get("PayloadContent") or [] if isinstance(p, dict)
+            and not any(v.get("tvos") is not False for v in known.get(str(p.get("PayloadType")), []))]
+
+
 _APP_STORE: dict[int, tuple[str, str]] = {}
 
 
 def app_store() -> dict[int, tuple[str, str]]:
     """The simulated App Store: App Store id -> (bundle id, name), from werne's shipped app list."""
     if not _APP_STORE:
-        from ipad.apps import load_apps
+        from ipad.apps.catalogue import load_apps
 
         for app in load_apps().apps.values():
             _APP_STORE[int(app.adam_id)] = (app.bundle_id, app.name)
@@ -603,6 +711,15 @@ def _profile_from_payload(payload: Any) -> dict[str, Any] | None:
 class _HTTPError(Exception):
     """The MDM server answered a device with a non-2xx status."""
 
+    def __init__(self, message: str, status: int):
+        super().__init__(message)
+        self.status = status
+
+    @property
+    def server_away(self) -> bool:
+        """The proxy could not reach the MDM server (restarting, down): an iPad just tries later."""
+        return self.status in (502, 503, 504)
+
 
 class EnrolmentFailed(Exception):
     """A simulated iPad could not enrol (refused, bad profile, SCEP failed); it tries again later."""
@@ -622,6 +739,18 @@ class _Conn:
         if self.w is not None:
             self.w.close()
         self.r = self.w = None
+
+    async def aclose(self) -> None:
+        """Close and wait until the transport is gone (a TLS close is asynchronous: a loop that ends
+        right after close() leaves the socket to the garbage collector, a ResourceWarning)."""
+        w = self.w
+        self.close()
+        if w is None:
+            return
+        try:
+            await asyncio.wait_for(w.wait_closed(), 2)
+        except (Exception, asyncio.CancelledError):  # a dead peer: drop the transport
+            w.transport.abort()
 
     async def put(
         self, path: str, body: bytes, headers: dict[str, str], timeout: float = 15.0
@@ -646,7 +775,7 @@ class _Conn:
                     self.r, self.w = await asyncio.wait_for(
                         asyncio.open_connection(self.host, self.port, **kw), timeout
                     )
-                assert self.r is not None
+                assert self.r is not None and self.w is not None
                 self.w.write(req)
                 await self.w.drain()
                 return await asyncio.wait_for(self._response(), timeout)
@@ -684,20 +813,46 @@ class _Conn:
         return status, body
 
 
-def _conn_for(url: str, tls_ca_file: Path | None, server_hostname: str | None = None) -> tuple[_Conn, str]:
-    """A connection for an http(s) URL and the URL's path."""
+def _conn_for(url: str, tls_ca_file: Path | None, server_hostname: str | None = None,
+              resolve: dict[str, str] | None = None) -> tuple[_Conn, str]:
+    """A connection for an http(s) URL and the URL's path. `resolve` maps a host name to the
+    address to connect to (curl's --resolve): the name still goes out as TLS SNI and Host."""
     parsed = urllib.parse.urlsplit(url)
     tls = None
     if parsed.scheme == "https":
         tls = ssl.create_default_context(cafile=str(tls_ca_file) if tls_ca_file else None)
     default_port = 443 if parsed.scheme == "https" else 80
+    host = parsed.hostname or "127.0.0.1"
+    if resolve and host in resolve:
+        server_hostname, host = server_hostname or host, resolve[host]
     return (
-        _Conn(parsed.hostname or "127.0.0.1", parsed.port or default_port, tls, server_hostname),
+        _Conn(host, parsed.port or default_port, tls, server_hostname),
         parsed.path or "/",
     )
 
 
+def resolved_url(url: str, resolve: dict[str, str] | None) -> str:
+    """The URL with its host replaced by the address `resolve` maps it to (for tools that take no
+    --resolve, such as scepclient: the server's certificate must name that address too)."""
+    parsed = urllib.parse.urlsplit(url)
+    host = parsed.hostname or ""
+    if not resolve or host not in resolve:
+        return url
+    netloc = resolve[host] + (f":{parsed.port}" if parsed.port else "")
+    return urllib.parse.urlunsplit(parsed._replace(netloc=netloc))
+
+
 # --- Automated Device Enrolment, as an iPad in Setup Assistant does it ---------------------------
+
+
+@dataclass(frozen=True)
+class SCEPClientSetup:
+    """How a simulated iPad asks a SCEP server for an identity: the real scepclient, a folder per
+    device for its key and certificate, and the CA of an https SCEP URL's server certificate."""
+
+    scepclient: Path
+    workdir: Path
+    tls_ca_file: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -724,22 +879,18 @@ class ADEEnrolment:
     def to_dict(self) -> dict[str, Any]:
         return {k: str(v) if isinstance(v, Path) else v for k, v in asdict(self).items()}
 
+    def scep_setup(self) -> SCEPClientSetup:
+        return SCEPClientSetup(self.scepclient, self.workdir, self.tls_ca_file)
+
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ADEEnrolment:
         paths = {"tls_ca_file", "profile_ca_file", "device_ca_cert", "device_ca_key", "workdir", "scepclient"}
-        return cls(**{k: Path(v) if k in paths else v for k, v in data.items()})
+        values: dict[str, Any] = {k: Path(v) if k in paths else v for k, v in data.items()}
+        return cls(**values)
 
 
 def _machine_info_signer(ca_cert_file: Path, ca_key_file: Path, udid: str) -> tuple[Any, Any]:
     """A device's MachineInfo signing identity, issued by the stand-in for Apple's device CA."""
-    import datetime as dt
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.hazmat.primitives.serialization import load_pem_private_key
-    from cryptography.x509.oid import NameOID
-
     ca = x509.load_pem_x509_certificate(ca_cert_file.read_bytes())
     ca_key = load_pem_private_key(ca_key_file.read_bytes(), password=None)
     key = ec.generate_private_key(ec.SECP256R1())
@@ -759,9 +910,6 @@ def _machine_info_signer(ca_cert_file: Path, ca_key_file: Path, udid: str) -> tu
 
 def signed_machine_info(d: SimDevice, cert: Any, key: Any) -> bytes:
     """The device's MachineInfo plist (Apple's other/machineinfo.yaml), CMS-signed, content attached."""
-    from cryptography.hazmat.primitives import hashes
-    from cryptography.hazmat.primitives.serialization import Encoding, pkcs7
-
     info = plistlib.dumps({
         "UDID": d.udid,
         "SERIAL": d.serial,
@@ -770,7 +918,7 @@ def signed_machine_info(d: SimDevice, cert: Any, key: Any) -> bytes:
         "OS_VERSION": d.os[0],
         "LANGUAGE": "de-DE",
         # iOS 17+: the enrolment may answer "update first" (ErrorCodeSoftwareUpdateRequired).
-        "MDM_CAN_REQUEST_SOFTWARE_UPDATE": _ddm_version_key(d.os[0])[0] >= 17,
+        "MDM_CAN_REQUEST_SOFTWARE_UPDATE": d.platform == "iOS" and _ddm_version_key(d.os[0])[0] >= 17,
         "SOFTWARE_UPDATE_DEVICE_ID": d.product_name,
     })
     return (
@@ -783,8 +931,6 @@ def signed_machine_info(d: SimDevice, cert: Any, key: Any) -> bytes:
 
 async def _run(argv: list[str], stdin: bytes | None, cwd: Path | None = None,
                env: dict[str, str] | None = None, timeout: float = 60.0) -> tuple[int, bytes, bytes]:
-    import os
-
     proc = await asyncio.create_subprocess_exec(
         *argv,
         stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
@@ -807,6 +953,23 @@ def _payload(profile: dict[str, Any], payload_type: str) -> dict[str, Any]:
         if isinstance(p, dict) and p.get("PayloadType") == payload_type:
             return p
     raise EnrolmentFailed(f"the enrolment profile has no {payload_type} payload")
+
+
+def mdm_profile_of(command: dict[str, Any]) -> dict[str, Any] | None:
+    """The profile of an InstallProfile command if it carries an MDM payload (an enrolment profile)."""
+    body = command.get("Command") or {}
+    if body.get("RequestType") != "InstallProfile":
+        return None
+    profile = _profile_from_payload(body.get("Payload"))
+    if profile is None:
+        return None
+    types = {p.get("PayloadType") for p in profile.get("PayloadContent") or [] if isinstance(p, dict)}
+    return profile if "com.apple.mdm" in types else None
+
+
+def _enrolment_profile_facts(profile: dict[str, Any], mdm: dict[str, Any]) -> dict[str, str]:
+    return {"identifier": str(profile.get("PayloadIdentifier") or ""), "uuid": str(profile.get("PayloadUUID") or ""),
+            "server_url": str(mdm.get("ServerURL") or ""), "checkin_url": str(mdm.get("CheckInURL") or "")}
 
 
 def _subject_value(subject: Any, oid: str) -> str | None:
@@ -836,15 +999,22 @@ class Simulator:
         tls_ca_file: Path | None = None,
         ade: ADEEnrolment | None = None,
         clock: Callable[[], datetime] | None = None,
+        scep: SCEPClientSetup | None = None,
+        resolve: dict[str, str] | None = None,
     ):
         parsed = urllib.parse.urlsplit(url)
+        # Host name -> address, for a server whose name this machine cannot resolve (lab.server).
+        self.resolve = dict(resolve or {})
         self.url = url if parsed.path not in ("", "/") else url.rstrip("/") + path
         self.devices = devices
         self.by_serial = {d.serial: d for d in devices}
         self.poll_interval = poll_interval
         self.tls_ca_file = tls_ca_file or (ade.tls_ca_file if ade else None)
         self.ade = ade
+        # SCEP for enrolment and for identity renewal (the enrolment profile re-sent by InstallProfile).
+        self.scep = scep or (ade.scep_setup() if ade else None)
         self.errors = 0
+        self.answered_renewals = 0
         self.enrol_errors: dict[str, str] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -911,7 +1081,7 @@ class Simulator:
         t0 = time.perf_counter()
         cert, key = _machine_info_signer(ade.device_ca_cert, ade.device_ca_key, d.udid)
         body = signed_machine_info(d, cert, key)
-        conn, path = _conn_for(ade.enrol_url, ade.tls_ca_file)
+        conn, path = _conn_for(ade.enrol_url, ade.tls_ca_file, resolve=self.resolve)
         try:
             status, answer = await conn.request("POST", path, body, {
                 "Content-Type": "application/pkcs7-signature", "User-Agent": "MDM/1.0 werne-simulator"})
@@ -942,6 +1112,7 @@ class Simulator:
         d.set_identity(cert_pem, key_pem)
         d.topic = str(mdm["Topic"])
         self._server_url[d.serial] = str(mdm["ServerURL"])
+        d.enrolment_profile = _enrolment_profile_facts(profile, mdm)
         d.timings.update({"machineinfo": t1 - t0, "profile_verify": t2 - t1, "scep": t3 - t2})
 
     async def _scep(self, d: SimDevice, scep: dict[str, Any]) -> tuple[str, str]:
@@ -951,21 +1122,24 @@ class Simulator:
         simulated devices (a real iPad keeps it inside the profile). It trusts the proxy's
         certificate through SSL_CERT_FILE (Go's x509 reads it).
         """
-        ade = self.ade
-        assert ade is not None and self._limit is not None
-        work = ade.workdir / d.serial
+        setup = self.scep
+        if setup is None or self._limit is None:
+            raise EnrolmentFailed(f"{d.serial}: this simulator has no SCEP client set up")
+        work = setup.workdir / d.serial
         work.mkdir(parents=True, exist_ok=True)
         for old in ("key.pem", "identity.pem", "csr.pem"):
             (work / old).unlink(missing_ok=True)
-        argv = [str(ade.scepclient), "-server-url", str(scep["URL"]), "-challenge", str(scep.get("Challenge", "")),
+        argv = [str(setup.scepclient), "-server-url", resolved_url(str(scep["URL"]), self.resolve),
+                "-challenge", str(scep.get("Challenge", "")),
                 "-private-key", str(work / "key.pem"), "-certificate", str(work / "identity.pem"),
                 "-keySize", str(scep.get("Keysize", 2048)),
                 "-cn", _subject_value(scep.get("Subject"), "CN") or d.udid,
                 "-organization", _subject_value(scep.get("Subject"), "O") or "",
-                "-ou", "iPad", "-country", "DE"]
+                "-ou", "AppleTV" if d.platform == "tvOS" else "iPad", "-country", "DE"]
         async with self._limit:
             ts = time.perf_counter()
-            rc, out, err = await _run(argv, None, cwd=work, env={"SSL_CERT_FILE": str(ade.tls_ca_file)})
+            env = {"SSL_CERT_FILE": str(setup.tls_ca_file)} if setup.tls_ca_file else None
+            rc, out, err = await _run(argv, None, cwd=work, env=env)
             d.timings["scep_run"] = time.perf_counter() - ts
         if rc != 0 or not (work / "identity.pem").is_file():
             text = (out + err).decode(errors="replace")
@@ -986,7 +1160,7 @@ class Simulator:
         body = plistlib.dumps(msg)
         status, answer = await conn.put(path, body, self._headers(d, checkin, body))
         if status != 200:
-            raise _HTTPError(f"{d.serial}: {msg.get('MessageType') or msg.get('Status')}: HTTP {status}")
+            raise _HTTPError(f"{d.serial}: {msg.get('MessageType') or msg.get('Status')}: HTTP {status}", status)
         return answer
 
     async def _device_loop(self, d: SimDevice) -> None:
@@ -1001,7 +1175,8 @@ class Simulator:
                     if not d.cert_pem and self.ade is not None:
                         await self.enrol_ade(d)
                     if conn is None:
-                        conn, path = _conn_for(self._server_url.get(d.serial, self.url), self.tls_ca_file)
+                        conn, path = _conn_for(self._server_url.get(d.serial, self.url), self.tls_ca_file,
+                                               resolve=self.resolve)
                     if not d.enrolled:
                         t0 = time.perf_counter()
                         await self._send(conn, path, d, d.authenticate(), True)
@@ -1012,9 +1187,11 @@ class Simulator:
                     if not await self._poll(conn, path, d):
                         return
                 except _HTTPError as e:
-                    # E.g. NanoMDM restarted with in-memory storage and forgot us: enrol again.
+                    # E.g. NanoMDM restarted with in-memory storage and forgot us: enrol again (a lab
+                    # convenience). Not when the proxy could not reach NanoMDM (restarting): a real
+                    # iPad just tries later, and an Authenticate would make NanoMDM clear its queue.
                     self.errors += 1
-                    d.enrolled = False
+                    d.enrolled = d.enrolled and e.server_away
                     log.debug("device %s: %s", d.serial, e)
                 except EnrolmentFailed as e:
                     self.errors += 1
@@ -1030,14 +1207,19 @@ class Simulator:
                 wake.clear()
         finally:
             if conn is not None:
-                conn.close()
+                await conn.aclose()
 
     async def _poll(self, conn: _Conn, path: str, d: SimDevice) -> bool:
         """One Idle poll and the commands it yields; False when the device stops talking."""
         body = await self._send(conn, path, d, {"UDID": d.udid, "Status": "Idle"}, False)
         while body:
             command = plistlib.loads(body)
-            report = d.execute(command)
+            profile = mdm_profile_of(command) if d.not_now_left == 0 else None
+            if profile is not None:
+                report = await self.reinstall_enrolment_profile(conn, path, d, command, profile)
+                d.answered += report is not None
+            else:
+                report = d.execute(command)
             if report is None:
                 return False  # e.g. an erase that never answers: the device goes silent
             body = await self._send(conn, path, d, report, False)
@@ -1047,6 +1229,61 @@ class Simulator:
                 break
         await ddm_sync(self, conn, path, d)
         return True
+
+    async def reinstall_enrolment_profile(self, conn: _Conn, path: str, d: SimDevice, command: dict[str, Any],
+                                          profile: dict[str, Any]) -> dict[str, Any] | None:
+        """InstallProfile of a profile with an MDM payload, as iOS handles it (issue 20): the update
+        of the installed enrolment profile, the way an MDM server renews the device identity.
+
+        iOS takes it only as an update of the installed MDM profile (same PayloadIdentifier) whose
+        Topic, ServerURL and CheckInURL did not change (Apple's com.apple.mdm: "When updating the
+        payload, the value of this key must not change"). It then makes a new key and asks the SCEP
+        server of the profile's SCEP payload for a new identity, and checks in with it (Authenticate,
+        TokenUpdate, signed by the new identity: that is how NanoMDM's certauth associates the new
+        certificate with the enrollment); only then is the command acknowledged, signed by the new
+        identity. Any failure leaves the old profile and the old identity in place (Error answer).
+        """
+        if d.faults.renewal_never_answers:
+            d.hung = True
+            return None
+        base = {"UDID": d.udid, "CommandUUID": command.get("CommandUUID", "")}
+        mdm = _payload(profile, "com.apple.mdm")
+        installed = d.enrolment_profile
+        current = {"identifier": installed.get("identifier") or profile.get("PayloadIdentifier"),
+                   "server_url": installed.get("server_url") or self._server_url.get(d.serial, self.url),
+                   "checkin_url": installed.get("checkin_url", "")}
+        if profile.get("PayloadIdentifier") != current["identifier"]:
+            return {**base, "Status": "Error", "ErrorChain": [_err(
+                "MCProfileErrorDomain", 1017, "Only one MDM profile can be installed; this is not an update of it.")]}
+        changed = [k for k, now in (("Topic", d.topic), ("ServerURL", current["server_url"]),
+                                    ("CheckInURL", current["checkin_url"])) if str(mdm.get(k) or "") != now]
+        if changed:
+            return {**base, "Status": "Error", "ErrorChain": [_err(
+                "MCMDMErrorDomain", 12011, f"The MDM payload’s {', '.join(changed)} cannot change in an update.")]}
+        try:
+            if d.faults.renewal_failures > 0:
+                d.faults.renewal_failures -= 1
+                raise EnrolmentFailed(f"{d.serial}: SCEP enrolment refused (simulated fault)")
+            cert_pem, key_pem = await self._scep(d, _payload(profile, "com.apple.security.scep")["PayloadContent"])
+        except EnrolmentFailed as e:
+            log.info("device %s: identity renewal failed: %s", d.serial, e)
+            return {**base, "Status": "Error", "ErrorChain": [
+                _err("MCInstallationErrorDomain", 4001, "Profile Installation Failed"),
+                _err("MCSCEPErrorDomain", 22013, "The SCEP server returned an invalid response.")]}
+        old = (d.cert_pem, d.key_pem)
+        d.set_identity(cert_pem, key_pem)
+        try:
+            await self._send(conn, path, d, d.authenticate(), True)
+            await self._send(conn, path, d, d.token_update(), True)
+        except _HTTPError as e:
+            d.set_identity(*old)  # the server refused the new identity: iOS keeps the installed profile
+            log.info("device %s: the server refused the renewed identity: %s", d.serial, e)
+            return {**base, "Status": "Error", "ErrorChain": [_err(
+                "MCMDMErrorDomain", 12084, "The MDM server refused the device’s new identity.")]}
+        d.renewals += 1
+        d.enrolment_profile = _enrolment_profile_facts(profile, mdm)
+        self.answered_renewals += 1
+        return {**base, "Status": "Acknowledged"}
 
     def _return_to_service(self, d: SimDevice) -> bool:
         """After an erase: with Return to Service the iPad enrols again by itself (True: keep
@@ -1112,8 +1349,6 @@ def ddm_build_for(version: str) -> str:
 
 def _ddm_target(d: SimDevice) -> tuple[str, datetime] | None:
     """The active enforcement's version and deadline (aware, in the device's zone), if any."""
-    import zoneinfo
-
     for ident, (dtype, _tok, payload) in d.ddm.declarations.items():
         st = d.ddm.declaration_status.get(ident, {})
         if dtype.endswith("softwareupdate.enforcement.specific") and st.get("active"):
@@ -1335,6 +1570,7 @@ def load_devices(path: Path) -> list[SimDevice]:
             cert_pem=x.get("cert_pem", ""),
             key_pem=x.get("key_pem", ""),
             name=x.get("name", ""),
+            platform=x.get("platform", "iOS"),
             faults=DeviceFaults(**x.get("faults", {})),
         )
         for x in data["devices"]
@@ -1349,6 +1585,7 @@ def dump_devices(path: Path, devices: list[SimDevice]) -> None:
             "cert_pem": d.cert_pem,
             "key_pem": d.key_pem,
             "name": d.name,
+            "platform": d.platform,
             "faults": asdict(d.faults),
         }
         for d in devices
@@ -1383,6 +1620,8 @@ def main(argv: list[str] | None = None) -> int:
         await task
         # For bench/enrol_full_path.py: seconds per enrolment step and device.
         (mdm_dir / "timings.json").write_text(json.dumps({d.serial: d.timings for d in devices}), encoding="utf-8")
+        # For tests/ipad/test_replicas_lab.py: which commands each device ran, and how often.
+        (mdm_dir / "executed.json").write_text(json.dumps({d.serial: d.executed for d in devices}), encoding="utf-8")
 
     asyncio.run(run())
     return 0

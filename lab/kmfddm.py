@@ -7,6 +7,7 @@ with the API key in KMFDDM_API (and NanoMDM's key in KMFDDM_ENQUEUE_KEY: KMFDDM 
 from a KMFDDM_* variable too), so no key shows in `ps`. The pid file and log are under
 STATE/kmfddm/, and STATE/kmfddm/lab.json records the URL. `down(state_dir)` stops it.
 Without an enqueue URL KMFDDM stores everything but cannot notify devices: callers use nonotify.
+`prepare` returns the service descriptor without starting it, for lab.mdm's start-up.
 """
 
 from __future__ import annotations
@@ -17,7 +18,9 @@ from pathlib import Path
 
 from core.config import REPO_ROOT
 from core.secrets import Secret
-from lab.mdm import LabMDMError, free_port, running, start_process, stop_process, wait_http
+from lab import processes
+from lab.errors import LabServiceError
+from lab.processes import HTTPReady, Service
 
 KMFDDM_BIN = REPO_ROOT / ".tools" / "bin" / "kmfddm"
 PROCESS = "kmfddm"
@@ -33,7 +36,7 @@ class LabKMFDDM:
     log: Path
 
 
-def _dir(state_dir: Path) -> Path:
+def service_dir(state_dir: Path) -> Path:
     return Path(state_dir).resolve() / "kmfddm"
 
 
@@ -45,6 +48,25 @@ def kmfddm_argv(listen: str, storage: Path, enqueue_url: str = "", binary: Path 
     return argv
 
 
+def prepare(state_dir: Path, api_key: Secret, enqueue_url: str = "", enqueue_key: Secret | None = None,
+            binary: Path = KMFDDM_BIN, port: int | None = None) -> tuple[Service, str]:
+    """KMFDDM's descriptor and URL (lab.json written); `enqueue_url` is NanoMDM's enqueue endpoint
+    (e.g. http://127.0.0.1:9000/v1/enqueue/), used to notify devices of changes."""
+    d = service_dir(state_dir)
+    d.mkdir(parents=True, exist_ok=True)
+    if not binary.is_file():
+        raise LabServiceError(f"{binary} is missing; run scripts/setup.sh")
+    port = port or processes.free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = {"KMFDDM_API": api_key.reveal()}
+    if enqueue_key is not None:
+        env["KMFDDM_ENQUEUE_KEY"] = enqueue_key.reveal()
+    svc = Service(name=PROCESS, what="kmfddm", directory=d, env=env, ready=HTTPReady(f"{url}/version"),
+                  argv=tuple(kmfddm_argv(f"127.0.0.1:{port}", d / "db", enqueue_url, binary)))
+    (d / "lab.json").write_text(json.dumps({"url": url}, indent=1), encoding="utf-8")
+    return svc, url
+
+
 def up(
     state_dir: Path,
     api_key: Secret,
@@ -52,41 +74,23 @@ def up(
     enqueue_key: Secret | None = None,
     binary: Path = KMFDDM_BIN,
 ) -> LabKMFDDM:
-    """Start KMFDDM for this state dir (restarting one that runs); `enqueue_url` is NanoMDM's
-    enqueue endpoint (e.g. http://127.0.0.1:9000/v1/enqueue/), used to notify devices of changes."""
-    d = _dir(state_dir)
-    d.mkdir(parents=True, exist_ok=True)
-    if not binary.is_file():
-        raise LabMDMError(f"{binary} is missing; run scripts/setup.sh")
-    down(state_dir)
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    env = {"KMFDDM_API": api_key.reveal()}
-    if enqueue_key is not None:
-        env["KMFDDM_ENQUEUE_KEY"] = enqueue_key.reveal()
-    storage = d / "db"
-    pid = start_process(PROCESS, kmfddm_argv(f"127.0.0.1:{port}", storage, enqueue_url, binary), d, env=env)
-    log = d / "logs" / f"{PROCESS}.log"
-    try:
-        wait_http(f"{url}/version", 15, pid, "kmfddm", log)
-    except BaseException:
-        down(state_dir)
-        raise
-    (d / "lab.json").write_text(json.dumps({"url": url}, indent=1), encoding="utf-8")
-    return LabKMFDDM(url, storage, pid, log)
+    """Start KMFDDM for this state dir (restarting one that runs)."""
+    svc, url = prepare(state_dir, api_key, enqueue_url, enqueue_key, binary)
+    pid = processes.up(svc)
+    return LabKMFDDM(url, svc.directory / "db", pid, svc.log)
 
 
 def down(state_dir: Path) -> None:
-    d = _dir(state_dir)
+    d = service_dir(state_dir)
     if d.is_dir():
-        stop_process(PROCESS, d)
+        processes.stop(PROCESS, d)
 
 
 def status(state_dir: Path) -> LabKMFDDM | None:
     """The lab's KMFDDM if it was started in this state dir."""
-    d = _dir(state_dir)
+    d = service_dir(state_dir)
     try:
         url = json.loads((d / "lab.json").read_text(encoding="utf-8"))["url"]
     except (OSError, ValueError, KeyError):
         return None
-    return LabKMFDDM(url, d / "db", running(PROCESS, d), d / "logs" / f"{PROCESS}.log")
+    return LabKMFDDM(url, d / "db", processes.running(PROCESS, d), d / "logs" / f"{PROCESS}.log")

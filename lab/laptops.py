@@ -33,10 +33,17 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from core.config import DEFAULT_INVENTORY, default_state_dir
 from core.locks import file_lock
+from core.procs import pid_alive, proc_state
+from core.yamlio import load_file
+from lab import aptrepo, home, processes, resolver
+from lab.certs import LAB_HOST
 from lab.errors import LabBootError, LabError, LabInputError
-from lab.image import ADMIN_USER, COMPLETE_MARKER, base_dir, ensure_base
+from lab.image import ADMIN_USER, COMPLETE_MARKER, base_dir, debs_dir, ensure_base, server_debs
 
 DEFAULT_CACHE_DIR = Path("/var/cache/werne-lab")
 DEMO_SUBNET = ipaddress.IPv4Network("10.200.0.0/24")
@@ -44,6 +51,9 @@ DEMO_SUBNET = ipaddress.IPv4Network("10.200.0.0/24")
 LAB_SUPERNET = ipaddress.IPv4Network("10.200.0.0/16")
 GATEWAY_NAME = "vpngw"
 GATEWAY_HOST_OCTET = 2
+# The lab's MDM server (lab.server): a fresh Debian that `werne server install` makes the server.
+SERVER_NAME = "mdm"
+SERVER_HOST_OCTET = 5
 FIRST_LAPTOP_OCTET = 11
 MAX_LAPTOPS = 254 - FIRST_LAPTOP_OCTET + 1
 CGROUP_ROOTS = (Path("/sys/fs/cgroup/systemd"), Path("/sys/fs/cgroup/unified"))
@@ -100,6 +110,8 @@ class _LabState:
     subnet: str = ""
     base: str = ""
     hosts: dict[str, _HostRecord] = field(default_factory=dict)
+    # The port of the lab's package source on the host's bridge address (lab.aptrepo).
+    apt_port: int | None = None
 
     def to_json(self) -> str:
         data = asdict(self)
@@ -128,24 +140,6 @@ def _run(argv: list[str], what: str, timeout: float = 30, check: bool = True,
         msg = (p.stderr or p.stdout).strip().splitlines()
         raise LabError(f"{what} failed (exit {p.returncode}): {msg[-1] if msg else 'no output'}")
     return p
-
-
-def _proc_stat(pid: int) -> tuple[str, int] | None:
-    """(state letter, start time in clock ticks) of a process, or None if it is gone."""
-    try:
-        raw = Path(f"/proc/{pid}/stat").read_text()
-    except (FileNotFoundError, ProcessLookupError, PermissionError):
-        return None
-    rest = raw.rsplit(")", 1)[1].split()
-    return rest[0], int(rest[19])
-
-
-def _alive(pid: int | None, start: int | None) -> bool:
-    # Zombies count as dead: this machine's PID 1 may leave them unreaped for minutes.
-    if not pid:
-        return False
-    st = _proc_stat(pid)
-    return st is not None and st[0] not in ("Z", "X") and (start is None or st[1] == start)
 
 
 def _mounted_paths() -> set[str]:
@@ -243,8 +237,6 @@ def laptop_names(n: int) -> list[str]:
 
 
 def _is_default_state_dir(state_dir: Path) -> bool:
-    from core.config import default_state_dir
-
     return state_dir.resolve() == default_state_dir().resolve()
 
 
@@ -257,7 +249,7 @@ def _registry() -> list[dict[str, Any]]:
 
 
 def _register(labid: str, state_dir: Path, owner_pid: int | None) -> None:
-    st = _proc_stat(owner_pid) if owner_pid else None
+    st = proc_state(owner_pid) if owner_pid else None
     REGISTRY_DIR.mkdir(parents=True, exist_ok=True)
     entry = {"labid": labid, "state_dir": str(state_dir), "owner_pid": owner_pid,
              "owner_start": st[1] if st else None}
@@ -280,7 +272,7 @@ def _orphaned(entry: dict[str, Any]) -> str | None:
         if json.loads(state_file.read_text(encoding="utf-8")).get("labid") != entry.get("labid"):
             return f"{state_dir} now belongs to another lab id"
     owner = entry.get("owner_pid")
-    if owner and not _alive(owner, entry.get("owner_start")):
+    if owner and not pid_alive(owner, start=entry.get("owner_start")):
         return f"its owner process {owner} has ended"
     return None
 
@@ -337,8 +329,6 @@ def _teardown_by_id_locked(labid: str, state_dir: Path, own_mounts: bool) -> Non
         for sub in ("propagate", "unix-export", "incoming"):
             shutil.rmtree(NSPAWN_RUN / sub / d.name, ignore_errors=True)
     with _flock(GLOBAL_LOCK):
-        from lab import home
-
         home.remove_all(labid)
         for link in _link_names():
             if link == f"wl-{labid}" or link.startswith(f"vb-w{labid}-"):
@@ -429,7 +419,7 @@ class Lab:
                        for root in CGROUP_ROOTS for p in (root / CGROUP_PARENT).glob("*"))
 
         if st.labid and st.bridge and st.subnet:
-            running = any(_alive(r.nspawn_pid, r.nspawn_start) for r in st.hosts.values())
+            running = any(pid_alive(r.nspawn_pid, start=r.nspawn_start) for r in st.hosts.values())
             if st.bridge in links and (registered_to(st.labid) == str(self.state_dir) or running):
                 return  # already up, and ours: the registry says so, or our laptops use it
             if not labid_taken(st.labid) and not subnet_taken(ipaddress.IPv4Network(st.subnet), st.bridge):
@@ -527,29 +517,17 @@ class Lab:
             mid.write_text(uuid.uuid4().hex + "\n", encoding="utf-8")
         if not (root / "etc/ssh/ssh_host_ed25519_key").is_file():
             self._write_host_key(rec.name, root)
-        home = root / "home" / ADMIN_USER / ".ssh"
-        auth = home / "authorized_keys"
+        ssh_dir = root / "home" / ADMIN_USER / ".ssh"
+        auth = ssh_dir / "authorized_keys"
         auth.write_text(self.key_file.with_suffix(".pub").read_text(encoding="utf-8"), encoding="utf-8")
-        stat = home.stat()
+        stat = ssh_dir.stat()
         os.chown(auth, stat.st_uid, stat.st_gid)
         auth.chmod(0o600)
-        # No DNS in the lab: name lookups must fail fast (sudo resolves its own host name), so the
-        # laptop knows itself and the gateway from /etc/hosts and has no reachable resolver.
-        hosts = f"127.0.0.1\tlocalhost\n127.0.1.1\t{rec.name}\n::1\tlocalhost ip6-localhost ip6-loopback\n"
-        gw = st.hosts.get(GATEWAY_NAME)
-        if gw is not None and gw.name != rec.name:
-            hosts += f"{gw.address}\t{gw.name}\n"
-        (root / "etc/hosts").write_text(hosts, encoding="utf-8")
-        resolv = root / "etc/resolv.conf"
-        if resolv.is_symlink():
-            resolv.unlink()
-        resolv.write_text("# werne lab: no name server in the lab\noptions timeout:1 attempts:1\n",
-                          encoding="utf-8")
+        self._write_names(st, rec, root)
+        self._write_package_source(st, root)
         net = ipaddress.IPv4Network(st.subnet)
         shim = root / "usr/local/sbin/sysctl"
         if rec.home:
-            from lab import home
-
             (root / "etc/systemd/network/10-werne-lab.network").write_text(home.network_file(), encoding="utf-8")
             shim.write_text(home.SYSCTL_SHIM, encoding="utf-8")
             shim.chmod(0o755)
@@ -561,14 +539,93 @@ class Lab:
             f"Gateway={self._host_ip(st, 1)}\nLinkLocalAddressing=no\nIPv6AcceptRA=no\n",
             encoding="utf-8")
 
+    def _lab_names(self, st: _LabState) -> dict[str, str]:
+        """The names the lab's resolver answers: the package source and the gateway."""
+        names = {aptrepo.REPO_HOST: self._host_ip(st, 1)}
+        gw = st.hosts.get(GATEWAY_NAME)
+        if gw is not None:
+            names[gw.name] = names[f"{gw.name}.lab.werne.test"] = gw.address
+        return names
+
+    def _write_names(self, st: _LabState, rec: _HostRecord, root: Path) -> None:
+        """/etc/hosts and /etc/resolv.conf; the gateway also gets the lab's resolver (lab.resolver).
+
+        Name lookups must answer fast (sudo resolves its own host name). With a gateway, the
+        laptops ask its resolver; a lab without one has no resolver, and /etc/hosts names the
+        package source instead.
+        """
+        hosts = f"127.0.0.1\tlocalhost\n127.0.1.1\t{rec.name}\n::1\tlocalhost ip6-localhost ip6-loopback\n"
+        gw = st.hosts.get(GATEWAY_NAME)
+        if gw is not None and gw.name != rec.name:
+            hosts += f"{gw.address}\t{gw.name}\n"
+        if gw is None:
+            hosts += f"{self._host_ip(st, 1)}\t{aptrepo.REPO_HOST}\n"
+        if rec.role == "server":
+            # Its public name (the lab's TLS certificates' host): `werne mdm check` on the server
+            # reaches its own nginx by that name, as a real server's DNS record makes it do.
+            hosts += f"{rec.address}\t{LAB_HOST}\n"
+        (root / "etc/hosts").write_text(hosts, encoding="utf-8")
+        resolv = root / "etc/resolv.conf"
+        if resolv.is_symlink():
+            resolv.unlink()
+        resolv.write_text(resolver.resolv_conf(gw.address if gw is not None else None), encoding="utf-8")
+        if rec.role != "gateway":
+            return
+        for path, text in resolver.gateway_files(self._lab_names(st)).items():
+            target = root / path.relative_to("/")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(text, encoding="utf-8")
+        wants = root / "etc/systemd/system/multi-user.target.wants" / resolver.UNIT_NAME
+        wants.parent.mkdir(parents=True, exist_ok=True)
+        if not wants.is_symlink():
+            wants.symlink_to(f"/etc/systemd/system/{resolver.UNIT_NAME}")
+
+    def _write_package_source(self, st: _LabState, root: Path) -> None:
+        """The lab's package source as this host's only APT source, with its signing key."""
+        if st.apt_port is None:
+            return
+        keyring = root / aptrepo.LAPTOP_KEYRING.relative_to("/")
+        keyring.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(aptrepo.repo_dir(self.lab_dir) / "keys" / aptrepo.KEYRING_NAME, keyring)
+        keyring.chmod(0o644)
+        sources = root / aptrepo.LAPTOP_SOURCES.relative_to("/")
+        sources.write_text(aptrepo.sources_file(st.apt_port), encoding="utf-8")
+
+    def _package_source_cgroups(self, st: _LabState) -> tuple[Path, ...]:
+        return tuple(root / CGROUP_PARENT / f"w{st.labid}-apt" for root in CGROUP_ROOTS)
+
+    def _ensure_package_source(self, st: _LabState, server: bool = False) -> None:
+        """The lab's package source (lab.aptrepo): its repository made, its HTTP server running on
+        the host's bridge address (at the same port as before, which the laptops' sources name)."""
+        debs = debs_dir(self.cache_dir, self.suite)
+        extra = None
+        if server or any(r.role == "server" for r in st.hosts.values()):
+            from server.deploy import ACME_PACKAGES, SERVER_PACKAGES  # only a lab with a server needs them
+
+            extra = server_debs(self.cache_dir, self.suite, SERVER_PACKAGES + ACME_PACKAGES)
+        aptrepo.ensure(self.lab_dir, debs if debs.is_dir() else None, extra)
+        address = self._host_ip(st, 1)
+        if st.apt_port is None:
+            st.apt_port = processes.free_port(address)
+            self._save(st)
+        d = aptrepo.repo_dir(self.lab_dir)
+        if processes.running(aptrepo.PROCESS, d) is not None:
+            return
+        cgroups = self._package_source_cgroups(st)
+        for c in cgroups:
+            c.mkdir(parents=True, exist_ok=True)
+        processes.up(aptrepo.service(self.lab_dir, address, st.apt_port, cgroups))
+
+    def _stop_package_source(self) -> None:
+        d = aptrepo.repo_dir(self.lab_dir)
+        if d.is_dir():
+            processes.stop(aptrepo.PROCESS, d)
+
     def _write_host_key(self, name: str, root: Path) -> str:
         key = root / "etc/ssh/ssh_host_ed25519_key"
         for p in (key, key.with_name(key.name + ".pub")):
             p.unlink(missing_ok=True)
         # In-process rather than ssh-keygen: one process less per laptop counts when 70 boot at once.
-        from cryptography.hazmat.primitives import serialization
-        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
         private = Ed25519PrivateKey.generate()
         pem = private.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
                                     serialization.NoEncryption())
@@ -584,7 +641,7 @@ class Lab:
     # ---- one laptop's runtime
     def _container_pid(self, rec: _HostRecord) -> int | None:
         """Host PID of the container's PID 1 (systemd), found in the laptop's cgroup tree."""
-        if not _alive(rec.nspawn_pid, rec.nspawn_start):
+        if not pid_alive(rec.nspawn_pid, start=rec.nspawn_start):
             return None
         for pid in _cgroup_pids(_cgroup_dirs(rec.machine)[0]):
             try:
@@ -605,8 +662,6 @@ class Lab:
         for d in cgroups:
             d.mkdir(parents=True, exist_ok=True)
         if rec.home:
-            from lab import home
-
             netns = home.ensure(st.labid, self._index(rec), st.bridge, st.subnet, self._host_ip(st, 1))
             # nspawn grants CAP_NET_ADMIN only for the network modes it sets up itself; networkd
             # and wg-quick in the laptop need it for the namespace handed in here.
@@ -643,7 +698,7 @@ class Lab:
                 raise LabBootError(f"{rec.name}: the launcher did not start "
                                    f"(see {pidfile.parent}/console.log)")
             time.sleep(0.01)
-        st_ = _proc_stat(rec.nspawn_pid)
+        st_ = proc_state(rec.nspawn_pid)
         rec.nspawn_start = st_[1] if st_ else None
 
     def _launch_all(self, st: _LabState, recs: list[_HostRecord], base: Path) -> None:
@@ -663,7 +718,7 @@ class Lab:
             raise errors[0]  # type: ignore[misc]
 
     def _signal_host(self, rec: _HostRecord, sig: int) -> None:
-        if _alive(rec.nspawn_pid, rec.nspawn_start):
+        if pid_alive(rec.nspawn_pid, start=rec.nspawn_start):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(rec.nspawn_pid, sig)  # type: ignore[arg-type]
 
@@ -680,7 +735,7 @@ class Lab:
                     self._signal_host(r, resend)
                 next_resend = time.monotonic() + 1.0
             for r in list(pending):
-                if not _alive(r.nspawn_pid, r.nspawn_start):
+                if not pid_alive(r.nspawn_pid, start=r.nspawn_start):
                     pending.remove(r)
             if pending:
                 time.sleep(0.1)
@@ -719,8 +774,6 @@ class Lab:
 
     def _sshd_answers(self, labid: str, rec: _HostRecord) -> bool:
         if rec.home:
-            from lab import home
-
             return home.sshd_answers(labid, self._index(rec))
         return ssh_banner(rec.address, timeout=1.0) is not None
 
@@ -735,7 +788,7 @@ class Lab:
             started = time.monotonic()
             next_check = started + self.ssh_failed_check_after_s
             while time.monotonic() < deadline:
-                if not _alive(r.nspawn_pid, r.nspawn_start):
+                if not pid_alive(r.nspawn_pid, start=r.nspawn_start):
                     log = self.hosts_dir / r.name / "console.log"
                     tail = log.read_text(errors="replace").strip().splitlines()[-1:] if log.exists() else []
                     return f"{r.name}: systemd-nspawn exited during boot ({' '.join(tail) or 'no output'})"
@@ -783,7 +836,7 @@ class Lab:
         failed = f", failed: {', '.join(out[1:6])}" if len(out) > 1 else ""
         return f" (systemd: {out[0]}{failed})"
 
-    def _wanted(self, st: _LabState, laptops: int, gateway: bool) -> dict[str, _HostRecord]:
+    def _wanted(self, st: _LabState, laptops: int, gateway: bool, server: bool = False) -> dict[str, _HostRecord]:
         wanted: dict[str, _HostRecord] = {}
         for i, name in enumerate(laptop_names(laptops)):
             wanted[name] = _HostRecord(name=name, machine=f"w{st.labid}-l{i + 1:02d}",
@@ -791,12 +844,16 @@ class Lab:
         if gateway:
             wanted[GATEWAY_NAME] = _HostRecord(name=GATEWAY_NAME, machine=f"w{st.labid}-gw",
                                                address=self._host_ip(st, GATEWAY_HOST_OCTET), role="gateway")
+        if server:
+            wanted[SERVER_NAME] = _HostRecord(name=SERVER_NAME, machine=f"w{st.labid}-srv",
+                                              address=self._host_ip(st, SERVER_HOST_OCTET), role="server")
         return wanted
 
     # ---- public API
     def up(self, laptops: int = 3, gateway: bool = True,
-           progress: Callable[[str], None] | None = None) -> list[LabHost]:
-        """Boot `laptops` laptops lap01.. (and the gateway vpngw) and wait for their sshd.
+           progress: Callable[[str], None] | None = None, server: bool = False) -> list[LabHost]:
+        """Boot `laptops` laptops lap01.. (and the gateway vpngw, and with `server` the MDM server
+        host `mdm`, lab.server) and wait for their sshd.
 
         Idempotent: running hosts stay as they are, missing ones boot, hosts beyond the requested
         set stop. Leftovers of a killed earlier run are cleaned up first.
@@ -814,7 +871,7 @@ class Lab:
             st = self._load()
             # A killed `up` or a crashed machine leaves records whose laptops no longer run.
             for rec in st.hosts.values():
-                if not _alive(rec.nspawn_pid, rec.nspawn_start):
+                if not pid_alive(rec.nspawn_pid, start=rec.nspawn_start):
                     self._cleanup_host(rec)
             with _flock(GLOBAL_LOCK):
                 self._allocate_network(st)
@@ -822,8 +879,9 @@ class Lab:
                 self._save(st)
                 _register(st.labid, self.state_dir, self.owner_pid)
                 self._ensure_bridge(st)
+            self._ensure_package_source(st, server=server)
             self._ensure_controller_key()
-            wanted = self._wanted(st, laptops, gateway)
+            wanted = self._wanted(st, laptops, gateway, server)
             extra = [r for n, r in st.hosts.items() if n not in wanted]
             self._stop(extra)
             for r in extra:
@@ -832,7 +890,7 @@ class Lab:
             starting: list[_HostRecord] = []
             for name, want in wanted.items():
                 have = st.hosts.get(name)
-                if have and _alive(have.nspawn_pid, have.nspawn_start) and have.address == want.address:
+                if have and pid_alive(have.nspawn_pid, start=have.nspawn_start) and have.address == want.address:
                     continue
                 if have:
                     self._stop([have])
@@ -859,10 +917,9 @@ class Lab:
         with _flock(self._lock_file):
             st = self._load()
             self._stop(list(st.hosts.values()))
+            self._stop_package_source()
             self._sweep(st)
             with _flock(GLOBAL_LOCK):
-                from lab import home
-
                 home.remove_all(st.labid)
                 self._delete_bridge(st)
                 _unregister(st.labid, self.state_dir)
@@ -935,10 +992,11 @@ class Lab:
         self._require_root()
         with _flock(self._lock_file):
             st, rec = self._record(name)
-            if not _alive(rec.nspawn_pid, rec.nspawn_start):
+            if not pid_alive(rec.nspawn_pid, start=rec.nspawn_start):
                 self._cleanup_host(rec)
                 with _flock(GLOBAL_LOCK):
                     self._ensure_bridge(st)
+                self._ensure_package_source(st)
                 try:
                     self._launch(st, rec, Path(st.base))
                     self._wait_ready([rec])
@@ -953,6 +1011,11 @@ class Lab:
         st = self._load()
         third = ipaddress.IPv4Network(st.subnet).network_address.packed[2]
         return f"10.77.{third}.0/24"
+
+    def vpn_dns(self) -> str:
+        """The address the laptops' `[vpn] dns` names in this lab: vpngw's first address in the lab's
+        pool (vpn_pool), where the lab's resolver answers through the tunnel (lab.resolver)."""
+        return str(next(ipaddress.IPv4Network(self.vpn_pool()).hosts()))
 
     def route_vpn_pool(self, pool: str | None = None) -> None:
         """Route the VPN pool from this machine (the controller) to vpngw, as the city's admin
@@ -979,7 +1042,7 @@ class Lab:
                 if r.home != home:
                     r.home = home
             self._save(st)
-            self._start_many(st, [r for r in recs if not _alive(r.nspawn_pid, r.nspawn_start)])
+            self._start_many(st, [r for r in recs if not pid_alive(r.nspawn_pid, start=r.nspawn_start)])
             self._write_inventory(st)
             return [h for h in self._status(st) if h.name in names]
 
@@ -998,7 +1061,7 @@ class Lab:
         with _flock(self._lock_file):
             st = self._load()
             recs = [self._host_record(st, n) for n in names]
-            self._start_many(st, [r for r in recs if not _alive(r.nspawn_pid, r.nspawn_start)])
+            self._start_many(st, [r for r in recs if not pid_alive(r.nspawn_pid, start=r.nspawn_start)])
             return [h for h in self._status(st) if h.name in names]
 
     @staticmethod
@@ -1012,6 +1075,7 @@ class Lab:
             self._cleanup_host(r)
         with _flock(GLOBAL_LOCK):
             self._ensure_bridge(st)
+        self._ensure_package_source(st)
         try:
             self._launch_all(st, recs, Path(st.base))
             self._save(st)
@@ -1061,13 +1125,11 @@ class Lab:
 
     # ---- inventory
     def _write_inventory(self, st: _LabState) -> None:
-        """hosts.yml with this lab's connection details, plus the demo's schools.yml and ipads.csv."""
-        from core.config import DEFAULT_INVENTORY
-
+        """hosts.yml with this lab's connection details, plus the demo's schools.yml, ipads.csv and appletvs.csv."""
         demo_vars: dict[str, dict[str, Any]] = {}
         demo_hosts = DEFAULT_INVENTORY / "hosts.yml"
         if demo_hosts.is_file():
-            data = yaml.safe_load(demo_hosts.read_text(encoding="utf-8")) or {}
+            data = load_file(demo_hosts) or {}
             for group in (data.get("all", {}).get("children") or {}).values():
                 for hname, hvars in ((group or {}).get("hosts") or {}).items():
                     demo_vars[hname] = dict(hvars or {})
@@ -1086,7 +1148,7 @@ class Lab:
                 if rec.home:
                     hv["home_office"] = True
                 laptops[rec.name] = hv
-            else:
+            elif rec.role == "gateway":
                 gateways[rec.name] = hv
         children: dict[str, Any] = {"laptops": {"hosts": laptops}}
         if gateways:
@@ -1100,7 +1162,7 @@ class Lab:
                   f"{self.state_dir} (bridge {st.bridge}, {st.subnet}). Do not edit.\n")
         (self.inventory_dir / "hosts.yml").write_text(
             header + yaml.safe_dump(inv, sort_keys=False, default_flow_style=False), encoding="utf-8")
-        for extra in ("schools.yml", "ipads.csv"):
+        for extra in ("schools.yml", "ipads.csv", "appletvs.csv"):
             src = DEFAULT_INVENTORY / extra
             if src.is_file():
                 shutil.copyfile(src, self.inventory_dir / extra)
@@ -1119,35 +1181,26 @@ class LabUpResult:
     ipads: Any = None
 
 
-def _mdm_module() -> Any:
-    import importlib
-    import importlib.util
-
-    if importlib.util.find_spec("lab.mdm") is None:
-        return None
-    return importlib.import_module("lab.mdm")
-
-
 def lab_up(lab: Lab, laptops: int = 3, gateway: bool = True, ipads: int = 0,
            config: Any = None, progress: Callable[[str], None] | None = None) -> LabUpResult:
     """Boot the laptops, then (if asked) the simulated iPads of the MDM part of the lab (lab.mdm)."""
     if ipads < 0:
         raise LabInputError(f"--ipads must be 0 or more, not {ipads}")
-    mdm = _mdm_module() if ipads > 0 else None
-    if ipads > 0 and mdm is None:
-        raise LabInputError("--ipads needs the MDM part of the lab (lab/mdm.py), which this "
-                            "installation does not have yet")
     hosts = lab.up(laptops=laptops, gateway=gateway, progress=progress)
     ipad_result = None
-    if mdm is not None:
+    if ipads > 0:
+        # Here, not at the top: lab.mdm brings the iPad and enrolment side, which the laptops'
+        # lab (`werne lab status`, the laptop tests) never needs.
+        from lab import mdm
+
         ipad_result = mdm.up(lab.state_dir, ipads, config=config)
     return LabUpResult(hosts=hosts, inventory=lab.inventory_dir / "hosts.yml", key_file=lab.key_file,
                        ipads=ipad_result)
 
 
 def lab_down(lab: Lab, purge: bool = False) -> None:
-    """Take the whole lab down: the laptops and, if this installation has it, the MDM part."""
-    mdm = _mdm_module()
-    if mdm is not None:
-        mdm.down(lab.state_dir)
+    """Take the whole lab down: the laptops and the MDM part."""
+    from lab import mdm  # as in lab_up: only the whole lab's commands need the MDM part
+
+    mdm.down(lab.state_dir)
     lab.down(purge=purge)

@@ -4,13 +4,14 @@ through it the real way.
 `up(state_dir, n_ipads, config)` makes (once) the lab's CA (STATE/mdm/ca.pem, ca.key: TLS server
 and profile-signing certificates), a stand-in for Apple's device CA (it signs the simulated iPads'
 MachineInfo identities) and for Apple's push CA (it signs the lab's push certificate), an API key
-and a webhook HMAC key (secret files, mode 0600), then starts, with pid files and logs under
-STATE/mdm/ (STATE/scep/ for scepserver):
+and a webhook HMAC key (secret files, mode 0600), then starts, each from one service descriptor
+(lab.processes.Service) in dependency order, with pid files and logs under STATE/mdm/
+(STATE/scep/ for scepserver, STATE/kmfddm/ for KMFDDM):
     scepserver  lab.scep: the real micromdm/scep server with werne's SCEP CA (`werne mdm scep init`)
     webhook     `werne mdm serve-webhook` on 127.0.0.1:<free port>
     kmfddm      lab.kmfddm: the real KMFDDM (declarations, sets, status), enqueueing DeclarativeManagement
                 through NanoMDM's API; its URL and key file go into the endpoints file ([ddm])
-    nanomdm     -ca <the SCEP CA> -storage inmem|pgsql -webhook-url ... -dm <KMFDDM>; no -cert-header:
+    nanomdm     -ca <the SCEP trust bundle> -storage inmem|pgsql -webhook-url ... -dm <KMFDDM>; no -cert-header:
                 every device message is verified by its Mdm-Signature (API key, HMAC key and DSN via
                 the environment, so they never show in `ps`)
     web         `werne web serve` (the ADE enrolment endpoint and the coordinators' page)
@@ -19,11 +20,15 @@ STATE/mdm/ (STATE/scep/ for scepserver):
                 path and / -> web; the webhook and NanoMDM's API stay on loopback
     simulator   `python -m lab.ipad_sim --state-dir STATE`: each iPad posts its signed MachineInfo,
                 verifies the signed profile, gets its identity from scepserver and checks in
+With replicas=N (PostgreSQL only) N NanoMDM processes run on the one database, each on a port of
+its own, and nginx spreads the devices over them and fronts their API at the NanoMDM URL, as
+`werne server install` lays them out (docs/scale.md); `restart_replica` starts a killed one again.
 The lab's push certificate (topic com.apple.mgmt.External.werne-lab) is installed the way a real
 one is (`werne mdm push-cert install`'s code). STATE/mdm/lab.json records the URLs; the NanoMDM URL,
 API key file, webhook settings, the public URLs and the signing identity also go into the state
 dir's endpoints file (core.config.write_endpoints), so `werne ...` on this state dir finds the lab
-unless the config file names another one. `down(state_dir)` stops whatever runs.
+unless the config file names another one. `down(state_dir)` stops whatever runs;
+`restart_identity_servers` restarts scepserver and NanoMDM (after a SCEP CA rotation).
 
 Lab faults (with 8 or more iPads, on the last six, so the demo shows every problem state):
 offline, a NotNow streak of 3, no passcode, an old iPadOS, a refused web-filter profile, and an
@@ -32,34 +37,59 @@ erase that never answers.
 
 from __future__ import annotations
 
-import datetime as dt
-import hashlib
 import json
 import os
 import secrets
-import signal
-import socket
-import subprocess
+import shutil
 import sys
-import time
+import urllib.parse
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
-import requests
-
-from core.config import DEFAULT_INVENTORY, REPO_ROOT, Config, write_endpoints
+from core.config import DEFAULT_INVENTORY, MAX_NANOMDM_REPLICAS, REPO_ROOT, Config, apply_endpoints, write_endpoints
+from core.db import Database
 from core.errors import WerneError
+from core.inventory import load_inventory
+from core.secrets import Secret
+from enrolment.ade import enrol_path
+from ipad.ddm.group_sets import put_group_sets
+from ipad.golive.push_cert import install_push_cert, make_csr
+from ipad.golive.scep_ca import depot_dir, trust_bundle_file
+from lab import kmfddm as lab_kmfddm
+from lab import processes, proxy
+from lab import scep as lab_scep
+from lab.certs import (
+    LabTLS,
+    generated_serials,
+    issue_identities,
+    issue_leaf,
+    lab_push_certificate,
+    make_ca,
+    make_tls,
+    udid_for,
+    write_private,
+)
+from lab.errors import LabServiceError
+from lab.ipad_sim import ADEEnrolment, DeviceFaults, SimDevice, dump_devices, load_devices
+from lab.processes import HTTPReady, Service
+from mdm_client.factory import kmfddm_client, nanomdm_client
 
 NANOMDM_BIN = REPO_ROOT / ".tools" / "bin" / "nanomdm"
 # The MDM core of the lab (what `status().running` reports) and the go-live services around it.
 PROCESSES = ("simulator", "webhook", "nanomdm")
 SERVICES = ("web", "nginx")
-LAB_TOPIC = "com.apple.mgmt.External.werne-lab"
+# Requests nginx passes to one lab replica at once: the test cluster allows 40 PostgreSQL connections.
+REPLICA_MAX_CONNS = 12
 
 
-class LabMDMError(WerneError):
-    """The MDM part of the lab could not start or stop."""
+# NanoMDM replica i's lab service (replica 1 is "nanomdm", as with one NanoMDM).
+def replica_name(i: int) -> str:
+    return "nanomdm" if i == 1 else f"nanomdm-replica{i}"
+
+
+# The order `down` stops them in (the reverse of the start-up's dependency order).
+STOP_ORDER = ("simulator", "nginx", "web", *(replica_name(i) for i in range(MAX_NANOMDM_REPLICAS, 0, -1)), "webhook")
 
 
 @dataclass
@@ -82,136 +112,6 @@ class LabMDMStatus:
         return d
 
 
-# --- CA and identities ------------------------------------------------------------------------
-
-
-def _write_private(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-    os.chmod(path, 0o600)
-
-
-def make_ca(directory: Path) -> tuple[Path, Path]:
-    """A test CA (EC P-256, 10 years) as ca.pem and ca.key (0600); kept if it exists."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    cert_path, key_path = directory / "ca.pem", directory / "ca.key"
-    if cert_path.is_file() and key_path.is_file():
-        return cert_path, key_path
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name(
-        [
-            x509.NameAttribute(NameOID.COMMON_NAME, "werne lab device CA"),
-            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "werne lab"),
-        ]
-    )
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(hours=1))
-        .not_valid_after(now + dt.timedelta(days=3650))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                key_cert_sign=True,
-                crl_sign=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .sign(key, hashes.SHA256())
-    )
-    _write_private(
-        key_path,
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()),
-    )
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    return cert_path, key_path
-
-
-class LabIdentity(NamedTuple):
-    """A simulated iPad's identity: issued by the SCEP CA, with the device's own key."""
-
-    serial: str
-    udid: str
-    cert_pem: str
-    key_pem: str
-
-
-def issue_identities(ca_cert: Path, ca_key: Path, serials: list[str], days: int = 365) -> list[LabIdentity]:
-    """Identities signed by the SCEP CA (ca_cert/ca_key: a depot's ca.pem and ca.key), one key each.
-
-    The fast path for bulk test fixtures only: the same CA scepserver signs with, the same kind of
-    certificate (clientAuth), used the same way (Mdm-Signature); but no SCEP round trip, and EC
-    keys instead of the RSA keys a real iPad makes, so hundreds take a second. The lab itself
-    enrols through scepserver.
-    """
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-
-    ca = x509.load_pem_x509_certificate(ca_cert.read_bytes())
-    key = serialization.load_pem_private_key(ca_key.read_bytes(), password=None)
-    now = dt.datetime.now(dt.UTC)
-    out = []
-    for serial in serials:
-        udid = udid_for(serial)
-        device_key = ec.generate_private_key(ec.SECP256R1())
-        cert = (
-            x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"werne-lab {serial}")]))
-            .issuer_name(ca.subject)
-            .public_key(device_key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(hours=1))
-            .not_valid_after(now + dt.timedelta(days=days))
-            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
-            .sign(key, hashes.SHA256())  # type: ignore[arg-type]
-        )
-        key_pem = device_key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()).decode()
-        out.append(LabIdentity(serial, udid, cert.public_bytes(serialization.Encoding.PEM).decode(), key_pem))
-    return out
-
-
-def make_scep_ca(directory: Path) -> tuple[Path, Path]:
-    """A SCEP CA in depot layout (ipad.scep_ca, as `werne mdm scep init` makes it) for test fixtures."""
-    from ipad.scep_ca import init_scep_ca
-
-    cfg = Config()
-    cfg.scep.depot_dir = directory / "depot"
-    cfg.scep.challenge_file = directory / "challenge"
-    init_scep_ca(cfg)
-    return directory / "depot" / "ca.pem", directory / "depot" / "ca.key"
-
-
-def udid_for(serial: str) -> str:
-    """A stable, iPad-shaped UDID for a simulated serial (8 hex, '-', 16 hex)."""
-    h = hashlib.sha256(serial.encode()).hexdigest().upper()
-    return f"00008120-{h[:16]}"
-
-
-def generated_serials(n: int, start: int = 0) -> list[str]:
-    """Serials for simulated iPads not in the inventory (valid Apple format, never real ones)."""
-    return [f"SIM{hashlib.sha256(str(i).encode()).hexdigest()[:7].upper()}" for i in range(start, start + n)]
-
-
 def lab_faults(n: int) -> dict[int, dict[str, Any]]:
     """The lab's fault plan: device index -> DeviceFaults fields (see the module docstring)."""
     if n < 8:
@@ -224,111 +124,6 @@ def lab_faults(n: int) -> dict[int, dict[str, Any]]:
         n - 5: {"refuse_profile": "webfilter"},
         n - 6: {"erase_never_answers": True},
     }
-
-
-# --- processes ---------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _pid_alive(pid: int, marker: str) -> bool:
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-    except OSError:
-        return False
-    return marker in cmdline
-
-
-_CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
-
-
-def start_process(name: str, argv: list[str], directory: Path, env: dict[str, str] | None = None) -> int:
-    """Start a background process with its log and pid file in `directory`."""
-    logs = directory / "logs"
-    logs.mkdir(parents=True, exist_ok=True)
-    with open(logs / f"{name}.log", "ab") as log:
-        proc = subprocess.Popen(
-            argv,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            env={**os.environ, **(env or {})},
-            start_new_session=True,
-            cwd=str(directory),
-        )
-    (directory / f"{name}.pid").write_text(f"{proc.pid}\n{argv[0]}\n", encoding="utf-8")
-    _CHILDREN[proc.pid] = proc  # kept so that stop_process can reap it (no zombie, no ResourceWarning)
-    return proc.pid
-
-
-def stop_process(name: str, directory: Path, timeout: float = 10.0) -> None:
-    """Stop a process started by `start_process`; nothing happens if it is not running."""
-    pid_file = directory / f"{name}.pid"
-    if not pid_file.is_file():
-        return
-    try:
-        pid_text, marker = (pid_file.read_text(encoding="utf-8").splitlines() + ["", ""])[:2]
-        pid = int(pid_text)
-    except ValueError:
-        pid_file.unlink(missing_ok=True)
-        return
-    # Only signal the process we started (the pid may have been reused after a reboot).
-    if _pid_alive(pid, marker):
-        try:
-            os.kill(pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
-        end = time.monotonic() + timeout
-        while time.monotonic() < end and _pid_alive(pid, marker):
-            try:
-                os.waitpid(pid, os.WNOHANG)
-            except ChildProcessError:
-                pass
-            time.sleep(0.05)
-        if _pid_alive(pid, marker):
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-    child = _CHILDREN.pop(pid, None)
-    if child is not None:
-        try:
-            child.wait(timeout)
-        except subprocess.TimeoutExpired:
-            child.kill()
-            child.wait(5)
-    _end_process_group(pid, timeout)
-    pid_file.unlink(missing_ok=True)
-
-
-def _end_process_group(pgid: int, timeout: float) -> None:
-    """Wait until no process of the session `start_process` made is left (a server's forked
-    workers outlive their parent by their graceful shutdown), killing what is still there then."""
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        try:
-            os.killpg(pgid, 0)
-        except (ProcessLookupError, PermissionError):
-            return
-        time.sleep(0.05)
-    try:
-        os.killpg(pgid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
-
-
-def running(name: str, directory: Path) -> int | None:
-    pid_file = directory / f"{name}.pid"
-    try:
-        pid_text, marker = (pid_file.read_text(encoding="utf-8").splitlines() + ["", ""])[:2]
-        pid = int(pid_text)
-    except (OSError, ValueError):
-        return None
-    return pid if _pid_alive(pid, marker) else None
 
 
 def nanomdm_argv(
@@ -345,7 +140,8 @@ def nanomdm_argv(
     NANOMDM_STORAGE_DSN (NanoMDM reads every flag from NANOMDM_<FLAG>)."""
     argv = [str(binary), "-listen", listen, "-ca", str(ca)]
     if storage == "pgsql":
-        argv += ["-storage", "pgsql"]
+        # As in production (deploy/templates/nanomdm.service.j2): answered commands are deleted.
+        argv += ["-storage", "pgsql", "-storage-options", "delete=1"]
     elif storage_dir is None:
         argv += ["-storage", "inmem", "-storage-dsn", ""]
     else:
@@ -361,43 +157,11 @@ def nanomdm_argv(
     return argv
 
 
-def wait_http(
-    url: str, timeout: float, pid: int | None = None, what: str = "service", log_file: Path | None = None
-) -> None:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        try:
-            if requests.get(url, timeout=1).status_code < 500:
-                return
-        except requests.RequestException:
-            pass
-        if pid is not None and not Path(f"/proc/{pid}").exists():
-            break
-        time.sleep(0.1)
-    last = ""
-    if log_file is not None and log_file.is_file():
-        lines = log_file.read_text(encoding="utf-8", errors="replace").strip().splitlines()
-        last = f": {lines[-1][:200]}" if lines else ""
-    raise LabMDMError(f"{what} did not start ({url}){last}")
-
-
 def _secret_file(path: Path) -> str:
     if not path.is_file():
-        _write_private(path, secrets.token_urlsafe(32).encode() + b"\n")
+        write_private(path, secrets.token_urlsafe(32).encode() + b"\n")
     os.chmod(path, 0o600)
     return path.read_text(encoding="utf-8").strip()
-
-
-def _inventory_serials(config: Config | None, state_dir: Path) -> list[str]:
-    from core.inventory import load_inventory
-
-    root = config.inventory_dir if config is not None else state_dir / "lab" / "inventory"
-    if not (root / "ipads.csv").is_file():
-        root = DEFAULT_INVENTORY
-    try:
-        return list(load_inventory(root).ipads)
-    except WerneError:
-        return []
 
 
 def _inventory_root(config: Config | None, state_dir: Path) -> Path:
@@ -405,13 +169,25 @@ def _inventory_root(config: Config | None, state_dir: Path) -> Path:
     return root if (root / "ipads.csv").is_file() else DEFAULT_INVENTORY
 
 
+def _inventory_serials(config: Config | None, state_dir: Path) -> list[str]:
+    try:
+        return list(load_inventory(_inventory_root(config, state_dir)).ipads)
+    except WerneError:
+        return []
+
+
+def _inventory_appletvs(config: Config | None, state_dir: Path) -> list[str]:
+    try:
+        return sorted(load_inventory(_inventory_root(config, state_dir)).appletvs)
+    except WerneError:
+        return []
+
+
 def _lab_inventory(source: Path, extra: list[str], d: Path) -> Path:
     """The inventory the lab's enrolment endpoint answers for: the site's, plus the generated
     serials (the endpoint refuses any serial not in the inventory, as in production)."""
     if not extra:
         return source
-    import shutil
-
     dst = d / "inventory"
     shutil.rmtree(dst, ignore_errors=True)
     shutil.copytree(source, dst)
@@ -422,69 +198,8 @@ def _lab_inventory(source: Path, extra: list[str], d: Path) -> Path:
     return dst
 
 
-def issue_leaf(ca_cert: Path, ca_key: Path, common_name: str, out_cert: Path, out_key: Path, *,
-               days: int = 3650, extensions: tuple[tuple[Any, bool], ...] = (), keep: bool = True) -> None:
-    """A certificate (and its EC key) from a lab CA; with `keep`, an existing pair is left as it is.
-    `extensions` are (x509 extension, critical) pairs, e.g. a TLS server's SubjectAlternativeName."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    if keep and out_cert.is_file() and out_key.is_file():
-        return
-    ca = x509.load_pem_x509_certificate(ca_cert.read_bytes())
-    signer = serialization.load_pem_private_key(ca_key.read_bytes(), password=None)
-    key = ec.generate_private_key(ec.SECP256R1())
-    now = dt.datetime.now(dt.UTC)
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
-        .issuer_name(ca.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(hours=1))
-        .not_valid_after(now + dt.timedelta(days=days))
-    )
-    for ext, critical in extensions:
-        builder = builder.add_extension(ext, critical=critical)
-    cert = builder.sign(signer, hashes.SHA256())  # type: ignore[arg-type]
-    _write_private(out_key, key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                              serialization.NoEncryption()))
-    out_cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-
-
-def lab_push_certificate(csr_pem: bytes, ca_dir: Path, topic: str = LAB_TOPIC, days: int = 365) -> bytes:
-    """The lab's push certificate: the CSR signed by a stand-in for Apple's push CA, topic as UID."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.x509.oid import NameOID
-
-    ca_cert, ca_key = make_ca(ca_dir)
-    ca = x509.load_pem_x509_certificate(ca_cert.read_bytes())
-    signer = serialization.load_pem_private_key(ca_key.read_bytes(), password=None)
-    csr = x509.load_pem_x509_csr(csr_pem)
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.USER_ID, topic),
-                                 x509.NameAttribute(NameOID.COMMON_NAME, f"APSP:{topic}")]))
-        .issuer_name(ca.subject)
-        .public_key(csr.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(hours=1))
-        .not_valid_after(now + dt.timedelta(days=days))
-        .sign(signer, hashes.SHA256())  # type: ignore[arg-type]
-    )
-    return cert.public_bytes(serialization.Encoding.PEM)
-
-
 def install_lab_push_cert(config: Config, days: int = 365) -> None:
     """Install the lab's push certificate in the lab's NanoMDM, as `werne mdm push-cert install` does."""
-    from core.db import Database
-    from ipad.pushcert import install_push_cert, make_csr
-    from mdm_client.factory import nanomdm_client
-
     csr = make_csr(config).csr_pem
     cert = lab_push_certificate(csr, config.state_dir / "mdm" / "apple-push-ca", days=days)
     db = Database(config.database_url)
@@ -495,15 +210,270 @@ def install_lab_push_cert(config: Config, days: int = 365) -> None:
         db.dispose()
 
 
+def _put_lab_group_sets(cfg: Config, inventory_dir: Path) -> None:
+    """The lab inventory's group sets in KMFDDM (as `werne ipad declarations apply` writes them)."""
+    ipads = load_inventory(inventory_dir).ipads.values()
+    put_group_sets(kmfddm_client(cfg), sorted({(i.school, i.group) for i in ipads}))
+
+
 # --- the lab API ---------------------------------------------------------------------------------
 
 
 def _lab_config(config: Config | None, state_dir: Path) -> Config:
+    # A deep copy keeps which settings the config file set explicitly (pydantic copies private attrs).
     cfg = config.model_copy(deep=True) if config is not None else Config()
-    if config is not None:
-        cfg._explicit = {k: set(v) for k, v in config._explicit.items()}
     cfg.site.state_dir = state_dir
     return cfg
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """Everything the MDM start-up decided before any process starts: ports, URLs, files."""
+
+    state_dir: Path
+    d: Path
+    cfg: Config
+    tls: LabTLS
+    device_ca: tuple[Path, Path]
+    lab_inventory: Path
+    ports: dict[str, int]
+    urls: dict[str, str]
+    # Each NanoMDM replica's listen address (one: the same as urls["nanomdm"]'s).
+    replicas: tuple[str, ...] = ()
+
+
+FaultPlan = dict[int, dict[str, Any]]
+
+
+def _devices(config: Config | None, state_dir: Path, n_ipads: int, faults: bool | FaultPlan, d: Path) -> Path:
+    """devices.json for the simulator (inventory serials first, then generated ones); returns the
+    inventory the lab's enrolment endpoint answers for."""
+    serials = _inventory_serials(config, state_dir)[:n_ipads]
+    extra = generated_serials(n_ipads - len(serials))
+    serials += extra
+    plan = faults if isinstance(faults, dict) else lab_faults(n_ipads) if faults else {}
+    devices = [SimDevice(serial=s, udid=udid_for(s), faults=DeviceFaults(**plan.get(i, {})))
+               for i, s in enumerate(serials)]
+    # The inventory's classroom Apple TVs enrol beside the iPads (tvOS, through the same ADE path).
+    devices += [SimDevice(serial=s, udid=udid_for(s), platform="tvOS")
+                for s in _inventory_appletvs(config, state_dir)]
+    dump_devices(d / "devices.json", devices)
+    os.chmod(d / "devices.json", 0o600)
+    return _lab_inventory(_inventory_root(config, state_dir), extra, d)
+
+
+def _issue_bulk_identities(p: _Plan) -> None:
+    """Give every simulated device an identity from the lab's SCEP CA (lab.certs.issue_identities),
+    so it skips ADE and SCEP and goes straight to NanoMDM's check-in: for tests of the MDM server
+    with hundreds of iPads, which the enrolment endpoint's rate limit per address would slow down."""
+    depot = depot_dir(p.cfg)
+    devices = load_devices(p.d / "devices.json")
+    ids = issue_identities(depot / "ca.pem", depot / "ca.key", [x.serial for x in devices])
+    for device, (_serial, _udid, pem, key) in zip(devices, ids, strict=True):
+        device.cert_pem, device.key_pem = pem, key
+    dump_devices(p.d / "devices.json", devices)
+    os.chmod(p.d / "devices.json", 0o600)
+
+
+def _plan(state_dir: Path, n_ipads: int, config: Config | None, faults: bool | FaultPlan, replicas: int = 1) -> _Plan:
+    d = state_dir / "mdm"
+    tls = make_tls(d)  # the lab CA (ca.pem, ca.key) and the proxy's server certificate
+    device_ca = make_ca(d / "apple-device-ca")
+    issue_leaf(tls.ca_cert, tls.ca_key, "werne lab profile signing", d / "profile-signer.pem",
+               d / "profile-signer.key")
+    for name in ("api_key", "webhook_hmac_key", "ddm_api_key", "web_secret"):
+        _secret_file(d / name)
+    lab_inventory = _devices(config, state_dir, n_ipads, faults, d)
+    ports = {name: processes.free_port() for name in ("nanomdm", "webhook", "web", "nginx", "kmfddm", "scep")}
+    cfg = _lab_config(config, state_dir)
+    public = f"https://127.0.0.1:{ports['nginx']}"
+    urls = {
+        "nanomdm": f"http://127.0.0.1:{ports['nanomdm']}",
+        "webhook": f"http://127.0.0.1:{ports['webhook']}/webhook",
+        "web": f"http://127.0.0.1:{ports['web']}",
+        "kmfddm": f"http://127.0.0.1:{ports['kmfddm']}",
+        "public": public,
+        "server": public + "/mdm",
+        "enrol": public + enrol_path(cfg),
+        "scep": public + "/scep",
+    }
+    # One NanoMDM: on urls["nanomdm"]. Several: each on a port of its own, and urls["nanomdm"] is
+    # nginx's API front over them (as `werne server install` lays them out).
+    listens = ((f"127.0.0.1:{ports['nanomdm']}",) if replicas == 1
+               else tuple(f"127.0.0.1:{processes.free_port()}" for _ in range(replicas)))
+    return _Plan(state_dir, d, cfg, tls, device_ca, lab_inventory, ports, urls, listens)
+
+
+def _write_endpoints(p: _Plan) -> None:
+    """The lab's endpoints into the state dir's endpoints file, so `werne ...` finds the lab."""
+    d = p.d
+    write_endpoints(p.state_dir, "mdm", {
+        "url": p.urls["nanomdm"],
+        "api_key_file": d / "api_key",
+        "webhook_listen": f"127.0.0.1:{p.ports['webhook']}",
+        "webhook_hmac_key_file": d / "webhook_hmac_key",
+        "server_url": p.urls["server"],
+        "signing_cert_file": d / "profile-signer.pem",
+        "signing_key_file": d / "profile-signer.key",
+        "tls_ca_file": p.tls.ca_cert,
+    })
+    write_endpoints(p.state_dir, "scep", {"url": p.urls["scep"]})
+    write_endpoints(p.state_dir, "dep", {"enrol_url": p.urls["enrol"], "machineinfo_ca_file": p.device_ca[0]})
+    write_endpoints(p.state_dir, "web", {"secret_key_file": d / "web_secret", "listen": f"127.0.0.1:{p.ports['web']}"})
+    write_endpoints(p.state_dir, "ddm", {"url": p.urls["kmfddm"], "api_key_file": d / "ddm_api_key"})
+    apply_endpoints(p.cfg)
+
+
+def _lab_json(p: _Plan, n_ipads: int, storage: str, poll_interval: float, scep_parallel: int) -> None:
+    """STATE/mdm/lab.json: the URLs, for status() and for the simulator (which reads it)."""
+    lab = {
+        "nanomdm_url": p.urls["nanomdm"],
+        "webhook_url": p.urls["webhook"],
+        "webhook_listen": f"127.0.0.1:{p.ports['webhook']}",
+        "web_url": p.urls["web"],
+        "public_url": p.urls["public"],
+        "server_url": p.urls["server"],
+        "enrol_url": p.urls["enrol"],
+        "scep_url": p.urls["scep"],
+        "kmfddm_url": p.urls["kmfddm"],
+        "tls_ca_file": str(p.tls.ca_cert),
+        "storage": storage,
+        "replicas": list(p.replicas),
+        "ipads": n_ipads,
+        "api_key_file": str(p.d / "api_key"),
+        "webhook_hmac_key_file": str(p.d / "webhook_hmac_key"),
+        "poll_interval": poll_interval,
+        "inventory": str(p.lab_inventory),
+        "ade": ADEEnrolment(
+            enrol_url=p.urls["enrol"],
+            tls_ca_file=p.tls.ca_cert,
+            profile_ca_file=p.tls.ca_cert,
+            device_ca_cert=p.device_ca[0],
+            device_ca_key=p.device_ca[1],
+            workdir=p.d / "ipads",
+            scepclient=REPO_ROOT / ".tools" / "bin" / "scepclient",
+            parallel=scep_parallel,
+        ).to_dict(),
+    }
+    (p.d / "lab.json").write_text(json.dumps(lab, indent=1), encoding="utf-8")
+
+
+def _nanomdm_service(d: Path, cfg: Config, urls: dict[str, str], storage: str, storage_dsn: str,
+                     replica: int = 1, listen: str = "") -> Service:
+    """NanoMDM's descriptor (replica `replica`, listening on `listen`; by default urls["nanomdm"]):
+    -ca is the SCEP trust bundle (ipad.golive.scep_ca), so a rotated CA's identities stay valid
+    beside the new CA's."""
+    # In-memory storage by default: NanoMDM v0.9.0's filekv queue loses commands when a device
+    # reports while another command is enqueued for it (seen in the lab: a broken queue list).
+    nano_env = {"NANOMDM_API": _secret_file(d / "api_key"),
+                "NANOMDM_WEBHOOK_HMAC_KEY": _secret_file(d / "webhook_hmac_key")}
+    if storage == "pgsql":
+        nano_env["NANOMDM_STORAGE_DSN"] = storage_dsn
+    listen = listen or urls["nanomdm"].removeprefix("http://")
+    return Service(
+        name=replica_name(replica), what="NanoMDM" if replica == 1 else f"NanoMDM replica {replica}",
+        directory=d, env=nano_env, ready_timeout=10,
+        argv=tuple(nanomdm_argv(listen, trust_bundle_file(cfg), urls["webhook"], None,
+                                storage="pgsql" if storage == "pgsql" else None, dm_url=urls["kmfddm"] + "/")),
+        ready=HTTPReady(f"http://{listen}/version"), depends_on=("webhook", "kmfddm", "scepserver"))
+
+
+def _replica_services(d: Path, cfg: Config, urls: dict[str, str], storage: str, storage_dsn: str,
+                      replicas: list[str] | tuple[str, ...]) -> list[Service]:
+    if len(replicas) <= 1:
+        return [_nanomdm_service(d, cfg, urls, storage, storage_dsn)]
+    return [_nanomdm_service(d, cfg, urls, storage, storage_dsn, i, listen) for i, listen in enumerate(replicas, 1)]
+
+
+def restart_replica(state_dir: Path, replica: int, config: Config | None = None, storage_dsn: str = "") -> int:
+    """Start NanoMDM replica `replica` again on its port (after a crash); returns its pid."""
+    state_dir = Path(state_dir).resolve()
+    d = state_dir / "mdm"
+    lab = json.loads((d / "lab.json").read_text(encoding="utf-8"))
+    cfg = _lab_config(config, state_dir)
+    apply_endpoints(cfg)
+    urls = {"nanomdm": lab["nanomdm_url"], "webhook": lab["webhook_url"], "kmfddm": lab["kmfddm_url"]}
+    services = _replica_services(d, cfg, urls, lab["storage"], storage_dsn, lab.get("replicas") or [])
+    return processes.up(services[replica - 1])
+
+
+def restart_identity_servers(state_dir: Path, config: Config | None = None, storage_dsn: str = "") -> None:
+    """Restart scepserver (on its port) and NanoMDM, which read the SCEP CA and the trust bundle only
+    when they start: after `werne mdm scep rotate` or `retire-old`, or a changed scep.cert_valid_days.
+    In-memory NanoMDM forgets its enrolments and the push certificate: the push certificate is
+    installed again, the simulated iPads enrol again by themselves; on PostgreSQL nothing is lost."""
+    state_dir = Path(state_dir).resolve()
+    d = state_dir / "mdm"
+    lab = json.loads((d / "lab.json").read_text(encoding="utf-8"))
+    cfg = _lab_config(config, state_dir)
+    apply_endpoints(cfg)
+    scep = lab_scep.status(state_dir)
+    port = int(urllib.parse.urlsplit(scep.url).port or 0) if scep else None
+    lab_scep.up(state_dir, cfg, port=port)
+    urls = {"nanomdm": lab["nanomdm_url"], "webhook": lab["webhook_url"], "kmfddm": lab["kmfddm_url"]}
+    # One replica after the other, so nginx always has one to send the iPads to.
+    for svc in _replica_services(d, cfg, urls, lab["storage"], storage_dsn, lab.get("replicas") or []):
+        processes.up(svc)
+    if lab["storage"] != "pgsql":
+        install_lab_push_cert(cfg)
+
+
+def _services(p: _Plan, config: Config | None, storage: str, storage_dsn: str) -> list[Service]:
+    """The lab's MDM servers, one descriptor each; start order follows depends_on."""
+    d, state_dir = p.d, p.state_dir
+    cli = [sys.executable, "-c", "import sys; from cli import main; sys.exit(main())"]
+    cfg_args = ["--state-dir", str(state_dir)]
+    if config is not None and config.source not in ("built-in defaults",) and Path(config.source).is_file():
+        cfg_args = ["--config", str(Path(config.source).resolve()), *cfg_args]
+    env = {"PYTHONPATH": str(REPO_ROOT)}
+    api_key = _secret_file(d / "api_key")
+    scep, _ = lab_scep.prepare(state_dir, p.cfg, p.ports["scep"])
+    # KMFDDM calls NanoMDM only when a declaration changes; NanoMDM needs KMFDDM's URL (-dm).
+    kmfddm, _ = lab_kmfddm.prepare(state_dir, Secret(_secret_file(d / "ddm_api_key"), source=str(d / "ddm_api_key")),
+                                   enqueue_url=p.urls["nanomdm"] + "/v1/enqueue/",
+                                   enqueue_key=Secret(api_key, source=str(d / "api_key")), port=p.ports["kmfddm"])
+    webhook = Service(
+        name="webhook", what="the webhook receiver", directory=d, env=env, ready_timeout=20,
+        argv=(*cli, *cfg_args, "mdm", "serve-webhook", "--listen", f"127.0.0.1:{p.ports['webhook']}",
+              "--hmac-key-file", str(d / "webhook_hmac_key")),
+        ready=HTTPReady(f"http://127.0.0.1:{p.ports['webhook']}/healthz"))
+    nanomdm = _replica_services(d, p.cfg, p.urls, storage, storage_dsn, p.replicas)
+    cfg_file = cfg_args[1] if cfg_args[0] == "--config" else ""
+    web = _web_service(d, env, cfg_file, state_dir, p.lab_inventory, p.ports["web"])
+    front = f"127.0.0.1:{p.ports['nanomdm']}" if len(p.replicas) > 1 else ""
+    nginx = proxy.prepare(d, p.replicas if front else p.replicas[0], f"127.0.0.1:{p.ports['scep']}",
+                          f"127.0.0.1:{p.ports['web']}", enrol_path(p.cfg), p.ports["nginx"], p.tls, api_listen=front,
+                          max_conns=REPLICA_MAX_CONNS if front else 0)
+    # The simulator has no port to poll: it is ready when its process shows as running.
+    simulator = Service(name="simulator", what="the iPad simulator", directory=d, env=env,
+                        argv=(sys.executable, "-m", "lab.ipad_sim", "--state-dir", str(state_dir)),
+                        depends_on=("nginx",))
+    return [scep, webhook, kmfddm, *nanomdm, web, nginx, simulator]
+
+
+def _web_service(d: Path, env: dict[str, str], cfg_file: str, state_dir: Path, inventory: Path, port: int) -> Service:
+    """`werne web serve` for the lab: it answers for the lab's inventory (the site's plus generated serials)."""
+    web_code = ("import sys; from pathlib import Path; from core.config import load_config; "
+                "from enrolment.web.app import serve; "
+                "cfg = load_config(sys.argv[1] or None, state_dir=sys.argv[2]); "
+                "cfg.site.inventory = Path(sys.argv[3]); serve(cfg, '127.0.0.1', int(sys.argv[4]))")
+    return Service(name="web", what="werne web serve", directory=d, env=env, ready_timeout=30,
+                   argv=(sys.executable, "-c", web_code, cfg_file, str(state_dir), str(inventory), str(port)),
+                   ready=HTTPReady(f"http://127.0.0.1:{port}/healthz"), depends_on=("nanomdm",))
+
+
+def restart_web(state_dir: Path, config: Config | None = None) -> None:
+    """Stop and start the lab's `werne web serve` alone (its arrival watcher and lesson loop), as a
+    restart of the service would: what it does after the start, it does from the database alone."""
+    state_dir = Path(state_dir).resolve()
+    d = state_dir / "mdm"
+    lab = json.loads((d / "lab.json").read_text(encoding="utf-8"))
+    processes.stop("web", d)
+    cfg_file = ""
+    if config is not None and config.source not in ("built-in defaults",) and Path(config.source).is_file():
+        cfg_file = str(Path(config.source).resolve())
+    port = int(lab["web_url"].rsplit(":", 1)[1])
+    processes.up(_web_service(d, {"PYTHONPATH": str(REPO_ROOT)}, cfg_file, state_dir, Path(lab["inventory"]), port))
 
 
 def up(
@@ -514,191 +484,62 @@ def up(
     storage: str = "inmem",
     storage_dsn: str = "",
     scep_parallel: int = 4,
-    faults: bool = True,
+    faults: bool | FaultPlan = True,
+    replicas: int = 1,
+    bulk_identities: bool = False,
 ) -> LabMDMStatus:
     """Start the whole chain and `n_ipads` simulated iPads that enrol through it; idempotent.
 
     storage="pgsql" runs NanoMDM on PostgreSQL (storage_dsn, whose schema `werne mdm db-init`
-    loaded); the default is in-memory storage. faults=False: no faulty iPads (see lab_faults).
+    loaded); the default is in-memory storage. faults=False: no faulty iPads (see lab_faults); a
+    dict: these faults (device index -> DeviceFaults fields) instead. replicas > 1 (PostgreSQL
+    only): that many NanoMDM processes behind nginx, which also fronts their API at the NanoMDM URL.
+    bulk_identities: the devices get their identities from the SCEP CA directly and check in
+    without the ADE and SCEP round trips (see _issue_bulk_identities).
     """
-    from core.config import apply_endpoints
-    from core.secrets import Secret
-    from enrolment.ade import enrol_path
-    from lab import kmfddm as lab_kmfddm
-    from lab import proxy
-    from lab import scep as lab_scep
-    from lab.ipad_sim import ADEEnrolment, DeviceFaults, SimDevice, dump_devices
-
     state_dir = Path(state_dir).resolve()
     d = state_dir / "mdm"
     d.mkdir(parents=True, exist_ok=True)
     os.chmod(d, 0o700)
     if not NANOMDM_BIN.is_file():
-        raise LabMDMError(f"{NANOMDM_BIN} is missing; run scripts/setup.sh")
-    if any(running(p, d) for p in (*PROCESSES, *SERVICES)):
+        raise LabServiceError(f"{NANOMDM_BIN} is missing; run scripts/setup.sh")
+    if replicas > 1 and storage != "pgsql":
+        raise LabServiceError("NanoMDM replicas share one database: they need storage=\"pgsql\"")
+    if any(processes.running(p, d) for p in (*PROCESSES, *SERVICES)):
         down(state_dir)
-    tls = proxy.make_tls(d)  # the lab CA (ca.pem, ca.key) and the proxy's server certificate
-    device_ca = make_ca(d / "apple-device-ca")
-    issue_leaf(tls.ca_cert, tls.ca_key, "werne lab profile signing", d / "profile-signer.pem",
-                d / "profile-signer.key")
-    api_key = _secret_file(d / "api_key")
-    hmac_key = _secret_file(d / "webhook_hmac_key")
-    ddm_key = _secret_file(d / "ddm_api_key")
-    _secret_file(d / "web_secret")
-    source_inventory = _inventory_root(config, state_dir)
-    serials = _inventory_serials(config, state_dir)[:n_ipads]
-    extra = generated_serials(n_ipads - len(serials))
-    serials += extra
-    lab_inventory = _lab_inventory(source_inventory, extra, d)
-    plan = lab_faults(n_ipads) if faults else {}
-    devices = [
-        SimDevice(serial=s, udid=udid_for(s), faults=DeviceFaults(**plan.get(i, {})))
-        for i, s in enumerate(serials)
-    ]
-    dump_devices(d / "devices.json", devices)
-    os.chmod(d / "devices.json", 0o600)
-    nano_port, hook_port, web_port, proxy_port = free_port(), free_port(), free_port(), free_port()
-    public = f"https://127.0.0.1:{proxy_port}"
-    cfg = _lab_config(config, state_dir)
-    enrol_url = public + enrol_path(cfg)
-    lab: dict[str, Any] = {
-        "nanomdm_url": f"http://127.0.0.1:{nano_port}",
-        "webhook_url": f"http://127.0.0.1:{hook_port}/webhook",
-        "webhook_listen": f"127.0.0.1:{hook_port}",
-        "web_url": f"http://127.0.0.1:{web_port}",
-        "public_url": public,
-        "server_url": public + "/mdm",
-        "enrol_url": enrol_url,
-        "scep_url": public + "/scep",
-        "tls_ca_file": str(tls.ca_cert),
-        "storage": storage,
-        "ipads": n_ipads,
-        "api_key_file": str(d / "api_key"),
-        "webhook_hmac_key_file": str(d / "webhook_hmac_key"),
-        "poll_interval": poll_interval,
-    }
-    write_endpoints(state_dir, "mdm", {
-        "url": lab["nanomdm_url"],
-        "api_key_file": d / "api_key",
-        "webhook_listen": lab["webhook_listen"],
-        "webhook_hmac_key_file": d / "webhook_hmac_key",
-        "server_url": lab["server_url"],
-        "signing_cert_file": d / "profile-signer.pem",
-        "signing_key_file": d / "profile-signer.key",
-        "tls_ca_file": tls.ca_cert,
-    })
-    write_endpoints(state_dir, "scep", {"url": lab["scep_url"]})
-    write_endpoints(state_dir, "dep", {"enrol_url": enrol_url, "machineinfo_ca_file": device_ca[0]})
-    write_endpoints(state_dir, "web", {"secret_key_file": d / "web_secret", "listen": f"127.0.0.1:{web_port}"})
-    apply_endpoints(cfg)
-    cli = [sys.executable, "-c", "import sys; from cli import main; sys.exit(main())"]
-    cfg_args = ["--state-dir", str(state_dir)]
-    if config is not None and config.source not in ("built-in defaults",) and Path(config.source).is_file():
-        cfg_args = ["--config", str(Path(config.source).resolve()), *cfg_args]
-    env = {"PYTHONPATH": str(REPO_ROOT)}
+    p = _plan(state_dir, n_ipads, config, faults, replicas)
+    _write_endpoints(p)
     try:
-        scep = lab_scep.up(state_dir, cfg)
-        pid = start_process(
-            "webhook",
-            [*cli, *cfg_args, "mdm", "serve-webhook", "--listen", lab["webhook_listen"],
-             "--hmac-key-file", lab["webhook_hmac_key_file"]],
-            d,
-            env=env,
-        )
-        wait_http(f"http://127.0.0.1:{hook_port}/healthz", 20, pid, "the webhook receiver", d / "logs" / "webhook.log")
-        # KMFDDM first (it calls NanoMDM only when a declaration changes): NanoMDM needs its URL.
-        ddm = lab_kmfddm.up(state_dir, Secret(ddm_key, source=str(d / "ddm_api_key")),
-                            enqueue_url=lab["nanomdm_url"] + "/v1/enqueue/",
-                            enqueue_key=Secret(api_key, source=str(d / "api_key")))
-        lab["kmfddm_url"] = ddm.url
-        write_endpoints(state_dir, "ddm", {"url": ddm.url, "api_key_file": d / "ddm_api_key"})
-        apply_endpoints(cfg)
-        _put_lab_group_sets(cfg, lab_inventory)
-        # In-memory storage by default: NanoMDM v0.9.0's filekv queue loses commands when a device
-        # reports while another command is enqueued for it (seen in the lab: a broken queue list).
-        nano_env = {"NANOMDM_API": api_key, "NANOMDM_WEBHOOK_HMAC_KEY": hmac_key}
-        if storage == "pgsql":
-            nano_env["NANOMDM_STORAGE_DSN"] = storage_dsn
-        pid = start_process(
-            "nanomdm",
-            nanomdm_argv(f"127.0.0.1:{nano_port}", scep.depot / "ca.pem", lab["webhook_url"], None,
-                         storage="pgsql" if storage == "pgsql" else None, dm_url=ddm.url + "/"),
-            d,
-            env=nano_env,
-        )
-        wait_http(lab["nanomdm_url"] + "/version", 10, pid, "NanoMDM", d / "logs" / "nanomdm.log")
-        install_lab_push_cert(cfg)
-        # The web page answers for the lab's inventory (the site's plus generated serials).
-        web_code = ("import sys; from pathlib import Path; from core.config import load_config; "
-                    "from enrolment.web.app import serve; "
-                    "cfg = load_config(sys.argv[1] or None, state_dir=sys.argv[2]); "
-                    "cfg.site.inventory = Path(sys.argv[3]); serve(cfg, '127.0.0.1', int(sys.argv[4]))")
-        cfg_file = cfg_args[1] if cfg_args[0] == "--config" else ""
-        pid = start_process("web", [sys.executable, "-c", web_code, cfg_file, str(state_dir), str(lab_inventory),
-                                    str(web_port)], d, env=env)
-        wait_http(lab["web_url"] + "/healthz", 30, pid, "werne web serve", d / "logs" / "web.log")
-        proxy.up(d, f"127.0.0.1:{nano_port}", scep.url.split("/")[2], f"127.0.0.1:{web_port}",
-                 enrol_path(cfg), proxy_port, tls)
-        lab["ade"] = ADEEnrolment(
-            enrol_url=enrol_url,
-            tls_ca_file=tls.ca_cert,
-            profile_ca_file=tls.ca_cert,
-            device_ca_cert=device_ca[0],
-            device_ca_key=device_ca[1],
-            workdir=d / "ipads",
-            scepclient=REPO_ROOT / ".tools" / "bin" / "scepclient",
-            parallel=scep_parallel,
-        ).to_dict()
-        (d / "lab.json").write_text(json.dumps(lab, indent=1), encoding="utf-8")
-        start_process(
-            "simulator",
-            [sys.executable, "-m", "lab.ipad_sim", "--state-dir", str(state_dir)],
-            d,
-            env=env,
-        )
-        # The simulator has no port to poll; wait until its process shows as running (on a quiet
-        # machine /proc can lag the fork for a moment) or has died, so status() is true on return.
-        end = time.monotonic() + 15
-        while running("simulator", d) is None:
-            if time.monotonic() > end:
-                raise LabMDMError(f"the iPad simulator did not start; see {d / 'logs' / 'simulator.log'}")
-            time.sleep(0.1)
+        services = _services(p, config, storage, storage_dsn)
+        if bulk_identities:
+            _issue_bulk_identities(p)
+        _lab_json(p, n_ipads, storage, poll_interval, scep_parallel)
+
+        def after(svc: Service) -> None:
+            if svc.name == "kmfddm":
+                _put_lab_group_sets(p.cfg, p.lab_inventory)
+            elif svc.name == ("nginx" if len(p.replicas) > 1 else "nanomdm"):
+                # With replicas the NanoMDM URL is nginx's API front: up once nginx is.
+                install_lab_push_cert(p.cfg)
+
+        processes.start_all(services, on_ready=after)
     except BaseException:
         down(state_dir)
         raise
     return status(state_dir)
 
 
-def _put_lab_group_sets(cfg: Config, inventory_dir: Path) -> None:
-    """The lab inventory's group sets in KMFDDM (as `werne ipad declarations apply` writes them)."""
-    from core.inventory import load_inventory
-    from ipad.group_sets import put_group_sets
-    from mdm_client.factory import kmfddm_client
-
-    ipads = load_inventory(inventory_dir).ipads.values()
-    put_group_sets(kmfddm_client(cfg), sorted({(i.school, i.group) for i in ipads}))
-
-
 def down(state_dir: Path) -> None:
-    """Stop the simulator, nginx, the web page, NanoMDM, KMFDDM, the webhook receiver and scepserver."""
-    from lab import kmfddm as lab_kmfddm
-    from lab import proxy
-    from lab import scep as lab_scep
-
+    """Stop the simulator, nginx, the web page, NanoMDM, the webhook receiver, KMFDDM and scepserver."""
     d = Path(state_dir).resolve() / "mdm"
     if d.is_dir():
-        stop_process("simulator", d)
-        proxy.down(d)
-        for name in ("web", "nanomdm", "webhook"):
-            stop_process(name, d)
+        processes.stop_all(STOP_ORDER, d)
     lab_kmfddm.down(state_dir)
     lab_scep.down(state_dir)
 
 
 def status(state_dir: Path) -> LabMDMStatus:
     """Which of the lab's processes run, and where."""
-    from lab import scep as lab_scep
-
     d = Path(state_dir).resolve() / "mdm"
     st = LabMDMStatus(state_dir=Path(state_dir), logs=d / "logs")
     if (d / "lab.json").is_file():
@@ -706,12 +547,10 @@ def status(state_dir: Path) -> LabMDMStatus:
         st.nanomdm_url, st.webhook_url, st.ipads = lab["nanomdm_url"], lab["webhook_url"], lab["ipads"]
         st.server_url = lab.get("server_url", "")
     for name in PROCESSES:
-        pid = running(name, d) if d.is_dir() else None
+        pid = processes.running(name, d) if d.is_dir() else None
         st.pids[name], st.running[name] = pid, pid is not None
     for name in SERVICES:
-        st.services[name] = d.is_dir() and running(name, d) is not None
-    from lab import kmfddm as lab_kmfddm
-
+        st.services[name] = d.is_dir() and processes.running(name, d) is not None
     ddm = lab_kmfddm.status(state_dir)
     st.services["kmfddm"] = ddm is not None and ddm.pid is not None
     scep = lab_scep.status(state_dir)

@@ -1,54 +1,27 @@
 """The lab's HTTPS front: a real nginx (Debian's) with the production site template, on loopback.
 
-`up(directory, site_values)` makes (once) a lab TLS CA and a server certificate for LAB_HOST and
-127.0.0.1 (directory/tls/), renders enrolment.deploy's nginx site with lab values, wraps it in a
-minimal main config of its own (pid, logs and temp paths in `directory`, not the system service's),
-checks it with `nginx -t` and starts `nginx -c CONF -p PREFIX -g 'daemon off;'` as a lab process.
+`up(directory, ...)` makes (once) a lab TLS CA and a server certificate for LAB_HOST and 127.0.0.1
+(lab.certs.make_tls), renders server.deploy's nginx site with lab values, wraps it in a minimal
+main config of its own (pid, logs and temp paths in `directory`, not the system service's), checks
+it with `nginx -t` and starts `nginx -c CONF -p PREFIX -g 'daemon off;'` as a lab service.
 Clients trust tls/ca.pem; they connect to 127.0.0.1 (in the certificate's SAN, so no resolver
 override is needed; LAB_HOST is there too for clients that send it as SNI).
 """
 
 from __future__ import annotations
 
-import ipaddress
 import shutil
 import subprocess
-from dataclasses import dataclass
 from pathlib import Path
 
-from enrolment.deploy import NginxSite, render_nginx_site
-from lab.mdm import LabMDMError, free_port, issue_leaf, make_ca, start_process, stop_process
+from lab import processes
+from lab.certs import LAB_HOST, LabTLS, make_tls
+from lab.errors import LabServiceError
+from lab.processes import HTTPReady, Service
+from server.deploy import NginxSite, render_nginx_site
 
-LAB_HOST = "mdm.lab.werne.test"
 PROCESS = "nginx"
 NGINX_BIN = Path(shutil.which("nginx") or "/usr/sbin/nginx")
-
-
-@dataclass(frozen=True)
-class LabTLS:
-    """The lab's TLS CA and the proxy's server certificate."""
-
-    ca_cert: Path
-    ca_key: Path
-    cert: Path
-    key: Path
-
-
-def make_tls(directory: Path, host: str = LAB_HOST) -> LabTLS:
-    """A lab CA (kept if it exists) and a fresh server certificate for host and 127.0.0.1."""
-    from cryptography import x509
-    from cryptography.x509.oid import ExtendedKeyUsageOID
-
-    directory.mkdir(parents=True, exist_ok=True)
-    ca_cert, ca_key = make_ca(directory)
-    cert_path, key_path = directory / "server.pem", directory / "server.key"
-    issue_leaf(ca_cert, ca_key, host, cert_path, key_path, days=90, keep=False, extensions=(
-        (x509.SubjectAlternativeName([x509.DNSName(host), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-         False),
-        (x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), False),
-        (x509.BasicConstraints(ca=False, path_length=None), True),
-    ))
-    return LabTLS(ca_cert, ca_key, cert_path, key_path)
 
 
 def main_config(prefix: Path, site_file: Path) -> str:
@@ -74,17 +47,17 @@ def main_config(prefix: Path, site_file: Path) -> str:
     )
 
 
-def up(directory: Path, nanomdm: str, scep: str, web: str, enrol_path: str, port: int | None = None,
-       tls: LabTLS | None = None) -> tuple[str, LabTLS]:
-    """Start the lab's nginx in front of the given loopback upstreams; returns its base URL and TLS."""
+def prepare(directory: Path, nanomdm: str | tuple[str, ...], scep: str, web: str, enrol_path: str, port: int,
+            tls: LabTLS, api_listen: str = "", max_conns: int = 0) -> Service:
+    """Write and check the lab's nginx config in front of the given loopback upstreams; returns
+    nginx's descriptor (ready when https://127.0.0.1:PORT answers with the lab CA's certificate).
+    Several NanoMDM replicas: nginx spreads over them and serves their API on `api_listen`."""
     if not NGINX_BIN.is_file():
-        raise LabMDMError("nginx is missing; run scripts/setup.sh (it installs Debian's nginx)")
-    down(directory)
-    tls = tls or make_tls(directory / "tls")
-    port = port or free_port()
+        raise LabServiceError("nginx is missing; run scripts/setup.sh (it installs Debian's nginx)")
     site = NginxSite(host=LAB_HOST, https_listen=f"127.0.0.1:{port}", tls_cert=str(tls.cert), tls_key=str(tls.key),
                      nanomdm_upstream=nanomdm, scep_upstream=scep, web_upstream=web, enrol_path=enrol_path,
-                     written_by="lab.proxy")
+                     written_by="lab.proxy", api_listen=api_listen,
+                     nanomdm_max_conns=max_conns)
     for sub in ("logs", "tmp"):
         (directory / sub).mkdir(parents=True, exist_ok=True)
     site_file, conf = directory / "nginx-site.conf", directory / "nginx.conf"
@@ -93,33 +66,22 @@ def up(directory: Path, nanomdm: str, scep: str, web: str, enrol_path: str, port
     argv = [str(NGINX_BIN), "-c", str(conf), "-p", str(directory)]
     test = subprocess.run([*argv, "-t"], capture_output=True, text=True, timeout=30, check=False)
     if test.returncode != 0:
-        raise LabMDMError(f"nginx -t refused the lab config: {test.stderr.strip().splitlines()[-1:]}")
-    pid = start_process(PROCESS, [*argv, "-g", "daemon off;"], directory)
-    url = f"https://127.0.0.1:{port}"
-    _wait_tls(url, tls.ca_cert, directory, pid)
-    return url, tls
+        raise LabServiceError(f"nginx -t refused the lab config: {test.stderr.strip().splitlines()[-1:]}")
+    return Service(name=PROCESS, what="the lab's nginx", directory=directory, argv=(*argv, "-g", "daemon off;"),
+                   ready=HTTPReady(f"https://127.0.0.1:{port}/healthz", ca=tls.ca_cert, any_status=True),
+                   depends_on=("nanomdm", "scepserver", "web"))
 
 
-def _wait_tls(url: str, ca: Path, directory: Path, pid: int, timeout: float = 15.0) -> None:
-    import time
-
-    import requests
-
-    from lab.mdm import _CHILDREN
-
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        try:
-            requests.get(url + "/healthz", timeout=1, verify=str(ca))
-            return
-        except requests.RequestException:
-            child = _CHILDREN.get(pid)
-            if child is not None and child.poll() is not None:
-                break
-            time.sleep(0.1)
-    raise LabMDMError(f"the lab's nginx did not start ({url}); see {directory / 'logs'}")
+def up(directory: Path, nanomdm: str, scep: str, web: str, enrol_path: str, port: int | None = None,
+       tls: LabTLS | None = None) -> tuple[str, LabTLS]:
+    """Start the lab's nginx in front of the given loopback upstreams; returns its base URL and TLS."""
+    down(directory)
+    tls = tls or make_tls(directory / "tls")
+    port = port or processes.free_port()
+    processes.up(prepare(directory, nanomdm, scep, web, enrol_path, port, tls))
+    return f"https://127.0.0.1:{port}", tls
 
 
 def down(directory: Path) -> None:
     if directory.is_dir():
-        stop_process(PROCESS, directory)
+        processes.stop(PROCESS, directory)

@@ -1,6 +1,3 @@
-"""API clients for the MDM servers we drive (NanoMDM, NanoDEP), their shared HTTP conventions,
-and the one factory every caller gets a client from (`mdm_client.factory`)."""
-
-from mdm_client.errors import CommandError, MalformedReport, MDMError, ProfileError, SchemaError
-
-__all__ = ["CommandError", "MDMError", "MalformedReport", "ProfileError", "SchemaError"]
+"""API clients for the servers the iPad side drives (NanoMDM, NanoDEP, KMFDDM, Apple's Apps and
+Books, SCEP), their shared HTTP conventions (`http`), their exception tree (`errors`) and the one
+factory every caller gets a client from (`factory`)."""

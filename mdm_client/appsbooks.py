@@ -27,11 +27,10 @@ from typing import Any
 
 import requests
 
-from core.errors import EXIT_COULD_NOT_RUN
 from core.secrets import Secret
 from core.text import one_line
 from mdm_client import http
-from mdm_client.errors import APIError
+from mdm_client.errors import AppsBooksError, AppsBooksTokenError, Unreachable
 
 # Error numbers that mean "this location's token cannot be used" (handling-error-responses).
 TOKEN_ERRORS = {
@@ -52,23 +51,6 @@ HINTS = {
 EVENT_STATUSES = ("PENDING", "COMPLETE", "FAILED")
 # Apple's documented defaults (service-config example); the live limits come from service/config.
 DEFAULT_LIMITS = {"maxAssets": 25, "maxSerialNumbers": 1000, "maxRevokeSerialNumbers": 100}
-
-
-class AppsBooksError(APIError):
-    """Apple's Apps and Books service could not be reached or answered with an ErrorResponse.
-
-    `error_number` is Apple's errorNumber (None when there was no ErrorResponse).
-    """
-
-    def __init__(self, message: str, error_number: int | None = None, **details: Any):
-        super().__init__(message, **details)
-        self.error_number = error_number
-
-
-class AppsBooksTokenError(AppsBooksError):
-    """Apple refused the location's token (expired, revoked, invalid): nothing was changed (exit 3)."""
-
-    exit_code = EXIT_COULD_NOT_RUN
 
 
 @dataclass(frozen=True)
@@ -197,20 +179,20 @@ class AppsBooksClient:
     def _call(self, method: str, path: str, body: Any = None, params: dict[str, Any] | None = None,
               auth: bool = True) -> dict[str, Any]:
         url = f"{self.url}{path}"
-        where = {"method": method, "url": url}
+        where: dict[str, Any] = {"method": method, "url": url}
         headers = {"Accept": "application/json"}
         if auth:
             headers["Authorization"] = f"Bearer {self._token.reveal()}"
         self.calls += 1
         try:
             r = http.send(self.session, method, url, timeout=self.timeout, json=body, params=params, headers=headers)
-        except http.Unreachable as e:
+        except Unreachable as e:
             raise AppsBooksError(
                 f"{method} {url}: Apple's Apps and Books service is not reachable ({e.reason}); nothing was changed",
                 **where,
             ) from None
         try:
-            data = r.json() if r.content else {}
+            data = http.json_of(r) if r.content else {}
         except ValueError:
             data = None
         if r.status_code >= 400 or not isinstance(data, dict) or "errorNumber" in (data or {}):
@@ -226,9 +208,9 @@ class AppsBooksClient:
                     f"{where_}: {what} (location {self.location or '?'}: {hint})",
                     error_number=number, status=r.status_code, server_message=message, **where,
                 )
-            hint = HINTS.get(number) if isinstance(number, int) else None
+            known = HINTS.get(number) if isinstance(number, int) else None
             raise AppsBooksError(
-                f"{where_}: {what}" + (f" ({hint})" if hint else ""),
+                f"{where_}: {what}" + (f" ({known})" if known else ""),
                 error_number=number if isinstance(number, int) else None,
                 status=r.status_code, server_message=message, **where,
             )

@@ -1,48 +1,32 @@
-"""The exception tree of the mdm_client package; the CLI maps each class to an exit code.
+"""The exception tree of the mdm_client package (the API clients); the CLI maps each class to an exit code.
 
     core.errors.WerneError
     └── MDMError                 root of mdm_client (exit 3: could not run)
-        │                        (the exit-2 ones below are also core.errors.InputError)
-        ├── CommandError         a command cannot be built from the given arguments      (exit 2)
-        ├── MalformedReport      a device report or check-in is not a valid plist dict   (exit 2)
-        ├── ProfileError         a profile cannot be built from its data file or config  (exit 2)
-        ├── SchemaError          Apple's derived schema is missing or unusable            (exit 3)
-        └── APIError             an API server unreachable or answering with an error     (exit 3)
-            ├── NanoMDMError     NanoMDM (mdm_client.nanomdm)                             (exit 3)
-            │   └── NanoMDMAuthError  NanoMDM refused the API key                         (exit 2)
+        ├── Unreachable          a call got no HTTP answer (mdm_client.http; each client turns it
+        │                        into its own APIError, so it never leaves the package)
+        ├── SCEPError            the SCEP server unreachable or answering with an error     (exit 3)
+        └── APIError             an API server unreachable or answering with an error       (exit 3)
+            ├── NanoMDMError     NanoMDM (mdm_client.nanomdm)                               (exit 3)
+            │   └── NanoMDMAuthError  NanoMDM refused the API key                           (exit 2)
             ├── NanoDEPError     NanoDEP or Apple's DEP behind it (mdm_client.nanodep);
-            │                    enrolment.errors.DEPUnavailable is this class            (exit 3)
-            └── KMFDDMError      KMFDDM, the declarative-management server (mdm_client.kmfddm) (exit 3)
-                └── KMFDDMAuthError  KMFDDM refused the API key                           (exit 2)
+            │                    enrolment.errors.DEPUnavailable is this class              (exit 3)
+            ├── KMFDDMError      KMFDDM, the declarative-management server (mdm_client.kmfddm) (exit 3)
+            │   └── KMFDDMAuthError  KMFDDM refused the API key                             (exit 2)
+            └── AppsBooksError   Apple's Apps and Books service (mdm_client.appsbooks)      (exit 3)
+                └── AppsBooksTokenError  Apple refused a location's token                    (exit 3)
 
-The webhook receiver adds ipad.webhook.WebhookError.
+The iPad side that uses these clients has its own tree (ipad.errors.IPadError).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from core.errors import EXIT_INPUT, InputError, WerneError
+from core.errors import EXIT_COULD_NOT_RUN, EXIT_INPUT, WerneError
 
 
 class MDMError(WerneError):
     """Root of every error the mdm_client package raises on purpose."""
-
-
-class CommandError(MDMError, InputError):
-    """A command cannot be built from the given arguments."""
-
-
-class MalformedReport(MDMError, InputError):
-    """A device's report or check-in message is not a plist dictionary with the keys Apple requires."""
-
-
-class ProfileError(MDMError, InputError):
-    """A configuration profile cannot be built: broken data file, missing secret or bad setting."""
-
-
-class SchemaError(MDMError):
-    """The derived Apple schema file is missing, unreadable or not in the expected format."""
 
 
 class APIError(MDMError):
@@ -95,3 +79,42 @@ class KMFDDMAuthError(KMFDDMError):
     """KMFDDM refused the API key (HTTP 401): check ddm.api_key_file or its variable."""
 
     exit_code = EXIT_INPUT
+
+
+class AppsBooksError(APIError):
+    """Apple's Apps and Books service could not be reached or answered with an ErrorResponse.
+
+    `error_number` is Apple's errorNumber (None when there was no ErrorResponse).
+    """
+
+    def __init__(self, message: str, error_number: int | None = None, **details: Any):
+        super().__init__(message, **details)
+        self.error_number = error_number
+
+
+class AppsBooksTokenError(AppsBooksError):
+    """Apple refused the location's token (expired, revoked, invalid): nothing was changed (exit 3)."""
+
+    exit_code = EXIT_COULD_NOT_RUN
+
+
+class SCEPError(MDMError):
+    """The SCEP server could not be reached or answered with an error."""
+
+
+class Unreachable(MDMError):
+    """A call that got no HTTP answer; the client turns it into its own APIError message.
+
+    kind: "connect" (no connection; `refused` if the server side refused it), "timeout" (no answer
+    in time) or "other" (any other requests failure); exc_name: the requests exception's class name.
+    """
+
+    def __init__(self, kind: str, exc_name: str, refused: bool = False):
+        super().__init__(f"{kind}: {exc_name}")
+        self.kind = kind
+        self.exc_name = exc_name
+        self.refused = refused
+
+    @property
+    def reason(self) -> str:
+        return "connection refused" if self.refused else self.exc_name

@@ -8,18 +8,30 @@ core.secrets (environment variable first, then file).
 from __future__ import annotations
 
 from core.config import Config
+from core.errors import ConfigError
 from core.secrets import read_secret
 from mdm_client.appsbooks import AppsBooksClient
 from mdm_client.kmfddm import KMFDDMClient
 from mdm_client.nanodep import NanoDEPClient
-from mdm_client.nanomdm import NanoMDMClient
+from mdm_client.nanomdm import BACKOFF_S, RETRIES, NanoMDMClient
+
+# NanoMDM's API through nginx's front over several replicas ([mdm] replicas > 1; docs/scale.md).
+REPLICA_RETRIES = 6
+REPLICA_BACKOFF_S = 0.5
 
 
 def nanomdm_client(config: Config) -> NanoMDMClient:
     """The NanoMDM API client from the mdm.* settings."""
     mdm = config.mdm
     key = read_secret(file=mdm.api_key_file, env=mdm.api_key_env, what="NanoMDM API key")
-    return NanoMDMClient(mdm.url, key, timeout=mdm.timeout, max_url_length=mdm.max_url_length)
+    # Behind nginx's API front over several replicas ([mdm] replicas > 1) a replica may be
+    # restarting (nginx takes it out for fail_timeout, 10 s) while the others are at max_conns: nginx
+    # answers 502. Enqueue is idempotent by CommandUUID, so wait that out: retries after 0, 1, 2, 4,
+    # 8 and 16 s. One NanoMDM keeps the client's short retries.
+    replicas = mdm.replicas > 1
+    return NanoMDMClient(mdm.url, key, timeout=mdm.timeout, max_url_length=mdm.max_url_length,
+                         retries=REPLICA_RETRIES if replicas else RETRIES,
+                         backoff_factor=REPLICA_BACKOFF_S if replicas else BACKOFF_S)
 
 
 def nanodep_client(config: Config) -> NanoDEPClient:
@@ -38,8 +50,6 @@ def kmfddm_client(config: Config) -> KMFDDMClient:
 
 def appsbooks_client(config: Config, location: str) -> AppsBooksClient:
     """The Apps and Books client of one location (apps.locations.<location>), with its token."""
-    from core.errors import ConfigError
-
     loc = config.apps.locations.get(location)
     if loc is None:
         known = ", ".join(sorted(config.apps.locations)) or "none configured"

@@ -13,6 +13,9 @@ import requests
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
+from core import jsonio
+from mdm_client.errors import Unreachable
+
 RETRY_STATUSES = (502, 503, 504)
 
 
@@ -22,6 +25,7 @@ def api_session(
     retries: int = 0,
     retry_methods: Iterable[str] = ("GET", "PUT"),
     pool_maxsize: int = 8,
+    backoff_factor: float = 0.2,
 ) -> requests.Session:
     """The client's session (injected or new), with `retries` bounded retries mounted for base_url.
 
@@ -38,30 +42,12 @@ def api_session(
             status=retries,
             status_forcelist=RETRY_STATUSES,
             allowed_methods=frozenset(retry_methods),
-            backoff_factor=0.2,
+            backoff_factor=backoff_factor,
             raise_on_status=False,
             respect_retry_after_header=False,
         )
         session.mount(base_url.rstrip("/") + "/", HTTPAdapter(max_retries=retry, pool_maxsize=pool_maxsize))
     return session
-
-
-class Unreachable(Exception):
-    """A call that got no HTTP answer; the client turns it into its own APIError message.
-
-    kind: "connect" (no connection; `refused` if the server side refused it), "timeout" (no answer
-    in time) or "other" (any other requests failure); exc_name: the requests exception's class name.
-    """
-
-    def __init__(self, kind: str, exc_name: str, refused: bool = False):
-        super().__init__(f"{kind}: {exc_name}")
-        self.kind = kind
-        self.exc_name = exc_name
-        self.refused = refused
-
-    @property
-    def reason(self) -> str:
-        return "connection refused" if self.refused else self.exc_name
 
 
 def send(session: requests.Session, method: str, url: str, timeout: Any, **kwargs: Any) -> requests.Response:
@@ -74,3 +60,8 @@ def send(session: requests.Session, method: str, url: str, timeout: Any, **kwarg
         raise Unreachable("timeout", e.__class__.__name__) from None
     except requests.RequestException as e:
         raise Unreachable("other", e.__class__.__name__) from None
+
+
+def json_of(resp: requests.Response) -> Any:
+    """The answer's JSON (core.jsonio: a ValueError, never a RecursionError, when it is none)."""
+    return jsonio.loads(resp.content, f"{resp.request.method if resp.request else 'GET'} {resp.url}")

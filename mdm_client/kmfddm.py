@@ -9,7 +9,7 @@ their next DeclarativeManagement check-in.
 Answers: a change is 204 when it changed something and 304 when it was already so (the code of
 v0.8.3; its openapi.yaml has the two swapped for PUT /v1/declarations). Errors are JSON
 `{"error": "..."}`. A notification that NanoMDM refuses or never receives is only logged by
-KMFDDM: the change still answers 204 (tests/test_kmfddm_contract.py shows it), so a caller learns
+KMFDDM: the change still answers 204 (tests/mdm_client/test_kmfddm_contract.py shows it), so a caller learns
 whether devices got a change from their declaration status, not from these answers.
 
 One session, a timeout on every call, bounded retries for GET and PUT (mdm_client.http).
@@ -34,7 +34,7 @@ import requests
 from core.secrets import Secret
 from core.text import one_line
 from mdm_client import http
-from mdm_client.errors import KMFDDMAuthError, KMFDDMError
+from mdm_client.errors import KMFDDMAuthError, KMFDDMError, Unreachable
 
 __all__ = ["KMFDDMAuthError", "KMFDDMClient", "KMFDDMError"]
 
@@ -76,7 +76,7 @@ class KMFDDMClient:
     ) -> requests.Response | None:
         url = self.url + path
         what = f"{method} {url}"
-        where = {"method": method, "url": url}
+        where: dict[str, Any] = {"method": method, "url": url}
         try:
             resp = http.send(
                 self.session,
@@ -88,7 +88,7 @@ class KMFDDMClient:
                 auth=self._auth,
                 headers={"Content-Type": "application/json"} if body is not None else None,
             )
-        except http.Unreachable as e:
+        except Unreachable as e:
             if e.kind == "connect":
                 message = f"{what}: cannot connect ({e.reason}); is KMFDDM running at {self.url}?"
             elif e.kind == "timeout":
@@ -115,7 +115,7 @@ class KMFDDMClient:
         if resp is None or resp.status_code == 204 or not resp.content:
             return None
         try:
-            return resp.json()
+            return http.json_of(resp)
         except ValueError:
             raise KMFDDMError(f"{method} {self.url}{path}: answer is not JSON", method=method,
                               url=self.url + path, status=resp.status_code) from None
@@ -151,7 +151,8 @@ class KMFDDMClient:
 
     def get_declaration(self, identifier: str) -> dict[str, Any] | None:
         """The stored declaration, or None when KMFDDM does not have it."""
-        return self._json("GET", f"/v1/declarations/{_seg(identifier)}", missing_ok=True)
+        data = self._json("GET", f"/v1/declarations/{_seg(identifier)}", missing_ok=True)
+        return data if isinstance(data, dict) else None
 
     def declarations(self) -> list[str]:
         return list(self._json("GET", "/v1/declarations") or [])
@@ -213,11 +214,12 @@ class KMFDDMClient:
         """
         params = {"index": str(index)}
         try:
-            return self._json("GET", f"/v1/status-report/{_seg(enrollment_id)}", params, missing_ok=True)
+            data = self._json("GET", f"/v1/status-report/{_seg(enrollment_id)}", params, missing_ok=True)
         except KMFDDMError as e:
             if e.status == 500 and "key not found" in (e.server_message or ""):
                 return None
             raise
+        return data if isinstance(data, dict) else None
 
 
     def status_report_at(self, enrollment_id: str, index: int = 0) -> tuple[dict[str, Any], datetime | None] | None:
@@ -233,7 +235,7 @@ class KMFDDMClient:
         if resp is None or not resp.content:
             return None
         try:
-            report = resp.json()
+            report = http.json_of(resp)
         except ValueError:
             raise KMFDDMError(f"GET {self.url}/v1/status-report/...: answer is not JSON", status=resp.status_code,
                               method="GET", url=self.url + "/v1/status-report/") from None
@@ -247,7 +249,7 @@ class KMFDDMClient:
 
 def _server_message(resp: requests.Response) -> str:
     try:
-        data = resp.json()
+        data = http.json_of(resp)
     except ValueError:
         return one_line(resp.text)
     if isinstance(data, dict) and isinstance(data.get("error"), str):

@@ -8,13 +8,14 @@ All Apple DEP calls go through NanoDEP's transparently-authenticating proxy
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 import requests
 
 from core.secrets import Secret
 from mdm_client import http
-from mdm_client.errors import NanoDEPError
+from mdm_client.errors import NanoDEPError, Unreachable
 
 API_USER = "depserver"
 
@@ -46,10 +47,10 @@ class NanoDEPClient:
 
     def _call(self, method: str, path: str, body: Any = None, params: dict[str, str] | None = None) -> Any:
         url = f"{self.url}{path}"
-        where = {"method": method, "url": url}
+        where: dict[str, Any] = {"method": method, "url": url}
         try:
             r = http.send(self.session, method, url, timeout=self.timeout, json=body, params=params)
-        except http.Unreachable as e:
+        except Unreachable as e:
             raise NanoDEPError(
                 f"NanoDEP at {self.url} is not reachable ({e.exc_name}); nothing was changed", **where
             ) from None
@@ -63,7 +64,7 @@ class NanoDEPClient:
         if not r.content:
             return None
         try:
-            return r.json()
+            return http.json_of(r)
         except ValueError:
             raise NanoDEPError(f"{method} {url}: answer is not JSON", status=r.status_code, **where) from None
 
@@ -78,6 +79,22 @@ class NanoDEPClient:
     def set_tokens(self, tokens: dict[str, str]) -> None:
         """Store raw OAuth1 tokens (consumer_key, consumer_secret, access_token, access_secret, expiry)."""
         self._call("PUT", f"/v1/tokens/{self.name}", tokens)
+
+    def token_expiry(self) -> datetime | None:
+        """When Apple's server token of this DEP name expires (access_token_expiry of
+        `GET /v1/tokens/{name}`); None if NanoDEP does not say. Only that field is read: the others
+        are the OAuth secrets, dropped at once and never logged."""
+        data = self._call("GET", f"/v1/tokens/{self.name}")
+        value = data.get("access_token_expiry") if isinstance(data, dict) else None
+        del data
+        if not isinstance(value, str) or not value:
+            return None
+        try:
+            when = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            raise NanoDEPError(f"GET {self.url}/v1/tokens/{self.name}: access_token_expiry {value[:40]!r} is not "
+                               "a date") from None
+        return when if when.tzinfo else when.replace(tzinfo=UTC)
 
     # -- Apple DEP, through the proxy ---------------------------------------------------------
     def _proxy(self, method: str, endpoint: str, body: Any = None, params: dict[str, str] | None = None) -> Any:

@@ -14,12 +14,11 @@ already arrived comes back as "command already exists" for that UUID, and is cou
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import uuid as uuid_mod
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, Self
 from urllib.parse import quote
 
 import requests
@@ -27,18 +26,30 @@ import requests
 from core.secrets import Secret
 from core.text import one_line as _one_line
 from mdm_client import http
-from mdm_client.errors import NanoMDMAuthError, NanoMDMError
+from mdm_client.errors import NanoMDMAuthError, NanoMDMError, Unreachable
 
 __all__ = ["EnqueueResult", "NanoMDMAuthError", "NanoMDMClient", "NanoMDMError", "PushResult"]
 
 
-class Command(Protocol):
-    """What the client needs of a command (ipad.commands.Command is one): a dataclass with these."""
+# Bounded retries of idempotent calls (mdm_client.http): how many, and urllib3's backoff factor.
+RETRIES = 2
+BACKOFF_S = 0.2
 
-    uuid: str
-    request_type: str
+class Command(Protocol):
+    """What the client needs of a command (ipad.commands.Command is one)."""
+
+    # Read-only members: a frozen dataclass (ipad.commands.Command) fits them, a settable one too.
+    @property
+    def uuid(self) -> str: ...
+
+    @property
+    def request_type(self) -> str: ...
 
     def to_plist(self) -> bytes: ...
+
+    def with_uuid(self, uuid: str) -> Self:
+        """The same command with another CommandUUID."""
+        ...
 
 
 API_USER = "nanomdm"
@@ -46,6 +57,7 @@ PUSH_PENDING = "will be picked up at next check-in"
 # NanoMDM's per-id push_error when it has no push token for an id: the id never completed
 # enrolment (or does not exist), so a queued command would never be fetched.
 NO_PUSH_DATA = "push data missing for id"
+NO_PUSH_TOKEN = "not enrolled in NanoMDM (no push token): the device would never fetch it"
 
 
 @dataclass
@@ -76,6 +88,8 @@ class PushResult:
 
     pushed: dict[str, str] = field(default_factory=dict)  # id -> APNs push id
     pending: dict[str, str] = field(default_factory=dict)  # id -> reason; picked up at next check-in
+    # Ids NanoMDM has no push token for (enrolment never completed): they never fetch anything.
+    no_token: dict[str, str] = field(default_factory=dict)
 
 
 class NanoMDMClient:
@@ -87,14 +101,15 @@ class NanoMDMClient:
         api_key: Secret,
         session: requests.Session | None = None,
         timeout: float = 10.0,
-        retries: int = 2,
+        retries: int = RETRIES,
         max_url_length: int = 2000,
+        backoff_factor: float = BACKOFF_S,
     ):
         self.url = url.rstrip("/")
         self._auth = (API_USER, api_key.reveal())
         self.timeout = timeout
         self.max_url_length = max_url_length
-        self.session = http.api_session(self.url, session, retries, ("GET", "PUT"))
+        self.session = http.api_session(self.url, session, retries, ("GET", "PUT"), backoff_factor=backoff_factor)
 
     # -- plumbing --------------------------------------------------------------------------
 
@@ -113,7 +128,7 @@ class NanoMDMClient:
         auth: bool = True,
     ) -> requests.Response:
         what = self._describe(method, path, n_ids)
-        where = {"method": method, "url": self.url + path}
+        where: dict[str, Any] = {"method": method, "url": self.url + path}
         try:
             resp = http.send(
                 self.session,
@@ -125,7 +140,7 @@ class NanoMDMClient:
                 auth=self._auth if auth else None,
                 headers={"Content-Type": "application/xml"} if body else None,
             )
-        except http.Unreachable as e:
+        except Unreachable as e:
             if e.kind == "connect":
                 message = f"{what}: cannot connect ({e.reason}); is NanoMDM running at {self.url}?"
             elif e.kind == "timeout":
@@ -152,7 +167,7 @@ class NanoMDMClient:
 
     def _json(self, resp: requests.Response, what: str) -> dict[str, Any]:
         try:
-            data = resp.json()
+            data = http.json_of(resp)
         except (ValueError, json.JSONDecodeError):
             data = None
         if not isinstance(data, dict):
@@ -203,7 +218,7 @@ class NanoMDMClient:
         """
         out: list[tuple[Command, list[str]]] = []
         for n, chunk in enumerate(self.split_ids("/v1/enqueue/", list(dict.fromkeys(ids)))):
-            cmd = command if n == 0 else dataclasses.replace(command, uuid=str(uuid_mod.uuid4()).upper())
+            cmd = command if n == 0 else command.with_uuid(str(uuid_mod.uuid4()).upper())
             out.append((cmd, chunk))
         return out
 
@@ -248,7 +263,7 @@ class NanoMDMClient:
             if cmd_error:
                 out.failed[i] = f"not queued: {_one_line(cmd_error, 200)}"
             elif push_error == NO_PUSH_DATA:
-                out.failed[i] = "not enrolled in NanoMDM (no push token): the device would never fetch it"
+                out.failed[i] = NO_PUSH_TOKEN
             else:
                 out.queued.append(i)
                 if push_error or (top_push_error and not per.get("push_result")):
@@ -273,6 +288,8 @@ class NanoMDMClient:
                 per = status.get(i) or {}
                 if per.get("push_result"):
                     out.pushed[i] = str(per["push_result"])
+                elif per.get("push_error") == NO_PUSH_DATA:
+                    out.no_token[i] = NO_PUSH_TOKEN
                 else:
                     err = per.get("push_error") or data.get("push_error") or "no push result"
                     out.pending[i] = f"{PUSH_PENDING} (push failed: {_one_line(str(err), 120)})"

@@ -18,11 +18,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.serialization import pkcs7
 
 from core.text import one_line
-from mdm_client.errors import MDMError
-
-
-class SCEPError(MDMError):
-    """The SCEP server could not be reached or answered with an error."""
+from mdm_client.errors import SCEPError
 
 
 class SCEPClient:

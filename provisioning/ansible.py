@@ -13,17 +13,23 @@ import difflib
 import os
 import shlex
 import signal
+import subprocess
 import sys
+import tempfile
 import threading
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from core.config import REPO_ROOT, Config
+from core.config import REPO_ROOT, Config, ExecutionNode
+from core.secrets import warn_if_others_can_read
 from core.text import one_line as _one_line
-from provisioning.errors import HOST_KEY_CHANGED, AnsibleRunError
+from provisioning.errors import HOST_KEY_CHANGED, HOST_KEY_NOT_PINNED, AnsibleRunError
+from provisioning.models import Progress
+from provisioning.nodes import node_named, split_hosts, ssh_command, write_job
 
 PLAYBOOK_DIR = REPO_ROOT / "playbooks"
 REASON_MAX = 300
@@ -64,8 +70,10 @@ def ansible_envvars(config: Config, known_hosts: Path, pipelining: bool | None =
     """Environment for ansible-playbook: pinned host keys, pipelining, key, venv on PATH.
 
     `known_hosts` is the pinned file (provisioning.preflight.known_hosts_path). Also used by the
-    benchmarks so that plain ansible-playbook runs with the same settings.
+    benchmarks so that plain ansible-playbook runs with the same settings. Every Ansible run takes
+    the SSH key from here, so here it gets the warning every secret file gets when others can read it.
     """
+    warn_if_others_can_read(config.ssh_key_file, "SSH key")
     ssh_args = [
         "-C",
         "-o",
@@ -151,8 +159,11 @@ def failure_message(res: dict[str, Any]) -> str:
     return msg or "failed"
 
 
-# What ssh says when the pinned key does not match (OpenSSH's warning box, then its verdict).
+# What ssh says when the pinned key does not match (OpenSSH's warning box, then its verdict), and
+# when no key is pinned at all (StrictHostKeyChecking=yes refuses a first contact with the same
+# verdict): the second is no sign of interception, only of a host never pinned.
 _SSH_KEY_MISMATCH = ("REMOTE HOST IDENTIFICATION HAS CHANGED", "Host key verification failed")
+_SSH_KEY_UNPINNED = ("host key is known for", "you have requested strict checking")
 _SSH_FAILURES = (
     "Connection timed out",
     "No route to host",
@@ -166,6 +177,8 @@ _SSH_FAILURES = (
 
 def unreachable_reason(msg: str) -> str:
     """One line from Ansible's (long, multi-line) unreachable message."""
+    if any(marker in msg for marker in _SSH_KEY_UNPINNED) and "IDENTIFICATION HAS CHANGED" not in msg:
+        return f"unreachable: {HOST_KEY_NOT_PINNED}"
     if any(marker in msg for marker in _SSH_KEY_MISMATCH):
         return f"unreachable: {HOST_KEY_CHANGED} (ssh refused the pinned key)"
     for line in msg.splitlines():
@@ -211,22 +224,10 @@ class HostResult:
         return {task: str(res.get("stdout") or "") for task, res in self.results.items()}
 
 
-@dataclass
-class RunProgress:
-    """Live counts during a run, passed to the progress callback after every host event."""
-
-    total: int
-    done: int = 0
-    changed: int = 0
-    failed: int = 0
-    unreachable: int = 0
-    host: str | None = None
-    task: str | None = None
-    # The event just seen for `host`: "ok", "failed" or "unreachable" (None for the play recap).
-    event: str | None = None
-
-
-ProgressCallback = Callable[[RunProgress], None]
+# The live counts of a run are provisioning.models.Progress; RunProgress is the name
+# compliance.collect_laptops knows it by.
+RunProgress = Progress
+ProgressCallback = Callable[[Progress], None]
 
 
 @dataclass
@@ -239,6 +240,8 @@ class AnsibleResult:
     artifact_dir: str
     outcomes: dict[str, HostResult]
     complete: bool = True
+    # With execution nodes: each part's own artifact dir ("local" for this machine's part).
+    part_artifact_dirs: dict[str, str] = field(default_factory=dict)
 
     def stdout_tail(self, lines: int = 2) -> str:
         """The last non-empty lines of ansible-playbook's output, on one line ("" if there is none)."""
@@ -275,7 +278,7 @@ class EventCollector:
         self.done_task = done_task
         self.keep_events = keep_events
         self.progress_cb = progress
-        self.progress = RunProgress(total=len(hosts))
+        self.progress = Progress(total=len(hosts))
         self.stats: dict[str, dict[str, int]] | None = None
         self._lock = threading.Lock()
 
@@ -291,7 +294,7 @@ class EventCollector:
         p.unreachable = sum(t.result.outcome == "unreachable" for t in tracks)
         p.host, p.task, p.event = host, task, event
         if self.progress_cb is not None:
-            self.progress_cb(RunProgress(**vars(p)))
+            self.progress_cb(p.model_copy())
 
     def __call__(self, event: dict[str, Any]) -> bool:
         kind = event.get("event", "")
@@ -414,17 +417,18 @@ def run_playbook(
     keep_events: bool = True,
     rotate_artifacts: int = 0,
     cancel_on_signal: bool = False,
+    via_nodes: bool = False,
 ) -> AnsibleResult:
     """Run playbooks/<playbook> on `hosts` (the --limit) and return one HostResult per host.
 
     ssh is pinned to `known_hosts` with StrictHostKeyChecking=yes; the child's environment keeps
     only what Ansible needs. `keep_events=False` keeps event data (e.g. gathered facts) out of the
     artifacts. With `cancel_on_signal`, SIGINT/SIGTERM stop the run and its status is "canceled".
+    With `via_nodes`, the hosts an execution node serves (provisioning.nodes) run on that node, the
+    parts at the same time, and their results come back merged into one result.
     A run that stops before the play recap comes back with `complete=False`; the caller decides
     what that means. Raises AnsibleRunError only when the run cannot be prepared.
     """
-    from ansible_runner import Runner, RunnerConfig
-
     path = PLAYBOOK_DIR / playbook
     if not path.is_file():
         raise AnsibleRunError(f"playbook {path} does not exist")
@@ -432,24 +436,80 @@ def run_playbook(
         private_data_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise AnsibleRunError(f"cannot create {private_data_dir}: {e.strerror}") from None
-    collector = EventCollector(hosts, progress, report_tasks, done_task, keep_events)
-    options = (["--check"] if check_mode else []) + (["--diff"] if diff else [])
-    rc_config = RunnerConfig(
-        private_data_dir=str(private_data_dir),
-        project_dir=str(PLAYBOOK_DIR),
-        playbook=path.name,
-        inventory=str(inventory),
-        limit=",".join(hosts),
+    job = PlaybookJob(
+        playbook=path,
+        inventory=inventory,
+        private_data_dir=private_data_dir,
+        known_hosts=known_hosts,
         forks=forks,
-        envvars={**ansible_envvars(config, known_hosts, pipelining), **(extra_env or {})},
-        extravars=dict(extravars or {}),
-        tags=",".join(tags) if tags else None,
-        # Fixed option words, nothing from the user in them (RunnerConfig only takes a string here).
-        cmdline=" ".join(options) or None,
+        timeout_s=timeout_s,
         ident=ident,
-        quiet=True,
-        timeout=timeout_s,
+        extravars=dict(extravars or {}),
+        options=(["--check"] if check_mode else []) + (["--diff"] if diff else []),
+        tags=tags,
+        envvars={**ansible_envvars(config, known_hosts, pipelining), **(extra_env or {})},
         rotate_artifacts=rotate_artifacts,
+    )
+    parts: dict[str | None, list[str]] = split_hosts(config, inventory, hosts) if via_nodes else {None: list(hosts)}
+    fan_in = _ProgressFanIn(progress, parts)
+    with _cancel_on_signal(cancel_on_signal) as cancelled:
+        if list(parts) == [None]:
+            collector = EventCollector(hosts, progress, report_tasks, done_task, keep_events)
+            return _run_local(job, collector, cancelled)
+        collectors = {name: EventCollector(part, fan_in.part(name), report_tasks, done_task, keep_events)
+                      for name, part in parts.items()}
+        with ThreadPoolExecutor(max_workers=len(parts)) as pool:
+            futures = {
+                name: pool.submit(_run_local, job, collectors[name], cancelled) if name is None
+                else pool.submit(run_on_node, config, node_named(config, name), job, parts[name],
+                                 collectors[name], cancelled)
+                for name in parts
+            }
+            results = {name: f.result() for name, f in futures.items()}
+    return _merge(results, private_data_dir)
+
+
+@dataclass
+class PlaybookJob:
+    """One run's settings, the same for every part (this machine's and each node's)."""
+
+    playbook: Path
+    inventory: Path
+    private_data_dir: Path
+    known_hosts: Path
+    forks: int
+    timeout_s: int
+    ident: str | None
+    extravars: dict[str, Any]
+    options: list[str]
+    tags: list[str] | None
+    envvars: dict[str, str]
+    rotate_artifacts: int = 0
+
+
+def _run_local(job: PlaybookJob, collector: EventCollector, cancelled: Callable[[], bool]) -> AnsibleResult:
+    """The run of `collector`'s hosts on this machine."""
+    # Lazy: ansible-runner brings ~150 modules (75 ms); the compliance reports and `werne vpn status`
+    # import this module for its helpers and run no playbook.
+    from ansible_runner import Runner, RunnerConfig
+
+    hosts = list(collector.tracks)
+    rc_config = RunnerConfig(
+        private_data_dir=str(job.private_data_dir),
+        project_dir=str(PLAYBOOK_DIR),
+        playbook=job.playbook.name,
+        inventory=str(job.inventory),
+        limit=",".join(hosts),
+        forks=job.forks,
+        envvars=dict(job.envvars),
+        extravars=dict(job.extravars),
+        tags=",".join(job.tags) if job.tags else None,
+        # Fixed option words, nothing from the user in them (RunnerConfig only takes a string here).
+        cmdline=" ".join(job.options) or None,
+        ident=job.ident,
+        quiet=True,
+        timeout=job.timeout_s,
+        rotate_artifacts=job.rotate_artifacts,
         suppress_env_files=True,
     )
     try:
@@ -457,13 +517,148 @@ def run_playbook(
     except Exception as e:  # ansible_runner raises ConfigurationError and plain OSErrors here
         raise AnsibleRunError(f"cannot prepare the Ansible run: {e}") from None
     rc_config.env = scrub_env(rc_config.env)
-    with _cancel_on_signal(cancel_on_signal) as cancelled:
-        runner = Runner(rc_config, event_handler=collector, cancel_callback=cancelled)
-        runner.run()
+    runner = Runner(rc_config, event_handler=collector, cancel_callback=cancelled)
+    runner.run()
     return AnsibleResult(
         status=runner.status,
         rc=runner.rc,
         artifact_dir=str(rc_config.artifact_dir),
         outcomes=collector.results(),
         complete=collector.stats is not None,
+    )
+
+
+# ---------------------------------------------------------------- execution nodes -------------
+
+# What a node's part may set in the environment; the node sets ssh's settings, key and PATH itself.
+_NODE_ENV = ("ANSIBLE_HOST_KEY_CHECKING", "ANSIBLE_PIPELINING", "ANSIBLE_REMOTE_USER", "ANSIBLE_TIMEOUT",
+             "ANSIBLE_RETRY_FILES_ENABLED", "ANSIBLE_NOCOLOR")
+REFUSED_PREFIX = "refused by execution node"
+
+
+class _ProgressFanIn:
+    """One progress stream from several parts: the counts summed over each part's latest."""
+
+    def __init__(self, progress: ProgressCallback | None, parts: dict[str | None, list[str]]):
+        self.progress = progress
+        # Every part counts from the start (its hosts in the total), not from its first event.
+        self.latest: dict[str | None, Progress] = {name: Progress(total=len(hs)) for name, hs in parts.items()}
+        self.lock = threading.Lock()
+
+    def part(self, name: str | None) -> ProgressCallback | None:
+        if self.progress is None:
+            return None
+        cb = self.progress
+
+        def report(p: Progress) -> None:
+            with self.lock:
+                self.latest[name] = p
+                parts = self.latest.values()
+                cb(p.model_copy(update={k: sum(getattr(x, k) for x in parts)
+                                        for k in ("total", "done", "changed", "failed", "unreachable")}))
+
+        return report
+
+
+def _node_down(node: ExecutionNode, hosts: list[str], why: str, refused: bool = False) -> dict[str, HostResult]:
+    reason = one_line(why if refused else f"unreachable: execution node {node.name} ({node.address}): {why}")
+    return {h: HostResult(h, outcome="failed" if refused else "unreachable", failed=int(refused),
+                          unreachable=int(not refused), reason=reason, failure={"msg": reason}) for h in hosts}
+
+
+def run_on_node(
+    config: Config,
+    node: ExecutionNode,
+    job: PlaybookJob,
+    hosts: list[str],
+    collector: EventCollector,
+    cancelled: Callable[[], bool],
+    command: list[str] | None = None,
+) -> AnsibleResult:
+    """`hosts`' part of the run on `node`: `ansible-runner transmit` of a job folder (the playbooks,
+    an inventory of these hosts, their pinned keys) into ssh to the node's worker, whose stream
+    `ansible-runner process` takes back into `collector` and <job>/artifacts/<ident>/.
+
+    A node that cannot be reached makes its hosts unreachable, naming it; a node that refuses the
+    job makes them failed with its one-line reason. `command` replaces the ssh command line (the
+    tests run the node's worker program directly)."""
+    from ansible_runner import interface
+
+    base = job.private_data_dir / "nodes"
+    job_dir = base / node.name
+    inventory = write_job(job_dir, job.inventory, hosts, job.known_hosts, PLAYBOOK_DIR)
+    stream = base / f"{node.name}.transmit"
+    with open(stream, "wb") as out:
+        interface.run(
+            streamer="transmit", _output=out, private_data_dir=str(job_dir), playbook=job.playbook.name,
+            inventory=str(inventory), limit=",".join(hosts), forks=job.forks,
+            envvars={k: v for k, v in job.envvars.items() if k in _NODE_ENV}, extravars=dict(job.extravars),
+            tags=",".join(job.tags) if job.tags else None, cmdline=" ".join(job.options) or None,
+            ident=job.ident, timeout=job.timeout_s, quiet=True, suppress_env_files=True,
+        )
+    argv = command or ssh_command(config, node, base / f"{node.name}.known_hosts")
+    status: dict[str, Any] = {}
+
+    def on_status(data: dict[str, Any], runner_config: Any = None) -> None:
+        status.update(data)
+
+    with open(stream, "rb") as stdin, tempfile.TemporaryFile() as err:
+        try:
+            proc = subprocess.Popen(argv, stdin=stdin, stdout=subprocess.PIPE, stderr=err,
+                                    env=scrub_env(dict(os.environ)), start_new_session=True)
+        except OSError as e:
+            return AnsibleResult("failed", None, str(job_dir), _node_down(node, hosts, e.strerror or str(e)))
+        stop = threading.Event()
+
+        def watch() -> None:
+            while not stop.wait(0.2):
+                if cancelled() and proc.poll() is None:
+                    proc.terminate()
+
+        watcher = threading.Thread(target=watch, daemon=True)
+        watcher.start()
+        try:
+            interface.run(streamer="process", _input=proc.stdout, private_data_dir=str(job_dir), ident=job.ident,
+                          event_handler=collector, status_handler=on_status, cancel_callback=cancelled, quiet=True)
+            rc = proc.wait()
+        finally:
+            stop.set()
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            if proc.stdout is not None:
+                proc.stdout.close()
+            stream.unlink(missing_ok=True)
+        err.seek(0)
+        ssh_err = [ln for ln in err.read().decode(errors="replace").splitlines() if ln.strip()]
+    artifact_dir = str(job_dir / "artifacts" / str(job.ident)) if job.ident else str(job_dir / "artifacts")
+    explanation = str(status.get("job_explanation") or "")
+    if cancelled():
+        return AnsibleResult("canceled", rc, artifact_dir, collector.results(), collector.stats is not None)
+    if explanation.startswith(REFUSED_PREFIX):
+        return AnsibleResult("failed", rc, artifact_dir, _node_down(node, hosts, explanation, refused=True))
+    if collector.stats is None:
+        why = ssh_err[-1] if ssh_err else explanation or f"its worker stopped (exit {rc})"
+        return AnsibleResult("failed", rc, artifact_dir, _node_down(node, hosts, why))
+    outcomes = collector.results()
+    for r in outcomes.values():
+        if r.outcome == "unreachable" and r.reason:
+            r.reason = one_line(f"{r.reason} (via execution node {node.name})")
+    state = str(status.get("status") or "failed")
+    return AnsibleResult(state, 0 if state == "successful" else 2, artifact_dir, outcomes, True)
+
+
+def _merge(results: dict[str | None, AnsibleResult], private_data_dir: Path) -> AnsibleResult:
+    """The parts' results as one: every host's outcome, the worst status, the run's folder."""
+    statuses = [r.status for r in results.values()]
+    status = next((s for s in ("canceled", "timeout", "failed", "error") if s in statuses), "successful")
+    outcomes = {h: r for part in results.values() for h, r in part.outcomes.items()}
+    rcs = [r.rc for r in results.values() if r.rc is not None]
+    return AnsibleResult(
+        status=status,
+        rc=max(rcs) if rcs else None,
+        artifact_dir=str(private_data_dir),
+        outcomes=outcomes,
+        complete=all(r.complete for r in results.values()),
+        part_artifact_dirs={name or "local": r.artifact_dir for name, r in results.items()},
     )

@@ -10,7 +10,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -41,7 +41,7 @@ def fingerprint(key: paramiko.PKey) -> str:
     return "SHA256:" + base64.b64encode(digest).decode().rstrip("=")
 
 
-def algorithms_for(key_types: list[str], offered: list[str] | tuple[str, ...]) -> list[str]:
+def algorithms_for(key_types: Sequence[str], offered: Sequence[str]) -> list[str]:
     """Host key algorithms to offer so that the server shows a key of a pinned type."""
     wanted: list[str] = []
     for t in key_types:

@@ -16,13 +16,17 @@ Outcome = Literal["ok", "changed", "failed", "unreachable", "queued"]
 CHECKS = ("reachable", "host_key", "login", "sudo", "os", "python3", "disk")
 
 
+def _nothing_checked() -> dict[str, CheckState]:
+    return {check: "not checked" for check in CHECKS}
+
+
 class HostCheck(BaseModel):
     """Pre-flight result for one laptop: each check's state, and one line saying why it failed."""
 
     host: str
     address: str
     port: int = 22
-    checks: dict[str, CheckState] = Field(default_factory=lambda: dict.fromkeys(CHECKS, "not checked"))
+    checks: dict[str, CheckState] = Field(default_factory=_nothing_checked)
     reason: str | None = None
     host_key_fingerprint: str | None = None
     host_key_recorded: bool = False
@@ -101,3 +105,5 @@ class Progress(BaseModel):
     unreachable: int = 0
     host: str | None = None
     task: str | None = None
+    # The event just seen for `host`: "ok", "failed" or "unreachable" (None for the play recap).
+    event: str | None = None

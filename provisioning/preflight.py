@@ -21,9 +21,12 @@ from pathlib import Path
 import paramiko
 from paramiko.ssh_exception import IncompatiblePeer
 
+from core.audit import record
 from core.config import Config
-from core.inventory import Inventory
-from provisioning.errors import HOST_KEY_CHANGED, HostSelectionError, SSHKeyError
+from core.db import Database
+from core.inventory import Gateway, Inventory, Laptop
+from core.secrets import warn_if_others_can_read
+from provisioning.errors import HOST_KEY_CHANGED, HostSelectionError, HostUnreachable, PinnedKeyRefused, SSHKeyError
 from provisioning.known_hosts import PinnedHostKeys, algorithms_for, fingerprint, host_id, same_key
 from provisioning.models import HostCheck, PreflightReport
 
@@ -59,38 +62,37 @@ class SSHTarget:
         return host_id(self.address, self.port)
 
 
-class _Unreachable(Exception):
-    """Internal: every connection attempt failed; the message is the last reason."""
-
-
-class _KeyChanged(Exception):
-    """Internal: the server offers no key of a pinned type."""
-
-
 def known_hosts_path(config: Config) -> Path:
     return config.state_dir / "known_hosts"
 
 
 def select_targets(
-    config: Config, inventory: Inventory, names: list[str] | tuple[str, ...], all_hosts: bool
+    config: Config, inventory: Inventory, names: list[str] | tuple[str, ...], all_hosts: bool,
+    gateways: bool = False,
 ) -> list[SSHTarget]:
-    """The laptops a command names (or all with all_hosts); unknown names raise InventoryError."""
+    """The laptops a command names (or all with all_hosts); with `gateways` (pre-flight) the VPN
+    gateway too, whose key is pinned there like a laptop's before the VPN commands reach it.
+    Unknown names raise InventoryError."""
     if names and all_hosts:
         raise HostSelectionError("name hosts or use --all, not both")
     if not names and not all_hosts:
         raise HostSelectionError("name at least one host, or use --all")
+    wanted = list(dict.fromkeys(names))
+    known = inventory.gateways if gateways else {}
+    chosen = list(known.values()) if all_hosts else [known[n] for n in wanted if n in known]
+    laptop_names = [n for n in wanted if n not in known]
+    laptops = inventory.select_laptops(laptop_names) if laptop_names or all_hosts else []
     out = []
-    for lap in inventory.select_laptops(list(dict.fromkeys(names))):
-        extra = lap.model_extra or {}
+    hosts: list[Laptop | Gateway] = [*laptops, *chosen]
+    for host in hosts:
+        extra = host.model_extra or {}
         user = str(extra.get("ansible_user") or config.ssh.user)
-        out.append(SSHTarget(lap.name, lap.ansible_host, lap.ansible_port, user))
+        out.append(SSHTarget(host.name, host.ansible_host, host.ansible_port, user))
     return out
 
 
 def load_private_key(path: Path) -> paramiko.PKey:
     """The controller's private key; any problem is an SSHKeyError with one readable line."""
-    from core.secrets import warn_if_others_can_read
-
     warn_if_others_can_read(path, "SSH key")
     try:
         return paramiko.PKey.from_path(path)
@@ -129,7 +131,7 @@ def _backoff(attempt: int) -> None:
 def open_transport(
     target: SSHTarget, pinned_types: list[str], timeout: float, attempts: int
 ) -> paramiko.Transport:
-    """TCP connect and SSH handshake, retried with jittered backoff; raises _Unreachable / _KeyChanged."""
+    """TCP connect and SSH handshake, retried with jittered backoff; raises HostUnreachable / PinnedKeyRefused."""
     last = "not tried"
     for attempt in range(attempts):
         if attempt:
@@ -155,12 +157,12 @@ def open_transport(
         except IncompatiblePeer:
             transport.close()
             if pinned_types:
-                raise _KeyChanged() from None
+                raise PinnedKeyRefused(f"{target.name}: no host key of a pinned type") from None
             last = "SSH handshake failed: no common algorithms"
         except (paramiko.SSHException, OSError, EOFError) as e:
             transport.close()
             last = f"SSH handshake failed: {e}" if str(e) else "SSH handshake failed"
-    raise _Unreachable(last)
+    raise HostUnreachable(last)
 
 
 def run_command(transport: paramiko.Transport, command: str, timeout: float) -> tuple[int, str]:
@@ -271,9 +273,9 @@ def check_host(
         transport = open_transport(
             target, list(pins), config.ssh.connect_timeout, config.ssh.connect_attempts
         )
-    except _Unreachable as e:
+    except HostUnreachable as e:
         return result.fail("reachable", f"unreachable: {e}"), None
-    except _KeyChanged:
+    except PinnedKeyRefused:
         result.checks["reachable"] = "ok"
         return result.fail("host_key", HOST_KEY_CHANGED), None
     new_key = None
@@ -335,22 +337,20 @@ def run_preflight(
     names: list[str] | tuple[str, ...] = (),
     all_hosts: bool = False,
     accept_new: bool = False,
-    db=None,  # type: ignore[no-untyped-def]
+    db: Database | None = None,
     actor: str | None = None,
 ) -> PreflightReport:
     """Check the selected laptops; with accept_new, pin first-contact host keys (never changed ones).
 
     When `db` is given, each newly pinned key is written to the audit trail.
     """
-    targets = select_targets(config, inventory, names, all_hosts)
+    targets = select_targets(config, inventory, names, all_hosts, gateways=True)
     pkey = load_private_key(config.ssh_key_file)
     pinned = PinnedHostKeys(known_hosts_path(config))
     results = check_many(targets, config, pinned, pkey, accept_new)
     new = {t.host_id: key for t, (_, key) in zip(targets, results, strict=True) if key is not None}
     pinned.add(new)
     if db is not None and new:
-        from core.audit import record
-
         for t, (check, key) in zip(targets, results, strict=True):
             if key is not None:
                 record(

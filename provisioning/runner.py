@@ -15,45 +15,40 @@ Flow of `provision()`:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from sqlalchemy import select, update
 
+from core.audit import current_actor, record
 from core.config import Config
 from core.db import Database
+from core.errors import WerneError
 from core.inventory import Inventory
 from core.locks import file_lock
 from core.models import ProvisioningHostResult, ProvisioningRun, utcnow
 from provisioning import ansible
+from provisioning.disk import escrow as disk_escrow
 from provisioning.errors import AnsibleRunError, ProvisioningError, ProvisioningInterrupted
+from provisioning.home.models import KIND_PROVISION
+from provisioning.home.pending import queue_for_later
 from provisioning.known_hosts import PinnedHostKeys
 from provisioning.models import HostCheck, HostOutcome, Progress, ProvisioningReport, TaskChange
+from provisioning.nodes import split_hosts
 from provisioning.preflight import check_many, known_hosts_path, load_private_key, select_targets
+from provisioning.vpn.ops import PUBLIC_KEY_TASK, provision_extravars, register_client_keys
 
 # The playbook's last task on every host (playbooks/laptop.yml): a host reporting it is done.
 BASELINE_DONE_TASK = "Record the applied baseline"
 HOST_KEY_UNKNOWN_PROVISION = "host key unknown: run `werne laptop preflight --accept-new` after verifying it"
 
-ProgressCallback = Callable[[Progress], None]
+ProgressCallback = ansible.ProgressCallback
 
 
 def ansible_extravars(config: Config) -> dict[str, Any]:
     return {"nftables_firewall_admin_networks": list(config.provisioning.admin_networks)}
-
-
-def _progress_models(progress: ProgressCallback | None) -> ansible.ProgressCallback | None:
-    """The runner's live counts as the Progress model the CLI renders."""
-    if progress is None:
-        return None
-
-    def report(p: ansible.RunProgress) -> None:
-        progress(Progress(total=p.total, done=p.done, changed=p.changed, failed=p.failed,
-                          unreachable=p.unreachable, host=p.host, task=p.task))
-
-    return report
 
 
 def host_outcome(r: ansible.HostResult) -> HostOutcome:
@@ -104,8 +99,9 @@ def run_playbook(
         pipelining=pipelining,
         report_tasks=report_tasks,
         done_task=BASELINE_DONE_TASK,
-        progress=_progress_models(progress),
+        progress=progress,
         cancel_on_signal=True,
+        via_nodes=True,
     )
     if result.status == "canceled" or result.complete:
         return result
@@ -183,14 +179,10 @@ def _vpn_extravars(config: Config, db: Database, inventory: Inventory, hosts: li
     and revoked laptops are left out: a provision run never lets them back in)."""
     if not inventory.gateways:
         return {}
-    from provisioning.vpn.ops import provision_extravars
-
     return provision_extravars(config, db, inventory, hosts)
 
 
 def _vpn_report_tasks() -> frozenset[str]:
-    from provisioning.vpn.ops import PUBLIC_KEY_TASK
-
     return frozenset({PUBLIC_KEY_TASK})
 
 
@@ -199,10 +191,8 @@ def _admit_vpn_keys(config: Config, db: Database, inventory: Inventory, result: 
     """Admit the public keys the laptops reported to the gateway; a laptop whose key was refused,
     or all of them when the gateway cannot be reached, fails with the reason (its old key, if any,
     keeps working: the gateway is changed first and the database only after it took the change)."""
-    from core.errors import WerneError
-    from provisioning.vpn.ops import PUBLIC_KEY_TASK, register_client_keys
-
-    reported = {h: r.reported[PUBLIC_KEY_TASK] for h, r in result.outcomes.items()
+    # register_client_keys takes out (pops) the hosts it skips; the rest are marked failed below on an error.
+    reported: dict[str, str | None] = {h: r.reported[PUBLIC_KEY_TASK] for h, r in result.outcomes.items()
                 if PUBLIC_KEY_TASK in r.results
                 and outcomes.get(h) is not None and outcomes[h].outcome in ("ok", "changed")}
     if not reported:
@@ -235,15 +225,18 @@ def provision(
     A home-office laptop that cannot be reached (switched off, away) is not a failure: its run is
     queued (outcome "queued") for `werne laptop watch` to apply when it comes online, unless
     `queue_unreachable` is False (the watcher itself) or this is a check run."""
-    from core.audit import current_actor, record
-
     targets = select_targets(config, inventory, names, all_hosts)
     load_private_key(config.ssh_key_file)  # fail early, with one line, on an unusable key
     actor = actor or current_actor()
     with provisioning_lock(config.state_dir):
         interrupted = mark_stale_runs(db)
         pinned = PinnedHostKeys(known_hosts_path(config))
-        gate = check_many(targets, config, pinned, None, unknown_reason=HOST_KEY_UNKNOWN_PROVISION)
+        # Laptops behind an execution node are out of this machine's reach: their node's ssh checks
+        # their pinned keys (strictly) when it runs the playbook.
+        by_node = split_hosts(config, inventory.hosts_file, [t.name for t in targets])
+        via_node = [h for name, hs in by_node.items() if name is not None for h in hs]
+        gate = check_many([t for t in targets if t.name not in via_node], config, pinned, None,
+                          unknown_reason=HOST_KEY_UNKNOWN_PROVISION)
         with db.session() as s:
             run = ProvisioningRun(
                 actor=actor,
@@ -258,15 +251,17 @@ def provision(
             private_data_dir = config.state_dir / "artifacts" / str(run_id)
             run.artifact_dir = str(private_data_dir / "artifacts" / str(run_id))
         outcomes: dict[str, HostOutcome] = {c.host: _gate_outcome(c) for c, _ in gate if not c.ok}
-        allowed = [c.host for c, _ in gate if c.ok]
+        allowed = [c.host for c, _ in gate if c.ok] + via_node
         progress = _with_refused(progress, list(outcomes.values()))
         if progress is not None and outcomes:
             progress(Progress(total=len(targets)).model_copy(update=_refused_counts(list(outcomes.values()))))
-        status = "ok"
+        status: Literal["ok", "failed", "interrupted"] = "ok"
         artifact_dir = str(private_data_dir / "artifacts" / str(run_id))
         try:
             if allowed:
                 vpn_vars = _vpn_extravars(config, db, inventory, allowed)
+                identities = {c.host: c.host_key_fingerprint for c, _ in gate}
+                disk_vars = disk_escrow.provision_extravars(config, db, allowed, identities, check_mode)
                 result = run_playbook(
                     config,
                     inventory.hosts_file,
@@ -275,8 +270,9 @@ def provision(
                     str(run_id),
                     check_mode=check_mode,
                     progress=progress,
-                    extravars=vpn_vars,
-                    report_tasks=_vpn_report_tasks() if vpn_vars else frozenset(),
+                    extravars={**vpn_vars, **disk_vars},
+                    report_tasks=(_vpn_report_tasks() if vpn_vars else frozenset())
+                    | ({disk_escrow.RECOVERY_KEY_TASK} if disk_vars else frozenset()),
                 )
                 artifact_dir = result.artifact_dir
                 outcomes.update({h: host_outcome(r) for h, r in result.outcomes.items()})
@@ -284,6 +280,8 @@ def provision(
                     status = "interrupted"
                 elif vpn_vars and not check_mode:
                     _admit_vpn_keys(config, db, inventory, result, outcomes, actor)
+                if disk_vars and not check_mode and status != "interrupted":
+                    _record_recovery_keys(db, result, actor)
         except BaseException:
             _finish(db, run_id, "error", {}, artifact_dir)
             raise
@@ -307,19 +305,24 @@ def provision(
         return ProvisioningReport(
             run_id=run_id,
             status=status,
-            check_mode=check_mode,  # type: ignore[arg-type]
+            check_mode=check_mode,
             artifact_dir=artifact_dir,
             interrupted_runs=interrupted,
             hosts=ordered,
         )
 
 
+def _record_recovery_keys(db: Database, result: ansible.AnsibleResult, actor: str) -> None:
+    """What each laptop's test unlock said, stored for the rule lx-recovery-key and in the audit trail."""
+    said = {h: r.results[disk_escrow.RECOVERY_KEY_TASK] for h, r in result.outcomes.items()
+            if disk_escrow.RECOVERY_KEY_TASK in r.results}
+    for host, line in sorted(disk_escrow.record_results(db, said).items()):
+        record(db, "laptop.recovery_key.check", host, {"result": line}, actor=actor)
+
+
 def _queue_unreachable(db: Database, inventory: Inventory, outcomes: dict[str, HostOutcome], actor: str,
                        run_id: int) -> None:
     """Home-office laptops this run could not reach get the run queued (one open item per laptop)."""
-    from provisioning.home.models import KIND_PROVISION
-    from provisioning.home.pending import queue_for_later
-
     off = {h: o.reason or "unreachable" for h, o in outcomes.items() if o.outcome == "unreachable"}
     for h, reason in queue_for_later(db, inventory, KIND_PROVISION, actor, off, f"run {run_id}",
                                      "applies it").items():

@@ -1,15 +1,32 @@
-"""Shared test fixtures: a fresh state dir per test and a CLI runner that uses it."""
+"""Fixtures of every folder: a fresh state dir per test, a copy of the demo inventory, and a CLI
+runner that uses them."""
 
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
-REPO = Path(__file__).resolve().parent.parent
-DEMO_INVENTORY = REPO / "inventories" / "demo"
+# pytest rewrites asserts in test modules, conftests and plugins by itself; the fixture and helper
+# modules that conftests import need this, before anything imports them.
+pytest.register_assert_rewrite(
+    "tests.parts", "tests.golden",
+    *(f"tests.{d.name}" for d in sorted(Path(__file__).parent.iterdir()) if (d / "__init__.py").is_file()),
+)
+
+from tests.fixtures.postgres import postgres_cluster  # noqa: E402,F401 - session-wide: tests/core/ and tests/ipad/
+from tests.fixtures.site import DEMO_INVENTORY  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _no_system_config(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """A server's /etc/werne/werne.toml on the test machine must not leak into the tests' configs."""
+    import core.config
+
+    monkeypatch.setattr(core.config, "SYSTEM_CONFIG", tmp_path_factory.getbasetemp() / "no-system-werne.toml")
 
 
 @pytest.fixture
@@ -19,24 +36,41 @@ def state_dir(tmp_path: Path) -> Path:
     return d
 
 
+@pytest.fixture(scope="session")
+def migrated_db_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An SQLite state database migrated to the newest revision, once per session (per worker)."""
+    from core.db import Database
+
+    path = tmp_path_factory.mktemp("migrated-db") / "werne.db"
+    db = Database(f"sqlite:///{path}")
+    with db.engine.connect() as conn:
+        conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+    db.dispose()
+    return path
+
+
+@pytest.fixture
+def migrated_db(migrated_db_template: Path) -> Callable[[Path], str]:
+    """migrated_db(path) -> the sqlite URL of a state database at `path`, copied from the migrated
+    template unless one is there already. For tests whose subject is not the migration: migrating
+    a new database costs each test CPU and fsyncs, and tests/core/test_db_migrate.py and
+    test_postgres.py test the migrations themselves."""
+
+    def make(path: Path) -> str:
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(migrated_db_template, path)
+        return f"sqlite:///{path}"
+
+    return make
+
+
 @pytest.fixture
 def inventory_copy(tmp_path: Path) -> Path:
     """A writable copy of the demo inventory, to break on purpose."""
     dst = tmp_path / "inv"
     shutil.copytree(DEMO_INVENTORY, dst)
     return dst
-
-
-def write_secret(path: Path, text: str) -> Path:
-    """A secret file as an installation keeps one: readable by its owner only (werne warns otherwise)."""
-    path.write_text(text, encoding="utf-8")
-    path.chmod(0o600)
-    return path
-
-
-def write_config(path: Path, inventory: Path, state_dir: Path, extra: str = "") -> Path:
-    path.write_text(f'[site]\ninventory = "{inventory}"\nstate_dir = "{state_dir}"\n{extra}', encoding="utf-8")
-    return path
 
 
 @pytest.fixture
@@ -53,17 +87,9 @@ def run_cli(state_dir: Path):
     return invoke
 
 
-# Each area keeps its fixtures in its own module, so parallel work does not collide here.
-pytest_plugins = [
-    "pytester",
-    "tests.parts",
-    "tests.fixtures_lab",
-    "tests.fixtures_provisioning",
-    "tests.fixtures_vpn",
-    "tests.fixtures_mdm",
-    "tests.fixtures_compliance",
-    "tests.fixtures_enrolment",
-    "tests.fixtures_postgres",
-    "tests.fixtures_kmfddm",
-    "tests.fixtures_ddm",
-]
+# Only what every folder needs is loaded here: pytester, tests/parts.py (markers follow fixtures,
+# missing parts fail under CI=true) and the session-wide servers that several folders share, so a
+# session starts each of them once. Each folder's conftest.py imports the fixtures its tests use
+# from tests/fixtures/ (or from modules beside its tests).
+pytest_plugins = ["pytester", "tests.parts"]
+

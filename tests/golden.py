@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 
 UPDATE_ENV = "WERNE_UPDATE_GOLDEN"
+# The golden files of every test folder, by area (compliance/, declarations/, enrolment/, profiles/).
+GOLDEN_DIR = Path(__file__).resolve().parent / "golden"
 
 
 def updating() -> bool:

@@ -41,6 +41,8 @@ FIXTURE_MARKERS: dict[str, str] = {
     "ipad_world": "mdm",
     "nanomdm": "mdm",
     "kmfddm": "kmfddm",
+    "directory": "directory",
+    "oidc_provider_factory": "oidc",
 }
 
 # The test whose setup/call is running now: `require` checks its markers.

@@ -63,8 +63,9 @@ class _DeclarativeCompiler(_Compiler):
         super().__init__()
         self.since = "0"
 
-    def node(self, item: dict[str, Any], parent_ios: bool) -> dict[str, Any]:
-        out = super().node(item, parent_ios)
+    def node(self, item: dict[str, Any], parent_ios: bool, parent_tvos: bool = True) -> dict[str, Any]:
+        out = super().node(item, parent_ios, parent_tvos)
+        out.pop("tvos", None)  # the declarations werne sends are for iPads only
         supported = item.get("supportedOS")
         introduced = _ios_introduced(supported)
         if isinstance(introduced, str) and _version(introduced) > _version(self.since):

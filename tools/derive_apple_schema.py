@@ -15,7 +15,10 @@ the two traps of the data:
 
 Node format: {"key", "type", "req": true (only when required), "values": [rangelist],
 "min"/"max" (range), "sub": [nodes] | "ref": NAME, "ios": false (only when not on iOS),
-"ue": true (on iOS only with User Enrollment, so not required for school iPads)}.
+"tvos": false (only when not on tvOS: the Apple TVs), "ue": true (on iOS only with User
+Enrollment, so not required for school iPads)}. Commands and payload variants carry "ios"/"tvos"
+false the same way. A key inherits its parent's (the payload's) support for an OS it does not name,
+as Apple's docs/schema.md says.
 """
 
 from __future__ import annotations
@@ -47,10 +50,11 @@ class _Compiler:
         self._names = {}
         self._prefix = prefix
 
-    def keys(self, items: list[Any] | None, parent_ios: bool = True) -> list[dict[str, Any]]:
-        return [self.node(item, parent_ios) for item in items or [] if isinstance(item, dict)]
+    def keys(self, items: list[Any] | None, parent_ios: bool = True,
+             parent_tvos: bool = True) -> list[dict[str, Any]]:
+        return [self.node(item, parent_ios, parent_tvos) for item in items or [] if isinstance(item, dict)]
 
-    def node(self, item: dict[str, Any], parent_ios: bool) -> dict[str, Any]:
+    def node(self, item: dict[str, Any], parent_ios: bool, parent_tvos: bool = True) -> dict[str, Any]:
         out: dict[str, Any] = {"key": str(item.get("key", "")),
                                "type": str(item.get("type", "<any>")).strip("<>")}
         if item.get("presence") == "required":
@@ -65,6 +69,9 @@ class _Compiler:
         ios = _on_ios(item.get("supportedOS"), parent_ios)
         if not ios and parent_ios:
             out["ios"] = False
+        tvos = _on_os(item.get("supportedOS"), "tvOS", parent_tvos)
+        if not tvos and parent_tvos:
+            out["tvos"] = False
         if _user_enrollment_only(item.get("supportedOS")):
             out["ue"] = True
         subkeys = item.get("subkeys")
@@ -77,7 +84,7 @@ class _Compiler:
                 return out
             self._active.add(ident)
             try:
-                compiled = self.keys(subkeys, ios)
+                compiled = self.keys(subkeys, ios, tvos)
             finally:
                 self._active.discard(ident)
             if ident in self._names:
@@ -88,10 +95,16 @@ class _Compiler:
 
 def _on_ios(supported: Any, inherited: bool) -> bool:
     """False when Apple marks the key as not introduced on iOS ('n/a'); else the parent's answer."""
-    if not isinstance(supported, dict) or "iOS" not in supported:
+    return _on_os(supported, "iOS", inherited)
+
+
+def _on_os(supported: Any, os_name: str, inherited: bool) -> bool:
+    """False when Apple marks the key as not introduced on `os_name` ('n/a') or removed; else the
+    parent's answer (a key that does not name the OS inherits it)."""
+    if not isinstance(supported, dict) or os_name not in supported:
         return inherited
-    ios = supported.get("iOS") or {}
-    return str(ios.get("introduced", "")) != "n/a" and "removed" not in ios
+    entry = supported.get(os_name) or {}
+    return str(entry.get("introduced", "")) != "n/a" and "removed" not in entry
 
 
 def _user_enrollment_only(supported: Any) -> bool:
@@ -120,10 +133,13 @@ def derive(reference: Path) -> dict[str, Any]:
             continue
         comp.begin_file(f"commands/{path.stem}")
         ios = _on_ios(data["payload"].get("supportedOS"), True)
-        entry: dict[str, Any] = {"file": path.name, "request": comp.keys(data.get("payloadkeys"), ios),
-                                 "response": comp.keys(data.get("responsekeys"), ios)}
+        tvos = _on_os(data["payload"].get("supportedOS"), "tvOS", False)
+        entry: dict[str, Any] = {"file": path.name, "request": comp.keys(data.get("payloadkeys"), ios, tvos),
+                                 "response": comp.keys(data.get("responsekeys"), ios, tvos)}
         if not ios:
             entry["ios"] = False
+        if not tvos:
+            entry["tvos"] = False
         commands[request_type] = entry
     checkin: dict[str, Any] = {}
     for path in sorted((mdm / "checkin").glob("*.yaml")):
@@ -151,6 +167,8 @@ def derive(reference: Path) -> dict[str, Any]:
         variant: dict[str, Any] = {"file": path.name, "keys": keys}
         if not _on_ios(data["payload"].get("supportedOS"), True):
             variant["ios"] = False
+        if not _on_os(data["payload"].get("supportedOS"), "tvOS", False):
+            variant["tvos"] = False
         profiles.setdefault(payload_type, []).append(variant)
     source_file = reference / "SOURCE.txt"
     source = source_file.read_text(encoding="utf-8").strip() if source_file.is_file() else str(reference)

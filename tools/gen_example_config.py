@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Write werne.example.toml: every setting with its default, from core.config (run after adding one).
 
-tests/test_config.py checks that the file loads and lists every setting, so it cannot fall behind.
+tests/core/test_config.py checks that the file loads and lists every setting, so it cannot fall behind.
 """
 
 from __future__ import annotations
@@ -12,7 +12,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from core.config import REPO_ROOT, Config  # noqa: E402
+from pydantic import BaseModel  # noqa: E402
+
+from core.config import REPO_ROOT, Config, ExecutionNode  # noqa: E402
 
 HEADER = """\
 # werne site configuration: every setting with its default. Copy to werne.toml (or /etc/werne/werne.toml,
@@ -39,24 +41,54 @@ def toml_value(v: object) -> str:
     return '"' + str(v).replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
+def _section(out: list[str], name: str, model: BaseModel) -> None:
+    """One [section]; a setting that is a section itself ([web.ldap]) follows as a sub-table."""
+    out.append(f"[{name}]")
+    subs = []
+    for key in type(model).model_fields:
+        value = getattr(model, key)
+        if isinstance(value, BaseModel):
+            subs.append((f"{name}.{key}", value))
+            continue
+        if name == "site" and key == "state_dir":
+            out.append('# state_dir = "~/.local/state/werne"   # default: $XDG_STATE_HOME/werne')
+            continue
+        if value is None:
+            out.append(f"# {key} = ...   # not set")
+        else:
+            out.append(f"{key} = {toml_value(value)}")
+    out.append("")
+    for sub_name, sub_model in subs:
+        _section(out, sub_name, sub_model)
+
+
+# A list of tables ([[execution_nodes]]) has no default entry: a commented example of one instead.
+LIST_EXAMPLES: dict[str, dict[str, str]] = {
+    "execution_nodes": {
+        "name": '"node-a"', "address": '"10.210.1.2"', "port": "22", "user": '"werne-node"',
+        "host_key": '"ssh-ed25519 AAAA..."', "key_file": '...   # not set: the laptops\' key (ssh.private_key_file)',
+        "networks": '["10.210.1.0/24"]',
+    },
+}
+
+
+def _list_section(out: list[str], name: str, model: type[BaseModel]) -> None:
+    example = LIST_EXAMPLES[name]
+    out.append(f"# [[{name}]]   # none by default; one table per entry")
+    out += [f"# {key} = {example[key]}" for key in model.model_fields]
+    out.append("")
+
+
 def render() -> str:
     cfg = Config()
     out = [HEADER]
     for section in Config.model_fields:
         if section == "source":
             continue
-        model = getattr(cfg, section)
-        out.append(f"[{section}]")
-        for name in type(model).model_fields:
-            value = getattr(model, name)
-            if section == "site" and name == "state_dir":
-                out.append('# state_dir = "~/.local/state/werne"   # default: $XDG_STATE_HOME/werne')
-                continue
-            if value is None:
-                out.append(f"# {name} = ...   # not set")
-            else:
-                out.append(f"{name} = {toml_value(value)}")
-        out.append("")
+        if section in LIST_EXAMPLES:
+            _list_section(out, section, ExecutionNode)
+            continue
+        _section(out, section, getattr(cfg, section))
     return "\n".join(out)
 
 

@@ -7,17 +7,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from compliance.canonical import optional_ts
 from compliance.diff import diff_runs
-from compliance.engine import FINDING_STATUSES, STATUSES
-from compliance.history import StoredRun, _ts, load_run, pass_rate, previous_run_id, recent_runs
+from compliance.history import StoredRun, load_run, pass_rate, previous_run_id, recent_runs
+from compliance.results import FINDING_STATUSES, STATUSES
 from core.db import Database
 
 SCHEMA_ID = "werne-compliance-report/1"
 SEVERITY_ORDER = {"critical": 0, "high": 1, "medium": 2, "low": 3}
-
-
-def _iso(dt: Any) -> str | None:
-    return _ts(dt)
 
 
 def _change_rows(changes: list[Any], run: StoredRun, prev: StoredRun | None) -> list[dict[str, Any]]:
@@ -51,6 +48,11 @@ def _change_rows(changes: list[Any], run: StoredRun, prev: StoredRun | None) -> 
         )
     )
     return rows
+
+
+def _totals(block: dict[str, Any]) -> dict[str, Any]:
+    """A fleet's or school's totals from the run's summary, in the report's order."""
+    return {k: block[k] for k in ("devices", "compliant_devices", "counts", "pass_rate")}
 
 
 # The rule whose failures are iPads to replace (Apple offers no iPadOS for the model any more).
@@ -89,26 +91,17 @@ def build_report(db: Database, run_id: int | None = None, with_trend: bool = Tru
 
     s = run.summary
     fleets = [
-        {
-            "fleet": f,
-            "devices": b["devices"],
-            "compliant_devices": b["compliant_devices"],
-            "counts": b["counts"],
-            "pass_rate": b["pass_rate"],
-            "rules": group_rules("fleet", f),
-        }
-        for f, b in s.get("fleets", {}).items()
+        {"fleet": f, **_totals(b), "rules": group_rules("fleet", f)} for f, b in s.get("fleets", {}).items()
     ]
+    # Devices of each kind per school: the report shows a school's iPads and Apple TVs side by side.
+    kinds: dict[str, dict[str, int]] = {}
+    for dev in run.devices.values():
+        if dev.get("school") and dev.get("fleet") in ("ipads", "appletvs"):
+            per = kinds.setdefault(dev["school"], {"ipads": 0, "appletvs": 0})
+            per[dev["fleet"]] += 1
     schools = [
-        {
-            "school": sc,
-            "devices": b["devices"],
-            "compliant_devices": b["compliant_devices"],
-            "counts": b["counts"],
-            "pass_rate": b["pass_rate"],
-            "rules": group_rules("school", sc),
-            "replace": replace.get(sc, []),
-        }
+        {"school": sc, **_totals(b), **kinds.get(sc, {"ipads": 0, "appletvs": 0}), "rules": group_rules("school", sc),
+         "replace": replace.get(sc, [])}
         for sc, b in s.get("schools", {}).items()
     ]
     rules = []
@@ -155,12 +148,12 @@ def build_report(db: Database, run_id: int | None = None, with_trend: bool = Tru
         )
     trend = []
     if with_trend:
-        for r in recent_runs(db, run.id, 30):
-            summ = r["summary"]
+        for past in recent_runs(db, run.id, 30):
+            summ = past["summary"]
             trend.append(
                 {
-                    "run": r["id"],
-                    "finished_at": _iso(r["finished_at"]),
+                    "run": past["id"],
+                    "finished_at": optional_ts(past["finished_at"]),
                     "pass_rate": summ.get("pass_rate", 1.0),
                     "counts": summ.get("counts", {}),
                     "compliant_devices": summ.get("compliant_devices", 0),
@@ -172,8 +165,8 @@ def build_report(db: Database, run_id: int | None = None, with_trend: bool = Tru
         "run": {
             "id": run.id,
             "scope": run.scope,
-            "started_at": _iso(run.started_at),
-            "finished_at": _iso(run.finished_at),
+            "started_at": optional_ts(run.started_at),
+            "finished_at": optional_ts(run.finished_at),
             "actor": run.actor,
             "tool_version": run.tool_version,
             "inventory_hash": run.inventory_hash,
@@ -181,6 +174,8 @@ def build_report(db: Database, run_id: int | None = None, with_trend: bool = Tru
             "waivers_hash": run.waivers_hash,
             "prev_hash": run.prev_hash,
             "record_hash": run.record_hash,
+            # Where the run's time went (compliance.timings); null for runs stored before it existed.
+            "timings": run.timings,
         },
         "previous_run": prev.id if prev else None,
         "summary": {

@@ -35,7 +35,7 @@ def _rule_index(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 def render_csv(report: dict[str, Any]) -> str:
     rules = _rule_index(report)
-    rows: list[list[object]] = [CSV_HEADER]
+    rows: list[list[object]] = [[*CSV_HEADER]]
     for dev in report["devices"]:
         for res in dev["results"]:
             rule = rules.get(
@@ -119,4 +119,5 @@ def render_junit(report: dict[str, Any]) -> bytes:
     for k, v in totals.items():
         root.set(k, str(v))
     ET.indent(root)
-    return ET.tostring(root, encoding="utf-8", xml_declaration=True) + b"\n"
+    xml: bytes = ET.tostring(root, encoding="utf-8", xml_declaration=True)
+    return xml + b"\n"

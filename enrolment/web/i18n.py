@@ -6,7 +6,9 @@ can cause. Unknown messages are shown as they are, which is still one clear line
 
 from __future__ import annotations
 
+import math
 import re
+from datetime import timedelta
 
 STATUS_DE = {
     "submitted": "eingereicht",
@@ -62,6 +64,11 @@ _PATTERNS: list[tuple[re.Pattern[str], str]] = [
     ),
     (re.compile(r"^purpose or class is missing$"), "Bitte Zweck oder Klasse angeben"),
     (re.compile(r"^purpose is longer than (\d+) characters$"), "Der Zweck ist länger als {0} Zeichen"),
+    (re.compile(r"^purpose must be one line of text"), "Der Zweck muss eine Zeile Text sein (ohne Zeilenumbrüche "
+     "und Steuerzeichen)"),
+    (re.compile(r"^the pasted serial numbers are longer than (\d+) characters"),
+     "Im Feld „Seriennummern“ steht zu viel Text (höchstens {0} Zeichen, also höchstens 2000 Seriennummern): "
+     "bitte die Liste prüfen, aufteilen oder als CSV-Datei hochladen. Die übrigen Angaben sind erhalten."),
     (re.compile(r"^unknown group .*$"), "Bitte eine Gruppe wählen (Schüler/innen, Lehrkräfte, geteilt)"),
     (re.compile(r"^more than (\d+) serials in one request$"), "Mehr als {0} Seriennummern in einem Antrag"),
     (re.compile(r"^unknown school: .*$"), "Unbekannte Schule"),
@@ -91,3 +98,12 @@ def serial_reason_de(reason: str | None) -> str:
     if reason.startswith("THROTTLED"):
         return "Apple: zu viele Anfragen – die IT versucht es später erneut"
     return reason
+
+
+def wait_de(wait: timedelta) -> str:
+    """A wait as the login page says it: "15 Sekunden", "2 Minuten" (rounded up)."""
+    seconds = max(1, math.ceil(wait.total_seconds()))
+    if seconds < 60:
+        return f"{seconds} Sekunde" if seconds == 1 else f"{seconds} Sekunden"
+    minutes = math.ceil(seconds / 60)
+    return "1 Minute" if minutes == 1 else f"{minutes} Minuten"

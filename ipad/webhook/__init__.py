@@ -23,7 +23,7 @@ SQLite, each with its own SO_REUSEPORT listening socket; each process's writer t
 beside the database around its batch transaction, so the guarantee above holds unchanged (a 200 is answered
 after the commit that stored the event). The writer works in the event loop (no thread, see
 BatchWriter), writes rows with core.db.bulk_execute, and checkpoints the WAL once per tick
-instead of inside commits. Reports take a fast, equivalent parse (see `_fast_plist`,
+instead of inside commits. Reports take a fast, equivalent parse (see `fast_plist`,
 `_fast_report`); any unusual input goes through plistlib and results.parse_report.
 
 Enrolment hook: `on_enrolled(callback)` registers a function called (in the receiver's event
@@ -31,9 +31,10 @@ loop, after the commit; keep it short) with an `EnrolmentEvent` for every stored
 TokenUpdate. Another process can instead poll `Registry.events_since(last_id)`.
 """
 
-from ipad.webhook.parse import BadEvent, parse_event
-from ipad.webhook.serve import WEBHOOK_PATH, create_app, on_enrolled, sign
-from ipad.webhook.supervise import WebhookError, parse_listen, serve
+from ipad.errors import BadEvent, WebhookError
+from ipad.webhook.parse import parse_event
+from ipad.webhook.serve import WEBHOOK_PATH, create_app, hmac_key, on_enrolled, sign
+from ipad.webhook.supervise import parse_listen, serve
 from ipad.webhook.write import BatchWriter
 
 __all__ = [
@@ -42,6 +43,7 @@ __all__ = [
     "BatchWriter",
     "WebhookError",
     "create_app",
+    "hmac_key",
     "on_enrolled",
     "parse_event",
     "parse_listen",

@@ -1,6 +1,6 @@
 """Parse one NanoMDM webhook body into a `ParsedEvent`, or refuse it (`BadEvent`, with the HTTP status).
 
-Idle polls take a short path; command reports take a faster, equivalent parse (`_fast_plist`,
+Idle polls take a short path; command reports take a faster, equivalent parse (`fast_plist`,
 `_fast_report`); anything unusual goes through plistlib and results.parse_report.
 """
 
@@ -15,15 +15,19 @@ from dataclasses import dataclass
 from typing import Any
 from xml.etree.ElementTree import Element, XMLParser
 
+from ipad.errors import BadEvent, MalformedReport
 from ipad.results import (
-    _REPORT_ENVELOPE,
-    _RESPONSE_KEY_TO_REQUEST_TYPE,
     COMMAND_STATUSES,
+    REPORT_ENVELOPE,
+    RESPONSE_KEY_TO_REQUEST_TYPE,
     parse_checkin,
     parse_report,
 )
-from ipad.store import ParsedEvent
-from mdm_client.errors import MalformedReport
+from ipad.store.events import ParsedEvent
+
+# NanoMDM's enrolment id types (service/webhook: IDs.type) of a user channel: its events belong to
+# the device enrolment `parent_id` names.
+USER_CHANNEL_TYPES = frozenset({"User", "Shared iPad", "User Enrollment"})
 
 CHECKIN_TOPICS = {
     "mdm.Authenticate",
@@ -37,12 +41,6 @@ CHECKIN_TOPICS = {
 }
 
 
-class BadEvent(ValueError):
-    """A request body that is not a storable NanoMDM webhook event; carries the HTTP status."""
-
-    def __init__(self, status: int, reason: str):
-        super().__init__(reason)
-        self.status = status
 
 
 
@@ -89,10 +87,10 @@ def _parse_event(body: bytes) -> ParsedEvent:
         raw = base64.b64decode(ev["raw_payload"], validate=True)
     except (binascii.Error, ValueError):
         raise BadEvent(400, "raw_payload is not base64") from None
-    ids = ev.get("ids") if isinstance(ev.get("ids"), dict) else {}
+    ids: dict[str, Any] = ev["ids"] if isinstance(ev.get("ids"), dict) else {}
     if ack is not None and ev.get("status") == "Idle" and not ev.get("command_uuid"):
         return _parse_idle(data, ev, ids, raw, event_id)
-    plist = _fast_plist(raw)
+    plist = fast_plist(raw)
     try:
         if ack is not None:
             fast = _fast_report(plist) if plist is not None else None
@@ -111,12 +109,14 @@ def _parse_event(body: bytes) -> ParsedEvent:
             enrollment_id = str(ids.get("id") or ev.get("enrollment_id") or fast.enrollment_id or fast.udid)
             response, secret = _take_secret(fast.response)
             response, location = _take_location(response)
+            udid = str(ev.get("udid") or fast.udid)
             return ParsedEvent(
                 event_id=event_id,
                 topic=topic,
                 created_at=str(data.get("created_at", "")),
                 enrollment_id=enrollment_id,
-                udid=str(ev.get("udid") or fast.udid),
+                udid=udid,
+                parent_id=_parent_of_user_channel(ids, enrollment_id, udid, None),
                 status=fast.status,
                 command_uuid=fast.command_uuid,
                 request_type=fast.request_type,
@@ -153,7 +153,22 @@ def _parse_event(body: bytes) -> ParsedEvent:
         token_update_tally=tally if type(tally) is int and 0 <= tally < 2**63 else None,
         payload={k: v for k, v in payload.items() if v is not None},
         serial=m.serial_number.strip().upper() if m.serial_number else None,
+        parent_id=_parent_of_user_channel(ids, enrollment_id, str(ev.get("udid") or m.udid or ""), m.user_id),
     )
+
+
+def _parent_of_user_channel(ids: dict[str, Any], enrollment_id: str, udid: str, user_id: str | None) -> str | None:
+    """The device enrolment a user-channel event belongs to, or None for the device channel.
+
+    NanoMDM names the channel in `ids` (type "Shared iPad" or "User", parent_id the device's); an
+    older NanoMDM sends no ids, and then a check-in's UserID (or an id "<UDID>:<user>") says it."""
+    kind = ids.get("type")
+    if kind in USER_CHANNEL_TYPES:
+        parent = ids.get("parent_id") or udid or enrollment_id.partition(":")[0]
+        return str(parent) if parent and parent != enrollment_id else None
+    if kind is None and (user_id or (udid and enrollment_id.startswith(f"{udid}:"))):
+        return udid or None
+    return None
 
 
 # Answers whose value is a secret: kept out of the stored payload, handed to the escrow sink.
@@ -188,7 +203,7 @@ def _parse_idle(
 ) -> ParsedEvent:
     """An Idle poll: the most frequent event by far, so checked without building the full model."""
     try:
-        report = _fast_plist(raw)
+        report = fast_plist(raw)
         if report is None:
             report = plistlib.loads(raw)
     except Exception:  # noqa: BLE001 - any parser failure means "not a plist"
@@ -259,7 +274,7 @@ def _plist_value(el: Element) -> Any:
     raise _NotPlain
 
 
-def _fast_plist(raw: bytes) -> Any:
+def fast_plist(raw: bytes) -> Any:
     """plistlib.loads(raw) for plain XML plists, else None (then the caller runs plistlib)."""
     if (
         not raw.startswith((b"<?xml", b"<plist"))
@@ -336,9 +351,9 @@ def _fast_report(data: Any) -> _Report | None:
                     return None
                 out[k] = v
         chain.append(out)
-    response = {k: v for k, v in data.items() if k not in _REPORT_ENVELOPE}
+    response = {k: v for k, v in data.items() if k not in REPORT_ENVELOPE}
     if request_type is None:
-        for key, rt in _RESPONSE_KEY_TO_REQUEST_TYPE.items():
+        for key, rt in RESPONSE_KEY_TO_REQUEST_TYPE.items():
             if key in response:
                 request_type = rt
                 break

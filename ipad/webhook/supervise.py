@@ -5,22 +5,22 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import socket
 import time
 from pathlib import Path
 from typing import Any
 
 from starlette.applications import Starlette
 
+from core import logs
 from core.secrets import Secret
-from ipad.store import Registry
+from ipad.errors import WebhookError
+from ipad.store.registry import Registry
 from ipad.webhook.serve import create_app
-from mdm_client.errors import MDMError
 
 log = logging.getLogger("werne.mdm.webhook")
 
 
-class WebhookError(MDMError):
-    """The webhook receiver cannot start (bad listen address, port in use, unusable database)."""
 
 
 def parse_listen(listen: str) -> tuple[str, int]:
@@ -43,7 +43,7 @@ def serve(
     """Run the receiver in the foreground until interrupted (uvicorn in `workers` processes).
 
     The default (also $WERNE_WEBHOOK_WORKERS) is one process per core, at most 2, on SQLite, and
-    1 on PostgreSQL. Each process listens on its own SO_REUSEPORT socket (see _listen); on SQLite
+    1 on PostgreSQL. Each process listens on its own SO_REUSEPORT socket (see listen_socket); on SQLite
     each batch's transaction holds a lock file beside the database, so they take turns writing
     without SQLite's busy sleep.
     """
@@ -60,9 +60,10 @@ def serve(
     if workers > 1 and db_file is None:
         # Without the lock file, two processes could insert the same new device at once.
         workers = 1
-    socks = _listen(host, port, workers, listen)
+    socks = listen_socket(host, port, workers, listen)
     lock = db_file.with_name(db_file.name + ".webhook-lock") if db_file is not None and workers > 1 else None
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logs.install()  # the CLI did already; a library caller of serve() gets safe log lines too
+    logging.basicConfig(level=logging.INFO, format=logs.SERVICE_FORMAT)
     # No connection may cross the fork: each process opens its own.
     registry.db.engine.dispose()
     children: list[int] = []
@@ -92,13 +93,11 @@ def serve(
         socks[0].close()
 
 
-def _listen(host: str, port: int, workers: int, listen: str) -> list[Any]:
+def listen_socket(host: str, port: int, workers: int, listen: str) -> list[Any]:
     """One listening socket per process. With several, each has SO_REUSEPORT, so the kernel spreads
     connections evenly over the processes (on one shared socket, the process that wakes first takes
     most of NanoMDM's keep-alive connections). A plain bind first, so that a port already in use,
     also by another receiver, is still an error rather than a silent share."""
-    import socket
-
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     try:
         probe = socket.create_server((host, port), family=family, backlog=2048)
@@ -119,6 +118,7 @@ def _sqlite_file(url: str) -> Path | None:
 
 
 def _run_uvicorn(app: Starlette, sock: Any, log_level: str) -> None:
+    # Imported here: only the serving processes need the server, not everyone who builds the app.
     import uvicorn
 
     config = uvicorn.Config(
@@ -137,7 +137,7 @@ def _run_uvicorn(app: Starlette, sock: Any, log_level: str) -> None:
 def _exit_with_parent() -> None:
     """Linux: the worker gets SIGTERM when the main process dies, even by SIGKILL."""
     try:
-        import ctypes
+        import ctypes  # inside the try: an interpreter built without ctypes just skips this
 
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
     except (OSError, AttributeError):
@@ -169,6 +169,7 @@ def _stop_children(pids: list[int], timeout: float = 10.0) -> None:
 
 
 def _http_impl() -> str:
+    """uvicorn's fast HTTP parser where it is installed (the import is the check)."""
     try:
         import httptools  # noqa: F401
     except ImportError:
@@ -177,6 +178,7 @@ def _http_impl() -> str:
 
 
 def _loop_impl() -> str:
+    """uvloop's event loop where it is installed (the import is the check)."""
     try:
         import uvloop  # noqa: F401
     except ImportError:

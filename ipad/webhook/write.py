@@ -9,7 +9,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from core.locks import FileLock
-from ipad.store import EnrolmentEvent, ParsedEvent, Registry
+from ipad.store.events import EnrolmentEvent, ParsedEvent
+from ipad.store.registry import Registry
 
 log = logging.getLogger("werne.mdm.webhook")
 
@@ -24,7 +25,11 @@ class BatchWriter:
     in the loop itself: a batch takes a few milliseconds, during which new requests wait in the
     socket buffers and form the next batch. A worker thread was measured slower: it and the loop
     handed the interpreter lock back and forth around every SQLite call. With two receiver
-    processes, a loop may wait on the write lock while the other process commits its batch.
+    processes, the write lock is tried without waiting; when the other process holds it, a worker
+    thread waits for it while the loop goes on reading and parsing requests (which join the batch),
+    and the batch is written in the loop once the lock is this process's (flock belongs to the open
+    file, not to a thread). Waiting in the loop instead stalled one process while the other wrote:
+    two processes took little more than one's throughput (issue 27).
 
     Idle polls are only kept (newest per device) and written every `idle_flush_s`. When
     `checkpoints` is on (Database.defer_checkpoints), the same tick starts a passive WAL checkpoint
@@ -46,7 +51,8 @@ class BatchWriter:
         self.on_enrolled = on_enrolled
         # Receiver processes sharing one SQLite file take this lock around each batch's
         # transaction: flock wakes the next writer at once, where SQLite's busy handler sleeps.
-        self._write_lock = FileLock(write_lock, wait=None) if write_lock is not None else contextlib.nullcontext()
+        self._write_lock = FileLock(write_lock, wait=None) if write_lock is not None else None
+        self._lock_wait: asyncio.Future[None] | None = None  # a worker thread waiting for the write lock
         self.idle_flush_s = idle_flush_s
         self.batch_s = batch_ms / 1000
         self.batch_max = batch_max
@@ -71,8 +77,9 @@ class BatchWriter:
         if self._tick_handle is not None:
             self._tick_handle.cancel()
         while self._pending:
-            self._flush()
-        self._flush_idle()
+            with self._locked():
+                self._write_batch()
+        self._flush_idle(wait=True)
         if self.checkpoints:
             self._checkpoint()
         if self.batches:
@@ -98,21 +105,69 @@ class BatchWriter:
             )
         return fut
 
+    def _locked(self) -> contextlib.AbstractContextManager[object]:
+        """The write lock, waited for (stop, idle polls at stop), or nothing with one process."""
+        return self._write_lock if self._write_lock is not None else contextlib.nullcontext()
+
     def _flush(self) -> None:
         self._flush_handle = None
-        batch, self._pending = self._pending[: self.batch_max], self._pending[self.batch_max :]
-        if self._pending:
+        if self._lock_wait is not None:
+            return  # a worker waits for the write lock; the batch is written when it has it
+        lock = self._write_lock
+        if lock is not None and not lock.try_acquire():
+            assert self._loop is not None
+            self._lock_wait = self._loop.run_in_executor(None, lock.acquire)
+            self._lock_wait.add_done_callback(self._lock_taken)
+            return
+        try:
+            self._write_batch()
+        finally:
+            if lock is not None:
+                lock.release()
+        self._again()
+
+    def _lock_taken(self, wait: asyncio.Future[None]) -> None:
+        """The worker has the write lock (or failed to get it): write what is pending now."""
+        self._lock_wait = None
+        lock = self._write_lock
+        assert lock is not None
+        if wait.cancelled():
+            return  # the loop is closing; stop() writes what is pending
+        e = wait.exception()
+        if e is not None:
+            log.error("webhook: the write lock could not be taken: %s", e)
+            self._fail(self._take_batch(), e)
+        else:
+            try:
+                self._write_batch()
+            finally:
+                lock.release()
+        self._again()
+
+    def _again(self) -> None:
+        if self._pending and self._flush_handle is None and self._lock_wait is None:
             self._flush_handle = asyncio.get_running_loop().call_soon(self._flush)
+
+    def _take_batch(self) -> list[tuple[ParsedEvent, asyncio.Future[bool]]]:
+        batch, self._pending = self._pending[: self.batch_max], self._pending[self.batch_max :]
+        return batch
+
+    @staticmethod
+    def _fail(batch: list[tuple[ParsedEvent, asyncio.Future[bool]]], e: BaseException) -> None:
+        for _, fut in batch:
+            if not fut.done():
+                fut.set_exception(e)
+
+    def _write_batch(self) -> None:
+        """Store the next batch (the caller holds the write lock) and answer its requests."""
+        batch = self._take_batch()
         if not batch:
             return
         try:
-            with self._write_lock:
-                stored, hooks = self.registry.apply_events([event for event, _ in batch])
+            stored, hooks = self.registry.apply_events([event for event, _ in batch])
         except Exception as e:  # noqa: BLE001 - a failed batch must answer every waiting request
             log.error("webhook: storing a batch of %d events failed: %s", len(batch), e)
-            for _, fut in batch:
-                if not fut.done():
-                    fut.set_exception(e)
+            self._fail(batch, e)
             return
         self.batches += 1
         self.events += len(batch)
@@ -129,14 +184,23 @@ class BatchWriter:
         self._tick_handle = self._loop.call_later(self.idle_flush_s, self._tick)
         self._flush_idle()
 
-    def _flush_idle(self) -> None:
+    def _flush_idle(self, wait: bool = False) -> None:
         idle, self._idle = list(self._idle.values()), {}
+        lock = self._write_lock
+        if idle and not wait and (self._lock_wait is not None or (lock is not None and not lock.try_acquire())):
+            # The other process is writing: keep them for the next tick (newer polls replace them).
+            self._idle = {**{e.enrollment_id: e for e in idle}, **self._idle}
+            idle = []
+        elif idle and lock is not None and wait:
+            lock.acquire()
         if idle:
             try:
-                with self._write_lock:
-                    self.registry.apply_events(idle)
+                self.registry.apply_events(idle)
             except Exception as e:  # noqa: BLE001 - last_seen is best effort; results are not
                 log.error("webhook: storing %d Idle polls failed: %s", len(idle), e)
+            finally:
+                if lock is not None:
+                    lock.release()
         busy = self._checkpointing is not None and not self._checkpointing.done()
         if self.checkpoints and self.batches != self._checkpointed_at and not busy and self._loop is not None:
             self._checkpointed_at = self.batches

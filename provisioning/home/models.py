@@ -17,7 +17,13 @@ from core.models import utcnow
 
 KIND_PROVISION = "provision"
 KIND_VPN_ROTATE = "vpn_rotate"
-KINDS = (KIND_PROVISION, KIND_VPN_ROTATE)
+# A lost or found laptop (provisioning.disk.lost): applied first when it comes online, and only to
+# the laptop whose host key was pinned when it was ordered (`identity`).
+KIND_LOCK = "lock"
+KIND_ERASE = "erase"
+KIND_UNLOCK = "unlock"
+LOST_KINDS = (KIND_ERASE, KIND_LOCK, KIND_UNLOCK)
+KINDS = (KIND_PROVISION, KIND_VPN_ROTATE, *LOST_KINDS)
 
 STATE_PENDING = "pending"
 STATE_RUNNING = "running"
@@ -32,7 +38,7 @@ class PendingWork(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     host: Mapped[str] = mapped_column(String(255))
-    # provision | vpn_rotate
+    # provision | vpn_rotate | lock | erase | unlock
     kind: Mapped[str] = mapped_column(String(32))
     # pending | running | done | failed
     state: Mapped[str] = mapped_column(String(16), default=STATE_PENDING, index=True)
@@ -49,6 +55,9 @@ class PendingWork(Base):
     done_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     # What did it, e.g. "provisioning run 12".
     result: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # The SHA256 fingerprint of the laptop's pinned host key when the item was made (lock, erase,
+    # unlock): applied only to a laptop that shows that key, never to another one at its address.
+    identity: Mapped[str | None] = mapped_column(String(128), nullable=True)
 
 
 class LaptopPresence(Base):

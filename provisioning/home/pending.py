@@ -12,12 +12,13 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
+from typing import overload
 
-from sqlalchemy import select, update
+from sqlalchemy import CursorResult, select, update
 
 from core.db import Database
 from core.inventory import Inventory
+from core.procs import pid_alive, proc_state
 from provisioning.errors import ProvisioningError
 from provisioning.home.models import (
     KINDS,
@@ -52,6 +53,8 @@ class PendingItem:
     last_error: str | None
     done_at: datetime | None
     result: str | None
+    # The laptop's pinned host key(s) when the item was made (lock, erase, unlock; else None).
+    identity: str | None = None
 
     def to_dict(self) -> dict[str, object]:
         def iso(d: datetime | None) -> str | None:
@@ -60,53 +63,47 @@ class PendingItem:
         return {"id": self.id, "host": self.host, "kind": self.kind, "state": self.state,
                 "created_at": iso(self.created_at), "created_by": self.created_by, "reason": self.reason,
                 "attempts": self.attempts, "not_before": iso(self.not_before), "last_error": self.last_error,
-                "done_at": iso(self.done_at), "result": self.result}
+                "done_at": iso(self.done_at), "result": self.result, "identity": self.identity}
 
 
+@overload
+def _utc(d: datetime) -> datetime: ...
+@overload
+def _utc(d: None) -> None: ...
+@overload
+def _utc(d: datetime | None) -> datetime | None: ...
 def _utc(d: datetime | None) -> datetime | None:
     return d if d is None or d.tzinfo else d.replace(tzinfo=UTC)
 
 
 def _item(r: PendingWork) -> PendingItem:
-    return PendingItem(r.id, r.host, r.kind, r.state, _utc(r.created_at), r.created_by,  # type: ignore[arg-type]
-                       r.reason, r.attempts, _utc(r.not_before), r.last_error, _utc(r.done_at), r.result)
+    return PendingItem(r.id, r.host, r.kind, r.state, _utc(r.created_at), r.created_by,
+                       r.reason, r.attempts, _utc(r.not_before), r.last_error, _utc(r.done_at), r.result, r.identity)
 
 
 def owner_id(pid: int | None = None) -> str:
     """This process as a claimer: "pid:start-ticks" (a reused pid does not look alive)."""
     pid = pid or os.getpid()
-    return f"{pid}:{_start_ticks(pid)}"
-
-
-def _start_ticks(pid: int) -> int | None:
-    try:
-        raw = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return int(raw.rsplit(")", 1)[1].split()[19])
+    state = proc_state(pid)
+    return f"{pid}:{state[1] if state else None}"
 
 
 def owner_alive(owner: str | None) -> bool:
+    """Whether the claimer `owner` (an owner_id) still runs: same pid, same start, not a zombie."""
     if not owner or ":" not in owner:
         return False
     pid_s, start_s = owner.split(":", 1)
     try:
-        pid = int(pid_s)
+        pid, start = int(pid_s), int(start_s)
     except ValueError:
         return False
-    start = _start_ticks(pid)
-    if start is None:
-        return False
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state not in ("Z", "X") and str(start) == start_s
+    return pid_alive(pid, start=start)
 
 
 def enqueue(db: Database, host: str, kind: str, actor: str, reason: str = "",
-            now: datetime | None = None) -> tuple[PendingItem, bool]:
-    """Queue `kind` for `host`; (item, created). An open item of the same kind is reused, not doubled."""
+            now: datetime | None = None, identity: str | None = None) -> tuple[PendingItem, bool]:
+    """Queue `kind` for `host`; (item, created). An open item of the same kind is reused, not doubled.
+    `identity` (lock, erase, unlock) names the laptop by its pinned host key(s)."""
     if kind not in KINDS:
         raise PendingInputError(f"unknown pending kind {kind!r} (known: {', '.join(KINDS)})")
     with db.session() as s:
@@ -115,7 +112,7 @@ def enqueue(db: Database, host: str, kind: str, actor: str, reason: str = "",
         if have is not None:
             return _item(have), False
         row = PendingWork(host=host, kind=kind, state=STATE_PENDING, created_at=now or datetime.now(UTC),
-                          created_by=actor, reason=reason, attempts=0)
+                          created_by=actor, reason=reason, attempts=0, identity=identity)
         s.add(row)
         s.flush()
         return _item(row), True
@@ -147,7 +144,8 @@ def claim(db: Database, ids: list[int], owner: str, now: datetime) -> list[int]:
             res = s.execute(update(PendingWork).where(PendingWork.id == i, PendingWork.state == STATE_PENDING)
                             .values(state=STATE_RUNNING, claimed_by=owner, last_attempt_at=now,
                                     attempts=PendingWork.attempts + 1))
-            if res.rowcount:  # type: ignore[attr-defined]
+            assert isinstance(res, CursorResult)  # an UPDATE's result; Session.execute is typed for any statement
+            if res.rowcount:
                 got.append(i)
     return got
 
@@ -198,11 +196,10 @@ def queue_for_later(db: Database, inventory: Inventory, kind: str, actor: str, u
     """Queue `kind` for the home-office laptops among `unreachable` (host -> why it was not reached);
     returns host -> the reason to show instead ("off or away …: queued as pending item N; …").
     Office laptops are left out: for them unreachable stays a failure."""
-    from provisioning.home.reach import is_home_office
-
     out = {}
     for host, why in unreachable.items():
-        if not is_home_office(inventory, host):
+        lap = inventory.laptops.get(host)
+        if lap is None or not lap.home_office:
             continue
         item, _ = enqueue(db, host, kind, actor, f"{origin}: {why}")
         out[host] = (f"off or away ({why}): queued as pending item {item.id}; "

@@ -19,13 +19,11 @@ from sqlalchemy import select
 from core.config import Config
 from core.db import Database
 from core.inventory import Inventory
-from provisioning.errors import ProvisioningError
+from provisioning.errors import HostUnreachable, PinnedKeyRefused, ProvisioningError
 from provisioning.home.models import LaptopPresence
 from provisioning.known_hosts import PinnedHostKeys, same_key
 from provisioning.preflight import (
     SSHTarget,
-    _KeyChanged,
-    _Unreachable,
     known_hosts_path,
     load_private_key,
     open_transport,
@@ -70,9 +68,9 @@ class GatewayReader:
         timeout = self.config.ssh.connect_timeout
         try:
             t = open_transport(self.target, sorted(pinned), timeout, attempts=2)
-        except _Unreachable as e:
+        except HostUnreachable as e:
             raise GatewayReadError(f"gateway {self.target.name} unreachable: {e}") from None
-        except _KeyChanged:
+        except PinnedKeyRefused:
             raise GatewayReadError(f"gateway {self.target.name}: host key changed; refused") from None
         key = t.get_remote_server_key()
         if not any(same_key(key, k) for k in pinned.values()):

@@ -26,7 +26,8 @@ from sqlalchemy import select
 from core import audit
 from core.config import Config
 from core.db import Database
-from core.inventory import Inventory, load_inventory
+from core.inventory import Gateway, Inventory, Laptop, load_inventory
+from core.yamlio import load_file
 from provisioning.known_hosts import PinnedHostKeys, address_of, host_id
 from provisioning.preflight import known_hosts_path
 from provisioning.vpn.models import PEER_ACTIVE, VPNPeer
@@ -51,7 +52,7 @@ class Reach:
 
 def is_home_office(inventory: Inventory, host: str) -> bool:
     lap = inventory.laptops.get(host)
-    return bool(lap is not None and (lap.model_extra or {}).get("home_office") is True)
+    return lap is not None and lap.home_office
 
 
 def reach_map(db: Database, inventory: Inventory) -> dict[str, Reach]:
@@ -102,7 +103,8 @@ def _unpin_old_tunnel_addresses(config: Config, db: Database, inventory: Invento
     home-office peer's address, or that now belong to a laptop with another key. Only addresses in
     the VPN pool, never an inventory address, and only keys copied from a pin of another address."""
     pools = [ipaddress.ip_network(p) for p in (config.vpn.pool_v4, config.vpn.pool_v6) if p]
-    inventory_addresses = {str(h.ansible_host) for h in [*inventory.laptops.values(), *inventory.gateways.values()]}
+    hosts: list[Laptop | Gateway] = [*inventory.laptops.values(), *inventory.gateways.values()]
+    inventory_addresses = {str(h.ansible_host) for h in hosts}
 
     def in_scope(hid: str) -> bool:
         addr = address_of(hid)
@@ -124,7 +126,7 @@ def _unpin_old_tunnel_addresses(config: Config, db: Database, inventory: Invento
 
 
 def _write_hosts(src: Path, dst_dir: Path, reach: dict[str, Reach]) -> None:
-    data = yaml.safe_load(src.read_text(encoding="utf-8")) or {}
+    data = load_file(src) or {}
     for group in ((data.get("all") or {}).get("children") or {}).values():
         for name, hv in ((group or {}).get("hosts") or {}).items():
             if name in reach and reach[name].via == "vpn":

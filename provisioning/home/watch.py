@@ -30,12 +30,20 @@ from core.db import Database
 from core.errors import LockHeldError, WerneError
 from core.inventory import Inventory
 from core.text import one_line
+from provisioning import runner
+from provisioning.disk import lost
 from provisioning.home import pending
-from provisioning.home.models import KIND_PROVISION, KIND_VPN_ROTATE
+from provisioning.home.gather import Gatherer
+from provisioning.home.models import KIND_ERASE, KIND_PROVISION, KIND_VPN_ROTATE, LOST_KINDS
 from provisioning.home.presence import GatewayReader, peers_seen, record_presence
 from provisioning.home.scheduler import CatchupScheduler
+from provisioning.known_hosts import PinnedHostKeys
+from provisioning.preflight import check_many, known_hosts_path, select_targets
+from provisioning.vpn import ops as vpn_ops
 
 ACTOR = "werne laptop watch"
+# (what ran, e.g. "provisioning run 12"; the laptop's outcome; its reason)
+ProvisionOutcome = tuple[str, str, str | None]
 
 # collect(hosts, now) -> {host: "ok" | "unreachable" | "error" | "deferred"}; stores the evidence.
 CollectFn = Callable[[Inventory, list[str], datetime], dict[str, str]]
@@ -49,9 +57,6 @@ HostKeyCheckFn = Callable[[Config, Inventory, list[str]], dict[str, str]]
 def refused_host_keys(config: Config, inventory: Inventory, hosts: list[str]) -> dict[str, str]:
     """Pre-flight's host-key check (no login) at each laptop's address in use: {host: reason} for
     every laptop whose key is not the pinned one (changed, or none pinned)."""
-    from provisioning.known_hosts import PinnedHostKeys
-    from provisioning.preflight import check_many, known_hosts_path, select_targets
-
     targets = select_targets(config, inventory, hosts, False)
     checks = check_many(targets, config, PinnedHostKeys(known_hosts_path(config)), None)
     return {c.host: f"{c.reason} (at {c.address})" for c, _ in checks
@@ -63,7 +68,7 @@ class Step:
     """One thing a catch-up did (or tried) for one laptop."""
 
     host: str
-    action: str  # preflight | collect | provision | vpn_rotate | catchup (the batch as a whole) | poll
+    action: str  # preflight | collect | provision | vpn_rotate | lock | erase | unlock | catchup | poll
     outcome: str  # done | retry | failed | deferred | unreachable | refused | error
     detail: str = ""
 
@@ -103,10 +108,15 @@ class Watcher:
     check_host_keys: HostKeyCheckFn = refused_host_keys
     # Live progress of a catch-up's provisioning run (after every host event), as the CLI gets it.
     on_provision_progress: Callable[[Any], None] | None = None
+    # How a lock, erase or unlock is applied (provisioning.disk.lost.apply_now); a seam for fast tests.
+    apply_lost: lost.ApplyFn = lost.apply_now
     scheduler: CatchupScheduler = field(init=False)
     online: set[str] = field(default_factory=set)
     steps: list[Step] = field(default_factory=list)
-    _provision_lock: threading.Lock = field(default_factory=threading.Lock)
+    # The provisioning run; None: provisioning.runner.provision, looked up at each call.
+    provision: Callable[..., Any] | None = None
+    _gatherer: Gatherer[pending.PendingItem, ProvisionOutcome] = field(
+        default_factory=lambda: Gatherer(lambda i: i.id))
     _steps_lock: threading.Lock = field(default_factory=threading.Lock)
 
     def __post_init__(self) -> None:
@@ -186,22 +196,54 @@ class Watcher:
                 state = self._retry(i, why, now)
                 self._step(Step(i.host, kind, "failed" if state == "failed" else "retry", why))
 
-    def _apply_provision(self, inv: Inventory, items: list[pending.PendingItem], now: datetime) -> None:
-        from provisioning.runner import provision
+    def _provision_gathered(self, inv: Inventory, take: list[pending.PendingItem]) -> dict[int, ProvisionOutcome]:
+        """One provisioning run for every item gathered (provisioning.home.gather)."""
+        hosts = sorted({i.host for i in take})
+        provision = self.provision or runner.provision
+        report = provision(self.config, self.db, inv, hosts, actor=ACTOR, queue_unreachable=False,
+                           progress=self.on_provision_progress)
+        by_host = {o.host: (o.outcome, o.reason) for o in report.hosts}
+        label = f"provisioning run {report.run_id}"
+        return {i.id: (label, *by_host.get(i.host, ("no result", None))) for i in take}
 
+    def _apply_provision(self, inv: Inventory, items: list[pending.PendingItem], now: datetime) -> None:
         def run(hosts: list[str]) -> tuple[str, dict[str, tuple[str, str | None]]]:
-            with self._provision_lock:
-                report = provision(self.config, self.db, inv, hosts, actor=ACTOR, queue_unreachable=False,
-                                   progress=self.on_provision_progress)
-            return f"provisioning run {report.run_id}", {o.host: (o.outcome, o.reason) for o in report.hosts}
+            # Batches that come while a run holds the lock wait and go into the next run together.
+            got = self._gatherer.run(items, lambda take: self._provision_gathered(inv, take))
+            hosts_of = {i.id: i.host for i in items}
+            label = next(iter(got.values()))[0] if got else "provisioning run"
+            return label, {hosts_of[k]: (o, r) for k, (_, o, r) in got.items()}
 
         self._settle(KIND_PROVISION, items, now, run, frozenset({"ok", "changed"}))
 
-    def _apply_rotate(self, inv: Inventory, items: list[pending.PendingItem], now: datetime) -> None:
-        from provisioning.vpn.ops import rotate
+    def _apply_lost(self, inv: Inventory, items: list[pending.PendingItem], now: datetime) -> set[str]:
+        """Lock, erase and unlock orders, before anything else; each only on the laptop that shows the
+        host key pinned when it was ordered. Returns the laptops erased now (nothing else is done to them)."""
+        try:
+            results = lost.apply_pending(self.config, self.db, inv, items, apply=self.apply_lost)
+        except WerneError as e:
+            results = {i.id: ("failed", str(e)) for i in items}
+        erased = set()
+        for i in items:
+            outcome, detail = results.get(i.id, ("unreachable", "no result"))
+            if outcome == "done":
+                pending.mark_done(self.db, i.id, f"{i.kind} applied: {detail}", self.clock())
+                self._step(Step(i.host, i.kind, "done", f"ordered by {i.created_by} at "
+                                f"{i.created_at:%Y-%m-%d %H:%M} UTC; {detail}"))
+                if i.kind == KIND_ERASE:
+                    erased.add(i.host)
+            elif outcome == "refused":
+                # Another laptop at its address, or its key changed: never applied; the order waits.
+                self._retry(i, detail, now, counts=False)
+                self._step(Step(i.host, i.kind, "refused", detail))
+            else:
+                state = self._retry(i, detail, now)
+                self._step(Step(i.host, i.kind, "failed" if state == "failed" else "retry", detail))
+        return erased
 
+    def _apply_rotate(self, inv: Inventory, items: list[pending.PendingItem], now: datetime) -> None:
         def run(hosts: list[str]) -> tuple[str, dict[str, tuple[str, str | None]]]:
-            report = rotate(self.config, self.db, inv, hosts, actor=ACTOR, queue_unreachable=False)
+            report = vpn_ops.rotate(self.config, self.db, inv, hosts, actor=ACTOR, queue_unreachable=False)
             return "vpn rotate", {r.host: (r.outcome, r.reason) for r in report.hosts}
 
         self._settle(KIND_VPN_ROTATE, items, now, run, frozenset({"rotated"}))
@@ -241,6 +283,15 @@ class Watcher:
                 self._retry(i, refused[i.host], now)
         hosts = [h for h in hosts if h not in refused]
         mine = [i for i in mine if i.host not in refused]
+        # A lost laptop first: its lock or erase must not wait behind a provisioning run.
+        lost_items = [i for i in mine if i.kind in LOST_KINDS]
+        if lost_items:
+            erased = self._apply_lost(inv, lost_items, now)
+            for i in mine:
+                if i.host in erased and i.kind not in LOST_KINDS:
+                    self._retry(i, "the laptop was erased", now, counts=True)
+            hosts = [h for h in hosts if h not in erased]
+            mine = [i for i in mine if i.host not in erased and i.kind not in LOST_KINDS]
         rot = [i for i in mine if i.kind == KIND_VPN_ROTATE]
         prov = [i for i in mine if i.kind == KIND_PROVISION]
         if rot:

@@ -7,6 +7,7 @@ the address out again; `last_address_*` keeps what it was, for the record.
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Final, Literal
 
 from sqlalchemy import Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
@@ -14,9 +15,10 @@ from sqlalchemy.orm import Mapped, mapped_column
 from core.db import Base, UTCDateTime
 from core.models import utcnow
 
-PEER_PENDING = "pending"  # admitted, waiting for the laptop's first public key
-PEER_ACTIVE = "active"
-PEER_REVOKED = "revoked"
+PeerState = Literal["pending", "active", "revoked"]
+PEER_PENDING: Final = "pending"  # admitted, waiting for the laptop's first public key
+PEER_ACTIVE: Final = "active"
+PEER_REVOKED: Final = "revoked"
 
 
 class VPNPeer(Base):
@@ -24,8 +26,7 @@ class VPNPeer(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     host: Mapped[str] = mapped_column(String(255), unique=True)
-    # pending | active | revoked
-    status: Mapped[str] = mapped_column(String(16), default=PEER_PENDING, index=True)
+    status: Mapped[PeerState] = mapped_column(String(16), default=PEER_PENDING, index=True)
     public_key: Mapped[str | None] = mapped_column(String(44), unique=True, nullable=True)
     address_v4: Mapped[str | None] = mapped_column(String(64), unique=True, nullable=True)
     address_v6: Mapped[str | None] = mapped_column(String(64), unique=True, nullable=True)

@@ -27,10 +27,11 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from core.audit import current_actor, record
 from core.config import Config
@@ -39,6 +40,8 @@ from core.findings import Findings
 from core.inventory import Inventory
 from core.locks import file_lock
 from provisioning import ansible
+from provisioning.home.models import KIND_VPN_ROTATE
+from provisioning.home.pending import queue_for_later
 from provisioning.home.reach import reach_map
 from provisioning.vpn.errors import (
     GatewayNotReadyError,
@@ -46,6 +49,7 @@ from provisioning.vpn.errors import (
     PublicKeyError,
     UnknownPeerError,
     VPNError,
+    VPNInputError,
 )
 from provisioning.vpn.gateway import GatewayPeer, GatewaySettings, peer_allowed_ips, render_gateway
 from provisioning.vpn.keys import check_duplicates, validate_public_key
@@ -183,8 +187,13 @@ def _apply(config: Config, db: Database, inventory: Inventory, peers: list[Gatew
                          artifact_dir=run.artifact_dir)
 
 
-def _peer(s, host: str) -> VPNPeer | None:  # type: ignore[no-untyped-def]
+def _peer(s: Session, host: str) -> VPNPeer | None:
     return s.scalar(select(VPNPeer).where(VPNPeer.host == host))
+
+
+def _failure(r: ansible.HostResult) -> Literal["failed", "unreachable"]:
+    """What a laptop the playbook did not bring where it should be counts as: unreachable, or failed."""
+    return "unreachable" if r.outcome == "unreachable" else "failed"
 
 
 def _in_use_keys(db: Database) -> tuple[dict[str, str], set[str]]:
@@ -233,7 +242,7 @@ def gateway_apply(config: Config, db: Database, inventory: Inventory,
 
 # ---------------------------------------------------------------- admitting laptops -----------
 
-def client_extravars(config: Config, db: Database, inventory: Inventory, hosts: list[str]) -> dict:
+def client_extravars(config: Config, db: Database, inventory: Inventory, hosts: list[str]) -> dict[str, Any]:
     """Extra vars for the wireguard_client role (in playbooks/laptop.yml or vpn_client.yml).
 
     Allocates (and stores) each laptop's addresses; revoked laptops are left out, so the role gives
@@ -245,7 +254,7 @@ def client_extravars(config: Config, db: Database, inventory: Inventory, hosts: 
             raise GatewayNotReadyError("the VPN gateway has no key yet: run `werne vpn gateway apply` first")
         gw_key = gw.public_key
     pool = AddressPool.from_config(config.vpn)
-    clients: dict[str, dict] = {}
+    clients: dict[str, dict[str, Any]] = {}
     revoked: list[str] = []
     unknown = [h for h in hosts if h not in inventory.laptops]
     if unknown:
@@ -264,7 +273,7 @@ def client_extravars(config: Config, db: Database, inventory: Inventory, hosts: 
             pool.assign(s, peer, inventory.laptops[host].vpn_address)
             addrs = [f"{peer.address_v4}/32"] + ([f"{peer.address_v6}/128"] if peer.address_v6 else [])
             clients[host] = {"addresses": addrs, "rekey": peer.public_key is None}
-    ev: dict = {
+    ev: dict[str, Any] = {
         "wireguard_client_peers": clients,
         "wireguard_client_revoked": revoked,
         "wireguard_client_interface": config.vpn.interface,
@@ -280,7 +289,7 @@ def client_extravars(config: Config, db: Database, inventory: Inventory, hosts: 
     return ev
 
 
-def provision_extravars(config: Config, db: Database, inventory: Inventory, hosts: list[str]) -> dict:
+def provision_extravars(config: Config, db: Database, inventory: Inventory, hosts: list[str]) -> dict[str, Any]:
     """For `werne laptop provision`: client_extravars, or {} while the VPN gateway was never applied
     (the wireguard_client role then leaves the laptops alone and says why)."""
     try:
@@ -351,7 +360,7 @@ def enrol(config: Config, db: Database, inventory: Inventory, hosts: list[str],
         run = run_vpn_playbook(config, inventory, "vpn_client.yml", targets, ev, {PUBLIC_KEY_TASK}, "enrol")
         reported = {h: r.reported.get(PUBLIC_KEY_TASK) for h, r in run.outcomes.items() if r.succeeded}
         report = _register_client_keys(config, db, inventory, reported, actor=actor)
-    extra = [PeerResult(host=h, outcome=r.outcome, reason=peer_reason(r))  # type: ignore[arg-type]
+    extra = [PeerResult(host=h, outcome=_failure(r), reason=peer_reason(r))
              for h, r in run.outcomes.items() if not r.succeeded]
     extra += [PeerResult(host=h, outcome="skipped", reason="revoked: `werne vpn reinstate` first")
               for h in ev["wireguard_client_revoked"]]
@@ -366,8 +375,6 @@ def revoke(config: Config, db: Database, inventory: Inventory, host: str, reason
            actor: str | None = None) -> PeerResult:
     """Remove the laptop's peer from the gateway at once (the laptop is not contacted), then mark it
     revoked, retire its key and free its address. Gateway unreachable: nothing changes (exit 3)."""
-    from provisioning.vpn.errors import VPNInputError
-
     reason = " ".join(reason.split())
     if not reason:
         raise VPNInputError("a revocation needs a reason (--reason TEXT)")
@@ -405,8 +412,6 @@ def reinstate(config: Config, db: Database, inventory: Inventory, host: str,
               actor: str | None = None) -> PeerResult:
     """Let a revoked laptop back in: it becomes pending and must make a NEW key at its next
     provisioning (`werne laptop provision` or `werne vpn enrol`); its old key stays retired."""
-    from provisioning.vpn.errors import VPNInputError
-
     if host not in inventory.laptops:
         raise UnknownPeerError(f"unknown laptop: {host} (not in {inventory.hosts_file})")
     with vpn_lock(config), db.session() as s:
@@ -425,8 +430,6 @@ def reinstate(config: Config, db: Database, inventory: Inventory, host: str,
 def select_for_rotation(db: Database, inventory: Inventory, hosts: list[str],
                         older_than_days: float | None, now: datetime | None = None) -> list[str]:
     """Named hosts (must be active peers), or every active peer whose key is older than the limit."""
-    from provisioning.vpn.errors import VPNInputError
-
     now = now or datetime.now(UTC)
     with db.session() as s:
         peers = {p.host: p for p in s.scalars(select(VPNPeer))}
@@ -454,8 +457,6 @@ def select_for_rotation(db: Database, inventory: Inventory, hosts: list[str],
 
 def parse_age_days(text: str | None) -> float | None:
     """'90d', '12w', '36h' or a plain number of days -> days; None stays None."""
-    from provisioning.vpn.errors import VPNInputError
-
     if text is None:
         return None
     t = text.strip().lower()
@@ -477,7 +478,7 @@ def _through_tunnel(db: Database, inventory: Inventory, hosts: list[str]) -> set
     return {h for h in hosts if h in reach and reach[h].via == "vpn"}
 
 
-def _commit(config: Config, inventory: Inventory, hosts: list[str], armed: set[str], base: dict,
+def _commit(config: Config, inventory: Inventory, hosts: list[str], armed: set[str], base: dict[str, Any],
             started: float) -> dict[str, ansible.HostResult]:
     """The commit phase: at once where werne reaches the laptop directly; through the tunnel once an
     armed laptop has switched (retried while it may still be handshaking), and never so late that
@@ -515,9 +516,6 @@ COMMIT_RETRY_S = 3.0
 
 def _queue(db: Database, inventory: Inventory, results: dict[str, PeerResult], actor: str) -> None:
     """Home-office laptops that could not be reached get the rotation queued for the watcher."""
-    from provisioning.home.models import KIND_VPN_ROTATE
-    from provisioning.home.pending import queue_for_later
-
     off = {h: r.reason or "unreachable" for h, r in results.items() if r.outcome == "unreachable"}
     for h, reason in queue_for_later(db, inventory, KIND_VPN_ROTATE, actor, off, "vpn rotate",
                                      "rotates it").items():
@@ -535,8 +533,6 @@ def rotate(config: Config, db: Database, inventory: Inventory, hosts: list[str],
     `queue_unreachable` is False (the watcher itself). `after_gateway_switch` runs between the
     gateway swap and the laptops' switch (a seam for tests that take a laptop away at that moment).
     """
-    from provisioning.vpn.errors import VPNInputError
-
     actor = actor or current_actor()
     if hosts and older_than is not None:
         raise VPNInputError("name hosts or use --older-than, not both")
@@ -559,7 +555,7 @@ def rotate(config: Config, db: Database, inventory: Inventory, hosts: list[str],
                                 "rotate-prepare")
         for h, r in prep.outcomes.items():
             if not r.succeeded:
-                results[h] = PeerResult(host=h, outcome=r.outcome,  # type: ignore[arg-type]
+                results[h] = PeerResult(host=h, outcome=_failure(r),
                                         reason=f"{peer_reason(r)}; old key still in use")
         reported = {h: r.reported.get(NEXT_KEY_TASK) for h, r in prep.outcomes.items() if r.succeeded}
         new_keys = _validate_reported(reported, db, results)
@@ -605,10 +601,9 @@ def rotate(config: Config, db: Database, inventory: Inventory, hosts: list[str],
                         "run `werne vpn gateway apply` when the gateway is back") from None
                 for h in failed:
                     r = commit[h]
-                    outcome = "unreachable" if r.outcome == "unreachable" else "failed"
                     back = ("; it goes back to its old key by itself" if h in armed
                             else "; old key still in use")
-                    results[h] = PeerResult(host=h, outcome=outcome,  # type: ignore[arg-type]
+                    results[h] = PeerResult(host=h, outcome=_failure(r),
                                             reason=f"{peer_reason(r) or 'did not switch to the new key'}; "
                                                    f"gateway switched back{back}")
         if queue_unreachable:

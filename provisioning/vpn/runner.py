@@ -15,7 +15,7 @@ from core.inventory import Inventory
 from provisioning import ansible
 from provisioning.errors import AnsibleRunError
 from provisioning.preflight import known_hosts_path
-from provisioning.vpn.errors import GatewayUnreachableError, VPNError
+from provisioning.vpn.errors import GatewayUnreachableError, VPNError, VPNInputError
 
 
 def peer_reason(r: ansible.HostResult) -> str | None:
@@ -55,8 +55,6 @@ def run_vpn_playbook(config: Config, inventory: Inventory, playbook: str, hosts:
 
 def gateway_name(inventory: Inventory) -> str:
     if not inventory.gateways:
-        from provisioning.vpn.errors import VPNInputError
-
         raise VPNInputError(f"no host in group 'vpn_gateway' in {inventory.hosts_file}")
     return next(iter(inventory.gateways))
 

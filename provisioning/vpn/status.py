@@ -19,7 +19,7 @@ from core.config import Config
 from core.db import Database
 from core.findings import Findings
 from core.inventory import Inventory
-from provisioning.vpn.models import PEER_ACTIVE, PEER_REVOKED, VPNPeer, VPNRetiredKey
+from provisioning.vpn.models import PEER_ACTIVE, PEER_REVOKED, PeerState, VPNPeer, VPNRetiredKey
 
 Flag = Literal["stale_handshake", "no_handshake", "unknown_peer", "revoked_peer_present",
                "retired_key_present", "missing_on_gateway", "key_too_old", "not_in_inventory"]
@@ -95,7 +95,7 @@ class PeerRecord:
     """What the database says about a peer, detached from the session."""
 
     host: str
-    status: str
+    status: PeerState
     public_key: str | None
     address: str | None
     key_created_at: datetime | None
@@ -150,7 +150,7 @@ def build_status(records: list[PeerRecord], dump: list[DumpPeer], now: datetime,
         if inventory_hosts is not None and r.host not in inventory_hosts and r.status != PEER_REVOKED:
             flags.append("not_in_inventory")
         out.append(PeerStatus(
-            host=r.host, public_key=r.public_key, status=r.status,  # type: ignore[arg-type]
+            host=r.host, public_key=r.public_key, status=r.status,
             address=r.address, key_age_days=key_age, handshake_age_s=hs_age,
             endpoint=d.endpoint if d else None, allowed_ips=list(d.allowed_ips) if d else [],
             rx_bytes=d.rx_bytes if d else 0, tx_bytes=d.tx_bytes if d else 0,
@@ -195,6 +195,8 @@ def collect_status(config: Config, inventory: Inventory, db: Database | None = N
     `werne vpn status`; the nightly compliance run reads the dump in its own facts run instead
     (compliance.collect_laptops) and passes it to build_status.
     """
+    # Lazy: reading the gateway needs SSH and Ansible (paramiko, ~200 modules); compliance.engine
+    # imports this module for the pure flag rules and stays without them.
     from provisioning.vpn.runner import read_gateway_dump
 
     own_db = db is None

@@ -1,0 +1,36 @@
+"""`werne prune`: delete what is older than its period in [retention] (the nightly unit runs it)."""
+
+from __future__ import annotations
+
+import click
+
+from commands import render
+from commands.context import AppContext, pass_app
+from commands.options import json_option
+
+
+@click.command("prune")
+@click.option("--dry-run", is_flag=True, help="Count what would go; delete nothing.")
+@json_option()
+@pass_app
+def prune(app: AppContext, dry_run: bool, as_json: bool) -> None:
+    """Delete webhook events, command answers and artifact folders older than their [retention] periods.
+
+    The compliance history and the audit trail (hash-chained evidence) are never pruned, so
+    `werne compliance verify` holds. Interrupted, it leaves whole rows and folders; the next run
+    continues.
+
+    Example:
+
+        sudo -u werne werne prune --dry-run
+    """
+    from server.retention import prune as prune_history
+
+    result = prune_history(app.config, app.db, dry_run=dry_run)
+    if as_json:
+        render.json_out(result.to_dict())
+        return
+    verb = "would delete" if dry_run else "deleted"
+    render.line(f"{verb}: {result.webhook_events} webhook events (before {result.cutoffs['webhook_events']}), "
+                f"{result.command_results} command answers (before {result.cutoffs['command_results']}), "
+                f"{result.artifact_dirs} artifact folders (before {result.cutoffs['artifact_dirs']})")

@@ -1,0 +1,1 @@
+"""The classroom Apple TVs: AirPlay destinations of the iPads, enrolment and configuration, updates."""

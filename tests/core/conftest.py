@@ -1,0 +1,5 @@
+"""Fixtures of the core tests: a fresh PostgreSQL schema per test (the cluster is session-wide, tests/conftest.py)."""
+
+# Fixtures used by this folder's tests (imported names are what pytest registers here).
+from tests.fixtures.alerts import smtp_sink  # noqa: F401
+from tests.fixtures.postgres import fresh_postgres_url  # noqa: F401

@@ -1,0 +1,82 @@
+"""Behind nginx's API front over several NanoMDM replicas ([mdm] replicas > 1), a replica that is
+restarting makes nginx answer 502 for a few seconds; werne's client waits that out (enqueue is
+idempotent by CommandUUID), while a single NanoMDM keeps the short retries. A real HTTP server
+answers 502 three times, then as NanoMDM does."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from core.config import Config
+from mdm_client.factory import nanomdm_client
+from mdm_client.nanomdm import Command, NanoMDMError
+
+FAILURES = 3
+
+
+class Front(ThreadingHTTPServer):
+    calls = 0
+
+
+class Handler(BaseHTTPRequestHandler):
+    server: Front
+
+    def do_PUT(self) -> None:  # noqa: N802 - http.server's name
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        self.server.calls += 1
+        if self.server.calls <= FAILURES:
+            body, status = b"<html>502 Bad Gateway</html>", 502
+        else:
+            ids = self.path.rsplit("/", 1)[1].split(",")
+            body, status = json.dumps({"status": {i: {"push_result": "ok"} for i in ids}}).encode(), 200
+        self.send_response(status)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+        pass
+
+
+@pytest.fixture
+def front() -> Iterator[Front]:
+    srv = Front(("127.0.0.1", 0), Handler)
+    t = threading.Thread(target=srv.serve_forever, daemon=True)
+    t.start()
+    try:
+        yield srv
+    finally:
+        srv.shutdown()
+        srv.server_close()
+
+
+def config(front: Front, tmp_path: Path, replicas: int) -> Config:
+    key = tmp_path / "api.key"
+    key.write_text("secret-api-key\n")
+    key.chmod(0o600)
+    return Config.model_validate({"mdm": {"url": f"http://127.0.0.1:{front.server_address[1]}",
+                                          "api_key_file": str(key), "replicas": replicas}})
+
+
+def command() -> Command:
+    from ipad.commands import device_information
+
+    return device_information()
+
+
+def test_with_replicas_a_502_while_one_restarts_is_waited_out(front: Front, tmp_path: Path) -> None:
+    result = nanomdm_client(config(front, tmp_path, replicas=2)).enqueue(command(), ["udid-1"], push=False)
+    assert front.calls == FAILURES + 1
+    assert "udid-1" in result.queued
+
+
+def test_one_nanomdm_keeps_the_short_retries(front: Front, tmp_path: Path) -> None:
+    with pytest.raises(NanoMDMError, match="502"):
+        nanomdm_client(config(front, tmp_path, replicas=1)).enqueue(command(), ["udid-1"], push=False)
+    assert front.calls == FAILURES
