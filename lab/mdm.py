@@ -316,6 +316,8 @@ def _write_endpoints(p: _Plan) -> None:
         "signing_cert_file": d / "profile-signer.pem",
         "signing_key_file": d / "profile-signer.key",
         "tls_ca_file": p.tls.ca_cert,
+        # As a production config with replicas says it: the client waits out a replica restarting.
+        "replicas": len(p.replicas),
     })
     write_endpoints(p.state_dir, "scep", {"url": p.urls["scep"]})
     write_endpoints(p.state_dir, "dep", {"enrol_url": p.urls["enrol"], "machineinfo_ca_file": p.device_ca[0]})

@@ -29,6 +29,7 @@ from click.testing import CliRunner
 from core.config import REPO_ROOT, Config, load_config
 from lab import mdm as lab_mdm
 from lab import processes
+from tests.fixtures.mdm_lab import lab_platforms
 
 pytestmark = [pytest.mark.mdm, pytest.mark.postgres, pytest.mark.slow]
 
@@ -103,7 +104,7 @@ def replica_lab(tmp_path_factory: pytest.TempPathFactory, postgres_cluster) -> I
 
 def devices(g: ReplicaLab) -> dict[str, str]:
     """serial -> platform of every simulated device (the demo inventory's Apple TVs enrol beside the iPads)."""
-    return {d["serial"]: d.get("platform", "iOS") for d in json.loads((g.d / "devices.json").read_text())["devices"]}
+    return lab_platforms(g.d)
 
 
 def enrolled(g: ReplicaLab, want: int, timeout: float) -> int:
@@ -140,6 +141,8 @@ def test_a_replica_killed_loses_no_enrolment_and_no_command(replica_lab: Replica
     g = replica_lab
     lab = json.loads((g.d / "lab.json").read_text())
     assert len(lab["replicas"]) == 2 and lab["nanomdm_url"].removeprefix("http://") not in lab["replicas"]
+    # The lab's config says so, as a production one would: werne's client waits out a restarting replica.
+    assert g.config().mdm.replicas == 2
     everyone = len(devices(g))
     assert everyone >= N_IPADS
 

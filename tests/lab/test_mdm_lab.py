@@ -11,6 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from lab import mdm as lab_mdm
+from tests.fixtures.mdm_lab import lab_serials
 
 pytestmark = [pytest.mark.mdm, pytest.mark.slow]
 
@@ -35,8 +36,7 @@ def test_up_query_down(tmp_path: Path) -> None:
             assert all(k not in cmdline for k in keys)
         # `werne ipad ...` finds the lab (no mdm.api_key_file configured) and its iPads answer.
         # The lab's iPads (the demo inventory's classroom Apple TVs enrol beside them: not counted).
-        ipads = {x["serial"] for x in json.loads((d / "devices.json").read_text())["devices"]
-                 if x.get("platform", "iOS") == "iOS"}
+        ipads = lab_serials(d)
         assert len(ipads) == 10
         runner = CliRunner()
         for _ in range(300):

@@ -26,6 +26,7 @@ from cryptography import x509
 
 from core.config import Config, load_config
 from lab import mdm as lab_mdm
+from tests.fixtures.mdm_lab import lab_serials
 
 pytestmark = [pytest.mark.mdm, pytest.mark.postgres, pytest.mark.slow]
 
@@ -83,20 +84,17 @@ def renewal_lab(tmp_path_factory: pytest.TempPathFactory, postgres_cluster) -> I
 
 def ipad_serials(g: RenewalLab) -> set[str]:
     """The lab's iPads; the inventory's classroom Apple TVs enrol beside them (issue 23)."""
-    devices = json.loads((g.state / "mdm" / "devices.json").read_text())["devices"]
-    return {d["serial"] for d in devices if d.get("platform", "iOS") == "iOS"}
+    return lab_serials(g.state / "mdm")
 
 
 def enrolled_appletvs(g: RenewalLab) -> list[str]:
-    devices = json.loads((g.state / "mdm" / "devices.json").read_text())["devices"]
-    tvs = {d["serial"] for d in devices if d.get("platform", "iOS") != "iOS"}
+    tvs = lab_serials(g.state / "mdm", ipads=False)
     return [x["serial"] for x in g.json("ipad", "list") if x["serial"] in tvs and x["state"] == "enrolled"]
 
 
 def every_appletv_enrolled(g: RenewalLab, timeout: float = 600) -> list[str]:
     """The classroom Apple TVs, once all of them are enrolled (they enrol at their own pace)."""
-    devices = json.loads((g.state / "mdm" / "devices.json").read_text())["devices"]
-    tvs = {d["serial"] for d in devices if d.get("platform", "iOS") != "iOS"}
+    tvs = lab_serials(g.state / "mdm", ipads=False)
     end = time.monotonic() + timeout
     while set(enrolled_appletvs(g)) != tvs and time.monotonic() < end:
         time.sleep(1)
