@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs everything werne needs on a Debian/Ubuntu machine, idempotently:
 # Debian packages (lab, VPN, browser), the Python venv, and the Go tools
-# (NanoMDM, NanoDEP, scepserver/scepclient, KMFDDM, wireguard-go) into .tools/bin. Safe to run again.
+# (NanoMDM, NanoDEP, scepserver/scepclient, KMFDDM, wireguard-go, pebble, node_exporter) into .tools/bin. Safe to run again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -93,6 +93,9 @@ GO_TOOLS=(
   "wireguard golang.zx2c4.com/wireguard@v0.0.0-20260522210424-ecfc5a8d5446"
   # Let's Encrypt's ACME test server: the lab's ACME CA for `server.tls = "acme"` (lab/pebble.py).
   "pebble github.com/letsencrypt/pebble/v2/cmd/pebble@v2.10.3"
+  # Prometheus' node_exporter: the tests scrape werne's metrics files over HTTP through its textfile
+  # collector, the path production takes (tests/core/test_metrics_scrape.py). Needs Go 1.25.
+  "node_exporter github.com/prometheus/node_exporter@v1.12.1"
 )
 mkdir -p .tools/bin
 for entry in "${GO_TOOLS[@]}"; do

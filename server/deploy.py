@@ -200,6 +200,9 @@ class ServerLayout:
 
     # The nightly run in shards ([compliance] shards > 1): a worker unit beside the services.
     compliance_worker: bool = False
+    # [metrics] textfile_dir outside the state dir (the folder the site's node_exporter reads): the
+    # install makes it werne's and the nightly unit may write it. None: below the state dir, or no metrics.
+    metrics_dir: Path | None = None
 
     @property
     def venv(self) -> Path:
@@ -324,7 +327,8 @@ def server_layout(config: Config, host: str | None = None) -> ServerLayout:
     for setting, path in (("server.install_dir", s.install_dir), ("server.config_dir", s.config_dir),
                           ("server.bin_dir", s.bin_dir), ("site.state_dir", config.state_dir),
                           ("server.acme_root", s.acme_root), ("server.tls_cert_file", s.tls_cert_file),
-                          ("server.tls_key_file", s.tls_key_file), ("backup.dir", config.backup.dir)):
+                          ("server.tls_key_file", s.tls_key_file), ("backup.dir", config.backup.dir),
+                          ("metrics.textfile_dir", config.metrics.textfile_dir)):
         if path is not None:
             check_path(path, setting)
     if s.tls == "city":
@@ -360,8 +364,15 @@ def server_layout(config: Config, host: str | None = None) -> ServerLayout:
         mdm_max_body=mdm_max_body(config), web_max_body=config.web.max_upload_bytes,
         backup_dir=config.backup.dir, backup_on_calendar=config.backup.on_calendar, nanomdm_replicas=replicas,
         nanomdm_max_conns=config.mdm.replica_max_conns if len(replicas) > 1 else 0,
-        compliance_worker=config.compliance.shards > 1,
+        compliance_worker=config.compliance.shards > 1, metrics_dir=_metrics_dir(config),
     )
+
+
+def _metrics_dir(config: Config) -> Path | None:
+    folder = config.metrics.textfile_dir
+    if not config.metrics.enabled or folder is None or folder.is_relative_to(config.state_dir):
+        return None
+    return folder
 
 
 def _enrol_path(config: Config) -> str:

@@ -342,6 +342,7 @@ def playbook_vars(config: Config, layout: ServerLayout, work_dir: Path, wheelhou
         "werne_unused_units": list(layout.unused_units),
         "werne_timers": _timers(config),
         "werne_backup_dir": str(config.backup.dir),
+        "werne_metrics_dir": str(layout.metrics_dir) if layout.metrics_dir else "",
         "werne_restart_inputs": _restart_inputs(config, layout, keys),
         "werne_listens": [layout.webhook_listen, layout.scep_listen, layout.kmfddm_listen,
                           *layout.nanomdm_replicas,

@@ -1,7 +1,7 @@
 """Missing parts: the one way a test says it cannot run here, and what CI does about it.
 
 A test (or fixture) that needs a part of the machine (root, systemd-nspawn, chromium, NanoMDM,
-NanoDEP, PostgreSQL, openssl, ...) calls `require(part, why)` or `require_tool(name)` when the
+NanoDEP, PostgreSQL, node_exporter, openssl, ...) calls `require(part, why)` or `require_tool(name)` when the
 part is not there. Outside CI that skips, and the terminal summary counts the skips per reason.
 With CI=true the same skip becomes a failure whose message names the part, so a CI run can
 never go green by skipping what it was meant to prove.

@@ -5,7 +5,6 @@ accepts connections and never speaks SSH, so the run is really inside Ansible wh
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import socket
 import sqlite3
@@ -17,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.fixtures.site import DEMO_INVENTORY, REPO
+from tests.fixtures.site import REPO, unreachable_laptop_site
 
 
 class SilentSSH:
@@ -49,23 +48,7 @@ class SilentSSH:
 @pytest.fixture
 def slow_site(tmp_path: Path):
     srv = SilentSSH()
-    inv = tmp_path / "inv"
-    shutil.copytree(DEMO_INVENTORY, inv)
-    (inv / "hosts.yml").write_text(
-        "all:\n  children:\n    laptops:\n      hosts:\n        lap01:\n          ansible_host: 127.0.0.1\n"
-        f"          ansible_port: {srv.port}\n          owner: Test\n          vpn_address: 10.77.0.11\n"
-        "          asset_tag: TEST-0001\n",
-        encoding="utf-8",
-    )
-    state = tmp_path / "state"
-    (state / "lab").mkdir(parents=True)
-    subprocess.run(
-        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(state / "lab" / "id_ed25519")], check=True
-    )
-    cfg = tmp_path / "werne.toml"
-    cfg.write_text(
-        f'[site]\ninventory = "{inv}"\nstate_dir = "{state}"\n[ssh]\nconnect_timeout = 25\n', encoding="utf-8"
-    )
+    cfg, state = unreachable_laptop_site(tmp_path, "[ssh]\nconnect_timeout = 25\n", port=srv.port)
     yield cfg, state, srv
     srv.close()
 

@@ -209,28 +209,12 @@ def test_every_run_is_signed_when_a_key_is_configured(tmp_path, state_dir, city_
 @pytest.mark.slow  # a real `werne compliance run` (ansible-runner against a laptop that refuses SSH)
 @pytest.mark.parametrize("key_ok", [True, False], ids=["key", "broken-key"])
 def test_a_run_signs_its_chain_head_and_a_broken_key_only_warns(tmp_path, state_dir, key_ok):
-    import shutil
-    import socket
     import sys
 
-    from tests.fixtures.site import DEMO_INVENTORY
+    from tests.fixtures.site import unreachable_laptop_site
 
-    with socket.socket() as s:  # a port nothing listens on: the laptop is unreachable at once
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    inv = tmp_path / "inv"
-    shutil.copytree(DEMO_INVENTORY, inv)
-    (inv / "hosts.yml").write_text(
-        "all:\n  children:\n    laptops:\n      hosts:\n        lap01:\n          ansible_host: 127.0.0.1\n"
-        f"          ansible_port: {port}\n          owner: Test\n          vpn_address: 10.77.0.11\n"
-        "          asset_tag: TEST-0001\n", encoding="utf-8")
-    (state_dir / "lab").mkdir()
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(state_dir / "lab" / "id_ed25519")],
-                   check=True)
     key = write_secret(tmp_path / "city.key", _pem(ec.generate_private_key(ec.SECP256R1())) if key_ok else "junk\n")
-    cfg = tmp_path / "werne.toml"
-    cfg.write_text(f'[site]\ninventory = "{inv}"\nstate_dir = "{state_dir}"\n'
-                   f'[compliance]\nsigning_key_file = "{key}"\n', encoding="utf-8")
+    cfg, _ = unreachable_laptop_site(tmp_path, f'[compliance]\nsigning_key_file = "{key}"\n')
     p = subprocess.run([sys.executable, "-m", "cli", "--config", str(cfg), "compliance", "run", "--laptops"],
                        cwd=REPO, capture_output=True, text=True, timeout=300)
     assert p.returncode == 1, p.stderr  # findings: the laptop is unreachable

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -19,7 +17,7 @@ from compliance.run import run_compliance
 from core.config import load_config
 from core.db import Database
 from core.inventory import load_inventory
-from tests.fixtures.site import DEMO_INVENTORY, write_config
+from tests.fixtures.site import DEMO_INVENTORY, unreachable_laptop_site, write_config
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -62,22 +60,7 @@ def test_the_breakdown_is_stored_with_the_run_and_in_the_json_report(tmp_path: P
 
 def test_compliance_run_timings_prints_the_breakdown(tmp_path: Path) -> None:
     """A laptop that refuses SSH: the run ends (exit 1, unreachable) and prints each step."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]  # closed again: connections are refused
-    inv = tmp_path / "inv"
-    shutil.copytree(DEMO_INVENTORY, inv)
-    (inv / "hosts.yml").write_text(
-        "all:\n  children:\n    laptops:\n      hosts:\n        lap01:\n          ansible_host: 127.0.0.1\n"
-        f"          ansible_port: {port}\n          owner: Test\n          vpn_address: 10.77.0.11\n"
-        "          asset_tag: TEST-0001\n",
-        encoding="utf-8",
-    )
-    state = tmp_path / "state"
-    (state / "lab").mkdir(parents=True)
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(state / "lab" / "id_ed25519")],
-                   check=True)
-    cfg = write_config(tmp_path / "werne.toml", inv, state, "[ssh]\nconnect_timeout = 2\n")
+    cfg, _state = unreachable_laptop_site(tmp_path, "[ssh]\nconnect_timeout = 2\n")
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}"}
     r = subprocess.run([sys.executable, "-m", "cli", "--config", str(cfg), "compliance", "run", "--laptops",
                         "--timings"], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)

@@ -1,12 +1,12 @@
 """The metrics files (node_exporter's textfile collector) parsed by the rules of Prometheus' text
-exposition format 0.0.4 (prometheus_client is no dependency of werne): written by a real nightly
-run (iPads, a stand-in sweep as in test_run_timings) and by `werne mdm check`'s lines."""
+exposition format 0.0.4 (tests/fixtures/metrics.parse): written by a real nightly run (iPads, a
+stand-in sweep as in test_run_timings) and by `werne mdm check`'s lines. Scraped over HTTP from a
+real node_exporter: test_metrics_scrape.py."""
 
 from __future__ import annotations
 
 import datetime as dt
 import math
-import re
 from pathlib import Path
 
 import pytest
@@ -18,47 +18,8 @@ from core.db import Database
 from core.inventory import load_inventory
 from core.metrics import Family, render
 from enrolment.live_check import CheckResult, check_families
+from tests.fixtures.metrics import parse
 from tests.fixtures.site import DEMO_INVENTORY, write_config
-
-METRIC = r"[a-zA-Z_:][a-zA-Z0-9_:]*"
-SAMPLE = re.compile(rf"^({METRIC})(?:\{{(.*)\}})? (\S+)(?: (-?\d+))?$")
-LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"(,|$)')
-
-Samples = dict[str, dict[tuple[tuple[str, str], ...], float]]
-
-
-def parse(text: str, seen_families: set[str] | None = None) -> Samples:
-    """A strict reader of the text format: HELP and TYPE before a family's samples, each family
-    once (across files too, as node_exporter requires), label values unescaped, values as floats."""
-    assert text.endswith("\n"), "the last line ends with a newline"
-    families = seen_families if seen_families is not None else set()
-    out: Samples = {}
-    current = None
-    for line in text.splitlines():
-        if line.startswith("# HELP "):
-            name = line.split(" ", 3)[2]
-            assert re.fullmatch(METRIC, name) and name not in families, line
-            families.add(name)
-            current = name
-        elif line.startswith("# TYPE "):
-            _, _, name, kind = line.split(" ")
-            assert name == current and kind in ("gauge", "counter", "untyped"), line
-        else:
-            m = SAMPLE.match(line)
-            assert m and m.group(1) == current, line
-            labels: list[tuple[str, str]] = []
-            rest = m.group(2) or ""
-            while rest:
-                lm = LABEL.match(rest)
-                assert lm, rest
-                labels.append((lm.group(1), re.sub(r"\\(.)", lambda e: {"n": "\n"}.get(e.group(1), e.group(1)),
-                                                   lm.group(2))))
-                rest = rest[lm.end():]
-            key = tuple(sorted(labels))
-            assert key not in out.setdefault(current, {}), f"sample twice: {line}"
-            value = float(m.group(3).replace("+Inf", "inf").replace("-Inf", "-inf"))
-            out[current][key] = value
-    return out
 
 
 def test_the_renderer_escapes_and_refuses_what_the_format_cannot_hold() -> None:

@@ -29,9 +29,10 @@ EXEC = re.compile(r"^Exec\w*=[-@:+!]*(/\S+)", re.M)
 
 def rendered_units(tmp_path: Path) -> dict[str, str]:
     """Every unit `werne deploy write` and `werne server install` write, for the default layout with
-    the nightly run in shards (its worker unit too)."""
+    the nightly run in shards (its worker unit too) and a metrics folder outside the state dir."""
     cfg = Config()
     cfg.compliance.shards = 2
+    cfg.metrics.textfile_dir = Path("/var/lib/werne-metrics")
     cfg.mdm.server_url, cfg.scep.url = "https://mdm.example-city.de/mdm", "https://mdm.example-city.de/scep"
     cfg.site.state_dir = Path("/var/lib/werne")
     out = write_deployment(cfg, tmp_path / "rendered")

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from core.config import Config, load_config
-from server.deploy import server_layout
+from server.deploy import DeployError, server_layout
 from server.errors import ServerInputError
 from server.install import InstallTarget, install_server, playbook_vars
 
@@ -135,3 +135,29 @@ def test_an_acme_directory_in_the_clear_is_refused(tmp_path: Path) -> None:
 def _written(path: Path, text: str) -> Path:
     path.write_text(text)
     return path
+
+
+def test_a_metrics_folder_outside_the_state_dir_is_made_werne_s_and_writable_by_the_nightly_unit(
+        tmp_path: Path) -> None:
+    """[metrics] textfile_dir where the site's node_exporter reads (docs/operations.md, "Metrics"): the
+    playbook makes the folder (werne's, 0755) and werne-compliance.service may write it; below the state
+    dir, or with metrics off, the state dir's own write access is all there is."""
+    from server.deploy import write_deployment
+
+    def nightly_unit(cfg: Config) -> str:
+        write_deployment(cfg, tmp_path / "files")
+        return (tmp_path / "files" / "systemd" / "werne-compliance.service").read_text(encoding="utf-8")
+
+    cfg = load_config(_written(tmp_path / "werne.toml",
+                               config_text() + '[metrics]\ntextfile_dir = "/var/lib/werne-metrics"\n'))
+    assert staged_vars(cfg, tmp_path)["werne_metrics_dir"] == "/var/lib/werne-metrics"
+    assert "\nReadWritePaths=/srv/state /var/lib/werne-metrics\n" in nightly_unit(cfg)
+    for text in ('[metrics]\ntextfile_dir = "/srv/state/metrics"\n',
+                 '[metrics]\nenabled = false\ntextfile_dir = "/var/lib/werne-metrics"\n', ""):
+        cfg = load_config(_written(tmp_path / "werne.toml", config_text() + text))
+        assert staged_vars(cfg, tmp_path)["werne_metrics_dir"] == ""
+        assert "\nReadWritePaths=/srv/state\n" in nightly_unit(cfg)
+    cfg = load_config(_written(tmp_path / "werne.toml",
+                               config_text() + '[metrics]\ntextfile_dir = "/var/lib/my metrics"\n'))
+    with pytest.raises(DeployError, match="^metrics.textfile_dir: '/var/lib/my metrics' is not an absolute path"):
+        server_layout(cfg)
