@@ -6,7 +6,9 @@ node's second interface on it), so the controller has no route to them: it reach
 on the lab bridge, over ssh to each node's pinned host key.
 
 Tests in order: the controller has no route to the laptops, and each node reaches only its own;
-provisioning and the nightly facts collection reach all four through their nodes;
+provisioning and the nightly facts collection reach all four through their nodes (provisioning
+also escrows lap01's LUKS recovery key, a LUKS volume in a file, through node-a, which never holds
+the escrow key);
 the forced command runs nothing but the worker; a node asked for another network's laptop refuses;
 node-b stopped, its laptops are unreachable by node name and node-a's are fine (exit 1).
 """
@@ -22,11 +24,15 @@ import pytest
 import yaml
 
 from compliance.collect_laptops import run_facts_playbook
+from core.actor import real_user
 from core.config import load_config
+from core.db import Database
+from core.escrow import new_key
 from core.inventory import load_inventory
 from lab.laptops import ssh_banner
 from lab.nodes import NODE_USER, install_node
 from provisioning import ansible
+from provisioning.disk.escrow import recovery_key_facts, show_recovery_key
 from provisioning.known_hosts import host_id
 from provisioning.preflight import known_hosts_path
 
@@ -37,6 +43,12 @@ NODE_HOSTS = {"node-a": "lap05", "node-b": "lap06"}
 DROPIN = "/etc/ssh/sshd_config.d/00-werne-hardening.conf"
 # A TCP connect to the laptop's sshd, from wherever it runs; prints the banner's first bytes.
 SSH_PROBE = "exec 3<>/dev/tcp/{}/22 && head -c 4 <&3"
+# lap01's encrypted disk: a LUKS volume in a file with the installer's enrolment key beside it.
+DISK, ENROL = "/root/disk.img", "/etc/werne/luks-enrol.key"
+FAST = "--pbkdf pbkdf2 --pbkdf-force-iterations 1000 --batch-mode"
+MAKE_DISK = (f"mkdir -p /etc/werne && head -c 20M /dev/zero > {DISK} && printf enrolment > {ENROL} "
+             f"&& chmod 600 {ENROL} && printf 'user pass' | cryptsetup luksFormat --type luks2 {FAST} "
+             f"--key-file - {DISK} && printf 'user pass' | cryptsetup luksAddKey {FAST} --key-file - {DISK} {ENROL}")
 
 
 @pytest.fixture(scope="module")
@@ -54,8 +66,14 @@ def networks(lab) -> dict[str, str]:
 def cfg(lab, networks, lab_config) -> Path:
     # The nodes' networks are admin networks of the site: the laptops' firewall lets their node's SSH in.
     admin = ", ".join(f'"{n}"' for n in ["10.200.0.0/16", "10.77.0.0/16", *networks.values()])
+    escrow_key = lab.state_dir / "recovery-keys.key"
+    escrow_key.write_text(new_key() + "\n")
+    escrow_key.chmod(0o600)
     path = lab_config(lab, extra=f"\n[ssh]\nconnect_timeout = 3\nconnect_attempts = 2\n\n"
-                                 f"[provisioning]\nadmin_networks = [{admin}]\n")
+                                 f"[provisioning]\nadmin_networks = [{admin}]\n\n"
+                                 f'[recovery_keys]\nkey_file = "{escrow_key}"\nallowed_users = ["{real_user()}"]\n')
+    made = lab.exec("lap01", ["sh", "-c", MAKE_DISK])
+    assert made.returncode == 0, made.stderr
     # The laptops' host keys are pinned as when they were set up: the controller cannot reach them
     # to pin them itself (pre-flight skips node-served laptops; their nodes check these keys).
     pins = ""
@@ -72,6 +90,7 @@ def cfg(lab, networks, lab_config) -> Path:
     hosts = data["all"]["children"]["laptops"]["hosts"]
     for h in NODE_HOSTS.values():
         hosts.pop(h)
+    hosts["lap01"]["werne_luks_devices"] = [DISK]
     (inv_dir / "hosts.yml").write_text(yaml.safe_dump(data, sort_keys=False))
     nodes_toml = ""
     for node, host in NODE_HOSTS.items():
@@ -137,6 +156,32 @@ def test_provisioning_reaches_every_laptop_through_its_node(lab, cfg, werne_cli)
     for node in LAPTOPS:
         events = list((runs[-1] / "nodes" / node / "artifacts" / runs[-1].name / "job_events").glob("*.json"))
         assert len(events) > 10, node
+
+
+def test_a_laptop_behind_a_node_gets_its_recovery_key_escrowed(lab, cfg):
+    # (after the provisioning run above) node-a's lookup opened lap01's key with the job's own key.
+    config = load_config(cfg)
+    db = Database(config.database_url)
+    try:
+        facts = recovery_key_facts(db, [h for hs in LAPTOPS.values() for h in hs])
+        assert (facts["lap01"]["state"], facts["lap01"]["check_result"]) == ("added", "ok"), facts["lap01"]
+        assert {facts[h]["check_result"] for h in ("lap02", "lap03", "lap04")} == {"no-luks"}
+        key = show_recovery_key(config, db, "lap01", actor=real_user())
+    finally:
+        db.dispose()
+    opened = lab.exec("lap01", ["cryptsetup", "open", "--test-passphrase", "--key-file", "-", DISK], input=key)
+    assert opened.returncode == 0, opened.stderr
+    assert lab.exec("lap01", ["test", "-e", ENROL]).returncode != 0  # the enrolment key is gone
+    # Neither the key nor a key that opens what the run sent is left in the run's folder or on the node.
+    run = max((config.state_dir / "artifacts").iterdir(), key=lambda p: int(p.name))
+    escrow_key = config.recovery_keys.key_file.read_text().strip()  # type: ignore[union-attr]
+    for f in (f for f in run.rglob("*") if f.is_file()):
+        text = f.read_bytes()
+        assert key.encode() not in text and escrow_key.encode() not in text, f
+    assert not list(run.rglob("recovery.key")) and not list(run.rglob("*.transmit"))
+    for host in NODE_HOSTS.values():
+        left = lab.exec(host, ["find", "/var/lib/werne-node/jobs", "-mindepth", "1"])
+        assert left.stdout == "", (host, left.stdout)
 
 
 def test_the_nightly_facts_come_through_the_nodes(lab, cfg, tmp_path):
