@@ -7,6 +7,10 @@ belongs to this lab only. Several labs (state dirs) run side by side: each gets 
 /24 in 10.200.0.0/16 (inside the provisioning baseline's admin network, so SSH survives the
 firewall), and its machine, interface and cgroup names carry the lab's id.
 
+`Lab.private_network(router, hosts)` puts laptops on a network of their own behind one lab host
+(an execution node): a bridge with no address on this machine, so this machine (the controller)
+has no route to it; the router gets a second interface on it, and the laptops live only there.
+
 This machine's PID 1 is not systemd (no machined, no system bus), so nspawn runs with
 `--register=no --keep-unit`, each launcher in its own cgroup in the named `systemd` and the
 `unified` hierarchies, started in a new session. See ../shared notes "ssh-lab", approach A.
@@ -56,6 +60,15 @@ SERVER_NAME = "mdm"
 SERVER_HOST_OCTET = 5
 FIRST_LAPTOP_OCTET = 11
 MAX_LAPTOPS = 254 - FIRST_LAPTOP_OCTET + 1
+# Private networks behind a lab host (Lab.private_network): network K is 10.210.K.0/24, the router
+# at .1 and each laptop at its lab-bridge last octet. Outside LAB_SUPERNET, so no lab's bridge
+# (this machine's address) ever lies in one; every lab uses the same ones, as every home router
+# uses 192.168.178.0/24 (lab.home): they are separate bridges that nothing on this machine routes.
+PRIVATE_SUPERNET = ipaddress.IPv4Network("10.210.0.0/16")
+PRIVATE_ROUTER_OCTET = 1
+# The router's second interface, inside its container.
+PRIVATE_IFNAME = "priv0"
+CABLE_TIMEOUT_S = 30.0
 CGROUP_ROOTS = (Path("/sys/fs/cgroup/systemd"), Path("/sys/fs/cgroup/unified"))
 CGROUP_PARENT = "werne-lab"
 NSPAWN_RUN = Path("/run/systemd/nspawn")
@@ -101,6 +114,8 @@ class _HostRecord:
     nspawn_start: int | None = None
     # At home behind its own NAT router (lab.home): reached only through the VPN.
     home: bool = False
+    # On a private network behind this lab host (Lab.private_network): reached only through it.
+    behind: str = ""
 
 
 @dataclass
@@ -112,6 +127,8 @@ class _LabState:
     hosts: dict[str, _HostRecord] = field(default_factory=dict)
     # The port of the lab's package source on the host's bridge address (lab.aptrepo).
     apt_port: int | None = None
+    # Router host -> the number K of the private network behind it (Lab.private_network).
+    private_networks: dict[str, int] = field(default_factory=dict)
 
     def to_json(self) -> str:
         data = asdict(self)
@@ -225,6 +242,29 @@ def ssh_banner(address: str, port: int = 22, timeout: float = 2.0) -> str | None
     return line if line.startswith("SSH-") else None
 
 
+def _banner_in_netns(pid: int, address: str, timeout: float = 1.0) -> bool:
+    """Whether sshd answers at `address`:22, asked from inside the network namespace of `pid`."""
+    script = f"exec 3<>/dev/tcp/{address}/22 && head -c 4 <&3"
+    try:
+        p = subprocess.run(["nsenter", "-t", str(pid), "-n", "--", "timeout", str(timeout), "bash", "-c", script],
+                           capture_output=True, text=True, timeout=timeout + 5, env={"PATH": SAFE_PATH})
+    except subprocess.TimeoutExpired:
+        return False
+    return p.stdout.startswith("SSH-")
+
+
+def _private_subnet(k: int) -> ipaddress.IPv4Network:
+    return ipaddress.IPv4Network(f"{PRIVATE_SUPERNET.network_address + (k << 8)}/24")
+
+
+def _private_host(k: int, octet: int) -> str:
+    return str(_private_subnet(k).network_address + octet)
+
+
+def _private_bridge(labid: str, k: int) -> str:
+    return f"wp{labid}{k}"
+
+
 @contextlib.contextmanager
 def _flock(path: Path, timeout: float = 600) -> Iterator[None]:
     with file_lock(path, wait=timeout, what="lab operation", held_error=LabError, unusable_error=LabError):
@@ -331,7 +371,7 @@ def _teardown_by_id_locked(labid: str, state_dir: Path, own_mounts: bool) -> Non
     with _flock(GLOBAL_LOCK):
         home.remove_all(labid)
         for link in _link_names():
-            if link == f"wl-{labid}" or link.startswith(f"vb-w{labid}-"):
+            if link == f"wl-{labid}" or link.startswith((f"vb-w{labid}-", f"wp{labid}", f"vp{labid}")):
                 _run(["ip", "link", "delete", link], f"delete {link}", check=False)
         (REGISTRY_DIR / f"{labid}.json").unlink(missing_ok=True)
 
@@ -457,7 +497,16 @@ class Lab:
         return str(ipaddress.IPv4Network(st.subnet).network_address + octet)
 
     def _ensure_bridge(self, st: _LabState) -> None:
-        if st.bridge in _link_names():
+        links = _link_names()
+        for k in st.private_networks.values():
+            # Layer 2 only: no address of this machine on it, so no route from here into it.
+            bridge = _private_bridge(st.labid, k)
+            if bridge not in links:
+                _run(["ip", "link", "add", "name", bridge, "type", "bridge"], f"create bridge {bridge}")
+                with contextlib.suppress(OSError):
+                    Path(f"/proc/sys/net/ipv6/conf/{bridge}/disable_ipv6").write_text("1")
+                _run(["ip", "link", "set", bridge, "up"], f"bring up bridge {bridge}")
+        if st.bridge in links:
             return
         net = ipaddress.IPv4Network(st.subnet)
         _run(["ip", "link", "add", "name", st.bridge, "type", "bridge"], f"create bridge {st.bridge}")
@@ -470,9 +519,10 @@ class Lab:
     def _delete_bridge(self, st: _LabState) -> None:
         if st.bridge and st.bridge in _link_names():
             _run(["ip", "link", "delete", st.bridge], f"delete bridge {st.bridge}", check=False)
-        # Host ends of veths normally vanish with the container's namespace; sweep any stragglers.
+        # Host ends of veths normally vanish with the container's namespace; sweep any stragglers,
+        # and the private networks' bridges.
         for link in _link_names():
-            if st.labid and link.startswith(f"vb-w{st.labid}-"):
+            if st.labid and link.startswith((f"vb-w{st.labid}-", f"wp{st.labid}", f"vp{st.labid}")):
                 _run(["ip", "link", "delete", link], f"delete {link}", check=False)
 
     # ---- keys and files
@@ -533,6 +583,14 @@ class Lab:
             shim.chmod(0o755)
             return
         shim.unlink(missing_ok=True)
+        if rec.behind:
+            # No gateway: the laptop reaches its own network only (its router, the others on it).
+            (root / "etc/systemd/network/10-werne-lab.network").write_text(
+                "# werne lab: static address on a private network behind "
+                f"{rec.behind} (Lab.private_network).\n"
+                f"[Match]\nName=host0\n\n[Network]\nAddress={rec.address}/24\n"
+                "LinkLocalAddressing=no\nIPv6AcceptRA=no\n", encoding="utf-8")
+            return
         (root / "etc/systemd/network/10-werne-lab.network").write_text(
             "# werne lab: static address on the lab bridge (written by `werne lab up`).\n"
             f"[Match]\nName=host0\n\n[Network]\nAddress={rec.address}/{net.prefixlen}\n"
@@ -666,6 +724,8 @@ class Lab:
             # nspawn grants CAP_NET_ADMIN only for the network modes it sets up itself; networkd
             # and wg-quick in the laptop need it for the namespace handed in here.
             network = f"--network-namespace-path={netns} --capability=CAP_NET_ADMIN"
+        elif rec.behind:
+            network = f"--network-bridge={_private_bridge(st.labid, st.private_networks[rec.behind])}"
         else:
             network = f"--network-bridge={st.bridge}"
         argv = ["systemd-nspawn", "--quiet", "--boot", "--register=no", "--keep-unit",
@@ -700,6 +760,29 @@ class Lab:
             time.sleep(0.01)
         st_ = proc_state(rec.nspawn_pid)
         rec.nspawn_start = st_[1] if st_ else None
+        if rec.name in st.private_networks:
+            self._cable_router(st, rec)
+
+    def _cable_router(self, st: _LabState, rec: _HostRecord) -> None:
+        """Give a running router its second interface: a veth from its network namespace into its
+        private network's bridge, with the network's .1. Made anew on each boot (a veth dies with
+        the namespace it is in); nothing in the router (networkd matches only host0) touches it."""
+        k = st.private_networks[rec.name]
+        deadline = time.monotonic() + CABLE_TIMEOUT_S
+        while (pid := self._container_pid(rec)) is None:
+            if time.monotonic() > deadline or not pid_alive(rec.nspawn_pid, start=rec.nspawn_start):
+                raise LabBootError(f"{rec.name}: its container did not start, cannot cable its private network")
+            time.sleep(0.05)
+        outside = f"vp{st.labid}{k}"
+        if outside in _link_names():  # a straggler of the router's last boot
+            _run(["ip", "link", "delete", outside], f"delete {outside}", check=False)
+        _run(["ip", "link", "add", outside, "type", "veth", "peer", "name", PRIVATE_IFNAME, "netns", str(pid)],
+             f"cable {rec.name} to its private network")
+        _run(["ip", "link", "set", outside, "master", _private_bridge(st.labid, k), "up"], f"bring up {outside}")
+        address = f"{_private_host(k, PRIVATE_ROUTER_OCTET)}/{_private_subnet(k).prefixlen}"
+        for argv in (["ip", "addr", "replace", address, "dev", PRIVATE_IFNAME],
+                     ["ip", "link", "set", PRIVATE_IFNAME, "up"]):
+            _run(["nsenter", "-t", str(pid), "-n", "--", *argv], f"{rec.name}: {' '.join(argv[:3])}")
 
     def _launch_all(self, st: _LabState, recs: list[_HostRecord], base: Path) -> None:
         """Launch several laptops at once: each launch mostly waits (mount, ssh-keygen, the
@@ -772,9 +855,17 @@ class Lab:
     def _index(rec: _HostRecord) -> int:
         return int(rec.name[3:])
 
+    @staticmethod
+    def _last_octet(rec: _HostRecord) -> int:
+        return int(ipaddress.IPv4Address(rec.address).packed[3])
+
     def _sshd_answers(self, labid: str, rec: _HostRecord) -> bool:
         if rec.home:
             return home.sshd_answers(labid, self._index(rec))
+        if rec.behind:
+            # This machine has no route to it: ask from inside the laptop's own network namespace.
+            pid = self._container_pid(rec)
+            return pid is not None and _banner_in_netns(pid, rec.address)
         return ssh_banner(rec.address, timeout=1.0) is not None
 
     def _wait_ready(self, recs: list[_HostRecord]) -> None:
@@ -888,8 +979,14 @@ class Lab:
                 del st.hosts[r.name]
             _raise_inotify_limits()
             starting: list[_HostRecord] = []
+            for name in list(st.private_networks):
+                if name not in wanted:
+                    del st.private_networks[name]
             for name, want in wanted.items():
                 have = st.hosts.get(name)
+                if have and have.behind in st.private_networks:
+                    want.behind = have.behind
+                    want.address = _private_host(st.private_networks[have.behind], self._last_octet(want))
                 if have and pid_alive(have.nspawn_pid, start=have.nspawn_start) and have.address == want.address:
                     continue
                 if have:
@@ -1063,6 +1160,46 @@ class Lab:
             recs = [self._host_record(st, n) for n in names]
             self._start_many(st, [r for r in recs if not pid_alive(r.nspawn_pid, start=r.nspawn_start)])
             return [h for h in self._status(st) if h.name in names]
+
+    # ---- execution nodes: laptops on a network of their own behind one lab host
+    def private_network(self, router: str, hosts: list[str]) -> str:
+        """Put the laptops `hosts` on a private network behind the lab host `router` (an execution
+        node) and return that network (10.210.K.0/24). The laptops are switched off, re-cabled
+        onto the network's own bridge (keeping their last octet) and switched on, with the same
+        disk and host key; the router gets a second interface there (.1). This machine has no
+        address or route in that network: only the router reaches the laptops. The inventory
+        names their new addresses. Calling it again for the same router adds laptops to its network.
+        """
+        self._require_root()
+        with _flock(self._lock_file):
+            st = self._load()
+            r = self._host_record(st, router)
+            if r.home or r.behind:
+                raise LabInputError(f"{router} is not on the lab network: it cannot route a private network")
+            recs = [self._host_record(st, n) for n in hosts]
+            for rec in recs:
+                if rec.role != "laptop" or rec.home or rec.name in st.private_networks or rec.name == router:
+                    raise LabInputError(f"{rec.name}: only laptops on the lab network that route nothing "
+                                        "can go behind another host")
+                if rec.behind not in ("", router):
+                    raise LabInputError(f"{rec.name} is already behind {rec.behind}")
+            if router not in st.private_networks:
+                used = set(st.private_networks.values())
+                st.private_networks[router] = next(k for k in range(1, 255) if k not in used)
+            k = st.private_networks[router]
+            moving = [rec for rec in recs if rec.behind != router]
+            self._stop(moving)
+            for rec in moving:
+                rec.behind = router
+                rec.address = _private_host(k, self._last_octet(rec))
+            self._save(st)
+            with _flock(GLOBAL_LOCK):
+                self._ensure_bridge(st)
+            if self._container_pid(r) is not None:
+                self._cable_router(st, r)
+            self._start_many(st, moving)
+            self._write_inventory(st)
+            return str(_private_subnet(k))
 
     @staticmethod
     def _host_record(st: _LabState, name: str) -> _HostRecord:

@@ -5,21 +5,16 @@ a new node: ansible-core and ansible-runner (with their dependencies, copied fro
 venv: the node needs no package index, and its ansible-runner speaks the same streaming protocol as
 the controller's), the node's program deploy/node/werne_node_worker.py, its config (the networks it
 serves, its key to the laptops), and an account `werne-node` whose only authorized key is the
-controller's, with a forced command that runs nothing but the worker.
-
-`block_controller(lab, addresses)` drops this machine's own packets to those addresses (an
-nftables table of the lab's), so that the only way from the controller to those laptops is their
-node; `unblock_controller` removes it.
+controller's, with a forced command that runs nothing but the worker. Which laptops only that
+node reaches is the lab's network (`Lab.private_network(host, laptops)`), not the node's install.
 """
 
 from __future__ import annotations
 
 import base64
-import hashlib
 import io
 import json
 import re
-import subprocess
 import tarfile
 from importlib import metadata
 from pathlib import Path
@@ -39,7 +34,6 @@ WORKER_SOURCE = Path(__file__).resolve().parent.parent / "deploy" / "node" / "we
 # The console scripts the node needs (ansible-runner runs ansible-playbook; the worker's check
 # runs ansible-inventory), as ansible-core's own entry points.
 ENTRY_POINTS = {"ansible-playbook": "ansible.cli.playbook", "ansible-inventory": "ansible.cli.inventory"}
-SAFE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 WRAPPER = f"""#!/bin/sh
 # werne execution node: the only command the controller's key may run (authorized_keys command=).
@@ -114,27 +108,4 @@ def install_node(lab: Lab, host: str, name: str, networks: list[str], payload: b
     # The node's Ansible runs as its account, with what the forced command sets.
     _exec(lab, host, ["runuser", "-u", NODE_USER, "--", "env", f"PYTHONPATH={NODE_DIR}/site",
                       f"{NODE_DIR}/bin/ansible-inventory", "--version"])
-
-
-def _nft(argv: list[str], input: str | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["nft", *argv], capture_output=True, text=True, input=input, timeout=30,
-                          env={"PATH": SAFE_PATH})
-
-
-def _table(lab: Lab) -> str:
-    return f"werne_nodes_{hashlib.sha256(str(lab.state_dir).encode()).hexdigest()[:12]}"
-
-
-def block_controller(lab: Lab, addresses: list[str]) -> None:
-    """This machine's own packets to `addresses` are dropped (the laptops' nodes still reach them)."""
-    table = _table(lab)
-    rules = (f"table ip {table} {{\n  chain out {{\n    type filter hook output priority 0; policy accept;\n"
-             f"    ip daddr {{ {', '.join(addresses)} }} drop\n  }}\n}}\n")
-    p = _nft(["-f", "-"], input=rules)
-    if p.returncode != 0:
-        raise LabError(f"cannot block the controller's route: {p.stderr.strip()[-200:]}")
-
-
-def unblock_controller(lab: Lab) -> None:
-    _nft(["delete", "table", "ip", _table(lab)])
 

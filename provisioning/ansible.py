@@ -27,6 +27,7 @@ from typing import Any, Literal
 from core.config import REPO_ROOT, Config, ExecutionNode
 from core.secrets import warn_if_others_can_read
 from core.text import one_line as _one_line
+from provisioning.disk import escrow as disk_escrow
 from provisioning.errors import HOST_KEY_CHANGED, HOST_KEY_NOT_PINNED, AnsibleRunError
 from provisioning.models import Progress
 from provisioning.nodes import node_named, split_hosts, ssh_command, write_job
@@ -587,15 +588,25 @@ def run_on_node(
     base = job.private_data_dir / "nodes"
     job_dir = base / node.name
     inventory = write_job(job_dir, job.inventory, hosts, job.known_hosts, PLAYBOOK_DIR)
+    extravars, job_key = disk_escrow.rewrap_for_node(config, dict(job.extravars), hosts)
+    job_key_file = job_dir / disk_escrow.NODE_JOB_KEY_FILE
     stream = base / f"{node.name}.transmit"
-    with open(stream, "wb") as out:
-        interface.run(
-            streamer="transmit", _output=out, private_data_dir=str(job_dir), playbook=job.playbook.name,
-            inventory=str(inventory), limit=",".join(hosts), forks=job.forks,
-            envvars={k: v for k, v in job.envvars.items() if k in _NODE_ENV}, extravars=dict(job.extravars),
-            tags=",".join(job.tags) if job.tags else None, cmdline=" ".join(job.options) or None,
-            ident=job.ident, timeout=job.timeout_s, quiet=True, suppress_env_files=True,
-        )
+    try:
+        if job_key is not None:
+            with open(os.open(job_key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as f:
+                f.write(job_key)
+        # 0600: while the job runs, its stream holds the one-job key with its ciphertexts.
+        with open(os.open(stream, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as out:
+            interface.run(
+                streamer="transmit", _output=out, private_data_dir=str(job_dir), playbook=job.playbook.name,
+                inventory=str(inventory), limit=",".join(hosts), forks=job.forks,
+                envvars={k: v for k, v in job.envvars.items() if k in _NODE_ENV}, extravars=extravars,
+                tags=",".join(job.tags) if job.tags else None, cmdline=" ".join(job.options) or None,
+                ident=job.ident, timeout=job.timeout_s, quiet=True, suppress_env_files=True,
+            )
+    finally:
+        # The run's folder keeps no key: the ciphertexts in it open with nothing left on this machine.
+        job_key_file.unlink(missing_ok=True)
     argv = command or ssh_command(config, node, base / f"{node.name}.known_hosts")
     status: dict[str, Any] = {}
 

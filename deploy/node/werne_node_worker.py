@@ -15,7 +15,10 @@ The node decides what it runs, not the controller: a job is refused (one status 
   - it asks for anything but a playbook of its project folder (no module, no process isolation,
     no command line beyond --check/--diff), or sets ansible_* variables as extra vars.
 How the node reaches its laptops is the node's too: its own key file, the pinned host keys the
-controller shipped in the job (strict checking), its own venv on PATH.
+controller shipped in the job (strict checking), its own venv on PATH. A job with LUKS recovery
+keys carries them encrypted under a key made for that job alone (`recovery.key` in the job folder,
+provisioning.disk.escrow.rewrap_for_node): the role's lookup decrypts them with that file, whatever
+path the controller names, and it goes with the job folder when the job ends.
 
 Config, JSON (path as the only argument after --config): {"name": "node-a", "networks":
 ["10.210.1.0/24"], "ssh_key_file": "/etc/werne-node/laptop_key", "work_dir": "/var/lib/werne-node"}
@@ -47,6 +50,8 @@ ALLOWED_OPTIONS = {"--check", "--diff"}
 ALLOWED_ENV = {"ANSIBLE_HOST_KEY_CHECKING", "ANSIBLE_PIPELINING", "ANSIBLE_REMOTE_USER", "ANSIBLE_TIMEOUT",
                "ANSIBLE_RETRY_FILES_ENABLED", "ANSIBLE_NOCOLOR"}
 MAX_JOB_BYTES = 64 * 1024 * 1024
+# The LUKS recovery keys' one-job key in the job folder, and the extra var the role reads it from.
+RECOVERY_JOB_KEY, RECOVERY_KEY_FILE_VAR = "recovery.key", "werne_recovery_key_file"
 # Host variables that would change how ssh checks host keys or which program runs: the node's own.
 NODE_OWNS = {"ansible_ssh_common_args", "ansible_ssh_extra_args", "ansible_ssh_args", "ansible_ssh_executable",
              "ansible_ssh_private_key_file", "ansible_private_key_file"}
@@ -198,6 +203,9 @@ def main(argv: list[str] | None = None) -> int:
         kwargs["envvars"] = {**(kwargs.get("envvars") or {}), **node_env(cfg, pdd)}
         # Extra vars win over every inventory variable: the node's key, whatever the job says.
         kwargs["extravars"] = {**(kwargs.get("extravars") or {}), "ansible_ssh_private_key_file": cfg["ssh_key_file"]}
+        if RECOVERY_KEY_FILE_VAR in kwargs["extravars"]:
+            # The job's own key file, never a path on the node the controller names.
+            kwargs["extravars"][RECOVERY_KEY_FILE_VAR] = os.path.join(pdd, RECOVERY_JOB_KEY)
         lines = [json.dumps({"kwargs": kwargs}), json.dumps({"eof": True})]
         stream = io.BytesIO("".join(f"{ln}\n" for ln in lines).encode())
         status, _rc = Worker(_input=stream, _output=out, private_data_dir=pdd).run()

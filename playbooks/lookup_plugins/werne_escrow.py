@@ -3,6 +3,7 @@
 `lookup('werne_escrow', ciphertext, key_file=path)` returns the plain text for a module parameter
 marked no_log. The extra vars carry only ciphertexts and the key file's path, so no plain secret is
 written to ansible-runner's private data dir or artifacts (core.escrow: Fernet, same key format).
+On an execution node "the controller" is the node, and the key file is its job's one-job key.
 """
 
 from __future__ import annotations

@@ -12,6 +12,10 @@ Flow around a provisioning run (provisioning.runner):
      yet. The key never reaches argv, the extravars, the artifacts or a log;
   3. `record_results`: what each laptop said: verified (with its keyslot), no LUKS volume (reported,
      not a failure), or the escrowed key no longer opens it (the rule lx-recovery-key fails).
+A laptop behind an execution node gets its key the same way, but the lookup runs on the node, which
+must never hold the escrow key: `rewrap_for_node` re-encrypts that node's laptops' keys (only
+theirs) under a fresh key made for that one job, which travels in the job folder and is deleted on
+both sides after the job.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import secrets
 from datetime import datetime
 from typing import Any
 
+from cryptography.fernet import Fernet, InvalidToken
 from sqlalchemy import select
 
 from core import escrow
@@ -35,6 +40,10 @@ HINT = "`werne laptop recovery-key new-key` makes one"
 # The role's task whose result werne reads (playbooks/roles/luks_recovery_key).
 RECOVERY_KEY_TASK = "Test-unlock the LUKS volume with the escrowed recovery key"
 GROUPS, DIGITS = 8, 6
+# The extra vars the role reads (playbooks/roles/luks_recovery_key).
+KEYS_VAR, KEY_FILE_VAR = "werne_recovery_keys", "werne_recovery_key_file"
+# The one-job key's name in a node's job folder; the node's worker points KEY_FILE_VAR at it.
+NODE_JOB_KEY_FILE = "recovery.key"
 
 
 def new_recovery_key() -> str:
@@ -81,6 +90,30 @@ def provision_extravars(config: Config, db: Database, hosts: list[str], identiti
                                        f"configured {key.key_id}): restore that key file")
             out[h] = {"ciphertext": row.ciphertext, "keyslot": row.keyslot}
     return {"werne_recovery_key_file": str(rk.key_file.expanduser().resolve()), "werne_recovery_keys": out}
+
+
+def rewrap_for_node(config: Config, extravars: dict[str, Any], hosts: list[str]) -> tuple[dict[str, Any], bytes | None]:
+    """A node's extra vars, and the one-job key for its job folder: the recovery keys of `hosts`
+    (that node's laptops; the others' are left out) decrypted here and encrypted again under a
+    fresh Fernet key, so the node can open nothing but what this job sends it and the escrow key
+    never leaves this machine. Without recovery keys in the run: `extravars` unchanged, None."""
+    if KEYS_VAR not in extravars:
+        return extravars, None
+    key = load_key(config)
+    job_key = Fernet.generate_key()
+    job_fernet = Fernet(job_key)
+    rewrapped: dict[str, dict[str, Any]] = {}
+    for h, entry in extravars[KEYS_VAR].items():
+        if h not in hosts:
+            continue
+        try:
+            plain = key.fernet.decrypt(str(entry["ciphertext"]).encode())
+        except InvalidToken:
+            raise RecoveryKeyError(f"the recovery key of {h} does not decrypt with the configured key") from None
+        rewrapped[h] = {**entry, "ciphertext": job_fernet.encrypt(plain).decode()}
+    # The node's worker sets the key file's path (its own copy of this job's key).
+    out = {k: v for k, v in extravars.items() if k != KEY_FILE_VAR}
+    return {**out, KEYS_VAR: rewrapped, KEY_FILE_VAR: NODE_JOB_KEY_FILE}, job_key
 
 
 def record_results(db: Database, results: dict[str, dict[str, Any]], now: datetime | None = None) -> dict[str, str]:

@@ -280,7 +280,7 @@ def leftovers(lab: Lab, labid: str, bridge: str, pids: list[int]) -> list[str]:
     if str(lab.state_dir) in mounts:
         found.append("mount")
     links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True, check=True).stdout
-    if bridge in links or f"vb-w{labid}-" in links:
+    if bridge in links or any(f"{prefix}{labid}" in links for prefix in ("vb-w", "wp", "vp")):
         found.append("link")
     for root in CGROUP_ROOTS:
         if list((root / CGROUP_PARENT).glob(f"w{labid}-*")):
@@ -318,6 +318,40 @@ def test_a_second_lab_is_isolated_and_down_leaves_nothing(lab, lab_factory):
     with connect(lab, "lap01") as c:  # the first lab is untouched
         assert run(c, "hostname") == (0, "lap01")
     other.down()  # down twice is fine
+
+
+def _probe(lab: Lab, host: str, address: str) -> str:
+    """The first bytes of what answers at address:22, asked from inside `host` (3 s at most)."""
+    return lab.exec(host, ["timeout", "3", "bash", "-c", f"exec 3<>/dev/tcp/{address}/22 && head -c 4 <&3"]).stdout
+
+
+@pytest.mark.lab
+def test_a_private_network_behind_a_host_is_reached_only_through_it(lab_factory):
+    net_lab = lab_factory(3, gateway=False)
+    before = net_lab.host("lap01").address
+    key = net_lab.host_public_key("lap01")
+    subnet = net_lab.private_network("lap03", ["lap01"])
+    assert subnet == "10.210.1.0/24"
+    moved = net_lab.host("lap01").address
+    assert moved == f"10.210.1.{before.rsplit('.', 1)[1]}" and net_lab.host_public_key("lap01") == key
+    inventory = yaml.safe_load((net_lab.inventory_dir / "hosts.yml").read_text())
+    assert inventory["all"]["children"]["laptops"]["hosts"]["lap01"]["ansible_host"] == moved
+    # The router reaches it on its second interface; this machine and the other laptop do not.
+    assert _probe(net_lab, "lap03", moved) == "SSH-"
+    assert ssh_banner(moved, timeout=2) is None
+    assert _probe(net_lab, "lap02", moved) == ""
+    # The router's second interface comes back with it, and `up` again keeps the network.
+    net_lab.stop_host("lap03")
+    net_lab.start_host("lap03")
+    assert _probe(net_lab, "lap03", moved) == "SSH-"
+    net_lab.up(laptops=3, gateway=False)
+    assert net_lab.host("lap01").address == moved and _probe(net_lab, "lap03", moved) == "SSH-"
+    with pytest.raises(LabInputError, match="lap01 is not on the lab network"):
+        net_lab.private_network("lap01", ["lap02"])
+    net = net_lab.network()
+    pids = lab_pids(net_lab)
+    net_lab.down()
+    assert leftovers(net_lab, net["labid"], net["bridge"], pids) == []
 
 
 @pytest.mark.lab

@@ -69,6 +69,30 @@ def test_escrowed_before_sent_kept_across_runs_and_shown_only_to_listed_users(si
     assert provision_extravars(config, db, ["lap02"], {}, check_mode=True)["werne_recovery_keys"] == {}
 
 
+def test_a_nodes_job_carries_only_its_laptops_keys_under_a_one_job_key(site, tmp_path):  # type: ignore[no-untyped-def]
+    from ansible.errors import AnsibleError
+
+    from provisioning.disk.escrow import NODE_JOB_KEY_FILE, provision_extravars, rewrap_for_node, show_recovery_key
+
+    config, db, key = site
+    sent = provision_extravars(config, db, ["lap01", "lap02"], {})
+    node_vars, job_key = rewrap_for_node(config, {**sent, "werne_admin_user": "admin"}, ["lap02"])
+    assert job_key is not None and job_key.decode() != key.read_text().strip()
+    # Only the node's laptop, its keyslot kept; the key file is the job's (the node's worker sets the path).
+    assert set(node_vars["werne_recovery_keys"]) == {"lap02"} and node_vars["werne_admin_user"] == "admin"
+    assert node_vars["werne_recovery_key_file"] == NODE_JOB_KEY_FILE
+    ct = node_vars["werne_recovery_keys"]["lap02"]["ciphertext"]
+    job_key_file = tmp_path / NODE_JOB_KEY_FILE
+    job_key_file.write_bytes(job_key)
+    assert lookup_plugin().run([ct], key_file=str(job_key_file)) == [show_recovery_key(config, db, "lap02")]
+    with pytest.raises(AnsibleError, match="does not decrypt with the key file"):
+        lookup_plugin().run([ct], key_file=str(key))  # the escrow key does not open it, nor the job key the escrow's
+    with pytest.raises(AnsibleError, match="does not decrypt with the key file"):
+        lookup_plugin().run([sent["werne_recovery_keys"]["lap02"]["ciphertext"]], key_file=str(job_key_file))
+    # A run without recovery keys (the nightly facts) goes to the node as it is.
+    assert rewrap_for_node(config, {"werne_admin_user": "admin"}, ["lap02"]) == ({"werne_admin_user": "admin"}, None)
+
+
 def test_a_key_only_in_a_variable_cannot_reach_ansible(site, monkeypatch):  # type: ignore[no-untyped-def]
     from provisioning.disk.escrow import provision_extravars
     from provisioning.errors import RecoveryKeyError
