@@ -1,3 +1,3 @@
 """Shared ground for every werne package: configuration, state database, inventory and errors."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
