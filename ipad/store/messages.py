@@ -59,9 +59,12 @@ class Batch:
         for chunk in _chunks(list(ids)):
             for row in select_rows(conn, sql.SELECT_DEVICES, {"ids": chunk}):
                 loaded[row["enrollment_id"]] = row
-        # Check-in times only for devices with a check-in in this batch (rare next to results).
+        # Check-in times only for devices with a check-in in this batch (rare next to results), and
+        # for those werne knows only as authenticated (a connect of theirs may complete the enrolment).
         times: dict[str, dict[str, str]] = {}
-        for chunk in _chunks(list({e.enrollment_id for e in events if e.message_type})):
+        timed = {e.enrollment_id for e in events if e.message_type}
+        timed |= {eid for eid, row in loaded.items() if row.get("state") == "authenticated"}
+        for chunk in _chunks(list(timed)):
             for row in select_rows(conn, sql.SELECT_CHECKIN_TIMES, {"ids": chunk}):
                 kind = row["kind"].removeprefix(sql.CHECKIN_FACT_PREFIX)
                 times.setdefault(row["enrollment_id"], {})[kind] = str(row["value"])
@@ -287,7 +290,24 @@ class RecordMessages(DeviceMessages):
         if max(times.get("TokenUpdate", ""), times.get("Authenticate", "")) <= times["CheckOut"]:
             batch.device(e).update(state="checked_out", checked_out_at=batch.now)
 
+    @staticmethod
+    def _connected(batch: Batch, e: ParsedEvent) -> None:
+        """A device connects (polls, answers) only once its TokenUpdate was taken: one that werne
+        knows only as authenticated, connecting after that Authenticate, is enrolled, and its
+        TokenUpdate's event was lost. NanoMDM posts events after it answered the device, best
+        effort: a replica killed or the receiver down in between loses one (seen in the replica lab)."""
+        if batch.current(e, "state") != "authenticated":
+            return
+        authenticated = batch.checkin_times.get(e.enrollment_id, {}).get("Authenticate", "")
+        if created_order(e.created_at) <= authenticated:
+            return  # a late connect from before this (re-)enrolment
+        d = batch.device(e)
+        d["state"] = "enrolled"
+        if batch.current(e, "enrolled_at") is None:
+            d["enrolled_at"] = batch.now
+
     def command_and_report_results(self, batch: Batch, e: ParsedEvent) -> None:
+        self._connected(batch, e)
         if not (e.command_uuid and e.status):
             return  # an Idle poll: only seen
         batch.command_reports.append(e)

@@ -104,6 +104,44 @@ def test_each_message_reaches_its_handler_then_the_observers_in_created_at_order
     assert recorder.seen == []
 
 
+def idle(event_id: str, created_at: str) -> ParsedEvent:
+    return ParsedEvent(event_id=event_id, topic="mdm.Connect", created_at=created_at, enrollment_id=EID, udid=EID,
+                       status="Idle")
+
+
+def test_a_device_that_connects_after_its_authenticate_is_enrolled_when_its_token_update_was_lost(
+        db: Database) -> None:
+    """NanoMDM posts events after answering the device, best effort: a replica killed in between
+    loses the TokenUpdate's event (the replica lab saw it). A device connects only once its
+    TokenUpdate was taken, so its next poll or answer completes the enrolment in werne."""
+    registry = Registry(db, school_of=lambda s: ("gs-demo", "pupil"))
+
+    def state() -> tuple[str, bool]:
+        (dev,) = registry.list_devices()
+        return dev.state, dev.enrolled_at is not None
+
+    registry.apply_events([checkin("Authenticate", "a1", "2026-11-27T10:00:01Z")])
+    assert state() == ("authenticated", False)
+    # A connect older than the Authenticate (from before this enrolment) proves nothing.
+    registry.apply_events([idle("i0", "2026-11-27T10:00:00Z")])
+    assert state() == ("authenticated", False)
+    registry.apply_events([idle("i1", "2026-11-27T10:00:05Z")])  # a later batch, as the Idle flush is
+    assert state() == ("enrolled", True)
+    # A checked-out device that still polls stays checked out; a re-enrolment starts over.
+    registry.apply_events([checkin("CheckOut", "c1", "2026-11-27T11:00:00Z")])
+    registry.apply_events([idle("i2", "2026-11-27T11:00:05Z")])
+    assert state()[0] == "checked_out"
+    registry.apply_events([checkin("Authenticate", "a2", "2026-11-27T12:00:00Z")])
+    registry.apply_events([idle("i3", "2026-11-27T11:59:59.5Z")])
+    assert state()[0] == "authenticated"
+    # An answer to a command counts as a connect too, in the same batch as the Authenticate.
+    registry.apply_events([checkin("Authenticate", "a3", "2026-11-27T12:00:01Z"),
+                           ParsedEvent(event_id="r1", topic="mdm.Connect", created_at="2026-11-27T12:00:02Z",
+                                       enrollment_id=EID, udid=EID, status="NotNow", command_uuid="C-r1",
+                                       request_type="DeviceInformation")])
+    assert state()[0] == "enrolled"
+
+
 def test_a_failing_observer_rolls_the_whole_batch_back(db: Database) -> None:
     registry = Registry(db, observers=[Refuses()])
     with pytest.raises(RuntimeError, match="observer failed"):
