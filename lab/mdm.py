@@ -28,7 +28,8 @@ one is (`werne mdm push-cert install`'s code). STATE/mdm/lab.json records the UR
 API key file, webhook settings, the public URLs and the signing identity also go into the state
 dir's endpoints file (core.config.write_endpoints), so `werne ...` on this state dir finds the lab
 unless the config file names another one. `down(state_dir)` stops whatever runs;
-`restart_identity_servers` restarts scepserver and NanoMDM (after a SCEP CA rotation).
+`restart_identity_servers` restarts scepserver and NanoMDM (after a SCEP CA rotation);
+`stop_werne` and `start_werne` stop and start werne's own processes around `werne db upgrade`.
 
 Lab faults (with 8 or more iPads, on the last six, so the demo shows every problem state):
 offline, a NotNow streak of 3, no passcode, an old iPadOS, a refused web-filter profile, and an
@@ -79,6 +80,8 @@ NANOMDM_BIN = REPO_ROOT / ".tools" / "bin" / "nanomdm"
 # The MDM core of the lab (what `status().running` reports) and the go-live services around it.
 PROCESSES = ("simulator", "webhook", "nanomdm")
 SERVICES = ("web", "nginx")
+# werne's own processes in the lab, in stop order: what an upgrade stops and starts (stop_werne).
+WERNE_SERVICES = ("web", "webhook")
 # Requests nginx passes to one lab replica at once: the test cluster allows 40 PostgreSQL connections.
 REPLICA_MAX_CONNS = 12
 
@@ -423,10 +426,7 @@ def restart_identity_servers(state_dir: Path, config: Config | None = None, stor
 def _services(p: _Plan, config: Config | None, storage: str, storage_dsn: str) -> list[Service]:
     """The lab's MDM servers, one descriptor each; start order follows depends_on."""
     d, state_dir = p.d, p.state_dir
-    cli = [sys.executable, "-c", "import sys; from cli import main; sys.exit(main())"]
-    cfg_args = ["--state-dir", str(state_dir)]
-    if config is not None and config.source not in ("built-in defaults",) and Path(config.source).is_file():
-        cfg_args = ["--config", str(Path(config.source).resolve()), *cfg_args]
+    cfg_args = _cfg_args(config, state_dir)
     env = {"PYTHONPATH": str(REPO_ROOT)}
     api_key = _secret_file(d / "api_key")
     scep, _ = lab_scep.prepare(state_dir, p.cfg, p.ports["scep"])
@@ -434,11 +434,7 @@ def _services(p: _Plan, config: Config | None, storage: str, storage_dsn: str) -
     kmfddm, _ = lab_kmfddm.prepare(state_dir, Secret(_secret_file(d / "ddm_api_key"), source=str(d / "ddm_api_key")),
                                    enqueue_url=p.urls["nanomdm"] + "/v1/enqueue/",
                                    enqueue_key=Secret(api_key, source=str(d / "api_key")), port=p.ports["kmfddm"])
-    webhook = Service(
-        name="webhook", what="the webhook receiver", directory=d, env=env, ready_timeout=20,
-        argv=(*cli, *cfg_args, "mdm", "serve-webhook", "--listen", f"127.0.0.1:{p.ports['webhook']}",
-              "--hmac-key-file", str(d / "webhook_hmac_key")),
-        ready=HTTPReady(f"http://127.0.0.1:{p.ports['webhook']}/healthz"))
+    webhook = _webhook_service(d, env, cfg_args, f"127.0.0.1:{p.ports['webhook']}")
     nanomdm = _replica_services(d, p.cfg, p.urls, storage, storage_dsn, p.replicas)
     cfg_file = cfg_args[1] if cfg_args[0] == "--config" else ""
     web = _web_service(d, env, cfg_file, state_dir, p.lab_inventory, p.ports["web"])
@@ -464,6 +460,54 @@ def _web_service(d: Path, env: dict[str, str], cfg_file: str, state_dir: Path, i
                    ready=HTTPReady(f"http://127.0.0.1:{port}/healthz"), depends_on=("nanomdm",))
 
 
+def _cfg_args(config: Config | None, state_dir: Path) -> list[str]:
+    """The `werne` options the lab's werne processes run with: the config file if there is one."""
+    args = ["--state-dir", str(state_dir)]
+    if config is not None and config.source not in ("built-in defaults",) and Path(config.source).is_file():
+        args = ["--config", str(Path(config.source).resolve()), *args]
+    return args
+
+
+def _webhook_service(d: Path, env: dict[str, str], cfg_args: list[str], listen: str) -> Service:
+    """`werne mdm serve-webhook` for the lab: NanoMDM posts every device message to it."""
+    cli = (sys.executable, "-c", "import sys; from cli import main; sys.exit(main())")
+    return Service(name="webhook", what="the webhook receiver", directory=d, env=env, ready_timeout=20,
+                   argv=(*cli, *cfg_args, "mdm", "serve-webhook", "--listen", listen,
+                         "--hmac-key-file", str(d / "webhook_hmac_key")),
+                   ready=HTTPReady(f"http://{listen}/healthz"))
+
+
+def _lab_inventory_of(lab: dict[str, Any], d: Path, config: Config | None, state_dir: Path) -> Path:
+    """The inventory the lab's web page answers for. A lab.json written before v0.2.0 does not
+    name it: then it is the one `up` wrote (with generated serials), else the site's."""
+    if lab.get("inventory"):
+        return Path(lab["inventory"])
+    return d / "inventory" if (d / "inventory" / "ipads.csv").is_file() else _inventory_root(config, state_dir)
+
+
+def stop_werne(state_dir: Path) -> None:
+    """Stop the lab's werne processes (the web page, then the webhook receiver), as the upgrade's
+    steps stop werne-web and werne-webhook; NanoMDM, scepserver, KMFDDM, nginx and the iPads keep
+    running (the lab's NanoMDM keeps its enrolments in memory)."""
+    d = Path(state_dir).resolve() / "mdm"
+    for name in WERNE_SERVICES:
+        processes.stop(name, d)
+
+
+def start_werne(state_dir: Path, config: Config | None = None) -> None:
+    """Start the lab's webhook receiver and web page with this werne, on the ports of lab.json
+    (also one an older werne wrote): after `werne db upgrade`, as the upgrade's steps say."""
+    state_dir = Path(state_dir).resolve()
+    d = state_dir / "mdm"
+    lab = json.loads((d / "lab.json").read_text(encoding="utf-8"))
+    env = {"PYTHONPATH": str(REPO_ROOT)}
+    cfg_args = _cfg_args(config, state_dir)
+    processes.up(_webhook_service(d, env, cfg_args, lab["webhook_listen"]))
+    port = int(lab["web_url"].rsplit(":", 1)[1])
+    cfg_file = cfg_args[1] if cfg_args[0] == "--config" else ""
+    processes.up(_web_service(d, env, cfg_file, state_dir, _lab_inventory_of(lab, d, config, state_dir), port))
+
+
 def restart_web(state_dir: Path, config: Config | None = None) -> None:
     """Stop and start the lab's `werne web serve` alone (its arrival watcher and lesson loop), as a
     restart of the service would: what it does after the start, it does from the database alone."""
@@ -471,11 +515,11 @@ def restart_web(state_dir: Path, config: Config | None = None) -> None:
     d = state_dir / "mdm"
     lab = json.loads((d / "lab.json").read_text(encoding="utf-8"))
     processes.stop("web", d)
-    cfg_file = ""
-    if config is not None and config.source not in ("built-in defaults",) and Path(config.source).is_file():
-        cfg_file = str(Path(config.source).resolve())
+    cfg_args = _cfg_args(config, state_dir)
+    cfg_file = cfg_args[1] if cfg_args[0] == "--config" else ""
     port = int(lab["web_url"].rsplit(":", 1)[1])
-    processes.up(_web_service(d, {"PYTHONPATH": str(REPO_ROOT)}, cfg_file, state_dir, Path(lab["inventory"]), port))
+    processes.up(_web_service(d, {"PYTHONPATH": str(REPO_ROOT)}, cfg_file, state_dir,
+                              _lab_inventory_of(lab, d, config, state_dir), port))
 
 
 def up(
