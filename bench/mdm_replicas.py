@@ -5,26 +5,28 @@ For each size and each layout a fresh lab MDM (lab.mdm.up(..., storage="pgsql", 
 bulk_identities=True): NanoMDM on PostgreSQL, 1 process, or 2 behind the production nginx site,
 which then also fronts their API; KMFDDM, the webhook receiver, the iPad simulator) with N simulated
 iPads in 12 schools, a fresh NanoMDM database and a fresh werne database in one throwaway PostgreSQL
-cluster (tests/fixtures/postgres.py, restarted with --pg-max-connections, default 500; needs root):
-one NanoMDM opens a PostgreSQL connection per request in flight, and the simulated iPads all enrol
-within a second, which no real fleet does; with Debian's 100 some of 593 iPads' TokenUpdate webhooks
-were lost to "too many clients" in the 1-NanoMDM lab, so werne never saw them enrolled. Once every iPad is enrolled and
-the lab has idled for --idle seconds (the background: the simulated iPads poll every
-poll interval: iPads / --poll-rate seconds, at least 10; real ones do not poll, they wait for a
-push), `werne compliance run --ipads`
-(the nightly timer's run, iPads only: the DDM status read, the MDM query sweep, facts, evaluation,
-storing) runs once unmeasured (the first night: every iPad gets its full query set) and then once
-measured, as its own process.
+cluster (tests/fixtures/postgres.py, restarted with --pg-max-connections, default 500; needs root).
+Why 500: one NanoMDM opens a PostgreSQL connection per request in flight, and the simulated iPads
+all enrol within a second, which no real fleet does; with Debian's 100, some of 593 iPads'
+TokenUpdate webhooks were lost to "too many clients" in the 1-NanoMDM lab (werne never saw them
+enrolled). The 2 replicas get the production default of mdm.replica_max_conns (20 each).
+
+Once werne sees every iPad enrolled (or the count has not moved for 90 s) and the lab has idled
+for --idle seconds, `werne compliance run --ipads` (the nightly timer's run, iPads only: the DDM
+status read, the MDM query sweep, facts, evaluation, storing) runs once unmeasured (the first
+night: every iPad gets its full query set) and then once measured, as its own process. The
+simulated iPads poll every (iPads / --poll-rate) seconds, at least 10; real ones do not poll, they
+wait for a push, so the idle CPU per second before the run is printed too.
 
 Printed per layout: wall time of the measured run; the controller's CPU (the run's process and
 its children, from wait4); the CPU from /proc of each NanoMDM process, the webhook receiver (with
 its worker process), nginx, KMFDDM, PostgreSQL (all backends: NanoMDM's and werne's) and the
-simulator, during the run and, for comparison, per second while idle before it; database size per
-device (NanoMDM's and werne's, after the runs); the run's device count and unreachable results;
-and the ratio 2 replicas / 1. Load averages before and after each run (the machine is shared).
+simulator; database size per iPad (NanoMDM's and werne's after the runs, and their growth over the
+empty schema); how many iPads werne saw enrolled, the run's unreachable results and the 5xx
+answers nginx gave during it; the ratios 2 replicas / 1; load averages before and after.
 
     .venv/bin/python bench/mdm_replicas.py [--sizes 593,2000] [--replicas 1,2] [--poll-rate 60]
-        [--idle 20] [--deadline 600]
+        [--idle 20] [--deadline 600] [--pg-max-connections 500]
 """
 
 from __future__ import annotations
@@ -153,14 +155,23 @@ def server_errors(access_log: Path, offset: int) -> int:
         return sum(1 for line in f if line.split(b'" ', 1)[-1][:1] == b"5")
 
 
-def db_bytes(dsn_or_url: str) -> int:
+def db_stat(dsn_or_url: str, query: str) -> int:
     import psycopg
 
     from compliance.shards import conninfo
 
     with psycopg.connect(conninfo(dsn_or_url) if "://" in dsn_or_url else dsn_or_url) as conn:
-        row = conn.execute("SELECT pg_database_size(current_database())").fetchone()
+        row = conn.execute(query).fetchone()
     return int(row[0]) if row else 0
+
+
+def db_bytes(dsn_or_url: str) -> int:
+    return db_stat(dsn_or_url, "SELECT pg_database_size(current_database())")
+
+
+def db_sessions(dsn_or_url: str) -> int:
+    """Connections opened to this database so far (each one a new PostgreSQL backend process)."""
+    return db_stat(dsn_or_url, "SELECT sessions FROM pg_stat_database WHERE datname = current_database()")
 
 
 def wait_enrolled(cfg: Any, n: int, timeout: float, stable_s: float = 90.0) -> tuple[int, float]:
@@ -245,12 +256,14 @@ def one_layout(cluster: Any, postmaster: Callable[[], int], base: Path, n: int, 
         warm = nightly_ipads(cfg_file, state, log)
         print(f"  warm-up run: {warm[0]:.1f} s, {warm[2]['devices']} devices", flush=True)
         access = state / "mdm" / "logs" / "nginx-access.log"
-        s0, seen = snapshot(pids, postmaster()), access.stat().st_size
+        s0, seen, sessions = snapshot(pids, postmaster()), access.stat().st_size, db_sessions(dsn)
         r["wall_s"], r["controller_cpu_s"], summary = nightly_ipads(cfg_file, state, log)
         r["cpu"] = cpu_delta(s0, snapshot(pids, postmaster()))
+        # Less our own connection just now, to read the count.
+        r["nanomdm_sessions"] = db_sessions(dsn) - sessions - 1
         r["answers_5xx"] = server_errors(access, seen)
         r["devices"], r["counts"] = summary["devices"], summary["counts"]
-        r["steps"] = sorted(summary.get("timings", {}).get("steps", []), key=lambda s: -(s["wall_s"] or 0))[:6]
+        r["steps"] = sorted(summary.get("timings", {}).get("steps", []), key=lambda s: -(s["wall_s"] or 0))
         r["db"] = {"nanomdm": db_bytes(dsn), "werne": db_bytes(url)}
         r["db_empty"] = empty
     finally:
@@ -275,7 +288,7 @@ def row(r: dict[str, Any], one: dict[str, Any] | None) -> str:
         f"{cpu['webhook']:.1f} s", f"{cpu['nginx']:.1f} s", f"{cpu['postgres']:.1f} s", f"{cpu['simulator']:.1f} s",
         *(f"{r['db'][k] / r['size'] / 1024:.1f} ({(r['db'][k] - r['db_empty'][k]) / r['size'] / 1024:.1f}) KiB"
           for k in ("nanomdm", "werne")),
-        f"{r['devices']} / {r['counts'].get('unreachable', 0)} / {r['answers_5xx']}",
+        f"{r['enrolled']} / {r['counts'].get('unreachable', 0)} / {r['answers_5xx']}",
     ]
     if one is not None:
         o_nano = sum(v for k, v in one["cpu"].items() if k.startswith("nanomdm"))
@@ -289,19 +302,20 @@ def row(r: dict[str, Any], one: dict[str, Any] | None) -> str:
 
 
 HEADER = ("| iPads | NanoMDM | wall | controller CPU | NanoMDM CPU (per process) | webhook | nginx | PostgreSQL | "
-          "simulator | NanoMDM DB / iPad (growth) | werne DB / iPad (growth) | devices / unreachable / 5xx "
+          "simulator | NanoMDM DB / iPad (growth) | werne DB / iPad (growth) | enrolled / unreachable / 5xx "
           "| 2 replicas / 1 |\n"
           "| ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
 
 
 def detail(r: dict[str, Any]) -> str:
     idle = ", ".join(f"{k} {v:.2f}" for k, v in r["idle_per_s"].items())
-    steps = ", ".join(f"{s['name']} {s['wall_s']:.1f}s/{(s['cpu_s'] or 0):.1f}cpu" for s in r["steps"])
+    steps = ", ".join(f"{s['name']} {s['wall_s']:.1f}s/{(s['cpu_s'] or 0):.1f}cpu" for s in r["steps"][:8])
     empty = r["db_empty"]
     return (f"  {r['size']} iPads, {r['replicas']} NanoMDM, poll interval {r['poll_interval_s']:g} s: "
             f"load {r['load_before']} -> {r['load_after']}; lab up "
             f"{r['lab_up_s']:.0f} s, enrolled {r['enrolled']} in {r['enrol_s']:.0f} s more; KMFDDM "
-            f"{r['cpu']['kmfddm']:.1f} s\n    idle CPU per s: {idle}\n    where: {steps}\n"
+            f"{r['cpu']['kmfddm']:.1f} s; connections opened to NanoMDM's database in the run "
+            f"{r['nanomdm_sessions']}\n    idle CPU per s: {idle}\n    where: {steps}\n"
             f"    empty databases: NanoMDM {empty['nanomdm'] / 2**20:.1f} MiB, werne {empty['werne'] / 2**20:.1f} MiB; "
             f"after: {r['db']['nanomdm'] / 2**20:.1f}, {r['db']['werne'] / 2**20:.1f} MiB")
 
