@@ -39,7 +39,7 @@ from ipad.commands import certificate_list, install_profile
 from ipad.dispatch import IPadContext, Job, Target, check_blast_radius, send_and_wait, target_text
 from ipad.errors import UnknownDevicesError
 from ipad.golive.scep_ca import trusted_cas
-from ipad.models import MDMIdentityRenewal
+from ipad.models import MDMCommand, MDMIdentityRenewal
 from ipad.payloads.enrolment_profile import signed_enrolment_profile
 from ipad.results import error_chain_text
 from ipad.store.devices import Device
@@ -355,6 +355,15 @@ def _ask_certificates(ctx: IPadContext, devices: Iterable[Device], deadline_s: f
         send_and_wait(ctx, "renew-certificate-list", [Job(certificate_list(), targets)], targets, deadline_s, sleep)
 
 
+def still_queued(pending: Sequence[MDMCommand], answered_up_to: datetime | None) -> list[str]:
+    """The request types of a device's pending commands that NanoMDM still holds: not those still
+    queued in werne that the device passed over (it answered a command werne queued after them;
+    their answers' events were lost, see Registry.last_answered_enqueue). A NotNow stays pending."""
+    return [c.request_type for c in pending
+            if not (answered_up_to is not None and c.status == "queued" and c.enqueued_at is not None
+                    and c.enqueued_at < answered_up_to)]
+
+
 def renew_identities(
     ctx: IPadContext,
     serials: Sequence[str] = (),
@@ -383,9 +392,10 @@ def renew_identities(
     picked = _pick(ctx, plan, serials, max_devices)
     outcomes: list[RenewalOutcome] = []
     pending = ctx.registry.pending_commands()
+    answered_up_to = ctx.registry.last_answered_enqueue()
     sendable: list[PlannedRenewal] = []
     for item in picked:
-        busy = [c.request_type for c in pending.get(item.enrollment_id, [])]
+        busy = still_queued(pending.get(item.enrollment_id, []), answered_up_to.get(item.enrollment_id))
         if busy:
             outcomes.append(RenewalOutcome(item.serial, item.school, "deferred",
                                            f"{len(busy)} command(s) still queued ({', '.join(sorted(set(busy)))}): "

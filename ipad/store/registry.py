@@ -254,6 +254,21 @@ class Registry:
                 out.setdefault(c.enrollment_id, []).append(c)
         return out
 
+    def last_answered_enqueue(self) -> dict[str, datetime]:
+        """Per enrollment id, when werne queued the newest command the device answered for good.
+        NanoMDM hands a device its queue oldest first, so a command still queued in werne but
+        queued before that one was passed over: its answer's event never came (NanoMDM posts events
+        best effort; a restart loses those in flight), and NanoMDM no longer holds it."""
+        with self.db.session() as s:
+            rows = s.execute(select(MDMCommand.enrollment_id, func.max(MDMCommand.enqueued_at))
+                             .where(MDMCommand.status.in_(FINAL)).group_by(MDMCommand.enrollment_id)).all()
+        out: dict[str, datetime] = {}
+        for eid, at in rows:
+            when = as_utc(at)
+            if when is not None:
+                out[eid] = when
+        return out
+
     def last_errors(self) -> dict[str, MDMCommand]:
         """The newest failed command of each enrollment id (for the InstallProfile pain point)."""
         out: dict[str, MDMCommand] = {}

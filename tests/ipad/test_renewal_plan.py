@@ -182,3 +182,35 @@ def test_the_expiry_view_counts_identities_by_month(site) -> None:  # type: igno
     cfg.dep.enabled, cfg.dep.url, cfg.dep.timeout = True, "http://127.0.0.1:1", 2.0
     dep = {i.item: i for i in expiry_items(cfg, db, tls=False)}["dep-token"]
     assert not dep.ok and dep.error  # with it, NanoDEP's token is an item; unreachable, it fails
+
+
+def test_a_command_the_ipad_passed_over_does_not_keep_its_renewal_waiting(site) -> None:  # type: ignore[no-untyped-def]
+    """An iPad with commands still queued is deferred (NanoMDM clears its queue when it checks in
+    with a new identity). A command werne shows queued, though the iPad answered one werne queued
+    after it, was passed over: NanoMDM hands out a device's queue oldest first, so its answer's event
+    was lost (a NanoMDM restart during the renewal drill lost one, and the Apple TV was deferred
+    for good). It no longer counts; a NotNow and a command queued after the last answer still do."""
+    from ipad.golive.renewal import still_queued
+    from ipad.models import MDMCommand
+
+    cfg, db, ctx = site
+    eid = enrol(db, "TV1", 20, ca_subject(cfg))
+    other = enrol(db, "TV2", 20, ca_subject(cfg))
+    t = NOW - dt.timedelta(hours=1)
+
+    def command(uuid: str, enrollment_id: str, request_type: str, status: str, minutes: int) -> MDMCommand:
+        return MDMCommand(command_uuid=uuid, enrollment_id=enrollment_id, request_type=request_type, status=status,
+                          actor="pytest", enqueued_at=t + dt.timedelta(minutes=minutes),
+                          updated_at=t + dt.timedelta(minutes=minutes))
+
+    with db.session() as s:
+        s.add_all([command("C1", eid, "ProfileList", "queued", 0),  # passed over: its event was lost
+                   command("C2", eid, "ProfileList", "Acknowledged", 1),
+                   command("C3", eid, "Settings", "NotNow", 0),  # NanoMDM keeps a NotNow queued
+                   command("C4", eid, "DeviceInformation", "queued", 2),  # queued after the last answer
+                   command("C5", other, "ProfileList", "queued", 0)])  # nothing answered after it
+    answered = ctx.registry.last_answered_enqueue()
+    assert answered == {eid: t + dt.timedelta(minutes=1)}
+    pending = ctx.registry.pending_commands()
+    assert sorted(still_queued(pending[eid], answered.get(eid))) == ["DeviceInformation", "Settings"]
+    assert still_queued(pending[other], answered.get(other)) == ["ProfileList"]
