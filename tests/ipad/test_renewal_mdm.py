@@ -43,9 +43,17 @@ def test_due_identities_are_renewed_and_the_rest_reported(world: RenewalWorld) -
     from ipad.models import MDMIdentityRenewal
 
     ok, ok2, failing, silent, busy = list(world.devices)
-    # Another command still queued for `busy`: a renewal now would make NanoMDM drop it.
+    # Another command still pending for `busy` (it answered NotNow: NanoMDM keeps it queued): a
+    # renewal now would make NanoMDM drop it. (A command werne shows queued that the iPad has since
+    # passed over would not count: its answer's event was lost; tests/ipad/test_renewal_plan.py.)
+    from sqlalchemy import update
+
+    from ipad.models import MDMCommand
+
     busy_id = world.devices[busy].udid
     world.ctx.registry.record_planned("PENDING-1", "DeviceLock", [busy_id], "pytest", {})
+    with world.db.session() as s:
+        s.execute(update(MDMCommand).where(MDMCommand.command_uuid == "PENDING-1").values(status="NotNow"))
     plan = plan_renewals(world.ctx)
     assert {i.serial: i.state for i in plan.items} == dict.fromkeys(world.devices, "unknown")
 
