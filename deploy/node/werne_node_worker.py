@@ -50,7 +50,8 @@ ALLOWED_OPTIONS = {"--check", "--diff"}
 ALLOWED_ENV = {"ANSIBLE_HOST_KEY_CHECKING", "ANSIBLE_PIPELINING", "ANSIBLE_REMOTE_USER", "ANSIBLE_TIMEOUT",
                "ANSIBLE_RETRY_FILES_ENABLED", "ANSIBLE_NOCOLOR"}
 MAX_JOB_BYTES = 64 * 1024 * 1024
-# The LUKS recovery keys' one-job key in the job folder, and the extra var the role reads it from.
+# The LUKS recovery keys' one-job key in the job folder, and the extra var the role reads it from (the
+# names provisioning.disk.escrow gives them: this program runs on the node without werne).
 RECOVERY_JOB_KEY, RECOVERY_KEY_FILE_VAR = "recovery.key", "werne_recovery_key_file"
 # Host variables that would change how ssh checks host keys or which program runs: the node's own.
 NODE_OWNS = {"ansible_ssh_common_args", "ansible_ssh_extra_args", "ansible_ssh_args", "ansible_ssh_executable",

@@ -89,7 +89,7 @@ def provision_extravars(config: Config, db: Database, hosts: list[str], identiti
                 raise RecoveryKeyError(f"the recovery key of {h} was escrowed with another key (key id {row.key_id}, "
                                        f"configured {key.key_id}): restore that key file")
             out[h] = {"ciphertext": row.ciphertext, "keyslot": row.keyslot}
-    return {"werne_recovery_key_file": str(rk.key_file.expanduser().resolve()), "werne_recovery_keys": out}
+    return {KEY_FILE_VAR: str(rk.key_file.expanduser().resolve()), KEYS_VAR: out}
 
 
 def rewrap_for_node(config: Config, extravars: dict[str, Any], hosts: list[str]) -> tuple[dict[str, Any], bytes | None]:

@@ -195,3 +195,18 @@ def test_the_erase_destroys_every_keyslot_and_refuses_a_laptop_without_luks(tmp_
     plain.write_bytes(b"\0" * 4096)
     none = run_module("werne_lost.py", {"state": "erased", "devices": [str(plain)], "poweroff": False}, tmp_path)
     assert none["failed"] is True and "no LUKS volume found" in str(none["msg"])
+
+
+def test_the_node_worker_names_the_job_key_as_the_controller_does() -> None:
+    """deploy/node/werne_node_worker.py runs on the node without werne, so it names the one-job key
+    file and the role's extra var itself; they must be the names the controller sends."""
+    from core.config import REPO_ROOT
+    from provisioning.disk import escrow as disk_escrow
+
+    spec = importlib.util.spec_from_file_location("werne_node_worker_names", REPO_ROOT / "deploy" / "node"
+                                                  / "werne_node_worker.py")
+    assert spec is not None and spec.loader is not None
+    worker = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(worker)
+    assert (worker.RECOVERY_JOB_KEY, worker.RECOVERY_KEY_FILE_VAR) == (disk_escrow.NODE_JOB_KEY_FILE,
+                                                                       disk_escrow.KEY_FILE_VAR)
