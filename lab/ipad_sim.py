@@ -1068,8 +1068,12 @@ class Simulator:
         self._ready.set()
         tasks = [asyncio.create_task(self._device_loop(d)) for d in self.devices if not d.faults.offline]
         await self._stop.wait()
-        for t in tasks:
-            t.cancel()
+        # Python 3.11's wait_for can swallow a cancellation that meets its timeout (the device loop
+        # then goes on): cancel again until every device is done, and the loop checks _stop too.
+        while pending := [t for t in tasks if not t.done()]:
+            for t in pending:
+                t.cancel()
+            await asyncio.wait(pending, timeout=1.0)
         await asyncio.gather(*tasks, return_exceptions=True)
 
     # -- enrolment (ADE, SCEP) ---------------------------------------------------------------
@@ -1170,7 +1174,7 @@ class Simulator:
         conn: _Conn | None = None
         path = "/mdm"
         try:
-            while True:
+            while not (self._stop is not None and self._stop.is_set()):
                 try:
                     if not d.cert_pem and self.ade is not None:
                         await self.enrol_ade(d)
