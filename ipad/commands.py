@@ -65,6 +65,14 @@ class Command:
         return dataclasses.replace(self, uuid=uuid)
 
 
+# Queries that change nothing on the device: asking one again is harmless, so an answer lost on its
+# way to werne is asked again (ipad.dispatch, "lost answers").
+READ_ONLY: frozenset[str] = frozenset({
+    "DeviceInformation", "SecurityInfo", "ProfileList", "CertificateList", "InstalledApplicationList",
+    "ManagedApplicationList", "Restrictions", "OSUpdateStatus", "AvailableOSUpdates",
+})
+
+
 def _command(request_type: str, **payload: Any) -> Command:
     # Apple treats absent and empty optional keys differently (an empty Message shows an empty
     # banner), so None means "leave the key out".

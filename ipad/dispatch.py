@@ -13,7 +13,9 @@ unreachable (what was queued before is recorded, so nothing is lost).
 
 from __future__ import annotations
 
+import logging
 import time
+import uuid as uuid_module
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -28,7 +30,7 @@ from core.findings import Findings
 from core.inventory import Inventory, normalise_serial
 from core.text import one_line
 from core.timing import StepTimes, timed
-from ipad.commands import Command
+from ipad.commands import READ_ONLY, Command
 from ipad.errors import IPadError, SafetyError, UnknownDevicesError
 from ipad.results import error_chain_text
 from ipad.store.devices import Device
@@ -40,7 +42,13 @@ from mdm_client.errors import MDMError, NanoMDMError
 from mdm_client.factory import nanomdm_client
 from mdm_client.nanomdm import PUSH_PENDING, NanoMDMClient
 
+log = logging.getLogger("werne.ipad")
+
 POLL_S = 0.2
+# A query's answer counts as lost when the device went on (answered a command queued after it, or
+# was heard from) this long after werne last saw it answer, with no answer to the query (see
+# `lost_answers`).
+LOST_AFTER_S = 10.0
 # Target lists longer than this are cut in the audit record's target text.
 TARGET_TEXT_SERIALS = 20
 
@@ -318,22 +326,37 @@ def send_and_wait(
     uuids = list({k[0] for k in expect})
     with timed(times, "mdm.wait") as detail:
         detail["answers"] = len(expect)
-        _wait_for_answers(ctx, expect, deadline_s, sleep)
+        asked_again = _wait_for_answers(ctx, action, expect, deadline_s, sleep)
         detail["unanswered"] = len(expect)
+        detail["asked_again"] = len(asked_again)
+        uuids += asked_again
     if times is not None:
         span = ctx.registry.answer_span(uuids)
         if span is not None:
             # The receiver is another process: its CPU is not this one's (bench/nightly.py reads it).
             first, last = times.offset(span[0]), times.offset(span[1])
             times.add("mdm.ingest", last - first, None, "", start=first, end=last, answers=span[2])
-    for _, o in expect.values():
+    for e in expect.values():
+        o = e.outcome
         if o.status == "queued":
             o.detail = f"no answer within {deadline_s:g} s; stays queued, {o.detail or 'picked up at next check-in'}"
     return ActionReport(action, [reports[t.serial] for t in all_targets], deadline_s)
 
 
-# (CommandUUID, enrollment id) -> (serial, the outcome the wait updates)
-Expected = dict[tuple[str, str], tuple[str, CommandOutcome]]
+@dataclass
+class Pending:
+    """One queued (command, device) the wait expects an answer to."""
+
+    outcome: CommandOutcome  # what the wait updates (a command asked again shares its original's)
+    command: Command
+    target: Target
+    rank: int  # the command's place in the device's queue: jobs are queued in order
+    queued_at: datetime
+    asked_again: bool = False
+
+
+# (CommandUUID, enrollment id) -> what is pending
+Expected = dict[tuple[str, str], Pending]
 
 
 def _enqueue(ctx: IPadContext, action: str, jobs: Sequence[Job], reports: dict[str, DeviceReport],
@@ -341,7 +364,7 @@ def _enqueue(ctx: IPadContext, action: str, jobs: Sequence[Job], reports: dict[s
     """Record and enqueue each job, chunked as the client's URL length allows, without a push; then
     one push per device (`_push`). What is queued is expected."""
     expect: Expected = {}
-    for job in jobs:
+    for rank, job in enumerate(jobs):
         ids = {t.enrollment_id: t for t in job.targets if t.enrollment_id}
         for t in job.targets:
             if not t.enrollment_id:
@@ -363,13 +386,14 @@ def _enqueue(ctx: IPadContext, action: str, jobs: Sequence[Job], reports: dict[s
                 raise
             with timed(times, "mdm.record"):
                 ctx.registry.mark_not_queued(cmd.uuid, res.failed)
+            queued_at = datetime.now(UTC)
             for eid in chunk:
                 t = ids[eid]
                 if eid in res.failed:
                     o = CommandOutcome(cmd.request_type, "not sent", res.failed[eid], job.label)
                 else:
                     o = CommandOutcome(cmd.request_type, "queued", "", job.label)
-                    expect[(cmd.uuid, eid)] = (t.serial, o)
+                    expect[(cmd.uuid, eid)] = Pending(o, cmd, t, rank, queued_at)
                 reports[t.serial].outcomes.append(o)
     _push(ctx, expect, times)
     return expect
@@ -391,8 +415,9 @@ def _push(ctx: IPadContext, expect: Expected, times: StepTimes | None) -> None:
         except NanoMDMError as e:
             pending, no_token = dict.fromkeys(ids, f"{PUSH_PENDING} (push failed: {one_line(str(e), 120)})"), {}
     unreachable: dict[str, dict[str, str]] = {}
-    for key, (_, o) in list(expect.items()):
+    for key, p in list(expect.items()):
         uuid, eid = key
+        o = p.outcome
         if eid in no_token:
             o.status, o.detail = "not sent", no_token[eid]
             unreachable.setdefault(uuid, {})[eid] = no_token[eid]
@@ -408,33 +433,112 @@ def _push(ctx: IPadContext, expect: Expected, times: StepTimes | None) -> None:
 RECHECK_S = 5.0
 
 
-def _wait_for_answers(ctx: IPadContext, expect: Expected, deadline_s: float, sleep: Callable[[float], None]) -> None:
+def _wait_for_answers(ctx: IPadContext, action: str, expect: Expected, deadline_s: float,
+                      sleep: Callable[[float], None]) -> list[str]:
     """Poll the registry until every expected answer is final or the deadline passed (`expect` shrinks).
 
     Each poll reads only the rows updated since shortly before the previous one (RECHECK_S), so it
     costs what arrived, not the whole sweep: it can poll every POLL_S and end right after the last
-    answer. At the deadline, one full read catches anything a clock could have hidden."""
+    answer. At the deadline, one full read catches anything a clock could have hidden. A query whose
+    answer was lost on its way to werne is asked again, once (`lost_answers`); the CommandUUIDs asked
+    again are returned."""
     end = time.monotonic() + deadline_s
     since: datetime | None = None
+    answered: dict[str, tuple[int, datetime]] = {}  # enrollment id -> (highest rank answered, seen at)
+    asked_again: list[str] = []
     while expect:
         uuids = list({k[0] for k in expect})
         polled_at = datetime.now(UTC)
         last = time.monotonic() >= end
         for row in ctx.registry.command_states(uuids, None if last else since):
             key = (row.command_uuid, row.enrollment_id)
-            if key not in expect:
+            e = expect.get(key)
+            if e is None:
                 continue
-            _, o = expect[key]
+            o = e.outcome
             o.status = row.status
             if row.status in FINAL:
                 o.detail = error_chain_text(row.error_chain)
                 del expect[key]
+                rank = max(e.rank, answered.get(row.enrollment_id, (-1, polled_at))[0])
+                answered[row.enrollment_id] = (rank, polled_at)
             elif row.status == "NotNow":
                 o.detail = f"device said NotNow {row.not_now_count}x; offered again at its next check-in"
         if not expect or last:
             break
+        lost = lost_answers(expect, answered, polled_at, lambda ids: ctx.registry.last_seen(ids))
+        if lost:
+            asked_again += _ask_again(ctx, action, expect, lost)
         since = polled_at - timedelta(seconds=RECHECK_S)
         sleep(max(0.0, min(POLL_S, end - time.monotonic())))
+    return asked_again
+
+
+def lost_answers(expect: Expected, answered: dict[str, tuple[int, datetime]], now: datetime,
+                 last_seen: Callable[[list[str]], dict[str, datetime]]) -> list[tuple[str, str]]:
+    """The pending queries whose answers were lost on their way to werne: NanoMDM answers the device
+    first and posts the event afterwards, best effort, so a replica killed (or the receiver down) in
+    between loses it, while the device goes on. A device is handed its queue oldest first, and
+    answers a command in the same session it is handed it, so a query still queued in werne (not
+    NotNow), not asked again before, is lost when, LOST_AFTER_S ago or earlier, werne
+    - saw the device answer a command this action queued after it (it was passed over), or
+    - heard from the device (an answer or an Idle poll) after the query was queued and after its
+      last answer werne saw: it has been handed its queue since.
+    A device that is slow or whose events are late by more than LOST_AFTER_S is asked once more for
+    nothing: harmless for a query, and never for a command that changes the device (READ_ONLY).
+    `answered`: enrollment id -> (the highest rank of its answers in this action, when werne saw it);
+    `last_seen(ids)`: when the receiver last heard from each (Registry.last_seen)."""
+    grace = timedelta(seconds=LOST_AFTER_S)
+    candidates = [(key, e) for key, e in expect.items()
+                  if e.outcome.status == "queued" and not e.asked_again and e.command.request_type in READ_ONLY
+                  and e.queued_at <= now - grace]
+    if not candidates:
+        return []
+    out: list[tuple[str, str]] = []
+    unsure: list[tuple[tuple[str, str], Pending]] = []
+    for key, e in candidates:
+        rank, seen = answered.get(key[1], (-1, None))
+        if rank > e.rank and seen is not None and seen <= now - grace:
+            out.append(key)
+        else:
+            unsure.append((key, e))
+    if unsure:
+        heard = last_seen(sorted({key[1] for key, _ in unsure}))
+        for key, e in unsure:
+            seen = answered.get(key[1], (-1, e.queued_at))[1]
+            at = heard.get(key[1])
+            if at is not None and at >= max(e.queued_at, seen) + grace:
+                out.append(key)
+    return out
+
+
+def _ask_again(ctx: IPadContext, action: str, expect: Expected, lost: list[tuple[str, str]]) -> list[str]:
+    """Queue the lost queries again (new CommandUUIDs) and push; the new ones share their originals'
+    outcomes and are never asked again. One NanoMDM refuses or cannot take: the original stays
+    expected (reported not answered at the deadline). Returns the new CommandUUIDs."""
+    by_command: dict[str, list[Pending]] = {}
+    for key in lost:
+        p = expect[key]
+        p.asked_again = True
+        by_command.setdefault(key[0], []).append(p)
+    groups = list(by_command.values())
+    jobs = [Job(g[0].command.with_uuid(str(uuid_module.uuid4()).upper()), [p.target for p in g], g[0].outcome.label,
+                {"asked_again_for": g[0].command.uuid}) for g in groups]
+    scratch = {expect[k].target.serial: DeviceReport(expect[k].target.serial, None, k[1]) for k in lost}
+    try:
+        fresh = _enqueue(ctx, action, jobs, scratch)
+    except NanoMDMError as e:
+        log.warning("%s: answers lost on their way to werne not asked again: %s", action, one_line(str(e), 200))
+        return []
+    for key, p in fresh.items():
+        # _enqueue ranks by job: the group the new command was made for.
+        original = next(o for o in groups[p.rank] if o.target.enrollment_id == key[1])
+        p.outcome, p.rank, p.asked_again = original.outcome, original.rank, True
+        original.outcome.detail = "answer lost on its way to werne; asked again"
+        expect.pop((original.command.uuid, key[1]), None)
+    expect.update(fresh)
+    log.info("%s: %d answer(s) lost on their way to werne, asked again", action, len(fresh))
+    return sorted({k[0] for k in fresh})
 
 
 def audited(

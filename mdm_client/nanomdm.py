@@ -18,7 +18,7 @@ import json
 import uuid as uuid_mod
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Protocol, Self
+from typing import Any, Protocol, Self, TypeVar
 from urllib.parse import quote
 
 import requests
@@ -51,6 +51,8 @@ class Command(Protocol):
         """The same command with another CommandUUID."""
         ...
 
+
+C = TypeVar("C", bound=Command)
 
 API_USER = "nanomdm"
 PUSH_PENDING = "will be picked up at next check-in"
@@ -209,14 +211,14 @@ class NanoMDMClient:
         if chunk:
             yield chunk
 
-    def chunks(self, command: Command, ids: Iterable[str]) -> list[tuple[Command, list[str]]]:
+    def chunks(self, command: C, ids: Iterable[str]) -> list[tuple[C, list[str]]]:
         """Split ids so each enqueue URL stays within max_url_length, one Command per request.
 
         NanoMDM stores a CommandUUID once: a second request with the same UUID (for other ids)
         is answered "command already exists" and queues nothing. So every chunk after the first
         gets a copy of the command with a fresh CommandUUID.
         """
-        out: list[tuple[Command, list[str]]] = []
+        out: list[tuple[C, list[str]]] = []
         for n, chunk in enumerate(self.split_ids("/v1/enqueue/", list(dict.fromkeys(ids)))):
             cmd = command if n == 0 else command.with_uuid(str(uuid_mod.uuid4()).upper())
             out.append((cmd, chunk))

@@ -254,6 +254,19 @@ class Registry:
                 out.setdefault(c.enrollment_id, []).append(c)
         return out
 
+    def last_seen(self, enrollment_ids: Iterable[str]) -> dict[str, datetime]:
+        """When the receiver last heard from each of these enrolments (any event, Idle polls too)."""
+        ids = list(enrollment_ids)
+        out: dict[str, datetime] = {}
+        with self.db.session() as s:
+            for start in range(0, len(ids), CHUNK):
+                for eid, at in s.execute(select(MDMDevice.enrollment_id, MDMDevice.last_seen_at)
+                                         .where(MDMDevice.enrollment_id.in_(ids[start : start + CHUNK]))):
+                    when = as_utc(at)
+                    if when is not None:
+                        out[eid] = when
+        return out
+
     def last_answered_enqueue(self) -> dict[str, datetime]:
         """Per enrollment id, when werne queued the newest command the device answered for good.
         NanoMDM hands a device its queue oldest first, so a command still queued in werne but
