@@ -224,10 +224,11 @@ class MDMConfig(_Section):
     # mdm.url becomes nginx's loopback front for the API over all of them (written by the install).
     replicas: int = Field(default=1, ge=1, le=MAX_NANOMDM_REPLICAS)
     replica_base_port: int = Field(default=9100, ge=1024, le=65535 - MAX_NANOMDM_REPLICAS)
-    # Requests nginx passes to one replica at once (max_conns). NanoMDM v0.9.0 opens a PostgreSQL
-    # connection per request in flight with no limit of its own: replicas * this, plus werne's own,
-    # must stay below PostgreSQL's max_connections (Debian: 100). Beyond it nginx answers 502 and
-    # the iPad tries again later.
+    # Requests nginx passes to one NanoMDM process (the one, or each replica) at once (max_conns).
+    # NanoMDM v0.9.0 opens a PostgreSQL connection per request in flight with no limit of its own:
+    # replicas * this, plus werne's own, must stay below PostgreSQL's max_connections (Debian: 100).
+    # Beyond it nginx answers 502 and the iPad tries again later; without it PostgreSQL refuses
+    # connections and NanoMDM loses check-ins (docs/scale.md).
     replica_max_conns: int = Field(default=20, ge=1, le=1000)
 
 

@@ -423,6 +423,14 @@ def restart_identity_servers(state_dir: Path, config: Config | None = None, stor
         install_lab_push_cert(cfg)
 
 
+def _max_conns(p: _Plan, storage: str) -> int:
+    """nginx's max_conns per NanoMDM, as the install writes it for PostgreSQL (mdm.replica_max_conns):
+    replicas get the test cluster's share (REPLICA_MAX_CONNS); in-memory or file storage needs no limit."""
+    if len(p.replicas) > 1:
+        return REPLICA_MAX_CONNS
+    return p.cfg.mdm.replica_max_conns if storage == "pgsql" else 0
+
+
 def _services(p: _Plan, config: Config | None, storage: str, storage_dsn: str) -> list[Service]:
     """The lab's MDM servers, one descriptor each; start order follows depends_on."""
     d, state_dir = p.d, p.state_dir
@@ -441,7 +449,7 @@ def _services(p: _Plan, config: Config | None, storage: str, storage_dsn: str) -
     front = f"127.0.0.1:{p.ports['nanomdm']}" if len(p.replicas) > 1 else ""
     nginx = proxy.prepare(d, p.replicas if front else p.replicas[0], f"127.0.0.1:{p.ports['scep']}",
                           f"127.0.0.1:{p.ports['web']}", enrol_path(p.cfg), p.ports["nginx"], p.tls, api_listen=front,
-                          max_conns=REPLICA_MAX_CONNS if front else 0)
+                          max_conns=_max_conns(p, storage))
     # The simulator has no port to poll: it is ready when its process shows as running.
     simulator = Service(name="simulator", what="the iPad simulator", directory=d, env=env,
                         argv=(sys.executable, "-m", "lab.ipad_sim", "--state-dir", str(state_dir)),

@@ -363,7 +363,7 @@ def server_layout(config: Config, host: str | None = None) -> ServerLayout:
         enrol_path=_enrol_path(config),
         mdm_max_body=mdm_max_body(config), web_max_body=config.web.max_upload_bytes,
         backup_dir=config.backup.dir, backup_on_calendar=config.backup.on_calendar, nanomdm_replicas=replicas,
-        nanomdm_max_conns=config.mdm.replica_max_conns if len(replicas) > 1 else 0,
+        nanomdm_max_conns=config.mdm.replica_max_conns,
         compliance_worker=config.compliance.shards > 1, metrics_dir=_metrics_dir(config),
     )
 
