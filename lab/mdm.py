@@ -450,11 +450,21 @@ def _services(p: _Plan, config: Config | None, storage: str, storage_dsn: str) -
     nginx = proxy.prepare(d, p.replicas if front else p.replicas[0], f"127.0.0.1:{p.ports['scep']}",
                           f"127.0.0.1:{p.ports['web']}", enrol_path(p.cfg), p.ports["nginx"], p.tls, api_listen=front,
                           max_conns=_max_conns(p, storage))
+    return [scep, webhook, kmfddm, *nanomdm, web, nginx, _simulator_service(d, env, state_dir)]
+
+
+def _simulator_service(d: Path, env: dict[str, str], state_dir: Path) -> Service:
     # The simulator has no port to poll: it is ready when its process shows as running.
-    simulator = Service(name="simulator", what="the iPad simulator", directory=d, env=env,
-                        argv=(sys.executable, "-m", "lab.ipad_sim", "--state-dir", str(state_dir)),
-                        depends_on=("nginx",))
-    return [scep, webhook, kmfddm, *nanomdm, web, nginx, simulator]
+    return Service(name="simulator", what="the iPad simulator", directory=d, env=env,
+                   argv=(sys.executable, "-m", "lab.ipad_sim", "--state-dir", str(state_dir)),
+                   depends_on=("nginx",))
+
+
+def start_simulator(state_dir: Path) -> None:
+    """Start the lab's simulated devices again after processes.stop("simulator") (which has them
+    write executed.json): they check in again from devices.json, as iPads do after a restart."""
+    state_dir = Path(state_dir).resolve()
+    processes.up(_simulator_service(state_dir / "mdm", {"PYTHONPATH": str(REPO_ROOT)}, state_dir))
 
 
 def _web_service(d: Path, env: dict[str, str], cfg_file: str, state_dir: Path, inventory: Path, port: int) -> Service:

@@ -265,6 +265,59 @@ def test_a_replica_killed_loses_no_enrolment_and_no_command(replica_lab: Replica
         assert "status=Acknowledged" in (g.d / "logs" / f"{name}.log").read_text(errors="replace"), name
 
 
+def test_a_replica_killed_during_the_nightly_run_loses_nothing(replica_lab: ReplicaLab) -> None:
+    """The nightly run's iPad half (`werne compliance run --ipads`, as the timer runs it) while
+    replica 2 is killed once its queries are queued and started again: the run completes, every
+    iPad answers (no result "unreachable"), and each of its queries was answered, or lost on its way
+    to werne and asked again and answered."""
+    g = replica_lab
+    everyone = len(devices(g))
+    if processes.running("simulator", g.d) is None:  # the test before stopped it for executed.json
+        # Started again, the devices check in anew (Authenticate, TokenUpdate), and NanoMDM clears
+        # a device's queue at its Authenticate: wait until every one has, before the run queues.
+        last = g.werne_rows("SELECT coalesce(max(id), 0) FROM mdm_webhook_events")[0][0]
+        lab_mdm.start_simulator(g.state)
+        end = time.monotonic() + 300
+        while time.monotonic() < end and g.werne_rows(
+                "SELECT count(DISTINCT enrollment_id) FROM mdm_webhook_events WHERE topic = 'mdm.TokenUpdate'"
+                " AND id > :last", {"last": last})[0][0] < everyone:
+            time.sleep(1)
+    assert enrolled(g, everyone, timeout=300) == everyone, not_enrolled(g)
+    before = g.werne_rows("SELECT coalesce(max(id), 0) FROM mdm_commands")[0][0]
+    t0 = time.monotonic()
+    run = subprocess.Popen(
+        [sys.executable, "-c", "import sys; from cli import main; sys.exit(main())", "--config", str(g.config_file),
+         "--state-dir", str(g.state), "compliance", "run", "--ipads", "--json"],
+        cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        end = time.monotonic() + 180
+        while time.monotonic() < end and run.poll() is None and not g.werne_rows(
+                "SELECT 1 FROM mdm_commands WHERE request_type = 'CertificateList' AND status = 'queued'"
+                " AND id > :before LIMIT 1", {"before": before}):
+            time.sleep(0.2)
+        assert run.poll() is None, "the run ended before its queries were queued"
+        kill(g, 2)
+        time.sleep(5)
+        lab_mdm.restart_replica(g.state, 2, g.config(), g.dsn)
+        out, err = run.communicate(timeout=600)
+    finally:
+        if run.poll() is None:
+            run.kill()
+            run.wait()
+    g.timings["nightly (iPads) with replica 2 killed"] = time.monotonic() - t0
+    assert run.returncode in (0, 1), err[-2000:]  # 1: findings
+    summary = json.loads(out)
+    assert summary["devices"] >= N_IPADS and summary["run"]
+    assert summary["counts"].get("unreachable", 0) == 0, summary["counts"]
+    rows = [r for r in g.werne_rows("SELECT command_uuid, enrollment_id, status, detail FROM mdm_commands "
+                                    "WHERE id > :before", {"before": before}) if action_of(r[3]) == "query"]
+    first = [r for r in rows if "asked_again_for" not in detail_of(r[3])]
+    again = {(detail_of(r[3])["asked_again_for"], r[1]): r[2] for r in rows if r not in first}
+    lost = {(r[0], r[1]) for r in first if r[2] == "queued"}
+    assert len(first) >= 3 * N_IPADS and lost <= set(again) and {again[k] for k in lost} <= {"Acknowledged"}
+    g.timings["nightly: answers lost, asked again"] = len(lost)
+
+
 def test_a_push_certificate_renewal_reaches_every_replica_without_a_restart(replica_lab: ReplicaLab) -> None:
     """NanoMDM keeps an APNs client per topic in each process, but checks the certificate's stale
     token in the shared database before every push: after an upload through the API front (to one
