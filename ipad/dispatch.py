@@ -49,6 +49,10 @@ POLL_S = 0.2
 # was heard from) this long after werne last saw it answer, with no answer to the query (see
 # `lost_answers`).
 LOST_AFTER_S = 10.0
+# ... and only while the webhook receiver keeps up: when the events it stores come this much later
+# than NanoMDM made them (Registry.receiver_lag), answers are late, not lost, and asking again
+# would only add to its load.
+RECEIVER_BEHIND_S = 2.0
 # Target lists longer than this are cut in the audit record's target text.
 TARGET_TEXT_SERIALS = 20
 
@@ -466,7 +470,7 @@ def _wait_for_answers(ctx: IPadContext, action: str, expect: Expected, deadline_
                 o.detail = f"device said NotNow {row.not_now_count}x; offered again at its next check-in"
         if not expect or last:
             break
-        lost = lost_answers(expect, answered, polled_at, lambda ids: ctx.registry.last_seen(ids))
+        lost = lost_answers(expect, answered, polled_at, ctx.registry.last_seen, ctx.registry.receiver_lag)
         if lost:
             asked_again += _ask_again(ctx, action, expect, lost)
         since = polled_at - timedelta(seconds=RECHECK_S)
@@ -475,7 +479,8 @@ def _wait_for_answers(ctx: IPadContext, action: str, expect: Expected, deadline_
 
 
 def lost_answers(expect: Expected, answered: dict[str, tuple[int, datetime]], now: datetime,
-                 last_seen: Callable[[list[str]], dict[str, datetime]]) -> list[tuple[str, str]]:
+                 last_seen: Callable[[list[str]], dict[str, datetime]],
+                 receiver_lag: Callable[[], float | None]) -> list[tuple[str, str]]:
     """The pending queries whose answers were lost on their way to werne: NanoMDM answers the device
     first and posts the event afterwards, best effort, so a replica killed (or the receiver down) in
     between loses it, while the device goes on. A device is handed its queue oldest first, and
@@ -484,8 +489,10 @@ def lost_answers(expect: Expected, answered: dict[str, tuple[int, datetime]], no
     - saw the device answer a command this action queued after it (it was passed over), or
     - heard from the device (an answer or an Idle poll) after the query was queued and after its
       last answer werne saw: it has been handed its queue since.
-    A device that is slow or whose events are late by more than LOST_AFTER_S is asked once more for
-    nothing: harmless for a query, and never for a command that changes the device (READ_ONLY).
+    None is lost while the receiver is behind (`receiver_lag()` over RECEIVER_BEHIND_S): under a
+    burst NanoMDM's posts queue up and arrive out of order, late rather than lost. A device that is
+    slow, or whose one event is late by more than LOST_AFTER_S, is asked once more for nothing:
+    harmless for a query, and never for a command that changes the device (READ_ONLY).
     `answered`: enrollment id -> (the highest rank of its answers in this action, when werne saw it);
     `last_seen(ids)`: when the receiver last heard from each (Registry.last_seen)."""
     grace = timedelta(seconds=LOST_AFTER_S)
@@ -509,6 +516,10 @@ def lost_answers(expect: Expected, answered: dict[str, tuple[int, datetime]], no
             at = heard.get(key[1])
             if at is not None and at >= max(e.queued_at, seen) + grace:
                 out.append(key)
+    if out:
+        lag = receiver_lag()
+        if lag is not None and lag > RECEIVER_BEHIND_S:
+            return []
     return out
 
 

@@ -267,6 +267,27 @@ class Registry:
                         out[eid] = when
         return out
 
+    def receiver_lag(self, window_s: float = 5.0, sample: int = 200) -> float | None:
+        """How far the receiver is behind NanoMDM, in seconds: the median of (stored - created by
+        NanoMDM) over the newest stored events (at most `sample`) that came within `window_s`; None
+        when none came (Idle polls are not stored). Read by the newest ids, not by a scan."""
+        with self.db.session() as s:
+            rows = s.execute(select(MDMWebhookEvent.created_at, MDMWebhookEvent.received_at)
+                             .order_by(MDMWebhookEvent.id.desc()).limit(sample)).all()
+        recent = utcnow().timestamp() - window_s
+        lags: list[float] = []
+        for created, received in rows:
+            stored = as_utc(received)
+            if stored is None or stored.timestamp() < recent:
+                continue
+            try:
+                made = datetime.fromisoformat(created)
+            except (TypeError, ValueError):
+                continue
+            if made.tzinfo is not None:
+                lags.append(stored.timestamp() - made.timestamp())
+        return sorted(lags)[len(lags) // 2] if lags else None
+
     def last_answered_enqueue(self) -> dict[str, datetime]:
         """Per enrollment id, when werne queued the newest command the device answered for good.
         NanoMDM hands a device its queue oldest first, so a command still queued in werne but

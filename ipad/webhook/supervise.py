@@ -117,6 +117,9 @@ def _sqlite_file(url: str) -> Path | None:
     return Path(url.removeprefix("sqlite:///"))
 
 
+KEEP_ALIVE_S = 120
+
+
 def _run_uvicorn(app: Starlette, sock: Any, log_level: str) -> None:
     # Imported here: only the serving processes need the server, not everyone who builds the app.
     import uvicorn
@@ -128,6 +131,11 @@ def _run_uvicorn(app: Starlette, sock: Any, log_level: str) -> None:
         http=_http_impl(),
         loop=_loop_impl(),
         timeout_graceful_shutdown=5,
+        # Longer than NanoMDM's HTTP client keeps an idle connection (Go's default transport: 90 s),
+        # so the client always closes first. With uvicorn's 5 s, a post sent on a connection the
+        # receiver was just closing got "connection reset by peer", and NanoMDM does not post again
+        # (hundreds of lost answers in bench/mdm_replicas.py at 2,000 iPads).
+        timeout_keep_alive=KEEP_ALIVE_S,
         # NanoMDM posts directly (loopback or the admin LAN); no proxy's X-Forwarded-For is trusted.
         proxy_headers=False,
     )

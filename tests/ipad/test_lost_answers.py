@@ -8,7 +8,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from ipad import commands
-from ipad.dispatch import LOST_AFTER_S, CommandOutcome, Expected, Pending, Target, lost_answers
+from ipad.dispatch import LOST_AFTER_S, RECEIVER_BEHIND_S, CommandOutcome, Expected, Pending, Target, lost_answers
 
 T0 = datetime(2026, 12, 7, 6, 0, tzinfo=UTC)
 GRACE = timedelta(seconds=LOST_AFTER_S)
@@ -27,14 +27,11 @@ def four() -> tuple[Expected, list[commands.Command]]:
 
 
 def lost(expect: Expected, answered: dict[str, tuple[int, datetime]], now: datetime,
-         heard: dict[str, datetime] | None = None) -> list[str]:
-    asked: list[list[str]] = []
-
+         heard: dict[str, datetime] | None = None, lag: float | None = None) -> list[str]:
     def last_seen(ids: list[str]) -> dict[str, datetime]:
-        asked.append(ids)
         return {k: v for k, v in (heard or {}).items() if k in ids}
 
-    keys = lost_answers(expect, answered, now, last_seen)
+    keys = lost_answers(expect, answered, now, last_seen, lambda: lag)
     return [expect[k].command.request_type for k in keys]
 
 
@@ -105,3 +102,53 @@ def test_every_query_command_werne_sends_is_read_only_and_nothing_that_changes_a
                commands.install_application(1), commands.remove_application("x"), commands.enable_lost_mode("x"),
                commands.disable_lost_mode(), commands.activation_lock_bypass_code()]
     assert not {c.request_type for c in changes} & commands.READ_ONLY
+
+
+def test_nothing_is_lost_while_the_receiver_is_behind() -> None:
+    """Under a burst NanoMDM's posts queue up and come out of order: late, not lost."""
+    expect, cmds = four()
+    del expect[(cmds[3].uuid, EID)]
+    seen = T0 + timedelta(seconds=1)
+    now = seen + 2 * GRACE
+    heard = {EID: seen + GRACE}
+    assert lost(expect, {EID: (3, seen)}, now, heard, lag=RECEIVER_BEHIND_S + 0.5) == []
+    assert len(lost(expect, {EID: (3, seen)}, now, heard, lag=RECEIVER_BEHIND_S - 0.5)) == 3
+    assert len(lost(expect, {EID: (3, seen)}, now, heard, lag=None)) == 3  # nothing stored lately
+
+
+def test_the_receivers_lag_is_the_median_of_its_newest_events(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from core.config import load_config
+    from core.db import Database
+    from core.models import utcnow
+    from ipad.models import MDMWebhookEvent
+    from ipad.store.registry import Registry
+    from tests.fixtures.site import DEMO_INVENTORY, write_config
+
+    cfg = load_config(write_config(tmp_path / "werne.toml", DEMO_INVENTORY, tmp_path / "state", ""))
+    db = Database(cfg.database_url)
+    try:
+        registry = Registry(db)
+        assert registry.receiver_lag() is None
+        now = utcnow()
+        ids = iter(range(1000))
+
+        def stored(n: int, late_s: float, ago_s: float = 0.0, created: str | None = None) -> None:
+            with db.session() as s:
+                for _ in range(n):
+                    at = now - timedelta(seconds=ago_s)
+                    made = (at - timedelta(seconds=late_s)).isoformat().replace("+00:00", "Z")
+                    s.add(MDMWebhookEvent(event_id=f"e{next(ids)}", topic="mdm.Connect", received_at=at,
+                                          created_at=made if created is None else created))
+
+        stored(5, 30.0, ago_s=60.0)  # a burst a minute ago: not now
+        assert registry.receiver_lag() is None
+        stored(3, 0.05)
+        stored(2, 8.0)
+        stored(1, 0.0, created="not a time")
+        lag = registry.receiver_lag()
+        assert lag is not None and abs(lag - 0.05) < 0.01
+        stored(4, 8.0)
+        lag = registry.receiver_lag()
+        assert lag is not None and abs(lag - 8.0) < 0.01
+    finally:
+        db.dispose()

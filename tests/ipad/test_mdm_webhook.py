@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import plistlib
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -225,32 +228,87 @@ def test_fast_report_path_stores_what_parse_report_gives() -> None:
         assert ev.error_chain == [e.model_dump(by_alias=True, exclude_none=True) for e in want.error_chain]
 
 
-def test_two_receiver_processes_store_each_event_once(tmp_path: Path) -> None:
-    """`werne mdm serve-webhook` with two processes on one SQLite file: every event once, then a clean stop."""
-    import os
-    import signal
-    import subprocess
-    import sys
-    import time
-    from concurrent.futures import ThreadPoolExecutor
-
+def start_receiver(tmp_path: Path, log: Path, workers: int) -> tuple[subprocess.Popen[bytes], int]:
+    """`werne mdm serve-webhook` as its own process (WERNE_WEBHOOK_WORKERS processes), ready; and its port."""
     from lab.processes import free_port, wait_http
 
-    repo = REPO
     key_file = tmp_path / "hmac"
     write_secret(key_file, KEY + "\n")
     key_file.chmod(0o600)
     port = free_port()
-    log = tmp_path / "webhook.log"
     with open(log, "wb") as out:
         proc = subprocess.Popen(
             [sys.executable, "-c", "import sys; from cli import main; sys.exit(main())", "--state-dir",
              str(tmp_path / "state"), "mdm", "serve-webhook", "--listen", f"127.0.0.1:{port}",
              "--hmac-key-file", str(key_file)],
-            cwd=repo, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, "WERNE_WEBHOOK_WORKERS": "2"},
+            cwd=REPO, stdout=out, stderr=subprocess.STDOUT,
+            env={**os.environ, "WERNE_WEBHOOK_WORKERS": str(workers)},
         )  # fmt: skip
     try:
         wait_http(f"http://127.0.0.1:{port}/healthz", 120, proc.pid, "webhook", log)
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
+    return proc, port
+
+
+@pytest.mark.slow
+def test_the_receiver_never_closes_a_connection_nanomdm_may_reuse(tmp_path: Path) -> None:
+    """NanoMDM's HTTP client (Go's default transport) keeps an idle connection for 90 s and sends
+    the next post on it; a receiver that closed it first (uvicorn's default: after 5 s) makes that
+    post fail with "connection reset by peer", and NanoMDM does not post it again. The receiver keeps
+    an idle keep-alive connection open past that (KEEP_ALIVE_S), so the client always closes first."""
+    import socket
+    import time
+
+    from ipad.webhook.supervise import KEEP_ALIVE_S
+
+    assert KEEP_ALIVE_S > 90
+    proc, port = start_receiver(tmp_path, tmp_path / "webhook.log", workers=1)
+    try:
+        body = event("mdm.Connect", {"UDID": UDID, "Status": "NotNow", "CommandUUID": "K1"}, "k1",
+                     status="NotNow", command_uuid="K1")
+        request = (f"POST /webhook HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                   f"X-Hmac-Signature: {sign(body, KEY)}\r\nContent-Length: {len(body)}\r\n\r\n").encode() + body
+        def response(sock: socket.socket) -> bytes:
+            data = b""
+            while b"\r\n\r\n" not in data:
+                data += sock.recv(4096) or b"<closed>"
+                assert not data.endswith(b"<closed>"), data
+            head, _, rest = data.partition(b"\r\n\r\n")
+            length = int(re.search(rb"(?i)content-length: (\d+)", head).group(1))  # type: ignore[union-attr]
+            while len(rest) < length:
+                rest += sock.recv(4096)
+            return head.split(b"\r\n", 1)[0]
+
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            sock.sendall(request)
+            assert response(sock) == b"HTTP/1.1 200 OK"
+            time.sleep(7)  # past uvicorn's default keep-alive of 5 s
+            sock.setblocking(False)
+            try:
+                closed = sock.recv(1, socket.MSG_PEEK) == b""
+            except BlockingIOError:
+                closed = False  # nothing to read: the connection is still open
+            assert not closed, "the receiver closed an idle keep-alive connection"
+            sock.setblocking(True)
+            sock.sendall(request)
+            assert response(sock) == b"HTTP/1.1 200 OK"
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
+def test_two_receiver_processes_store_each_event_once(tmp_path: Path) -> None:
+    """`werne mdm serve-webhook` with two processes on one SQLite file: every event once, then a clean stop."""
+    import signal
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    log = tmp_path / "webhook.log"
+    proc, port = start_receiver(tmp_path, log, workers=2)
+    try:
         url = f"http://127.0.0.1:{port}/webhook"
         bodies = [
             event("mdm.Connect", {"UDID": UDID, "Status": "NotNow", "CommandUUID": f"C{i}"}, f"n{i}",

@@ -149,6 +149,36 @@ def kill(g: ReplicaLab, replica: int) -> None:
     assert processes.running(name, g.d) is None
 
 
+def werne_while_a_replica_dies(g: ReplicaLab, args: list[str], replica: int, before: int,
+                               timeout: float) -> tuple[subprocess.Popen[str], str, str]:
+    """`werne ARGS` as its own process; once it has queued a CertificateList (a command row after
+    `before`), `replica` is killed with SIGKILL and started again 5 s later. The finished process,
+    its stdout and stderr; how many CertificateLists werne had answered at the kill is in g.timings."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "import sys; from cli import main; sys.exit(main())", "--config", str(g.config_file),
+         "--state-dir", str(g.state), *args],
+        cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        end = time.monotonic() + 180
+        while time.monotonic() < end and proc.poll() is None and not g.werne_rows(
+                "SELECT 1 FROM mdm_commands WHERE request_type = 'CertificateList' AND status = 'queued'"
+                " AND id > :before LIMIT 1", {"before": before}):
+            time.sleep(0.2)
+        assert proc.poll() is None, f"werne {args[0]} ended before its queries were queued"
+        kill(g, replica)
+        g.timings[f"killed replica {replica} at ({args[0]} answers)"] = len(g.werne_rows(
+            "SELECT 1 FROM mdm_commands WHERE status = 'Acknowledged' AND request_type = 'CertificateList'"
+            " AND id > :before", {"before": before}))
+        time.sleep(5)
+        lab_mdm.restart_replica(g.state, replica, g.config(), g.dsn)
+        out, err = proc.communicate(timeout=timeout)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    return proc, out, err
+
+
 def test_a_replica_killed_loses_no_enrolment_and_no_command(replica_lab: ReplicaLab) -> None:
     g = replica_lab
     lab = json.loads((g.d / "lab.json").read_text())
@@ -172,27 +202,8 @@ def test_a_replica_killed_loses_no_enrolment_and_no_command(replica_lab: Replica
     # (Commands before it, e.g. the Apple TVs' set-up asking their DeviceInformation, are not its own.)
     before = g.werne_rows("SELECT coalesce(max(id), 0) FROM mdm_commands")[0][0]
     t0 = time.monotonic()
-    query = subprocess.Popen(
-        [sys.executable, "-c", "import sys; from cli import main; sys.exit(main())", "--config", str(g.config_file),
-         "--state-dir", str(g.state), "ipad", "query", "--json"],
-        cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        end = time.monotonic() + 120
-        while time.monotonic() < end and query.poll() is None and not g.werne_rows(
-                "SELECT 1 FROM mdm_commands WHERE request_type = 'CertificateList' AND status = 'queued' LIMIT 1"):
-            time.sleep(0.2)
-        kill(g, 1)
-        g.timings["killed replica 1 at (answers)"] = len(g.werne_rows(
-            "SELECT 1 FROM mdm_commands WHERE status = 'Acknowledged' AND request_type = 'CertificateList'"))
-        time.sleep(5)
-        lab_mdm.restart_replica(g.state, 1, g.config(), g.dsn)
-        out, err = query.communicate(timeout=420)
-    finally:
-        if query.poll() is None:
-            query.kill()
-            query.wait()
+    query, out, err = werne_while_a_replica_dies(g, ["ipad", "query", "--json"], 1, before, 420)
     g.timings["query all"] = time.monotonic() - t0
-    # 0, or 1 (findings) when answers never reached werne (below); anything else is a failure.
     assert query.returncode in (0, 1), err[-2000:]
     report = json.loads(out)
     targets = {d["enrollment_id"] for d in report["devices"]}
@@ -285,25 +296,7 @@ def test_a_replica_killed_during_the_nightly_run_loses_nothing(replica_lab: Repl
     assert enrolled(g, everyone, timeout=300) == everyone, not_enrolled(g)
     before = g.werne_rows("SELECT coalesce(max(id), 0) FROM mdm_commands")[0][0]
     t0 = time.monotonic()
-    run = subprocess.Popen(
-        [sys.executable, "-c", "import sys; from cli import main; sys.exit(main())", "--config", str(g.config_file),
-         "--state-dir", str(g.state), "compliance", "run", "--ipads", "--json"],
-        cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        end = time.monotonic() + 180
-        while time.monotonic() < end and run.poll() is None and not g.werne_rows(
-                "SELECT 1 FROM mdm_commands WHERE request_type = 'CertificateList' AND status = 'queued'"
-                " AND id > :before LIMIT 1", {"before": before}):
-            time.sleep(0.2)
-        assert run.poll() is None, "the run ended before its queries were queued"
-        kill(g, 2)
-        time.sleep(5)
-        lab_mdm.restart_replica(g.state, 2, g.config(), g.dsn)
-        out, err = run.communicate(timeout=600)
-    finally:
-        if run.poll() is None:
-            run.kill()
-            run.wait()
+    run, out, err = werne_while_a_replica_dies(g, ["compliance", "run", "--ipads", "--json"], 2, before, 600)
     g.timings["nightly (iPads) with replica 2 killed"] = time.monotonic() - t0
     assert run.returncode in (0, 1), err[-2000:]  # 1: findings
     summary = json.loads(out)
