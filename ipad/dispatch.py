@@ -524,9 +524,10 @@ def lost_answers(expect: Expected, answered: dict[str, tuple[int, datetime]], no
 
 
 def _ask_again(ctx: IPadContext, action: str, expect: Expected, lost: list[tuple[str, str]]) -> list[str]:
-    """Queue the lost queries again (new CommandUUIDs) and push; the new ones share their originals'
-    outcomes and are never asked again. One NanoMDM refuses or cannot take: the original stays
-    expected (reported not answered at the deadline). Returns the new CommandUUIDs."""
+    """Queue the lost queries again (new CommandUUIDs) and push those iPads; the new commands share
+    their originals' outcomes and are never asked again. Where NanoMDM refuses one or cannot be
+    reached, the original stays expected (reported not answered at the deadline). Returns the new
+    CommandUUIDs."""
     by_command: dict[str, list[Pending]] = {}
     for key in lost:
         p = expect[key]

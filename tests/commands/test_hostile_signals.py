@@ -88,6 +88,10 @@ def _enrol_one_ipad(database_url: str) -> None:
         db.dispose()
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.mark.parametrize(("sig", "code", "line"), [(signal.SIGINT, 130, "Error: interrupted"),
                                                    (signal.SIGTERM, 143, "Error: terminated by SIGTERM")],
                          ids=["SIGINT", "SIGTERM"])
@@ -100,7 +104,10 @@ def test_a_signal_during_a_hung_mdm_call_ends_the_run_promptly(sig: int, code: i
     env = {k: v for k, v in os.environ.items() if not k.startswith("WERNE_")}
     env.update(PYTHONPATH=str(REPO), WERNE_MDM_API_KEY="test-api-key")
     argv = [sys.executable, str(REPO / "cli.py"), "--config", str(cfg), "compliance", "run", "--ipads"]
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    # A user's Ctrl-C reaches a process whose SIGINT is not ignored; a suite started in the background
+    # (`nohup ... &`) passes on an ignored SIGINT, and Python then never turns it into an interrupt.
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            preexec_fn=_default_sigint)
     try:
         for _ in range(START_BOUND_S):
             if hung.accepted.wait(1) or proc.poll() is not None:
@@ -113,7 +120,7 @@ def test_a_signal_during_a_hung_mdm_call_ends_the_run_promptly(sig: int, code: i
     finally:
         if proc.poll() is None:
             proc.kill()
-            proc.wait()
+            proc.communicate()  # and close its pipes
     assert (proc.returncode, err.strip().splitlines()) == (code, [line]), err
     assert "Traceback" not in err
     assert not (state_dir / "compliance.lock").exists()

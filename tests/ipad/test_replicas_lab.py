@@ -15,10 +15,12 @@ whose event the killed replica had not yet posted: those iPads are reported not 
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 import sys
 import time
+import urllib.parse
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -149,6 +151,17 @@ def kill(g: ReplicaLab, replica: int) -> None:
     assert processes.running(name, g.d) is None
 
 
+def retried_enqueues(g: ReplicaLab) -> set[str]:
+    """The enrollment ids of every enqueue nginx's API front answered 502 (werne's client sends
+    those again; see the known gap in the first test)."""
+    out: set[str] = set()
+    for line in (g.d / "logs" / "nginx-access.log").read_text(errors="replace").splitlines():
+        m = re.search(r'"PUT /v1/enqueue/([^? ]+)\S* HTTP/[0-9.]+" 502 ', line)
+        if m:
+            out.update(urllib.parse.unquote(m.group(1)).split(","))
+    return out
+
+
 def werne_while_a_replica_dies(g: ReplicaLab, args: list[str], replica: int, before: int,
                                timeout: float) -> tuple[subprocess.Popen[str], str, str]:
     """`werne ARGS` as its own process; once it has queued a CertificateList (a command row after
@@ -251,12 +264,19 @@ def test_a_replica_killed_loses_no_enrolment_and_no_command(replica_lab: Replica
     for table in ("enrollment_queue", "commands", "command_results"):
         assert g.nanomdm_count(table, uuids) == 0, table
 
-    # The webhook brought each answer werne holds once, and none of the lost ones.
+    # The webhook brought each answer werne holds once, and none of the lost ones. Known gap, not
+    # hidden: an enqueue that reached the replica as it was killed gets nginx's 502, werne's client
+    # sends it again with the same CommandUUID, and if the devices had answered it in between
+    # (NanoMDM's delete=1 has removed it), NanoMDM queues it again and they answer twice. That is
+    # allowed only for the devices of an enqueue nginx answered 502 (its access log), and counted.
     answered = {(r[0], r[1]) for r in rows if r[3] == "Acknowledged"}
     events = Counter((r[0], r[1]) for r in g.werne_rows(
         "SELECT command_uuid, enrollment_id FROM mdm_webhook_events WHERE command_uuid IS NOT NULL"
         " AND status = 'Acknowledged'") if r[0] in set(uuids))
-    assert set(events) == answered and set(events.values()) == {1}, events.most_common(3)
+    twice = {k for k, n in events.items() if n > 1}
+    assert set(events) == answered and set(events.values()) <= {1, 2}, events.most_common(3)
+    assert {eid for _, eid in twice} <= retried_enqueues(g), sorted(twice)
+    g.timings["answered twice after a retried enqueue"] = len(twice)
     assert not set(events) & lost
 
     # The devices: each ran each of its commands, the lost ones included (the simulator writes this
