@@ -387,7 +387,7 @@ def _enqueue(ctx: IPadContext, action: str, jobs: Sequence[Job], reports: dict[s
             try:
                 with timed(times, "mdm.enqueue") as detail:
                     detail["commands"] = len(chunk)
-                    res = ctx.client.enqueue_chunk(cmd, chunk, push=False)
+                    res = ctx.client.enqueue_chunk(cmd, chunk, push=False, answered=ctx.registry.answered_any)
             except NanoMDMError:
                 ctx.registry.mark_not_queued(cmd.uuid, dict.fromkeys(chunk, "not queued: NanoMDM unreachable"))
                 raise

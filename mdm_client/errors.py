@@ -59,6 +59,8 @@ class NanoMDMError(APIError):
         super().__init__(message, **details)
         # What was queued before the failure (an EnqueueResult), so callers can record it.
         self.partial = partial
+        # No answer, but the request may have reached NanoMDM (not a refused or timed-out connect).
+        self.maybe_delivered = False
 
 
 class NanoMDMAuthError(NanoMDMError):

@@ -26,8 +26,9 @@ def nanomdm_client(config: Config) -> NanoMDMClient:
     key = read_secret(file=mdm.api_key_file, env=mdm.api_key_env, what="NanoMDM API key")
     # Behind nginx's API front over several replicas ([mdm] replicas > 1) a replica may be
     # restarting (nginx takes it out for fail_timeout, 10 s) while the others are at max_conns: nginx
-    # answers 502. Enqueue is idempotent by CommandUUID, so wait that out: retries after 0, 1, 2, 4,
-    # 8 and 16 s. One NanoMDM keeps the client's short retries.
+    # answers 502. Wait that out: retries after 0, 1, 2, 4, 8 and 16 s (an enqueue after 0.5, 1, 2,
+    # 4, 8 and 16 s, while no device answered it: NanoMDMClient.enqueue_chunk). One NanoMDM keeps
+    # the client's short retries.
     replicas = mdm.replicas > 1
     return NanoMDMClient(mdm.url, key, timeout=mdm.timeout, max_url_length=mdm.max_url_length,
                          retries=REPLICA_RETRIES if replicas else RETRIES,

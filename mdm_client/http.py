@@ -50,6 +50,16 @@ def api_session(
     return session
 
 
+def mount_connect_retries_only(session: requests.Session, prefix: str, retries: int, pool_maxsize: int = 8,
+                               backoff_factor: float = 0.2) -> None:
+    """Under `prefix` (more specific than the session's base URL, so it wins), retry only a
+    connection that was never made: a request that may have reached the server (a read error, a
+    502 from a proxy whose upstream died after taking it) is the client's to decide on."""
+    retry = Retry(total=retries, connect=retries, read=False, status=0, other=0,
+                  allowed_methods=None, backoff_factor=backoff_factor, raise_on_status=False)
+    session.mount(prefix, HTTPAdapter(max_retries=retry, pool_maxsize=pool_maxsize))
+
+
 def send(session: requests.Session, method: str, url: str, timeout: Any, **kwargs: Any) -> requests.Response:
     """One request with a timeout; raises Unreachable when there is no HTTP answer."""
     try:

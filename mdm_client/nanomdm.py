@@ -15,8 +15,9 @@ already arrived comes back as "command already exists" for that UUID, and is cou
 from __future__ import annotations
 
 import json
+import time
 import uuid as uuid_mod
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol, Self, TypeVar
 from urllib.parse import quote
@@ -111,7 +112,12 @@ class NanoMDMClient:
         self._auth = (API_USER, api_key.reveal())
         self.timeout = timeout
         self.max_url_length = max_url_length
+        self.retries = retries
+        self.backoff_factor = backoff_factor
         self.session = http.api_session(self.url, session, retries, ("GET", "PUT"), backoff_factor=backoff_factor)
+        # An enqueue that may have reached NanoMDM is sent again by `enqueue_chunk`, not blindly.
+        http.mount_connect_retries_only(self.session, self.url + "/v1/enqueue/", retries,
+                                        backoff_factor=backoff_factor)
 
     # -- plumbing --------------------------------------------------------------------------
 
@@ -149,7 +155,9 @@ class NanoMDMClient:
                 message = f"{what}: no answer within {self.timeout:g} s"
             else:
                 message = f"{what}: {e.exc_name}"
-            raise NanoMDMError(message, **where) from None
+            err = NanoMDMError(message, **where)
+            err.maybe_delivered = not (e.refused or e.exc_name == "ConnectTimeout")
+            raise err from None
         if resp.status_code == 401:
             raise NanoMDMAuthError(
                 f"{what}: 401 Unauthorized: NanoMDM refused the API key", status=401, server_message="", **where
@@ -224,25 +232,52 @@ class NanoMDMClient:
             out.append((cmd, chunk))
         return out
 
-    def enqueue_chunk(self, command: Command, chunk: list[str], push: bool = True) -> EnqueueResult:
-        """One enqueue request for ids that fit one URL (see `chunks`)."""
+    def enqueue_chunk(self, command: Command, chunk: list[str], push: bool = True,
+                      answered: Callable[[str], bool] | None = None) -> EnqueueResult:
+        """One enqueue request for ids that fit one URL (see `chunks`).
+
+        An attempt that may have reached NanoMDM without an answer (no response, or a proxy's
+        502/503/504: a replica killed after it stored the command) is sent again after a backoff,
+        at most `retries` times, with the same CommandUUID. NanoMDM refuses a CommandUUID it still
+        holds ("command already exists", counted as queued), but one whose every device has
+        answered is deleted (delete=1) and would be queued and run again. So before each resend
+        `answered(CommandUUID)`, when given, is asked whether a device answered it: then the first
+        attempt was stored (for every id of the chunk, in one transaction) and nothing is sent."""
         path = "/v1/enqueue/" + ",".join(quote(i, safe="") for i in chunk)
         what = self._describe("PUT", path, len(chunk))
-        resp = self._request(
-            "PUT", path, command.to_plist(), n_ids=len(chunk), params=None if push else {"nopush": "1"}
-        )
+        attempt = 0
+        while True:
+            try:
+                resp = self._request(
+                    "PUT", path, command.to_plist(), n_ids=len(chunk), params=None if push else {"nopush": "1"}
+                )
+                if resp.status_code not in http.RETRY_STATUSES or attempt >= self.retries:
+                    break
+            except NanoMDMError as e:
+                if not e.maybe_delivered or attempt >= self.retries:
+                    raise
+            time.sleep(self.backoff_factor * 2**attempt)
+            attempt += 1
+            if answered is not None and answered(command.uuid):
+                out = EnqueueResult(command.uuid, command.request_type, queued=list(chunk),
+                                    command_uuids=dict.fromkeys(chunk, command.uuid))
+                if push:
+                    out.push_pending = dict.fromkeys(chunk, PUSH_PENDING)
+                return out
         if resp.status_code not in (200, 207, 500):
             raise self._failed(what, resp)
         out = self._parse_enqueue(command, chunk, self._json(resp, what))
         out.command_uuids = dict.fromkeys(chunk, command.uuid)
         return out
 
-    def enqueue(self, command: Command, ids: Iterable[str], push: bool = True) -> EnqueueResult:
-        """Queue `command` for every id; per-id results. Raises NanoMDMError (with `.partial`)."""
+    def enqueue(self, command: Command, ids: Iterable[str], push: bool = True,
+                answered: Callable[[str], bool] | None = None) -> EnqueueResult:
+        """Queue `command` for every id; per-id results (`answered`: see `enqueue_chunk`). Raises
+        NanoMDMError (with `.partial`)."""
         total = EnqueueResult(command.uuid, command.request_type)
         for cmd, chunk in self.chunks(command, ids):
             try:
-                total.merge(self.enqueue_chunk(cmd, chunk, push))
+                total.merge(self.enqueue_chunk(cmd, chunk, push, answered))
             except NanoMDMError as e:
                 raise type(e)(
                     str(e), partial=total, method=e.method, url=e.url, status=e.status, server_message=e.server_message

@@ -254,6 +254,15 @@ class Registry:
                 out.setdefault(c.enrollment_id, []).append(c)
         return out
 
+    def answered_any(self, command_uuid: str) -> bool:
+        """Whether any device has answered this command (NotNow included): NanoMDM stored it."""
+        c = sql.COMMANDS.c
+        with self.db.session() as s:
+            return s.connection().execute(
+                select(c.id).where(c.command_uuid == command_uuid,
+                                   c.status.not_in(["queued", "enqueue_failed"])).limit(1)
+            ).first() is not None
+
     def last_seen(self, enrollment_ids: Iterable[str]) -> dict[str, datetime]:
         """When the receiver last heard from each of these enrolments (any event, Idle polls too)."""
         ids = list(enrollment_ids)

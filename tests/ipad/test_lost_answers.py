@@ -5,10 +5,21 @@ replica killed mid-query in tests/ipad/test_replicas_lab.py."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
+from sqlalchemy import update
+
+from core.config import load_config
+from core.db import Database
+from core.models import utcnow
 from ipad import commands
 from ipad.dispatch import LOST_AFTER_S, RECEIVER_BEHIND_S, CommandOutcome, Expected, Pending, Target, lost_answers
+from ipad.models import MDMCommand, MDMWebhookEvent
+from ipad.store.registry import Registry
+from tests.fixtures.site import DEMO_INVENTORY, write_config
 
 T0 = datetime(2026, 12, 7, 6, 0, tzinfo=UTC)
 GRACE = timedelta(seconds=LOST_AFTER_S)
@@ -116,18 +127,32 @@ def test_nothing_is_lost_while_the_receiver_is_behind() -> None:
     assert len(lost(expect, {EID: (3, seen)}, now, heard, lag=None)) == 3  # nothing stored lately
 
 
-def test_the_receivers_lag_is_the_median_of_its_newest_events(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    from core.config import load_config
-    from core.db import Database
-    from core.models import utcnow
-    from ipad.models import MDMWebhookEvent
-    from ipad.store.registry import Registry
-    from tests.fixtures.site import DEMO_INVENTORY, write_config
-
+@contextmanager
+def registry_on_a_real_database(tmp_path: Path) -> Iterator[tuple[Database, Registry]]:
     cfg = load_config(write_config(tmp_path / "werne.toml", DEMO_INVENTORY, tmp_path / "state", ""))
     db = Database(cfg.database_url)
     try:
-        registry = Registry(db)
+        yield db, Registry(db)
+    finally:
+        db.dispose()
+
+
+def test_a_command_counts_as_stored_by_nanomdm_once_any_device_answered_it(tmp_path: Path) -> None:
+    """What the client asks before it sends an enqueue again (mdm_client.nanomdm.enqueue_chunk)."""
+    with registry_on_a_real_database(tmp_path) as (db, registry):
+        registry.record_planned("UUID-1", "CertificateList", ["e1", "e2"], "test")
+        registry.record_planned("UUID-2", "CertificateList", ["e1"], "test")
+        registry.mark_not_queued("UUID-1", {"e2": "not queued: NanoMDM unreachable"})
+        assert not registry.answered_any("UUID-1") and not registry.answered_any("UUID-2")
+        for status in ("NotNow", "Acknowledged"):
+            with db.session() as s:
+                s.execute(update(MDMCommand).where(MDMCommand.command_uuid == "UUID-1",
+                                                   MDMCommand.enrollment_id == "e1").values(status=status))
+            assert registry.answered_any("UUID-1") and not registry.answered_any("UUID-2")
+
+
+def test_the_receivers_lag_is_the_median_of_its_newest_events(tmp_path: Path) -> None:
+    with registry_on_a_real_database(tmp_path) as (db, registry):
         assert registry.receiver_lag() is None
         now = utcnow()
         ids = iter(range(1000))
@@ -150,5 +175,3 @@ def test_the_receivers_lag_is_the_median_of_its_newest_events(tmp_path) -> None:
         stored(4, 8.0)
         lag = registry.receiver_lag()
         assert lag is not None and abs(lag - 8.0) < 0.01
-    finally:
-        db.dispose()

@@ -6,6 +6,7 @@ answers 502 three times, then as NanoMDM does."""
 from __future__ import annotations
 
 import json
+import plistlib
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -22,15 +23,29 @@ FAILURES = 3
 
 class Front(ThreadingHTTPServer):
     calls = 0
+    # The first PUT is stored (its CommandUUID kept) before the 502, as when nginx's replica is
+    # killed after it stored the enqueue; a stored UUID sent again is answered as NanoMDM does.
+    stored_then_502 = False
+    stored: set[str] = set()
 
 
 class Handler(BaseHTTPRequestHandler):
     server: Front
 
     def do_PUT(self) -> None:  # noqa: N802 - http.server's name
-        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        body_in = self.rfile.read(int(self.headers.get("Content-Length") or 0))
         self.server.calls += 1
-        if self.server.calls <= FAILURES:
+        uuid = plistlib.loads(body_in)["CommandUUID"]
+        if self.server.stored_then_502:
+            ids = self.path.split("?")[0].rsplit("/", 1)[1].split(",")
+            if self.server.calls == 1:
+                self.server.stored = {uuid}
+                body, status = b"<html>502 Bad Gateway</html>", 502
+            elif uuid in self.server.stored:
+                body, status = json.dumps({"command_error": "command already exists"}).encode(), 500
+            else:
+                body, status = json.dumps({"status": {i: {} for i in ids}, "no_push": True}).encode(), 200
+        elif self.server.calls <= FAILURES:
             body, status = b"<html>502 Bad Gateway</html>", 502
         else:
             ids = self.path.rsplit("/", 1)[1].split(",")
@@ -74,6 +89,37 @@ def test_with_replicas_a_502_while_one_restarts_is_waited_out(front: Front, tmp_
     result = nanomdm_client(config(front, tmp_path, replicas=2)).enqueue(command(), ["udid-1"], push=False)
     assert front.calls == FAILURES + 1
     assert "udid-1" in result.queued
+
+
+def test_an_enqueue_that_may_have_been_stored_is_not_sent_again_once_a_device_answered_it(
+        front: Front, tmp_path: Path) -> None:
+    """nginx answers 502 for an enqueue its replica stored before it was killed. If a device has
+    answered that CommandUUID since (werne's registry knows), NanoMDM may have deleted the command
+    (delete=1), and sending it again would queue it again: the client counts it as queued and sends
+    nothing more. Asked once per resend, with the command's UUID."""
+    front.stored_then_502 = True
+    cmd = command()
+    asked: list[str] = []
+
+    def answered(uuid: str) -> bool:
+        asked.append(uuid)
+        return True
+
+    result = nanomdm_client(config(front, tmp_path, replicas=2)).enqueue(cmd, ["udid-1", "udid-2"], push=False,
+                                                                        answered=answered)
+    assert front.calls == 1 and asked == [cmd.uuid]
+    assert result.queued == ["udid-1", "udid-2"] and not result.failed
+
+
+def test_an_enqueue_no_device_answered_yet_is_sent_again_with_the_same_uuid(front: Front, tmp_path: Path) -> None:
+    """Nobody answered yet: sent again with the same CommandUUID, which NanoMDM still holds
+    ("command already exists", counted as queued)."""
+    front.stored_then_502 = True
+    asked: list[str] = []
+    result = nanomdm_client(config(front, tmp_path, replicas=2)).enqueue(
+        command(), ["udid-1"], push=False, answered=lambda uuid: asked.append(uuid) is not None)
+    assert front.calls == 2 and len(asked) == 1
+    assert result.queued == ["udid-1"] and not result.failed
 
 
 def test_one_nanomdm_keeps_the_short_retries(front: Front, tmp_path: Path) -> None:
