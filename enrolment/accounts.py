@@ -9,6 +9,7 @@ the package carries exactly that.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import re
@@ -46,8 +47,13 @@ ALERT_FAILURES = 20
 ALERT_WINDOW = timedelta(minutes=15)
 
 _hasher = PasswordHasher()
-# Verifying against this keeps a login for an unknown user as slow as one for a known user.
-_DUMMY_HASH = _hasher.hash("werne-dummy-password-for-timing")
+
+
+@functools.cache
+def _dummy_hash() -> str:
+    """Verifying against this keeps a login for an unknown user as slow as one for a known user.
+    Made on first use: an argon2 hash costs about 0.1 s, which every werne command paid at import."""
+    return _hasher.hash("werne-dummy-password-for-timing")
 
 
 @dataclass(frozen=True)
@@ -94,7 +100,7 @@ class LocalAuthenticator:
         with self.db.session() as s:
             user = s.scalar(select(User).where(User.username == username))
             if user is None:
-                _verify(_DUMMY_HASH, password)
+                _verify(_dummy_hash(), password)
                 return None
             if not _verify(user.password_hash, password) or not user.active:
                 return None

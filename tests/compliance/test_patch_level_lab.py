@@ -16,7 +16,6 @@ import functools
 import gzip
 import hashlib
 import subprocess
-import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
@@ -30,6 +29,7 @@ from core.config import load_config
 from core.db import Database
 from core.inventory import load_inventory
 from lab.aptrepo import build_probe_package
+from tests.fixtures.http import serving
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
 
@@ -81,14 +81,8 @@ def repo_server(tmp_path_factory, patch_lab) -> Iterator[str]:
     build_repo(work / "repo", build_deb(work, "1.1"), arch)
     handler = functools.partial(SimpleHTTPRequestHandler, directory=str(work / "repo"))
     handler.log_message = lambda *a, **k: None  # type: ignore[method-assign]
-    server = ThreadingHTTPServer((lab.network()["host_address"], 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with serving(ThreadingHTTPServer((lab.network()["host_address"], 0), handler)) as server:
         yield f"http://{lab.network()['host_address']}:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 @pytest.fixture(scope="module")

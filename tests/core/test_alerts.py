@@ -4,7 +4,6 @@ server for the webhook; a mail server that is down is logged and named, and chan
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -13,6 +12,7 @@ from typing import Any
 import pytest
 
 from tests.fixtures.alerts import free_port
+from tests.fixtures.http import serving
 
 MONITOR = {"MONITOR_SERVICE_RESULT": "exit-code", "MONITOR_EXIT_CODE": "exited", "MONITOR_EXIT_STATUS": "3"}
 
@@ -30,14 +30,8 @@ def hook_server() -> Iterator[tuple[int, list[dict[str, Any]]]]:
         def log_message(self, *args: Any) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Hook)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with serving(ThreadingHTTPServer(("127.0.0.1", 0), Hook)) as server:
         yield server.server_address[1], received
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def alerts_config(path: Path, port: int, extra: str = "") -> Path:

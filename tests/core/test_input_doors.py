@@ -15,6 +15,7 @@ import pytest
 
 from core.config import Config, EnvName
 from core.secrets import Secret
+from tests.fixtures.http import serving
 from tests.fixtures.site import DEMO_INVENTORY, write_config
 
 REPO = Path(__file__).resolve().parents[2]
@@ -71,7 +72,6 @@ def test_very_deep_json_in_the_catalogue_is_one_line(cfg: Path, tmp_path: Path, 
 
 def test_very_deep_json_from_a_server_is_a_client_error_not_a_recursion_error() -> None:
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-    from threading import Thread
 
     from mdm_client.errors import KMFDDMError
     from mdm_client.kmfddm import KMFDDMClient
@@ -88,9 +88,7 @@ def test_very_deep_json_from_a_server_is_a_client_error_not_a_recursion_error() 
         def log_message(self, *args: object) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Deep)
-    Thread(target=server.serve_forever, daemon=True).start()
-    try:
+    with serving(ThreadingHTTPServer(("127.0.0.1", 0), Deep)) as server:
         client = KMFDDMClient(f"http://127.0.0.1:{server.server_port}", Secret("key", "test"), timeout=5)
         with pytest.raises(KMFDDMError) as e:
             client.declaration_status(["U-1"])
@@ -98,9 +96,6 @@ def test_very_deep_json_from_a_server_is_a_client_error_not_a_recursion_error() 
         with pytest.raises(KMFDDMError):
             client.status_report_at("U-1", 0)
         client.session.close()
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 # ---------------------------------------------------------------- secrets in *_env settings --

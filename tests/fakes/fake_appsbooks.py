@@ -34,6 +34,8 @@ from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from tests.fixtures import http as http_fixture
+
 ERRORS = {
     9602: ("Invalid argument.", 400),
     9621: ("The token has expired. You need to generate a new token online using your organization's account "
@@ -134,7 +136,6 @@ class FakeAppsBooks:
         self.bodies: list[dict[str, Any]] = []  # the manage requests' bodies
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
 
     # -- test controls ----------------------------------------------------------------------
     def add_location(self, name: str, assets: dict[str, int] | list[FakeAsset] | None = None,
@@ -176,16 +177,12 @@ class FakeAppsBooks:
             def do_PUT(self) -> None:
                 fake._handle(self, "PUT")
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-        self._thread.start()
+        self._server = http_fixture.start(ThreadingHTTPServer(("127.0.0.1", 0), Handler), "fake-appsbooks")
         return self
 
     def stop(self) -> None:
         if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
+            http_fixture.stop(self._server)
             self._server = None
 
     def __enter__(self) -> FakeAppsBooks:

@@ -32,6 +32,8 @@ from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from tests.fixtures import http as http_fixture
+
 PROFILE_REQUIRED = ("profile_name", "url")
 
 
@@ -105,7 +107,6 @@ class FakeDEP:
         self.session_calls = 0
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
 
     # -- test controls ----------------------------------------------------------------------
     def add_devices(self, serials: list[str]) -> None:
@@ -138,10 +139,7 @@ class FakeDEP:
     # -- server -------------------------------------------------------------------------------
     def start(self) -> FakeDEP:
         handler = type("Handler", (DEPRequestHandler,), {"fake": self})
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, name="fake-dep", daemon=True)
-        self._thread.start()
+        self._server = http_fixture.start(ThreadingHTTPServer(("127.0.0.1", 0), handler), "fake-dep")
         return self
 
     def _assign_serials(self, uuid: str, serials: list[str]) -> dict[str, str]:
@@ -164,8 +162,7 @@ class FakeDEP:
 
     def stop(self) -> None:
         if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
+            http_fixture.stop(self._server)
             self._server = None
 
     def __enter__(self) -> FakeDEP:

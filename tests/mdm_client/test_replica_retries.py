@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import plistlib
-import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -17,6 +16,7 @@ import pytest
 from core.config import Config
 from mdm_client.factory import nanomdm_client
 from mdm_client.nanomdm import Command, NanoMDMError
+from tests.fixtures.http import serving
 
 FAILURES = 3
 
@@ -61,14 +61,8 @@ class Handler(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def front() -> Iterator[Front]:
-    srv = Front(("127.0.0.1", 0), Handler)
-    t = threading.Thread(target=srv.serve_forever, daemon=True)
-    t.start()
-    try:
+    with serving(Front(("127.0.0.1", 0), Handler)) as srv:
         yield srv
-    finally:
-        srv.shutdown()
-        srv.server_close()
 
 
 def config(front: Front, tmp_path: Path, replicas: int) -> Config:
