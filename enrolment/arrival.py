@@ -106,7 +106,7 @@ def _default_installer(cfg: Config, db: Database) -> Installer:
                 ARRIVAL_ACTOR,
                 {"profile": profile.identifier, "enrolment_request": request_id},
             )
-            result = client.enqueue(cmd, [enrollment_id])
+            result = client.enqueue(cmd, [enrollment_id], answered=registry.answered_any)
             if enrollment_id in result.failed:
                 registry.mark_not_queued(cmd.uuid, result.failed)
                 raise ArrivalError(f"InstallProfile {profile.identifier}: {result.failed[enrollment_id]}")
@@ -130,7 +130,7 @@ def _request_bypass_code(cfg: Config, client: NanoMDMClient, registry: Registry,
     registry.record_planned(cmd.uuid, cmd.request_type, [enrollment_id], ARRIVAL_ACTOR,
                             {"enrolment_request": request_id, "why": "escrow at arrival"})
     try:
-        failed = client.enqueue(cmd, [enrollment_id]).failed
+        failed = client.enqueue(cmd, [enrollment_id], answered=registry.answered_any).failed
     except WerneError as e:  # the profiles are queued already: this must not make them go again
         failed = {enrollment_id: str(e)}
     if enrollment_id in failed:

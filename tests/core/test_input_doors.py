@@ -104,15 +104,21 @@ PASTED = ["Zm9vYmFyYmF6cXV4MTIzNDU2Nzg5", "4F9A8B7C6D5E4F9A8B7C6D5E", "sk_live_4
           "ghp0123456789abcdefABCDEF"]
 
 
-@pytest.mark.parametrize("secret", PASTED)
-@pytest.mark.parametrize(("section", "setting", "args"), [
+SETTINGS = [
     ("web", "secret_key_env", ["web", "serve"]),
     ("mdm", "webhook_hmac_key_env", ["mdm", "serve-webhook"]),
     ("ddm", "api_key_env", ["inventory", "check"]),
     ("scep", "challenge_env", ["mdm", "enrolment-profile", "--out", "x"]),
     ("activation_lock", "key_env", ["ipad", "activation-lock", "show", "ZDWK1DEGZD"]),
     ("mdm", "storage_dsn_env", ["mdm", "db-init"]),
-])
+]
+
+
+# Each setting once, through the command that reads it, as its own process; each shape of secret
+# at least once among them. Every shape for every setting is the validator's, in-process below
+# (every `*_env` setting is the one EnvName type: the test after it).
+@pytest.mark.parametrize(("section", "setting", "args", "secret"),
+                         [(*s, PASTED[i % len(PASTED)]) for i, s in enumerate(SETTINGS)])
 def test_a_secret_pasted_into_an_env_setting_is_refused_and_not_echoed(tmp_path: Path, secret: str, section: str,
                                                                       setting: str, args: list[str]) -> None:
     state = tmp_path / "state"
@@ -122,6 +128,19 @@ def test_a_secret_pasted_into_an_env_setting_is_refused_and_not_echoed(tmp_path:
     err = one_error(r)
     assert f"{section}.{setting}" in err, err
     assert secret not in r.stderr + r.stdout
+
+
+@pytest.mark.parametrize("secret", PASTED)
+@pytest.mark.parametrize(("section", "setting"), [s[:2] for s in SETTINGS])
+def test_every_shape_of_pasted_secret_is_refused_in_every_env_setting(tmp_path: Path, secret: str, section: str,
+                                                                     setting: str) -> None:
+    from core.config import load_config
+    from core.errors import ConfigError
+
+    cfg = write_config(tmp_path / "werne.toml", DEMO_INVENTORY, tmp_path, f'[{section}]\n{setting} = "{secret}"\n')
+    with pytest.raises(ConfigError) as e:
+        load_config(cfg)
+    assert f"{section}.{setting}" in str(e.value) and secret not in str(e.value)
 
 
 def test_every_env_setting_is_checked_by_one_validator() -> None:
