@@ -174,7 +174,7 @@ def hostile_world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
 
     with open_mdm_world(tmp_path_factory.mktemp("hostile-world"), n_per_school=1, faults={},
                         make_device=hostile_ipad) as world:
-        assert world.sim.wait_enrolled(60)
+        assert world.wait_enrolled(60)
         yield world
 
 

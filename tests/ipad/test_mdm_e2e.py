@@ -34,7 +34,7 @@ def sent(world) -> int:  # type: ignore[no-untyped-def]
 
 
 def test_twenty_ipads_enrol(mdm_world) -> None:
-    assert mdm_world.sim.wait_enrolled(60)
+    assert mdm_world.wait_enrolled(60)
     ctx = mdm_world.context()
     rows = {}
     for _ in range(100):  # the webhook stores the last TokenUpdates a moment after the devices sent them
