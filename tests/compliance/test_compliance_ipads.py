@@ -4,13 +4,13 @@ with its last-seen time and, N days later, out of contact."""
 
 from __future__ import annotations
 
-import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from compliance.history import load_run
 from compliance.run import run_compliance
+from tests.fixtures.mdm import werne_sees_enrolled
 
 pytestmark = pytest.mark.mdm
 
@@ -24,10 +24,7 @@ def test_ipad_sweep_passcode_offline_and_out_of_contact(ipad_world):
     w = ipad_world
     assert w.sim.wait_enrolled(60)
     # The webhook receiver commits in small batches: wait until the registry has every enrolment.
-    end = time.monotonic() + 30
-    while sum(d.state == "enrolled" for d in Registry(w.db).list_devices()) < len(w.serials):
-        assert time.monotonic() < end, "the registry did not record every enrolment"
-        time.sleep(0.2)
+    assert werne_sees_enrolled(Registry(w.db), w.serials, 30), "the registry did not record every enrolment"
     cfg, inv = w.config(), w.inventory()
     # The city's profiles on every iPad, as `werne ipad configure` does it.
     report = configure(IPadContext(cfg, w.db, inv, actor="pytest"))
