@@ -96,8 +96,22 @@ def scalar_key(node: yaml.Node) -> str | None:
     return str(node.value) if isinstance(node, yaml.ScalarNode) else None
 
 
+# libyaml's parser (PyYAML's C extension), where PyYAML was built with it: about 10 times faster
+# than the pure-Python one on the same documents, and it refuses nesting deeper than 1,000 levels
+# itself. The nodes it builds are the same classes with the same line marks.
+_FAST_LOADER: type[Any] | None = getattr(yaml, "CSafeLoader", None) if yaml.__with_libyaml__ else None
+
+
 def compose(text: str, path: Path | str) -> yaml.Node | None:
-    """The node tree of a YAML document (None if empty); every parse failure is a YAMLInputError."""
+    """The node tree of a YAML document (None if empty); every parse failure is a YAMLInputError.
+
+    Composed by libyaml when PyYAML has it; a document libyaml refuses is composed again by the
+    pure-Python parser, so that every refusal reads the same with or without libyaml."""
+    if _FAST_LOADER is not None:
+        try:
+            return yaml.compose(text, Loader=_FAST_LOADER)
+        except (yaml.YAMLError, RecursionError, ValueError):
+            pass
     try:
         return yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.MarkedYAMLError as e:
