@@ -152,13 +152,27 @@ def _wrap_baseline(times: dict[str, list[float]]) -> None:
 
         setattr(module, attr, timed)
 
+    import importlib
+
+    def module(*names: str) -> Any:
+        """The first of `names` the baseline has (its layout may be older: ipad/ was flat before
+        issue 19); None when it has none of them, and that step is not timed."""
+        for n in names:
+            try:
+                return importlib.import_module(n)
+            except ImportError:
+                continue
+        return None
+
+    def wrap_in(names: tuple[str, ...], attr: str, name: str, with_children: bool = False) -> None:
+        m = module(*names)
+        if m is not None:
+            wrap(m, attr, name, with_children)
+
     import compliance.collect_laptops as cl
     import compliance.history as hist
     import compliance.run as run
-    import ipad.ddm.status as ddm
-    import ipad.dispatch as dispatch
     from compliance.waivers import WaiverSet
-    from ipad.store.registry import Registry
 
     wrap(run, "collect_laptops", "laptops")
     wrap(run, "collect_ipads", "ipads")
@@ -167,14 +181,20 @@ def _wrap_baseline(times: dict[str, list[float]]) -> None:
     wrap(cl, "vpn_evidence", "laptops.vpn_evidence")
     wrap(cl, "store_evidence", "laptops.evidence_write")
     wrap(cl, "freshest", "laptops.evidence_read")
-    wrap(ddm, "read_ddm_status", "ddm.status")
-    wrap(Registry, "devices_by_serial", "mdm.registry")
-    wrap(dispatch, "_enqueue", "mdm.enqueue")
-    wrap(dispatch, "_wait_for_answers", "mdm.wait")
+    wrap_in(("ipad.ddm.status", "ipad.ddm_status"), "read_ddm_status", "ddm.status")
+    registry = module("ipad.store.registry", "ipad.store")
+    if registry is not None:
+        wrap(registry.Registry, "devices_by_serial", "mdm.registry")
+    wrap_in(("ipad.dispatch",), "_enqueue", "mdm.enqueue")
+    wrap_in(("ipad.dispatch",), "_wait_for_answers", "mdm.wait")
+    # Before ipad.dispatch (v0.1.0): enqueue, pushes and the wait in one function.
+    wrap_in(("ipad.ops",), "_send_and_wait", "mdm.send_and_wait")
     wrap(run, "ipad_fleet_facts", "fleet_facts")
+    wrap_in(("compliance.collect_fleet",), "ipad_fleet_facts", "fleet_facts")
     wrap(run, "evaluate", "evaluation")
     wrap(hist, "complete_run", "store")
     wrap(run, "write_report", "report")
+    wrap_in(("compliance.reports",), "write_report", "report")
     wrap(WaiverSet, "apply", "waivers")
 
 
@@ -253,6 +273,27 @@ class Side:
     @property
     def python(self) -> Path:
         return self.tree / ".venv" / "bin" / "python"
+
+
+def endpoints_for_older_code(state_dir: Path) -> None:
+    """Drop from the lab's endpoints file the settings that only say this code's default (e.g.
+    mdm.replicas = 1): a baseline older than them refuses the file as having unknown settings, and
+    without them both sides read the same values."""
+    import tomllib
+
+    from core.config import Config, endpoints_file
+
+    path = endpoints_file(state_dir)
+    data = tomllib.loads(path.read_text(encoding="utf-8"))
+    defaults = Config()
+    lines = []
+    for section, values in data.items():
+        model = getattr(defaults, section)
+        keep = {k: v for k, v in values.items() if getattr(model, k, object()) != v}
+        lines.append(f"[{section}]")
+        lines += [f"{k} = {json.dumps(v)}" for k, v in keep.items()]
+        lines.append("")
+    path.write_text("\n".join(lines), encoding="utf-8")
 
 
 def schema_head(tree: Path) -> str:
@@ -467,7 +508,11 @@ def main() -> int:
         st = lab_mdm.up(tmp, args.ipads, config, faults=not args.no_faults)
         apply_endpoints(config)  # the lab's NanoMDM, from the endpoints file up() wrote
         print(f"lab MDM: {args.ipads} simulated iPads started in {time.perf_counter() - t0:.1f} s", flush=True)
-        end = time.monotonic() + 600
+        # The enrolment endpoint's per-address limit (all simulated iPads come from one address):
+        # a burst, then a steady rate; the wait covers it plus 5 minutes.
+        from enrolment import ade
+
+        end = time.monotonic() + 300 + max(0, args.ipads - ade.RATE_BURST) / ade.RATE_PER_SECOND
         enrolled = 0
         while time.monotonic() < end:
             enrolled = sum(1 for d in Registry(db).list_devices() if d.state == "enrolled")
@@ -479,6 +524,7 @@ def main() -> int:
         sides = [new]
         if args.base is not None:
             base = Side("base", args.base.resolve(), tmp / "base.toml", tmp / "werne-base.db")
+            endpoints_for_older_code(tmp)
             write_config(base.config, base.db_file)
             copy_database(new.db_file, base.db_file, schema_head(base.tree), lambda p: f"sqlite:///{p}")
             sides = [base, new]
