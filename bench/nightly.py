@@ -31,7 +31,10 @@ whether both sides gave the same rule results (status and waiver per device and 
 with digits masked: ages and times differ between two runs).
 
     .venv/bin/python bench/nightly.py [--laptops 70] [--ipads 523] [--base /work/wt-speed-base]
-        [--scenarios a,b,c] [--rounds 1] [--deadline 60] [--off 0.6] [--settle 30]
+        [--scenarios a,b,c] [--rounds 1] [--deadline 60] [--off 0.6] [--settle 30] [--warm-ssh]
+
+Every timed run starts with no SSH connection open to the laptops (`close_ssh_masters`), as the
+nightly run does; --warm-ssh lets a run reuse those the run before left open for 60 s.
 """
 
 from __future__ import annotations
@@ -333,7 +336,27 @@ def use_receiver(side: Side, state: Path, url: str) -> None:
     processes.up(svc)
 
 
+def close_ssh_masters() -> int:
+    """End the SSH master connections Ansible keeps open after a run (ControlPersist=60s in
+    provisioning.ansible), so that the next timed run connects to every laptop afresh, as the
+    nightly run does once a night. Without this, a run within 60 s of another reuses its
+    connections: no key exchange, no authentication, no new sshd (measured: the same run 13.6 s warm,
+    19-22 s cold). Returns how many were closed."""
+    cp = Path.home() / ".ansible" / "cp"
+    closed = 0
+    for sock in sorted(cp.iterdir()) if cp.is_dir() else []:
+        r = subprocess.run(["ssh", "-o", f"ControlPath={sock}", "-O", "exit", "werne-bench"],
+                           capture_output=True, timeout=10, check=False)
+        closed += r.returncode == 0
+    return closed
+
+
+WARM_SSH = False  # --warm-ssh: keep them (how this bench measured before 2026-12-07)
+
+
 def run_side(side: Side, label: str, state: Path, settle: float) -> dict[str, Any]:
+    if not WARM_SSH:
+        print(f"       ({close_ssh_masters()} SSH master connections closed: every run connects afresh)", flush=True)
     time.sleep(settle)
     pids = lab_pids(state)
     env_cpu0 = {n: tree_cpu_s(p) for n, p in pids.items()}
@@ -441,6 +464,8 @@ def main() -> int:
     ap.add_argument("--no-faults", action="store_true", help="no faulty iPads (none offline)")
     ap.add_argument("--settle", type=float, default=30.0, help="seconds of rest before each timed run")
     ap.add_argument("--keep", action="store_true", help="leave the lab running")
+    ap.add_argument("--warm-ssh", action="store_true",
+                    help="let a run reuse the SSH connections of the run before (a real nightly never can)")
     ap.add_argument("--json", type=Path, default=None, help="also write every run's figures here")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--tree", default=str(REPO), help=argparse.SUPPRESS)
@@ -448,6 +473,8 @@ def main() -> int:
     args = ap.parse_args()
     if args.child:
         return child(args)
+    global WARM_SSH
+    WARM_SSH = args.warm_ssh
     sys.path.insert(0, str(REPO))
     from core.config import LabConfig, apply_endpoints, load_config
     from core.db import Database
