@@ -351,11 +351,10 @@ def close_ssh_masters() -> int:
     return closed
 
 
-WARM_SSH = False  # --warm-ssh: keep them (how this bench measured before 2026-12-07)
-
-
-def run_side(side: Side, label: str, state: Path, settle: float) -> dict[str, Any]:
-    if not WARM_SSH:
+def run_side(side: Side, label: str, state: Path, settle: float, warm_ssh: bool) -> dict[str, Any]:
+    """One timed run of `side`; with `warm_ssh` (--warm-ssh) it may reuse the SSH connections the
+    run before left open (how this bench measured before 2026-12-07)."""
+    if not warm_ssh:
         print(f"       ({close_ssh_masters()} SSH master connections closed: every run connects afresh)", flush=True)
     time.sleep(settle)
     pids = lab_pids(state)
@@ -473,8 +472,6 @@ def main() -> int:
     args = ap.parse_args()
     if args.child:
         return child(args)
-    global WARM_SSH
-    WARM_SSH = args.warm_ssh
     sys.path.insert(0, str(REPO))
     from core.config import LabConfig, apply_endpoints, load_config
     from core.db import Database
@@ -563,12 +560,12 @@ def main() -> int:
             for _ in range(args.rounds):
                 for side in order:
                     use_receiver(side, tmp, st.webhook_url)
-                    run_side(side, label, tmp, args.settle)
+                    run_side(side, label, tmp, args.settle, args.warm_ssh)
                 order.reverse()
 
         for side in sides:  # unmeasured: the lab's NotNow streak, cold caches
             use_receiver(side, tmp, st.webhook_url)
-            r = run_side(side, "warm-up", tmp, 5)
+            r = run_side(side, "warm-up", tmp, 5, args.warm_ssh)
             side.runs.remove(r)
         flip = False
         if "a" in scenarios:
