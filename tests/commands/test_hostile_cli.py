@@ -1,13 +1,14 @@
 """Issue 11: the installed CLI probed as a careless user and as an attacker would. Each case runs
-the real `werne` in a subprocess (or in-process through click) and asserts one `Error:` line, the
-documented exit code and no traceback, or that nothing dangerous reaches the terminal."""
+the real `werne` (in this process through click, tests/fixtures/cli.py; as its own process where a
+regression would hang, a server would start, or the interpreter's exit path is the point) and
+asserts one `Error:` line, the documented exit code and no traceback, or that nothing dangerous
+reaches the terminal."""
 
 from __future__ import annotations
 
 import os
 import sqlite3
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -15,18 +16,9 @@ import pytest
 from enrolment import accounts
 from enrolment import requests as reqs
 from enrolment.accounts import Principal
+from tests.fixtures.cli import werne
 from tests.fixtures.enrolment import SCHOOL_A, EnrolSite, make_site
-from tests.fixtures.site import DEMO_INVENTORY, REPO, write_config
-
-
-def werne(config: Path, *args: str, env: dict[str, str] | None = None, timeout: float = 60):
-    """The real CLI in a subprocess; returns CompletedProcess (text)."""
-    base = {k: v for k, v in os.environ.items() if not k.startswith("WERNE_")}
-    base["PYTHONPATH"] = str(REPO)
-    return subprocess.run(
-        [sys.executable, str(REPO / "cli.py"), "--config", str(config), *args],
-        capture_output=True, text=True, env={**base, **(env or {})}, timeout=timeout,
-    )
+from tests.fixtures.site import DEMO_INVENTORY, write_config
 
 
 def one_error_line(r: subprocess.CompletedProcess[str], code: int, only: bool = True) -> str:
@@ -113,7 +105,7 @@ def test_yaml_tags_in_a_waivers_file_are_one_line(tag: str, tmp_path: Path, inve
 def test_a_fifo_as_inventory_file_is_an_error_not_a_hang(cfg: Path, inventory_copy: Path) -> None:
     (inventory_copy / "ipads.csv").unlink()
     os.mkfifo(inventory_copy / "ipads.csv")
-    r = werne(cfg, "inventory", "check", timeout=30)  # before the fix: blocks for ever
+    r = werne(cfg, "inventory", "check", timeout=30, process=True)  # before the fix: blocks for ever
     err = one_error_line(r, 2)
     assert "not a regular file (a FIFO)" in err
 
@@ -164,7 +156,8 @@ def test_a_damaged_state_database_is_one_line_and_exit_3(kind: str, cfg: Path, u
     _damage(used_db, kind)
     before = used_db.read_bytes()
     for args in (["enrol", "list"], ["audit"], ["compliance", "verify"]):
-        err = one_error_line(werne(cfg, *args), 3)
+        # One kind through a real process: the one line and exit 3 hold at the interpreter's exit too.
+        err = one_error_line(werne(cfg, *args, process=kind == "garbage"), 3)
         assert str(used_db) in err and "backup" in err, err
     assert used_db.read_bytes() == before  # nothing was "repaired" into a new, empty history
 
@@ -198,7 +191,7 @@ def test_an_id_too_large_for_the_database_is_bad_input(args: list[str], cfg: Pat
 
 def test_web_listen_nonsense_is_a_config_error(tmp_path: Path, inventory_copy: Path, state_dir: Path) -> None:
     cfg = write_config(tmp_path / "werne.toml", inventory_copy, state_dir, '[web]\nlisten = "nonsense"\n')
-    err = one_error_line(werne(cfg, "web", "serve", env={"WERNE_WEB_SECRET": "x" * 32}), 2)
+    err = one_error_line(werne(cfg, "web", "serve", env={"WERNE_WEB_SECRET": "x" * 32}, process=True), 2)
     assert err == f"Error: {cfg}: web.listen: Value error, expected HOST:PORT, got 'nonsense'"
 
 
@@ -206,12 +199,13 @@ def test_webhook_listen_with_a_wrapping_port_is_a_config_error(tmp_path: Path, i
                                                                state_dir: Path) -> None:
     extra = '[mdm]\nwebhook_listen = "127.0.0.1:99999"\n'
     cfg = write_config(tmp_path / "werne.toml", inventory_copy, state_dir, extra)
-    err = one_error_line(werne(cfg, "mdm", "serve-webhook"), 2)
+    err = one_error_line(werne(cfg, "mdm", "serve-webhook", process=True), 2)
     assert "mdm.webhook_listen" in err and "port must be 1-65535" in err
 
 
 def test_web_serve_port_out_of_range_does_not_wrap_around(cfg: Path) -> None:
-    r = werne(cfg, "web", "serve", "--port", "99999", env={"WERNE_WEB_SECRET": "x" * 32}, timeout=30)
+    r = werne(cfg, "web", "serve", "--port", "99999", env={"WERNE_WEB_SECRET": "x" * 32}, timeout=30,
+              process=True)
     assert r.returncode == 2 and "99999 is not in the range 1<=x<=65535" in r.stderr, r.stderr
 
 
@@ -286,7 +280,7 @@ def test_a_secret_pasted_into_an_env_setting_is_not_echoed(tmp_path: Path, inven
                                                           state_dir: Path) -> None:
     secret = "sk-live-4f9a8b7c6d5e"
     cfg = write_config(tmp_path / "werne.toml", inventory_copy, state_dir, f'[web]\nsecret_key_env = "{secret}"\n')
-    r = werne(cfg, "web", "serve")
+    r = werne(cfg, "web", "serve", process=True)
     err = one_error_line(r, 2)
     assert "web.secret_key_env" in err
     assert secret not in r.stderr + r.stdout
@@ -296,7 +290,7 @@ def test_a_secret_pasted_into_a_file_setting_is_not_echoed(tmp_path: Path, inven
                                                            state_dir: Path) -> None:
     secret = "Zm9vYmFyYmF6cXV4MTIzNDU2Nzg5"
     cfg = write_config(tmp_path / "werne.toml", inventory_copy, state_dir, f'[web]\nsecret_key_file = "{secret}"\n')
-    r = werne(cfg, "web", "serve")
+    r = werne(cfg, "web", "serve", process=True)
     err = one_error_line(r, 2)
     assert err.startswith("Error: web session key: the configured secret file does not exist")
     assert secret not in r.stderr + r.stdout

@@ -4,13 +4,12 @@ secret file gets, on every command that uses it (here the nightly run, through A
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from tests.fixtures.cli import werne
 from tests.fixtures.site import DEMO_INVENTORY, write_config
 
 REPO = Path(__file__).resolve().parents[2]
@@ -55,9 +54,7 @@ def test_an_ssh_key_others_can_read_gets_the_warning_in_the_nightly_run(tmp_path
     key.chmod(0o644)
     cfg = write_config(tmp_path / "werne.toml", inv, state_dir,
                        f'[ssh]\nprivate_key_file = "{key}"\nconnect_timeout = 2\nconnect_attempts = 1\n')
-    env = {k: v for k, v in os.environ.items() if not k.startswith("WERNE_")}
-    r = subprocess.run([sys.executable, str(REPO / "cli.py"), "--config", str(cfg), "compliance", "run", "--laptops"],
-                       capture_output=True, text=True, timeout=300, env={**env, "PYTHONPATH": str(REPO)})
+    r = werne(cfg, "compliance", "run", "--laptops")
     assert "Traceback" not in r.stderr, r.stderr
     warning = (f"warning: SSH key: secret file {key} is readable by every user on this machine (mode 0o644); "
                "chmod o-r it")

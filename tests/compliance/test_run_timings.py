@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -17,6 +16,7 @@ from compliance.run import run_compliance
 from core.config import load_config
 from core.db import Database
 from core.inventory import load_inventory
+from tests.fixtures.cli import werne
 from tests.fixtures.site import DEMO_INVENTORY, unreachable_laptop_site, write_config
 
 REPO = Path(__file__).resolve().parents[2]
@@ -61,9 +61,8 @@ def test_the_breakdown_is_stored_with_the_run_and_in_the_json_report(tmp_path: P
 def test_compliance_run_timings_prints_the_breakdown(tmp_path: Path) -> None:
     """A laptop that refuses SSH: the run ends (exit 1, unreachable) and prints each step."""
     cfg, _state = unreachable_laptop_site(tmp_path, "[ssh]\nconnect_timeout = 2\n")
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}"}
-    r = subprocess.run([sys.executable, "-m", "cli", "--config", str(cfg), "compliance", "run", "--laptops",
-                        "--timings"], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    path = f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}"
+    r = werne(cfg, "compliance", "run", "--laptops", "--timings", env={"PATH": path}, cwd=REPO)
     assert r.returncode == 1, r.stderr
     lines = r.stdout.splitlines()
     header = next(i for i, ln in enumerate(lines) if ln.startswith("step "))

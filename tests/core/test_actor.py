@@ -9,13 +9,13 @@ import os
 import pwd
 import sqlite3
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from cryptography.fernet import Fernet
 
 from core.actor import ProcessIds, real_user, sudo_caller
+from tests.fixtures.cli import werne
 
 REPO = Path(__file__).resolve().parents[2]
 NAMES = {0: "root", 1000: "anna", 1001: "bernd", 65534: "nobody"}
@@ -88,10 +88,7 @@ def _site(root: Path, allowed: list[str]) -> Path:
 
 
 def _show(cfg: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    base = {k: v for k, v in os.environ.items() if not k.startswith(("WERNE_", "SUDO_"))}
-    return subprocess.run([sys.executable, str(REPO / "cli.py"), "--config", str(cfg), "ipad", "activation-lock",
-                           "show", SERIAL], capture_output=True, text=True, timeout=60,
-                          env={**base, "PYTHONPATH": str(REPO), **env})
+    return werne(cfg, "ipad", "activation-lock", "show", SERIAL, env=env, strip=("WERNE_", "SUDO_"))
 
 
 def _audit_actors(cfg: Path) -> list[tuple[str, str]]:

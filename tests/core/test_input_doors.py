@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 import typing
 from pathlib import Path
 
@@ -15,17 +14,11 @@ import pytest
 
 from core.config import Config, EnvName
 from core.secrets import Secret
+from tests.fixtures.cli import werne
 from tests.fixtures.http import serving
 from tests.fixtures.site import DEMO_INVENTORY, write_config
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def werne(config: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    base = {k: v for k, v in os.environ.items() if not k.startswith("WERNE_")}
-    return subprocess.run([sys.executable, str(REPO / "cli.py"), "--config", str(config), *args],
-                          capture_output=True, text=True, timeout=60,
-                          env={**base, "PYTHONPATH": str(REPO), **(env or {})})
 
 
 def one_error(r: subprocess.CompletedProcess[str], code: int = 2) -> str:
@@ -58,7 +51,7 @@ def test_a_fifo_given_as_an_input_file_is_refused_not_waited_on(cfg: Path, tmp_p
     key = tmp_path / "ca.key"
     key.write_text("x")
     args = [str(key) if a == "KEY" else a for a in args]
-    err = one_error(werne(cfg, *args, str(fifo)))  # before: blocks until the 60 s timeout
+    err = one_error(werne(cfg, *args, str(fifo), process=True))  # before: blocks until the 60 s timeout
     assert err == f"Error: {what} {fifo}: not a regular file (a FIFO)"
 
 
@@ -114,9 +107,10 @@ SETTINGS = [
 ]
 
 
-# Each setting once, through the command that reads it, as its own process; each shape of secret
-# at least once among them. Every shape for every setting is the validator's, in-process below
-# (every `*_env` setting is the one EnvName type: the test after it).
+# Each setting once, through the command that reads it (the servers as their own process: a
+# regression would start them); each shape of secret at least once among them. Every shape for
+# every setting is the validator's, below (every `*_env` setting is the one EnvName type: the test
+# after it).
 @pytest.mark.parametrize(("section", "setting", "args", "secret"),
                          [(*s, PASTED[i % len(PASTED)]) for i, s in enumerate(SETTINGS)])
 def test_a_secret_pasted_into_an_env_setting_is_refused_and_not_echoed(tmp_path: Path, secret: str, section: str,
@@ -124,7 +118,7 @@ def test_a_secret_pasted_into_an_env_setting_is_refused_and_not_echoed(tmp_path:
     state = tmp_path / "state"
     state.mkdir()
     cfg = write_config(tmp_path / "werne.toml", DEMO_INVENTORY, state, f'[{section}]\n{setting} = "{secret}"\n')
-    r = werne(cfg, *args, env={"WERNE_WEB_SECRET": "x" * 32})
+    r = werne(cfg, *args, env={"WERNE_WEB_SECRET": "x" * 32}, process="serve" in args or "serve-webhook" in args)
     err = one_error(r)
     assert f"{section}.{setting}" in err, err
     assert secret not in r.stderr + r.stdout

@@ -9,25 +9,18 @@ The read-only and full file systems are small tmpfs mounts made here, so these t
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from core.config import load_config
+from tests.fixtures.cli import werne
 from tests.fixtures.site import DEMO_INVENTORY, write_config
 from tests.parts import require_root
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def werne(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("WERNE_")}
-    return subprocess.run([sys.executable, str(REPO / "cli.py"), "--config", str(config), *args],
-                          capture_output=True, text=True, timeout=120, env={**env, "PYTHONPATH": str(REPO)})
 
 
 def one_error(r: subprocess.CompletedProcess[str], code: int) -> str:
