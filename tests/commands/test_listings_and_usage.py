@@ -12,8 +12,6 @@ import pytest
 from tests.fixtures.cli import werne
 from tests.fixtures.site import DEMO_INVENTORY, write_config
 
-REPO = Path(__file__).resolve().parents[2]
-
 
 @pytest.fixture
 def cfg(tmp_path: Path, state_dir: Path) -> Path:

@@ -17,7 +17,6 @@ from cryptography.fernet import Fernet
 from core.actor import ProcessIds, real_user, sudo_caller
 from tests.fixtures.cli import werne
 
-REPO = Path(__file__).resolve().parents[2]
 NAMES = {0: "root", 1000: "anna", 1001: "bernd", 65534: "nobody"}
 
 

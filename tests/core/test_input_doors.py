@@ -18,8 +18,6 @@ from tests.fixtures.cli import werne
 from tests.fixtures.http import serving
 from tests.fixtures.site import DEMO_INVENTORY, write_config
 
-REPO = Path(__file__).resolve().parents[2]
-
 
 def one_error(r: subprocess.CompletedProcess[str], code: int = 2) -> str:
     assert "Traceback" not in r.stderr, r.stderr

@@ -23,6 +23,7 @@ from core.config import load_config
 from core.db import Database
 from ipad.golive.scep_ca import init_scep_ca
 from ipad.models import MDMDevice
+from tests.fixtures.cli import werne as run_werne
 from tests.fixtures.enrolment_profile import install_topic
 from tests.fixtures.metrics import Samples, scrape
 from tests.fixtures.site import REPO, unreachable_laptop_site
@@ -32,9 +33,9 @@ MDM_STATES = {"enrolled": 2, "authenticated": 1, "checked_out": 1}
 
 
 def werne(cfg: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}"}
-    return subprocess.run([sys.executable, "-m", "cli", "--config", str(cfg), *args], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=300)
+    """The real CLI as its own process, with the venv's tools first on PATH (tests/fixtures/cli.py)."""
+    path = f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}"
+    return run_werne(cfg, *args, env={"PATH": path}, cwd=REPO, timeout=300, process=True, strip=())
 
 
 def by(samples: Samples, family: str, label: str, **fixed: str) -> dict[str, float]:

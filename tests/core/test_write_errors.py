@@ -20,8 +20,6 @@ from tests.fixtures.cli import werne
 from tests.fixtures.site import DEMO_INVENTORY, write_config
 from tests.parts import require_root
 
-REPO = Path(__file__).resolve().parents[2]
-
 
 def one_error(r: subprocess.CompletedProcess[str], code: int) -> str:
     assert "Traceback" not in r.stderr, r.stderr
