@@ -7,7 +7,14 @@ command line tells them apart).
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
+
+# A process in the middle of execve() has an empty /proc/PID/cmdline for a moment (its new memory
+# is mapped before its arguments are): a launcher that execs the server is read again before its
+# command line counts as "not ours". Seen under load as a lab service "not running" just after start.
+EXEC_WINDOW_READS = 20
+EXEC_WINDOW_SLEEP_S = 0.01
 
 
 def proc_state(pid: int) -> tuple[str, int] | None:
@@ -29,9 +36,28 @@ def pid_alive(pid: int | None, *, start: int | None = None, marker: str | None =
     if st is None or st[0] in ("Z", "X") or (start is not None and st[1] != start):
         return False
     if marker is not None:
-        try:
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            return False
-        return marker in cmdline
+        cmdline = _cmdline(pid, st[1])
+        return cmdline is not None and marker in cmdline
     return True
+
+
+def _read_cmdline(pid: int) -> bytes | None:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return None
+
+
+def _cmdline(pid: int, start: int) -> str | None:
+    """The command line of `pid` (started at `start`), read again while it is empty (mid-exec)."""
+    for _ in range(EXEC_WINDOW_READS):
+        raw = _read_cmdline(pid)
+        if raw is None:
+            return None
+        if raw:
+            return raw.replace(b"\0", b" ").decode(errors="replace")
+        time.sleep(EXEC_WINDOW_SLEEP_S)
+        st = proc_state(pid)
+        if st is None or st[0] in ("Z", "X") or st[1] != start:
+            return None
+    return ""

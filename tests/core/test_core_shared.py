@@ -126,6 +126,27 @@ def test_pid_alive_start_marker_and_zombie() -> None:
     assert not pid_alive(child.pid)
 
 
+def test_pid_alive_reads_a_command_line_again_while_it_is_empty_mid_exec(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Between execve()'s new memory and its arguments /proc/PID/cmdline reads empty: a process
+    seen there is read again, not taken for another program (a lab service once showed "not
+    running" just after its start that way)."""
+    import core.procs
+
+    real = core.procs._read_cmdline
+    reads: list[bytes | None] = []
+
+    def mid_exec(pid: int) -> bytes | None:
+        raw = b"" if len(reads) < 2 else real(pid)
+        reads.append(raw)
+        return raw
+
+    monkeypatch.setattr(core.procs, "_read_cmdline", mid_exec)
+    assert pid_alive(os.getpid(), marker="python")
+    assert len(reads) == 3
+    monkeypatch.setattr(core.procs, "_read_cmdline", lambda pid: b"")  # a kernel thread's: always empty
+    assert not pid_alive(os.getpid(), marker="python")
+
+
 def test_truncate() -> None:
     assert truncate("abc", 3) == "abc"
     assert truncate("abcd", 3) == "ab…"
