@@ -616,16 +616,34 @@ def package_facts():
     return {"list": package_rows(out)}
 
 
-def patch_facts():
-    _, running, _ = run(["uname", "-r"])
-    _, dpkg_out, _ = run(["dpkg-query", "-W", "-f", "${Package}\t${Version}\t${db:Status-Abbrev}\n", "linux-image-*"])
+# systemd-detect-virt's container ids (systemd.io/CONTAINER_INTERFACE, `systemd-detect-virt --list`).
+CONTAINER_IDS = frozenset({"openvz", "lxc", "lxc-libvirt", "systemd-nspawn", "docker", "podman", "rkt", "wsl",
+                           "proot", "pouch"})
+
+
+def container_of(virt):
+    """The container this host runs in (None: none), from `systemd-detect-virt`'s answer `virt`.
+
+    That answer is the innermost virtualisation, so a container shows there even inside a VM:
+    only a VM's or an unknown id needs the second call (`--container`); bare metal ("none") and
+    containers need none."""
+    if virt in CONTAINER_IDS:
+        return virt
+    if virt == "none":
+        return None
     rc, container, _ = run(["systemd-detect-virt", "--container"])
+    return container.strip() if rc == 0 else None
+
+
+def patch_facts(virt="none"):
+    _, dpkg_out, _ = run(["dpkg-query", "-W", "-f", "${Package}\t${Version}\t${db:Status-Abbrev}\n", "linux-image-*"])
     return {
         "lists": apt_lists_facts(),
         "pending": pending_updates_facts(),
         "unattended_upgrade": unattended_upgrade_facts(),
         "reboot": reboot_facts(),
-        "kernel": kernel_facts(running.strip(), dpkg_out, container.strip() if rc == 0 else None),
+        # os.uname() is the uname(2) that `uname -r` prints, without a process.
+        "kernel": kernel_facts(os.uname().release, dpkg_out, container_of(virt)),
     }
 
 
@@ -654,7 +672,8 @@ def _gather(admin, iface, gateway, timings, luks_devices):
     sshd = sshd_facts()
     sysctl, sysctl_origin = sysctl_facts()
     pwq, pam = pwquality_facts()
-    rc, virt, _ = run(["systemd-detect-virt"])
+    _, out, _ = run(["systemd-detect-virt"])
+    virt = out.strip() or "none"
     osr = keyvalue_file(read("/etc/os-release"))
     facts = {
         "os": {
@@ -662,7 +681,7 @@ def _gather(admin, iface, gateway, timings, luks_devices):
             "version_id": str(osr.get("VERSION_ID", "")).strip('"'),
             "version_codename": str(osr.get("VERSION_CODENAME", "")).strip('"'),
         },
-        "virt": virt.strip() or "none",
+        "virt": virt,
         "sshd": sshd,
         "nft": nft_facts(),
         "sysctl": sysctl,
@@ -676,7 +695,7 @@ def _gather(admin, iface, gateway, timings, luks_devices):
         "screen_lock": screen_lock_facts(),
         "accounts": account_facts(admin),
         "wg": wg_client_facts(iface),
-        "patch": timed(timings, "patch", patch_facts),
+        "patch": timed(timings, "patch", patch_facts, virt),
         "packages": timed(timings, "packages", package_facts),
     }
     if gateway:

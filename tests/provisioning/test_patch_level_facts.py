@@ -157,6 +157,32 @@ def test_kernel_in_a_container_without_kernel_packages(wf, tmp_path):
     assert (k["installed"], k["newest"], k["container"]) == ([], None, "systemd-nspawn")
 
 
+def test_container_from_one_detect_virt_call_asks_again_only_for_a_vm(wf, monkeypatch):
+    """`systemd-detect-virt` names the innermost virtualisation, so bare metal and containers need
+    no second call; a VM (or an id we do not know) is asked `--container` as before."""
+    calls = []
+
+    def run(argv, timeout=20):
+        calls.append(argv)
+        return (0, "docker\n", "") if argv[-1] == "--container" else (1, "", "")
+
+    monkeypatch.setattr(wf, "run", run)
+    assert (wf.container_of("systemd-nspawn"), wf.container_of("lxc"), wf.container_of("none")) == (
+        "systemd-nspawn", "lxc", None)
+    assert calls == []
+    assert wf.container_of("kvm") == "docker"  # a container the VM's answer hid (not possible, but asked)
+    assert calls == [["systemd-detect-virt", "--container"]]
+
+
+def test_container_of_agrees_with_the_real_detect_virt(wf):
+    from tests.parts import require_tool
+
+    require_tool("systemd-detect-virt", hint="systemd is on every laptop werne checks")
+    plain = subprocess.run(["systemd-detect-virt"], capture_output=True, text=True).stdout.strip() or "none"
+    asked = subprocess.run(["systemd-detect-virt", "--container"], capture_output=True, text=True)
+    assert wf.container_of(plain) == (asked.stdout.strip() if asked.returncode == 0 else None)
+
+
 VERSIONS = ["1.0", "1.1", "1.0~rc1", "1.0+deb12u1", "1.0-1", "1.0-1+deb12u1", "1.0-1~bpo12+1", "2:0.9",
             "1:1.0", "6.1.27-1", "6.1.158-1", "1.0a", "1.0.0", "10.0", "9.9", "0.0~git20200101"]
 
