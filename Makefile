@@ -16,8 +16,8 @@ demo: setup
 # sub-processes overlap (measured on 2 cores: 2 workers 110 s, 3 workers 100 s, 4 workers 107 s).
 WORKERS ?= $(shell echo $$(( $$(nproc) + 1 )))
 
-# The whole suite: the lab's tests one after another, and every other test beside them on the
-# cores (scripts/test.sh); each half ends with its 25 slowest tests (where the time goes).
+# The whole suite: the lab's tests on two workers, and every other test beside them on the cores,
+# longest modules first (scripts/test.sh); each half ends with its 25 slowest tests.
 test: setup
 	@scripts/test.sh $(PYTEST_ARGS)
 

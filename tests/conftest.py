@@ -91,5 +91,5 @@ def run_cli(state_dir: Path):
 # missing parts fail under CI=true) and the session-wide servers that several folders share, so a
 # session starts each of them once. Each folder's conftest.py imports the fixtures its tests use
 # from tests/fixtures/ (or from modules beside its tests).
-pytest_plugins = ["pytester", "tests.parts"]
+pytest_plugins = ["pytester", "tests.parts", "tests.ordering"]
 
