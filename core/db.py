@@ -8,7 +8,7 @@ opening a database that is behind this werne's newest revision, or at a revision
 
 A new SQLite database is created from core/migrations/schema.sql, the schema that replaying every
 revision makes, written by tools/schema_snapshot.py (as Rails loads schema.rb into a new database
-instead of replaying its migrations): one transaction of about 90 statements instead of 19
+instead of replaying its migrations): one transaction of 82 statements instead of 19
 revisions through Alembic. tests/core/test_schema_snapshot.py proves the two schemas identical; a
 snapshot that is not at the newest revision is not used (Alembic replays), and that test fails.
 PostgreSQL databases are always made by Alembic.
