@@ -71,7 +71,9 @@ def test_lock_keeps_out_everyone_but_the_admin_and_unlock_undoes_it(lab_factory,
     assert logs_in(cfg, USER, key)
     # A session's process of the user's (detached, as a desktop session's would be).
     sh(lab, f"setsid -f runuser -u {USER} -- sleep 3600 </dev/null >/dev/null 2>&1")
-    assert sh(lab, f"pgrep -u {USER} -c sleep || true").strip() == "1"
+    # `setsid -f` returns before runuser has started the sleep: wait for it (seen missing under load).
+    assert sh(lab, f"for i in $(seq 100); do n=$(pgrep -u {USER} -c sleep) && {{ echo $n; exit; }}; sleep 0.1; done; "
+                   "echo 0").strip() == "1"
     shadow_before = sh(lab, f"getent shadow {USER} bert")
 
     r = cli(cfg, "laptop", "lock", "lap01", "--reason", "left on a train", input="lap01\n")
