@@ -2,8 +2,9 @@
 # `make test` (and so .ci/run): the whole suite, in two halves that run at the same time.
 #
 # - The lab's tests (marker `lab`: the systemd-nspawn laptops, root) run in one pytest on
-#   $LAB_WORKERS workers (default 2; 3 measured no faster on 2 cores: CPU-bound), each module on one worker. Labs run side by side: each has
-#   its own bridge, /24, VPN pool and state dir, and every server in it listens on a free port.
+#   $LAB_WORKERS workers (default 2; 3 were no faster on 2 cores, which the suite keeps busy),
+#   each module on one worker. Labs run side by side: each has its own bridge, /24, VPN pool and
+#   state dir, and every server in it listens on a free port.
 # - Every other test runs beside them in a second pytest on $(nproc) workers, each module kept on
 #   one worker (--dist loadscope, as `make check`).
 #
