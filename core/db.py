@@ -545,6 +545,12 @@ def check_schema(engine: Engine) -> None:
         _migrated.add(url)
 
 
+def render_snapshot(revision: str, statements: list[str]) -> str:
+    """The text of a schema snapshot (what read_snapshot reads back): the revision line, then the
+    statements, each followed by a line holding only ';'."""
+    return f"{SNAPSHOT_REVISION}{revision}\n" + SNAPSHOT_SEPARATOR.join(statements) + SNAPSHOT_SEPARATOR
+
+
 def read_snapshot(path: Path | None = None) -> tuple[str, list[str]] | None:
     """(revision, statements) of a schema snapshot (default core/migrations/schema.sql), or None
     when there is none or it is unreadable."""

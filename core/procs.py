@@ -32,13 +32,21 @@ def pid_alive(pid: int | None, *, start: int | None = None, marker: str | None =
     pid); with `marker`, only if its command line contains that text."""
     if not pid:
         return False
-    st = proc_state(pid)
-    if st is None or st[0] in ("Z", "X") or (start is not None and st[1] != start):
+    st = _live_state(pid, start)
+    if st is None:
         return False
     if marker is not None:
         cmdline = _cmdline(pid, st[1])
         return cmdline is not None and marker in cmdline
     return True
+
+
+def _live_state(pid: int, start: int | None) -> tuple[str, int] | None:
+    """proc_state of `pid` while it runs (not a zombie) and, with `start`, started then; else None."""
+    st = proc_state(pid)
+    if st is None or st[0] in ("Z", "X") or (start is not None and st[1] != start):
+        return None
+    return st
 
 
 def _read_cmdline(pid: int) -> bytes | None:
@@ -57,7 +65,6 @@ def _cmdline(pid: int, start: int) -> str | None:
         if raw:
             return raw.replace(b"\0", b" ").decode(errors="replace")
         time.sleep(EXEC_WINDOW_SLEEP_S)
-        st = proc_state(pid)
-        if st is None or st[0] in ("Z", "X") or st[1] != start:
+        if _live_state(pid, start) is None:
             return None
     return ""

@@ -23,6 +23,7 @@ import pytest
 DURATIONS = Path(__file__).with_name("durations.json")
 
 _seconds: defaultdict[str, float] = defaultdict(float)
+_recording = False
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -59,6 +60,11 @@ def longest_first(items: list[pytest.Item], known: dict[str, float]) -> list[pyt
     return sorted(items, key=key)
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    global _recording
+    _recording = bool(config.getoption("record_durations")) and not hasattr(config, "workerinput")
+
+
 @pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     if config.getoption("longest_first"):
@@ -67,11 +73,12 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     # Called in the process that reports: the xdist controller gets every worker's reports.
-    _seconds[module_of(report.nodeid)] += report.duration
+    if _recording:
+        _seconds[module_of(report.nodeid)] += report.duration
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
-    if not session.config.getoption("record_durations") or hasattr(session.config, "workerinput"):
+    if not _recording:
         return
     merged = {**load(), **{m: round(s, 1) for m, s in _seconds.items()}}
     DURATIONS.write_text(json.dumps(dict(sorted(merged.items())), indent=1) + "\n", encoding="utf-8")

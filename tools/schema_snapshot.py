@@ -17,7 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from core.db import SCHEMA_SNAPSHOT, SNAPSHOT_REVISION, SNAPSHOT_SEPARATOR, head_revision, upgrade_schema  # noqa: E402
+from core.db import SCHEMA_SNAPSHOT, head_revision, render_snapshot, upgrade_schema  # noqa: E402
 
 
 def schema_statements(path: Path) -> list[str]:
@@ -39,16 +39,12 @@ def replayed_statements() -> list[str]:
         return schema_statements(path)
 
 
-def render(revision: str, statements: list[str]) -> str:
-    return f"{SNAPSHOT_REVISION}{revision}\n" + SNAPSHOT_SEPARATOR.join(statements) + SNAPSHOT_SEPARATOR
-
-
 def main() -> int:
     head = head_revision()
     if head is None:
         print("schema_snapshot: the migrations are not one chain of revisions", file=sys.stderr)
         return 1
-    SCHEMA_SNAPSHOT.write_text(render(head, replayed_statements()), encoding="utf-8")
+    SCHEMA_SNAPSHOT.write_text(render_snapshot(head, replayed_statements()), encoding="utf-8")
     print(f"wrote {SCHEMA_SNAPSHOT} at revision {head}")
     return 0
 

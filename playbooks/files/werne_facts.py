@@ -635,7 +635,7 @@ def container_of(virt):
     return container.strip() if rc == 0 else None
 
 
-def patch_facts(virt="none"):
+def patch_facts(virt):
     _, dpkg_out, _ = run(["dpkg-query", "-W", "-f", "${Package}\t${Version}\t${db:Status-Abbrev}\n", "linux-image-*"])
     return {
         "lists": apt_lists_facts(),

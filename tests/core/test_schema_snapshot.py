@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 import core.db
-from core.db import SCHEMA_SNAPSHOT, Database, head_revision, read_snapshot
+from core.db import SCHEMA_SNAPSHOT, Database, head_revision, read_snapshot, render_snapshot
 from tests.fixtures.site import REPO
-from tools.schema_snapshot import render, replayed_statements
+from tools.schema_snapshot import replayed_statements
 
 
 def schema(path: Path) -> list[tuple[str, str, str, str | None]]:
@@ -35,7 +35,7 @@ def test_the_committed_snapshot_is_what_the_revisions_make() -> None:
     """Fails after a new revision until `tools/schema_snapshot.py` has written the file again."""
     head = head_revision()
     assert head is not None
-    assert SCHEMA_SNAPSHOT.read_text(encoding="utf-8") == render(head, replayed_statements())
+    assert SCHEMA_SNAPSHOT.read_text(encoding="utf-8") == render_snapshot(head, replayed_statements())
 
 
 def test_a_new_database_from_the_snapshot_equals_one_alembic_migrated(tmp_path: Path,
@@ -57,7 +57,7 @@ def test_a_snapshot_behind_the_newest_revision_is_not_used(tmp_path: Path, monke
     snapshot = read_snapshot()
     assert snapshot is not None
     stale = tmp_path / "schema.sql"
-    stale.write_text(render("0001", snapshot[1][:3]), encoding="utf-8")
+    stale.write_text(render_snapshot("0001", snapshot[1][:3]), encoding="utf-8")
     monkeypatch.setattr(core.db, "SCHEMA_SNAPSHOT", stale)
     replays: list[object] = []
     real = core.db._run_alembic
