@@ -24,13 +24,9 @@ def db() -> None:
 
 def _nanomdm_dsn(app: AppContext) -> str | None:
     """NanoMDM's DSN when this host has one configured (mdm.storage_dsn_file or its variable)."""
-    from core.errors import SecretError
-    from ipad.golive.nanomdm_db import storage_dsn
+    from ipad.golive.nanomdm_db import configured_storage_dsn
 
-    try:
-        return storage_dsn(app.config)
-    except SecretError:
-        return None
+    return configured_storage_dsn(app.config)
 
 
 @db.command("status")

@@ -22,6 +22,7 @@
         ├── PushCertError        the push certificate or its key cannot be used              (exit 2)
         ├── SCEPSetupError       the SCEP CA or its challenge cannot be made or read          (exit 2)
         ├── NanoMDMSchemaError   NanoMDM's database schema cannot be found or loaded          (exit 2)
+        ├── NanoMDMStorageError  NanoMDM's database cannot be reached or tidied               (exit 3)
         ├── WebhookError         the webhook receiver cannot start                            (exit 3)
         └── BadEvent             a webhook body that cannot be stored (answered 4xx, never raised to the CLI)
 
@@ -110,6 +111,10 @@ class SCEPSetupError(IPadError, InputError):
 
 class NanoMDMSchemaError(IPadError, InputError):
     """NanoMDM's schema cannot be found or loaded."""
+
+
+class NanoMDMStorageError(IPadError):
+    """NanoMDM's database cannot be reached, or its leftover commands cannot be deleted."""
 
 
 class WebhookError(IPadError):

@@ -257,9 +257,11 @@ def pg_env(dsn: str) -> dict[str, str]:
 def _nanomdm_dsn(config: Config, layout: ServerLayout) -> str | None:
     """NanoMDM's DSN: mdm.storage_dsn_file (or its variable), else the one the install wrote into
     NanoMDM's environment file."""
-    m = config.mdm
-    if m.storage_dsn_file is not None or os.environ.get(m.storage_dsn_env):
-        return read_secret(file=m.storage_dsn_file, env=m.storage_dsn_env, what="NanoMDM's storage DSN").reveal()
+    from ipad.golive.nanomdm_db import configured_storage_dsn
+
+    dsn = configured_storage_dsn(config)
+    if dsn is not None:
+        return dsn
     env_file = layout.env_file("nanomdm")
     try:
         text = env_file.read_text(encoding="utf-8")

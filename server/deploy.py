@@ -186,6 +186,13 @@ class ServerLayout:
     nanomdm_replicas: tuple[str, ...] = ()
     # Requests nginx passes to one replica at once (0: no limit, one NanoMDM as before).
     nanomdm_max_conns: int = 0
+    # The variable werne reads NanoMDM's DSN from (mdm.storage_dsn_env).
+    nanomdm_dsn_env: str = "NANOMDM_STORAGE_DSN"
+
+    @property
+    def nanomdm_dsn(self) -> str:
+        """NanoMDM's DSN on the server: the service account's role, peer authentication, no password."""
+        return f"host=/run/postgresql user={self.user} dbname={self.nanomdm_database} sslmode=disable"
 
     @property
     def api_front(self) -> bool:
@@ -267,6 +274,7 @@ class ServerLayout:
             "web_port": web_port,
             "nanomdm_replicas": list(self.nanomdm_replicas),
             "nanomdm_api_front": self.nanomdm_listen,
+            "nanomdm_dsn": Words(self.nanomdm_dsn),
             "replica": 1,
         })
         for service in ("nanomdm", "nanodep", "kmfddm", "scep"):
@@ -363,7 +371,7 @@ def server_layout(config: Config, host: str | None = None) -> ServerLayout:
         enrol_path=_enrol_path(config),
         mdm_max_body=mdm_max_body(config), web_max_body=config.web.max_upload_bytes,
         backup_dir=config.backup.dir, backup_on_calendar=config.backup.on_calendar, nanomdm_replicas=replicas,
-        nanomdm_max_conns=config.mdm.replica_max_conns,
+        nanomdm_max_conns=config.mdm.replica_max_conns, nanomdm_dsn_env=config.mdm.storage_dsn_env,
         compliance_worker=config.compliance.shards > 1, metrics_dir=_metrics_dir(config),
     )
 

@@ -174,14 +174,9 @@ def _city_files(config: Config, layout: ServerLayout, keys: list[_KeyFile]) -> l
     return [str(p) for p in named if p is not None and p.is_relative_to(layout.config_dir)]
 
 
-def _nanomdm_dsn(layout: ServerLayout) -> str:
-    """NanoMDM's DSN on the server: the service account's role, peer authentication, no password."""
-    return f"host=/run/postgresql user={layout.user} dbname={layout.nanomdm_database} sslmode=disable"
-
-
 def _env_files(config: Config, layout: ServerLayout) -> list[dict[str, Any]]:
     api, hmac, ddm = config.mdm.api_key_file, config.mdm.webhook_hmac_key_file, config.ddm.api_key_file
-    dsn = check_token(Words(_nanomdm_dsn(layout)), "NANOMDM_STORAGE_DSN")
+    dsn = check_token(Words(layout.nanomdm_dsn), "NANOMDM_STORAGE_DSN")
     files = [
         {"path": str(layout.env_file("nanomdm")), "variables": [
             {"name": "NANOMDM_API", "file": str(api)}, {"name": "NANOMDM_WEBHOOK_HMAC_KEY", "file": str(hmac)},
@@ -332,7 +327,7 @@ def playbook_vars(config: Config, layout: ServerLayout, work_dir: Path, wheelhou
         "werne_env_files": _env_files(config, layout),
         "werne_databases": _databases(config, layout),
         "werne_nanomdm_database": layout.nanomdm_database,
-        "werne_nanomdm_dsn": _nanomdm_dsn(layout),
+        "werne_nanomdm_dsn": layout.nanomdm_dsn,
         "werne_scep_trust_bundle": str(trust_bundle_file(config)),
         "werne_units": list(layout.units),
         "werne_unit_files": _contents(work_dir / "files" / "systemd", layout.all_units, Path("/etc/systemd/system")),

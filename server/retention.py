@@ -1,6 +1,8 @@
 """Retention: werne deletes what it keeps only for a while, after the periods in [retention]
 (docs/operations.md, "Retention"): the webhook's raw events, the answers of MDM commands, and the
-Ansible artifact folders of provisioning runs. The compliance history and the audit trail are
+Ansible artifact folders of provisioning runs; and, where NanoMDM keeps its data in PostgreSQL, the
+command rows NanoMDM leaves behind when two devices answer one command at once
+(ipad.golive.nanomdm_db.prune_orphaned_commands). The compliance history and the audit trail are
 hash-chained evidence: this module never touches them, so `werne compliance verify` holds after
 any prune. Rows go in batches, each its own transaction: an interrupted prune leaves whole rows,
 and the next one continues.
@@ -19,6 +21,7 @@ from sqlalchemy import delete, func, select
 
 from core.config import Config
 from core.db import Database
+from ipad.golive.nanomdm_db import configured_storage_dsn, prune_orphaned_commands
 from ipad.models import MDMCommand, MDMWebhookEvent
 
 BATCH = 5000
@@ -33,10 +36,12 @@ class PruneResult:
     artifact_dirs: int
     cutoffs: dict[str, str]
     dry_run: bool
+    nanomdm_commands: int | None = None  # None: this host names no NanoMDM database
 
     def to_dict(self) -> dict[str, Any]:
         return {"webhook_events": self.webhook_events, "command_results": self.command_results,
-                "artifact_dirs": self.artifact_dirs, "cutoffs": self.cutoffs, "dry_run": self.dry_run}
+                "artifact_dirs": self.artifact_dirs, "nanomdm_commands": self.nanomdm_commands,
+                "cutoffs": self.cutoffs, "dry_run": self.dry_run}
 
 
 def _delete_in_batches(db: Database, model: Any, where: Any, dry_run: bool) -> int:
@@ -84,7 +89,10 @@ def prune(config: Config, db: Database, now: datetime | None = None, dry_run: bo
         for leftover in folder.glob(".pruned-*"):
             if not dry_run:
                 shutil.rmtree(leftover, ignore_errors=True)
+    # Last: werne's own part is done even when NanoMDM's database cannot be reached (exit 3).
+    dsn = configured_storage_dsn(config)
+    orphans = prune_orphaned_commands(dsn, dry_run) if dsn is not None else None
     cutoffs = {"webhook_events": events_before.isoformat(timespec="seconds"),
                "command_results": commands_before.isoformat(timespec="seconds"),
                "artifact_dirs": artifacts_before.isoformat(timespec="seconds")}
-    return PruneResult(events, commands, dirs, cutoffs, dry_run)
+    return PruneResult(events, commands, dirs, cutoffs, dry_run, orphans)

@@ -8,7 +8,10 @@ version it holds is recorded in a table of werne's own beside NanoMDM's. The DSN
 it may carry a password) comes from an environment variable or a 0600 file, never from the
 command line.
 
+`prune_orphaned_commands` deletes the command rows NanoMDM itself leaves behind (below).
+
     NanoMDMSchemaError   (ipad.errors.IPadError, core.errors.InputError: exit 2)
+    NanoMDMStorageError  (ipad.errors.IPadError: exit 3)
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from typing import Any
 
 from core.config import Config
 from core.secrets import read_secret
-from ipad.errors import NanoMDMSchemaError
+from ipad.errors import NanoMDMSchemaError, NanoMDMStorageError
 
 NANOMDM_MODULE = "github.com/micromdm/nanomdm@v0.9.0"  # the version scripts/setup.sh installs
 SCHEMA_IN_MODULE = Path("storage/pgsql/schema.sql")
@@ -86,6 +89,43 @@ def schema_file() -> Path:
 def storage_dsn(config: Config) -> str:
     return read_secret(file=config.mdm.storage_dsn_file, env=config.mdm.storage_dsn_env,
                        what="NanoMDM storage DSN").reveal()
+
+
+def configured_storage_dsn(config: Config) -> str | None:
+    """NanoMDM's DSN when this host names one (mdm.storage_dsn_file, or its variable set), else None;
+    a named file that cannot be read is an error (core.errors.SecretError), not None."""
+    if config.mdm.storage_dsn_file is None and not os.environ.get(config.mdm.storage_dsn_env):
+        return None
+    return storage_dsn(config)
+
+
+# NanoMDM (pgsql storage, `-storage-options delete=1`) deletes an answered command's row only when no
+# other enrollment still has it queued, and checks that inside the answering transaction
+# (storage/pgsql/queue.go, deleteCommand). Two devices that answer one command at the same moment each
+# still see the other's queue row (neither has committed), so neither deletes it: the row stays, with
+# no queue entry and no result. No device can be sent it again; it only takes space, one row per
+# such coincidence, which with one command sent to many iPads at once is most nights. werne deletes
+# them. An enqueue writes the command and its queue rows in one transaction, so a command without
+# either is never one still being queued.
+_ORPHANED = ("FROM commands AS c WHERE NOT EXISTS (SELECT 1 FROM enrollment_queue AS q WHERE "
+             "q.command_uuid = c.command_uuid) AND NOT EXISTS (SELECT 1 FROM command_results AS r "
+             "WHERE r.command_uuid = c.command_uuid)")
+
+
+def prune_orphaned_commands(dsn: str, dry_run: bool = False) -> int:
+    """Delete (or, with dry_run, count) NanoMDM's command rows that no enrollment has queued and none
+    answered: left by concurrent answers, see above. Returns how many."""
+    import psycopg
+
+    try:
+        with psycopg.connect(dsn, autocommit=True, connect_timeout=10) as conn:
+            if dry_run:
+                row = conn.execute(f"SELECT count(*) {_ORPHANED}").fetchone()  # noqa: S608 - a constant
+                return int(row[0]) if row else 0
+            return conn.execute(f"DELETE {_ORPHANED}").rowcount  # noqa: S608 - a constant
+    except psycopg.Error as e:
+        # libpq's message names host and database, never the password.
+        raise NanoMDMStorageError(f"NanoMDM's database: {str(e).strip().splitlines()[0]}") from None
 
 
 def _semver(version: str) -> tuple[int, ...]:

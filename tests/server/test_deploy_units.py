@@ -11,6 +11,7 @@ on unknown keys and bad values and only prints them, so the tests also require e
 from __future__ import annotations
 
 import re
+import shlex
 import shutil
 import subprocess
 from pathlib import Path
@@ -79,3 +80,13 @@ def test_verify_catches_a_broken_unit(tmp_path, change, expected):
     assert change[0] in text
     p = verify(tmp_path, {"werne-compliance.service": text.replace(change[0], change[1])})
     assert expected in p.stdout + p.stderr
+
+
+def test_the_nightly_unit_names_nanomdms_database_for_its_prune(tmp_path):
+    """`werne prune` after the nightly run reaches NanoMDM's database (the rows NanoMDM leaves
+    behind) as the service account, with the DSN NanoMDM's own unit uses; no password in it."""
+    text = rendered_units(tmp_path)["werne-compliance.service"]
+    env = dict(item.split("=", 1) for line in re.findall(r"^Environment=(.*)$", text, re.M)
+               for item in shlex.split(line))
+    assert env["NANOMDM_STORAGE_DSN"] == "host=/run/postgresql user=werne dbname=nanomdm sslmode=disable"
+    assert re.search(r"^ExecStartPost=\S+/werne prune$", text, re.M)

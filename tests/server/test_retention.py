@@ -10,6 +10,7 @@ import sqlite3
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
 from sqlalchemy import func, insert, select
 
 from compliance.history import verify_chain
@@ -126,3 +127,85 @@ def test_artifact_folders_past_their_period_are_gone_from_disk(compliance_db, co
     kept = {f"{n}{s}" for n in ("2003", "2004") for s in ("", "/job_events", "/job_events/1-ok.json", "/stdout")}
     assert tree(base) == kept | {"README", "elsewhere"}
     assert (base / "2003" / "stdout").read_text() == "ok\n"
+
+
+# NanoMDM v0.9.0's statements (storage/pgsql/queue.go): an enqueue, and what it runs in one
+# transaction when a device answers a command with -storage-options delete=1 (deleteCommand).
+ENQUEUE = ("INSERT INTO commands (command_uuid, request_type, command) VALUES (%s, 'DeviceInformation', "
+           "'<?xml version=\"1.0\"?><plist/>')")
+ANSWERED = (
+    "DELETE FROM enrollment_queue WHERE id = %(id)s AND command_uuid = %(uuid)s",
+    "DELETE FROM command_results WHERE id = %(id)s AND command_uuid = %(uuid)s",
+    "DELETE FROM commands USING commands AS c LEFT JOIN enrollment_queue AS q ON q.command_uuid = c.command_uuid "
+    "LEFT JOIN command_results AS r ON r.command_uuid = c.command_uuid WHERE c.command_uuid = %(uuid)s AND "
+    "q.command_uuid IS NULL AND r.command_uuid IS NULL AND commands.command_uuid = c.command_uuid",
+)
+
+
+def nanomdm_commands(dsn: str) -> set[str]:
+    import psycopg
+
+    with psycopg.connect(dsn) as conn:
+        return {r[0] for r in conn.execute("SELECT command_uuid FROM commands")}
+
+
+@pytest.mark.postgres
+def test_nanomdm_commands_two_ipads_answered_at_once_are_pruned_and_nothing_else(
+        compliance_db, compliance_config, postgres_cluster, run_cli, tmp_path: Path) -> None:
+    """Two iPads answer one command at the same moment, each in NanoMDM's own transaction: each still
+    sees the other's queue entry, so neither deletes the command, and its row stays with nothing
+    queued and no result. `werne prune` deletes that row, and no command still queued or answered."""
+    import psycopg
+
+    dsn = postgres_cluster.create_nanomdm_database("nanomdm_prune")
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        for i in (1, 2, 3):
+            conn.execute("INSERT INTO devices (id, authenticate, authenticate_at) VALUES (%s, 'x', now())", (f"D{i}",))
+            conn.execute("INSERT INTO enrollments (id, device_id, type, topic, push_magic, token_hex, last_seen_at) "
+                         "VALUES (%s, %s, 'Device', 't', 'm', 'aa', now())", (f"D{i}", f"D{i}"))
+        for uuid, ids in (("together", ("D1", "D2")), ("queued", ("D3",)), ("answered-kept", ("D3",))):
+            conn.execute(ENQUEUE, (uuid,))
+            for i in ids:
+                conn.execute("INSERT INTO enrollment_queue (id, command_uuid) VALUES (%s, %s)", (i, uuid))
+        # NanoMDM without delete=1 keeps a result: that command is not left behind.
+        conn.execute("DELETE FROM enrollment_queue WHERE command_uuid = 'answered-kept'")
+        conn.execute("INSERT INTO command_results (id, command_uuid, status, result) VALUES "
+                     "('D3', 'answered-kept', 'Acknowledged', '<?xml version=\"1.0\"?><plist/>')")
+    first, second = psycopg.connect(dsn), psycopg.connect(dsn)
+    try:
+        for conn, device in ((first, "D1"), (second, "D2")):
+            for statement in ANSWERED:
+                conn.execute(statement, {"id": device, "uuid": "together"})
+        first.commit()
+        second.commit()
+    finally:
+        first.close()
+        second.close()
+    assert nanomdm_commands(dsn) == {"together", "queued", "answered-kept"}  # NanoMDM left it
+
+    env = {"NANOMDM_STORAGE_DSN": dsn}
+    config = tmp_path / "werne.toml"
+    dry = run_cli("prune", "--dry-run", "--json", config=config, env=env)
+    assert dry.exit_code == 0, dry.output
+    assert json.loads(dry.output)["nanomdm_commands"] == 1
+    assert nanomdm_commands(dsn) == {"together", "queued", "answered-kept"}  # a dry run deletes nothing
+    done = run_cli("prune", config=config, env=env)
+    assert done.exit_code == 0, done.output
+    assert "1 of NanoMDM's answered commands it left behind" in done.output
+    assert nanomdm_commands(dsn) == {"queued", "answered-kept"}
+
+    # Without a NanoMDM database named, prune leaves NanoMDM alone and says nothing of it.
+    alone = run_cli("prune", "--json", config=config, env={"NANOMDM_STORAGE_DSN": ""})
+    assert alone.exit_code == 0 and json.loads(alone.output)["nanomdm_commands"] is None
+
+    # Its database unreachable: werne's own part is done, then one line and exit 3 (the alert).
+    old = NOW - timedelta(days=400)
+    with compliance_db.transaction() as conn:
+        conn.execute(insert(MDMWebhookEvent), [{"event_id": "old", "topic": "mdm.Connect", "received_at": old,
+                                                "created_at": old.isoformat(), "status": "Acknowledged"}])
+    gone = run_cli("prune", config=config,
+                   env={"NANOMDM_STORAGE_DSN": f"host={tmp_path / 'no-socket'} dbname=nanomdm password=s3cr3t-pw"})
+    assert gone.exit_code == 3, gone.output
+    assert gone.output.startswith("Error: NanoMDM's database:") and len(gone.output.strip().splitlines()) == 1
+    assert "s3cr3t-pw" not in gone.output and "Traceback" not in gone.output
+    assert count(compliance_db, MDMWebhookEvent) == 0
