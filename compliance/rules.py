@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
@@ -204,18 +205,35 @@ def load_baseline_file(
     path: Path, known_python_checks: set[str] | None = None
 ) -> tuple[Baseline | None, list[str]]:
     """Parse one baseline file; returns (baseline or None, problems as `file:line: reason`)."""
-    problems: list[str] = []
     try:
         raw = read_regular_file(path)
-        root = compose(raw.decode("utf-8-sig"), path)
     except FileNotFoundError:
         return None, [f"{path}: file does not exist"]
-    except (OSError, UnicodeDecodeError) as e:
+    except OSError as e:
         return None, [f"{path}: cannot read: {e.__class__.__name__}"]
+    checks = None if known_python_checks is None else frozenset(known_python_checks)
+    header, rules, problems = _parse_baseline(raw, path, checks)
+    if problems or header is None:
+        return None, list(problems)
+    return Baseline(header=header, rules=list(rules), path=path, digest=hashlib.sha256(raw).hexdigest()), []
+
+
+# Parsed once per process for the same bytes: the shard worker and the web server judge many times
+# with the same files. The key is the file's content, so an edited file is parsed again; the rules
+# and headers are frozen models, and each call gets its own list of them.
+@lru_cache(maxsize=32)
+def _parse_baseline(
+    raw: bytes, path: Path, known_python_checks: frozenset[str] | None
+) -> tuple[BaselineHeader | None, tuple[Rule, ...], tuple[str, ...]]:
+    problems: list[str] = []
+    try:
+        root = compose(raw.decode("utf-8-sig"), path)
+    except UnicodeDecodeError as e:
+        return None, (), (f"{path}: cannot read: {e.__class__.__name__}",)
     except YAMLInputError as e:
-        return None, [str(e)]
+        return None, (), (str(e),)
     if not isinstance(root, yaml.MappingNode):
-        return None, [f"{path}: a baseline is a mapping with 'baseline:' and 'rules:'"]
+        return None, (), (f"{path}: a baseline is a mapping with 'baseline:' and 'rules:'",)
     nodes = {scalar_key(k): v for k, v in root.value}
     unknown = sorted(str(k) for k in set(nodes) - {"baseline", "rules"})
     if unknown:
@@ -260,9 +278,7 @@ def load_baseline_file(
                 continue
             seen[rule.id] = line
             rules.append(rule)
-    if problems or header is None:
-        return None, problems
-    return Baseline(header=header, rules=rules, path=path, digest=hashlib.sha256(raw).hexdigest()), []
+    return header, tuple(rules), tuple(problems)
 
 
 def load_baselines(directory: Path | None = None) -> BaselineSet:

@@ -159,3 +159,28 @@ def test_ipads_without_mdm_api_key_exit_2_before_any_run(run_cli, tmp_path, stat
     r = run_cli("report", "--format", "csv", "--out", str(tmp_path / "x.csv"), config=cfg)
     assert r.exit_code == 2
     assert r.stderr == "Error: no complete compliance run stored yet; run `werne compliance run` first\n"
+
+
+def test_a_baseline_edited_in_place_is_read_anew(tmp_path):
+    """Parsed baselines are kept per process for the same bytes (the shard worker judges many
+    shards): an edit to the file, at the same path, is what the next load returns, with its digest;
+    and the same bytes again are the same rules, in a list of the caller's own."""
+    d = _copy(tmp_path)
+    f = d / "linux-laptop.yaml"
+    first = load_baselines(d)
+    again = load_baselines(d)
+    assert again.digest() == first.digest()
+    laptop = [b for b in again.baselines if b.path == f][0]
+    assert laptop.rules == [b for b in first.baselines if b.path == f][0].rules
+    laptop.rules.clear()  # the caller's list: the next load is whole
+    assert load_baselines(d).for_fleet("laptops") == first.for_fleet("laptops") != []
+
+    text = f.read_text(encoding="utf-8")
+    old = "  - id: lx-ssh-no-root-login"
+    assert old in text
+    f.write_text(text.replace(old, "  - id: lx-ssh-no-root-login-edited", 1), encoding="utf-8")
+    edited = load_baselines(d)
+    assert "lx-ssh-no-root-login-edited" in edited.rule_ids and "lx-ssh-no-root-login" not in edited.rule_ids
+    assert edited.digest() != first.digest()
+    f.write_text(text, encoding="utf-8")
+    assert load_baselines(d).digest() == first.digest()
