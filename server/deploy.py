@@ -16,6 +16,7 @@ import contextlib
 import ipaddress
 import re
 from dataclasses import asdict, dataclass, field
+from functools import cache, lru_cache
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -476,16 +477,24 @@ class Deployment:
         return {"host": self.host, "out": str(self.out), "files": [f.to_dict() for f in self.files]}
 
 
+@cache
 def _env() -> Environment:
+    # One per process: Jinja keeps each compiled template and compiles it again when its file changes.
     return Environment(loader=FileSystemLoader(str(TEMPLATES)), undefined=StrictUndefined,
                        keep_trailing_newline=True, autoescape=False)  # noqa: S701 - config files, not HTML
+
+
+@lru_cache(maxsize=64)
+def _variables(source: str) -> frozenset[str]:
+    """The variables a template's source uses (its includes use only their own booleans)."""
+    return frozenset(meta.find_undeclared_variables(_env().parse(source)))
 
 
 def render_template(name: str, values: dict[str, Any]) -> str:
     """Render one deploy template, each value it uses checked first (the last guard behind the doors)."""
     env = _env()
     assert env.loader is not None
-    used = meta.find_undeclared_variables(env.parse(env.loader.get_source(env, name)[0]))
+    used = _variables(env.loader.get_source(env, name)[0])
     return env.get_template(name).render(**{k: _checked(k, v) if k in used else v for k, v in values.items()})
 
 

@@ -30,11 +30,20 @@ NOW = dt.datetime(2027, 5, 3, 2, 0, tzinfo=dt.UTC)  # a nightly run
 TODAY = NOW.date()
 
 
+@pytest.fixture(scope="module")
+def ca_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """One SCEP CA for the module's sites (a 3072-bit key takes a while), imported into each as
+    `werne mdm scep init --import-ca-cert/--import-ca-key` does."""
+    from lab.certs import make_scep_ca
+
+    return make_scep_ca(tmp_path_factory.mktemp("scep"))
+
+
 @pytest.fixture
-def site(tmp_path: Path):  # type: ignore[no-untyped-def]
+def site(tmp_path: Path, ca_files: tuple[Path, Path]):  # type: ignore[no-untyped-def]
     cfg = load_config(write_config(tmp_path / "werne.toml", REPO / "inventories" / "demo", tmp_path / "state",
                                    "[scep]\nrenew_days_before = 60\nrenew_daily_budget = 2\n[dep]\nenabled = false\n"))
-    init_scep_ca(cfg)
+    init_scep_ca(cfg, *ca_files)
     db = Database(cfg.database_url)
     yield cfg, db, IPadContext(cfg, db, load_inventory(cfg.inventory_dir), actor="pytest")
     db.dispose()

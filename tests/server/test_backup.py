@@ -20,6 +20,7 @@ from click.testing import CliRunner
 from cli import main
 from core.config import Config, load_config
 from core.secrets import Secret
+from server import backup_archive
 from server.backup import create_backup, prune, restore_backup, verify_backup
 from server.backup_archive import MAGIC, decrypt, members
 from server.errors import ArchiveRefused
@@ -57,6 +58,23 @@ def _snapshot(*roots: Path) -> dict[str, tuple[str, int]]:
             if p.is_file() and ".pre-restore-" not in str(p) and not p.name.endswith(("-wal", "-shm")):
                 out[str(p)] = (hashlib.sha256(p.read_bytes()).hexdigest(), p.stat().st_mode & 0o7777)
     return out
+
+
+@pytest.fixture(autouse=True)
+def low_scrypt_cost(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Archives here are made with the lowest scrypt cost a werne reads (2^10, not 2^15): the cost
+    travels in each archive's header and decrypt reads it from there, so the path is the same and
+    each derivation takes a millisecond. The test below checks what a real archive carries."""
+    monkeypatch.setattr(backup_archive, "SCRYPT_N", 2**10)
+
+
+def test_a_real_archive_carries_the_shipped_scrypt_cost(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.undo()
+    data = backup_archive.encrypt(b"the payload", PASSWORD)
+    (n,) = struct.unpack(">I", data[len(MAGIC):len(MAGIC) + 4])
+    kdf = json.loads(data[len(MAGIC) + 4:len(MAGIC) + 4 + n])["kdf"]
+    assert (kdf["n"], kdf["r"], kdf["p"]) == (2**15, 8, 1)
+    assert decrypt(data, PASSWORD) == b"the payload"
 
 
 @pytest.fixture
