@@ -131,6 +131,10 @@ class AppsPlan(Findings):
 ClientFactory = Callable[[str], AppsBooksClient]
 
 
+# Serials per `IN (...)`: below SQLite's and PostgreSQL's parameter limits.
+_IN_CHUNK = 500
+
+
 def _recorded(ctx: IPadContext) -> list[AppLicence]:
     with ctx.db.session() as s:
         return list(s.scalars(select(AppLicence)))
@@ -395,12 +399,16 @@ def _record(ctx: IPadContext, location: str, pairs: set[Pair], pricing: dict[str
 
 
 def _forget(ctx: IPadContext, location: str, pairs: set[Pair]) -> None:
-    if not pairs:
-        return
+    """Delete the records of these (app, serial) pairs: one statement per app and 500 serials (a
+    school's 500 iPads and five apps are five statements, not 2,500)."""
+    serials_of: dict[str, list[str]] = {}
+    for a, ser in sorted(pairs):
+        serials_of.setdefault(a, []).append(ser)
     with ctx.db.session() as s:
-        for a, ser in pairs:
-            s.execute(delete(AppLicence).where(AppLicence.location == location, AppLicence.adam_id == a,
-                                               AppLicence.serial == ser))
+        for a, serials in serials_of.items():
+            for start in range(0, len(serials), _IN_CHUNK):
+                s.execute(delete(AppLicence).where(AppLicence.location == location, AppLicence.adam_id == a,
+                                                   AppLicence.serial.in_(serials[start:start + _IN_CHUNK])))
 
 
 def _targets_by_serial(ctx: IPadContext, serials: set[str]) -> dict[str, Target]:
