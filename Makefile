@@ -3,6 +3,10 @@
 SHELL := /bin/bash
 VENV := .venv/bin
 export PATH := $(CURDIR)/.venv/bin:$(CURDIR)/.tools/bin:$(PATH)
+# Python keeps the modules it compiles (__pycache__/, ignored by git), even where the shell sets
+# PYTHONDONTWRITEBYTECODE: with it, each test worker and each werne process a test starts compiled
+# werne's modules from source again, and pytest rewrote every test module again (bench/RESULTS.md).
+unexport PYTHONDONTWRITEBYTECODE
 
 .PHONY: setup demo test check lint bench clean-lab
 
