@@ -29,11 +29,13 @@ test: setup
 # [tool.mypy] files), then every test that needs no lab (root, nspawn), no browser, no PostgreSQL
 # and is not slow. Markers follow the fixtures a test uses (tests/parts.py). The tests marked lint
 # run ruff and mypy again for `make test`: here the two steps before pytest have done that.
+# Longest modules first (tests/ordering.py), as in `make test`: 70 s instead of 75 s on 2 cores.
 CHECK_MARKERS := not lab and not browser and not postgres and not slow and not lint
 check: setup
 	$(VENV)/ruff check .
 	$(VENV)/mypy
-	$(VENV)/python -m pytest -q -n $(WORKERS) --dist loadscope -m "$(CHECK_MARKERS)" $(PYTEST_ARGS)
+	$(VENV)/python -m pytest -q -n $(WORKERS) --dist loadscope --longest-first --no-loadscope-reorder \
+		-m "$(CHECK_MARKERS)" $(PYTEST_ARGS)
 
 lint: setup
 	$(VENV)/ruff check .

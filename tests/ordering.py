@@ -7,9 +7,9 @@ run with `--record-durations`), longest first; the tests inside a module keep th
 not in the file counts as long as the longest one that is: a new module is most likely a long lab
 test, and one that turns out short costs a parallel run nothing at the start.
 
-`scripts/test.sh` uses it for both halves of `make test`. Refresh the file after adding or
-changing long tests: `make test PYTEST_ARGS=--record-durations` (each half merges its modules
-into the file). Registered as a plugin in tests/conftest.py.
+`scripts/test.sh` uses it for both halves of `make test`, and the Makefile for `make check`.
+Refresh the file after adding or changing long tests: `make test PYTEST_ARGS=--record-durations`
+(each half merges its modules into the file). Registered as a plugin in tests/conftest.py.
 """
 
 from __future__ import annotations
