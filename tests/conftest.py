@@ -3,9 +3,11 @@ runner that uses them."""
 
 from __future__ import annotations
 
+import functools
 import shutil
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -27,6 +29,25 @@ def _no_system_config(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.
     import core.config
 
     monkeypatch.setattr(core.config, "SYSTEM_CONFIG", tmp_path_factory.getbasetemp() / "no-system-werne.toml")
+
+
+# argon2id at its lowest cost (RFC 9106 allows t=1; 1 MiB, one lane) for the accounts tests make in
+# their own process. Each hash names its parameters, so a login checks it the same way, in a
+# millisecond instead of 0.1 s; a successful login rehashes it at werne's cost, as it does any hash
+# made with other parameters (tests/enrolment/test_accounts_cost.py checks both). Web servers a
+# test starts as processes of their own hash at werne's cost.
+@functools.cache
+def _quick_hasher() -> Any:
+    from argon2 import PasswordHasher
+
+    return PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
+
+
+@pytest.fixture(autouse=True)
+def _quick_password_hashes(monkeypatch: pytest.MonkeyPatch) -> None:
+    import enrolment.accounts
+
+    monkeypatch.setattr(enrolment.accounts, "_hasher", _quick_hasher())
 
 
 @pytest.fixture
