@@ -218,8 +218,8 @@ def load_baseline_file(
     return Baseline(header=header, rules=list(rules), path=path, digest=hashlib.sha256(raw).hexdigest()), []
 
 
-# Parsed once per process for the same bytes: the shard worker and the web server judge many times
-# with the same files. The key is the file's content, so an edited file is parsed again; the rules
+# Parsed once per process for the same bytes: a shard worker judges shard after shard with the
+# same files. The key is the file's content, so an edited file is parsed again; the rules
 # and headers are frozen models, and each call gets its own list of them.
 @lru_cache(maxsize=32)
 def _parse_baseline(

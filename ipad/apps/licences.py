@@ -401,6 +401,8 @@ def _record(ctx: IPadContext, location: str, pairs: set[Pair], pricing: dict[str
 def _forget(ctx: IPadContext, location: str, pairs: set[Pair]) -> None:
     """Delete the records of these (app, serial) pairs: one statement per app and 500 serials (a
     school's 500 iPads and five apps are five statements, not 2,500)."""
+    if not pairs:
+        return
     serials_of: dict[str, list[str]] = {}
     for a, ser in sorted(pairs):
         serials_of.setdefault(a, []).append(ser)

@@ -244,6 +244,10 @@ def test_leaving_a_group_or_the_inventory_takes_licences_back(city: City) -> Non
     assert (GARAGEBAND, moved) not in loc.assignments and (IMOVIE, moved) in loc.assignments
     with city.db.session() as s:
         assert not list(s.scalars(select(AppLicence).where(AppLicence.serial == gone)))
+        # werne's records are Apple's assignments, the licences `moved` kept included.
+        recorded = {(r.adam_id, r.serial) for r in s.scalars(select(AppLicence).where(
+            AppLicence.location == "grundschulen"))}
+    assert recorded == set(loc.assignments) and any(s == moved for _, s in recorded)
 
 
 def test_release_licences_after_a_wipe(city: City) -> None:
