@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from operator import itemgetter
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy import DateTime, String, create_engine, event, inspect
 from sqlalchemy.engine import Connection, Dialect, Engine
@@ -121,6 +121,17 @@ class UTCDateTime(TypeDecorator[datetime]):
 
 
 _BULK_PLANS: dict[tuple[int, str, tuple[str, ...]], tuple[Any, str, list[tuple[str, Any]]]] = {}
+_T = TypeVar("_T")
+# Values per `IN (...)`: below SQLite's and PostgreSQL's parameter limits.
+IN_CHUNK = 500
+
+
+def in_chunks(values: Sequence[_T]) -> Iterator[Sequence[_T]]:
+    """`values` in slices of IN_CHUNK, for one `IN (...)` statement each."""
+    for start in range(0, len(values), IN_CHUNK):
+        yield values[start:start + IN_CHUNK]
+
+
 _BULK_LOCK = threading.Lock()
 
 

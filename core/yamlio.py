@@ -100,6 +100,8 @@ def scalar_key(node: yaml.Node) -> str | None:
 # than the pure-Python one on the same documents, and it refuses nesting deeper than 1,000 levels
 # itself. The nodes it builds are the same classes with the same line marks.
 _FAST_LOADER: type[Any] | None = getattr(yaml, "CSafeLoader", None) if yaml.__with_libyaml__ else None
+# For trusted reference data loaded whole (tools/derive_*.py): the fastest safe loader there is.
+SAFE_LOADER: type[Any] = _FAST_LOADER or yaml.SafeLoader
 
 
 def compose(text: str, path: Path | str) -> yaml.Node | None:

@@ -30,8 +30,9 @@ from typing import Any
 
 import yaml
 
-# libyaml's parser where PyYAML has it: the same data, several times faster than the pure-Python one.
-YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from core.yamlio import SAFE_LOADER  # noqa: E402
+
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_REFERENCE = REPO.parent / "shared" / "reference" / "apple-device-management"
 DEFAULT_OUTPUT = REPO / "data" / "apple-mdm-schema.json"
@@ -118,7 +119,7 @@ def _user_enrollment_only(supported: Any) -> bool:
 
 
 def _load(path: Path) -> dict[str, Any]:
-    data = yaml.load(path.read_text(encoding="utf-8"), Loader=YAML_LOADER)
+    data = yaml.load(path.read_text(encoding="utf-8"), Loader=SAFE_LOADER)
     if not isinstance(data, dict) or not isinstance(data.get("payload"), dict):
         raise ValueError(f"{path}: not a schema file (no 'payload' mapping)")
     return data

@@ -15,13 +15,14 @@ from pathlib import Path
 
 import yaml
 
-# libyaml's parser where PyYAML has it: the same data, several times faster than the pure-Python one.
-YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from core.yamlio import SAFE_LOADER  # noqa: E402
+
 OSES = ("iOS", "macOS", "tvOS")
 
 
 def derive(root: Path) -> dict[str, object]:
-    doc = yaml.load((root / "other" / "skipkeys.yaml").read_text(encoding="utf-8"), Loader=YAML_LOADER)
+    doc = yaml.load((root / "other" / "skipkeys.yaml").read_text(encoding="utf-8"), Loader=SAFE_LOADER)
     source = (root / "SOURCE.txt").read_text(encoding="utf-8").split("(")[0].strip().removeprefix("Source: ")
     default_os = doc["payload"]["supportedOS"]
     keys: dict[str, dict[str, dict[str, str]]] = {}

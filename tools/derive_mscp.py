@@ -19,8 +19,9 @@ from typing import Any
 
 import yaml
 
-# libyaml's parser where PyYAML has it: the same data, several times faster than the pure-Python one.
-YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from core.yamlio import SAFE_LOADER  # noqa: E402
+
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_REFERENCE = REPO.parent / "shared" / "reference" / "mscp-ios"
 DEFAULT_OUTPUT = REPO / "data" / "mscp-ios-indigo.json"
@@ -64,7 +65,7 @@ def derive(reference: Path) -> dict[str, Any]:
         matches = sorted((reference / "baselines").glob(f"{name}_ios_*.yaml"))
         if not matches:
             continue
-        data = yaml.load(matches[-1].read_text(encoding="utf-8"), Loader=YAML_LOADER)
+        data = yaml.load(matches[-1].read_text(encoding="utf-8"), Loader=SAFE_LOADER)
         version = str(data["platform"]["version"])
         sections = []
         for section in data["profile"]:
@@ -81,7 +82,7 @@ def derive(reference: Path) -> dict[str, Any]:
             # Baselines name a few rules the data set does not ship; recorded, not invented.
             missing.append(rule_id)
             continue
-        rule = yaml.load(path.read_text(encoding="utf-8"), Loader=YAML_LOADER)
+        rule = yaml.load(path.read_text(encoding="utf-8"), Loader=SAFE_LOADER)
         platform = _ios_platform(rule, version)
         odv = rule.get("odv") or {}
         entry: dict[str, Any] = {

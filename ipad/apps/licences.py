@@ -25,6 +25,7 @@ from sqlalchemy import delete, select
 
 from core import audit
 from core.csvio import write_csv
+from core.db import in_chunks
 from core.errors import ConfigError
 from core.findings import Findings
 from ipad.apps.catalogue import App, AppCatalogue, load_apps
@@ -129,10 +130,6 @@ class AppsPlan(Findings):
 
 
 ClientFactory = Callable[[str], AppsBooksClient]
-
-
-# Serials per `IN (...)`: below SQLite's and PostgreSQL's parameter limits.
-_IN_CHUNK = 500
 
 
 def _recorded(ctx: IPadContext) -> list[AppLicence]:
@@ -408,9 +405,9 @@ def _forget(ctx: IPadContext, location: str, pairs: set[Pair]) -> None:
         serials_of.setdefault(a, []).append(ser)
     with ctx.db.session() as s:
         for a, serials in serials_of.items():
-            for start in range(0, len(serials), _IN_CHUNK):
+            for chunk in in_chunks(serials):
                 s.execute(delete(AppLicence).where(AppLicence.location == location, AppLicence.adam_id == a,
-                                                   AppLicence.serial.in_(serials[start:start + _IN_CHUNK])))
+                                                   AppLicence.serial.in_(chunk)))
 
 
 def _targets_by_serial(ctx: IPadContext, serials: set[str]) -> dict[str, Target]:

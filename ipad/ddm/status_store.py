@@ -11,12 +11,10 @@ from typing import Any
 
 from sqlalchemy import delete, select
 
-from core.db import Database
+from core.db import Database, in_chunks
 from core.models import utcnow
 from ipad.ddm.status import DDMStatus
 from ipad.models import DDMStatusRead
-
-CHUNK = 500
 
 
 def _when(text: Any) -> datetime | None:
@@ -31,8 +29,7 @@ def load_known(db: Database, enrollment_ids: Iterable[str]) -> dict[str, DDMStat
     ids = list(dict.fromkeys(enrollment_ids))
     out: dict[str, DDMStatus] = {}
     with db.session() as s:
-        for start in range(0, len(ids), CHUNK):
-            chunk = ids[start:start + CHUNK]
+        for chunk in in_chunks(ids):
             for row in s.scalars(select(DDMStatusRead).where(DDMStatusRead.enrollment_id.in_(chunk))):
                 out[row.enrollment_id] = DDMStatus(
                     row.enrollment_id, reported_at=row.reported_at, items=dict(row.items or {}),
@@ -51,6 +48,6 @@ def save_known(db: Database, statuses: dict[str, DDMStatus]) -> None:
         return
     ids = [r.enrollment_id for r in rows]
     with db.session() as s:
-        for start in range(0, len(ids), CHUNK):
-            s.execute(delete(DDMStatusRead).where(DDMStatusRead.enrollment_id.in_(ids[start:start + CHUNK])))
+        for chunk in in_chunks(ids):
+            s.execute(delete(DDMStatusRead).where(DDMStatusRead.enrollment_id.in_(chunk)))
         s.add_all(rows)

@@ -112,6 +112,11 @@ _ORPHANED = ("FROM commands AS c WHERE NOT EXISTS (SELECT 1 FROM enrollment_queu
              "WHERE r.command_uuid = c.command_uuid)")
 
 
+def _db_error(e: Exception) -> str:
+    # libpq's message names host and database, never the password.
+    return f"NanoMDM's database: {str(e).strip().splitlines()[0]}"
+
+
 def prune_orphaned_commands(dsn: str, dry_run: bool = False) -> int:
     """Delete (or, with dry_run, count) NanoMDM's command rows that no enrollment has queued and none
     answered: left by concurrent answers, see above. Returns how many."""
@@ -124,8 +129,7 @@ def prune_orphaned_commands(dsn: str, dry_run: bool = False) -> int:
                 return int(row[0]) if row else 0
             return conn.execute(f"DELETE {_ORPHANED}").rowcount  # noqa: S608 - a constant
     except psycopg.Error as e:
-        # libpq's message names host and database, never the password.
-        raise NanoMDMStorageError(f"NanoMDM's database: {str(e).strip().splitlines()[0]}") from None
+        raise NanoMDMStorageError(_db_error(e)) from None
 
 
 def _semver(version: str) -> tuple[int, ...]:
@@ -156,7 +160,7 @@ def schema_state(dsn: str) -> SchemaState:
         with psycopg.connect(dsn, autocommit=True, connect_timeout=10) as conn:
             exists, version = _held_version(conn)
     except psycopg.Error as e:
-        raise NanoMDMSchemaError(f"NanoMDM's database: {str(e).strip().splitlines()[0]}") from None
+        raise NanoMDMSchemaError(_db_error(e)) from None
     # Tables without a record: loaded by a werne before it recorded versions, which only ever
     # pinned SCHEMA_CHANGES' first version.
     return SchemaState(version or (next(iter(SCHEMA_CHANGES)) if exists else None), SCHEMA_VERSION)
@@ -204,6 +208,5 @@ def load_schema(dsn: str, schema: Path | None = None) -> SchemaLoad:
                 "SELECT count(*) FROM information_schema.tables WHERE table_schema = current_schema()"
             ).fetchone()
     except psycopg.Error as e:
-        # libpq's message names host and database, never the password.
-        raise NanoMDMSchemaError(f"NanoMDM's database: {str(e).strip().splitlines()[0]}") from None
+        raise NanoMDMSchemaError(_db_error(e)) from None
     return SchemaLoad(schema, before is None, int(row[0]) if row else 0, before, SCHEMA_VERSION, tuple(applied))

@@ -18,7 +18,7 @@ from typing import Any
 
 from sqlalchemy.engine import Connection
 
-from core.db import bulk_execute, select_rows
+from core.db import IN_CHUNK, bulk_execute, in_chunks, select_rows
 from ipad.store import statements as sql
 from ipad.store.events import EnrolmentEvent, ParsedEvent, created_order
 from ipad.store.facts import SERIAL_CONFLICT, fact_value, identity_cert_not_after, info_columns
@@ -27,7 +27,7 @@ log = logging.getLogger("werne.ipad.store")
 # serial -> (school, group) from the inventory; None when the serial is not in it.
 Placement = Callable[[str], tuple[str, str] | None]
 # Rows are read in chunks of this many ids (SQLite's and PostgreSQL's parameter limits).
-CHUNK = 500
+CHUNK = IN_CHUNK
 
 
 class Batch:
@@ -56,7 +56,7 @@ class Batch:
         """Read the devices of these events, and the check-in times of those with a check-in among them."""
         loaded: dict[str, dict[str, Any]] = {}
         ids = {e.enrollment_id for e in events if e.parent_id is None} | {e.parent_id for e in events if e.parent_id}
-        for chunk in _chunks(list(ids)):
+        for chunk in in_chunks(list(ids)):
             for row in select_rows(conn, sql.SELECT_DEVICES, {"ids": chunk}):
                 loaded[row["enrollment_id"]] = row
         # Check-in times only for devices with a check-in in this batch (rare next to results), and
@@ -64,7 +64,7 @@ class Batch:
         times: dict[str, dict[str, str]] = {}
         timed = {e.enrollment_id for e in events if e.message_type}
         timed |= {eid for eid, row in loaded.items() if row.get("state") == "authenticated"}
-        for chunk in _chunks(list(timed)):
+        for chunk in in_chunks(list(timed)):
             for row in select_rows(conn, sql.SELECT_CHECKIN_TIMES, {"ids": chunk}):
                 kind = row["kind"].removeprefix(sql.CHECKIN_FACT_PREFIX)
                 times.setdefault(row["enrollment_id"], {})[kind] = str(row["value"])
@@ -167,10 +167,6 @@ class Batch:
             if e.request_type:  # the answer's own type wins, as in the upsert (statements)
                 row["request_type"] = e.request_type
         bulk_execute(self.conn, sql.upsert_command_results(self.conn.dialect.name), list(merged.values()))
-
-
-def _chunks(ids: list[str]) -> list[list[str]]:
-    return [ids[start:start + CHUNK] for start in range(0, len(ids), CHUNK)]
 
 
 class DeviceMessages:
